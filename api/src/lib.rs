@@ -1,0 +1,63 @@
+//! Remora's config model, shared by the proxy and (later) the control plane.
+//!
+//! This crate owns the serde types of a proxy config ([`Config`]), the pure
+//! validation that reports every problem with its field path ([`validate`]),
+//! and the loader that turns a YAML text into a config or into located
+//! problems ([`parse_yaml`]). It does no I/O: reading files and loading
+//! certificates belong to the proxy.
+
+mod duration;
+mod locate;
+mod model;
+mod validate;
+
+pub use duration::Duration;
+pub use model::*;
+pub use validate::{validate, Problem};
+
+/// Parses a YAML config and validates it.
+///
+/// On failure returns every problem found, each with its field path and, when
+/// it can be found in `text`, its 1-based line.
+pub fn parse_yaml(text: &str) -> Result<Config, Vec<Problem>> {
+    // Enums are written as `{prefix: /api}` or `round_robin`, not YAML tags.
+    let de = serde_yaml_ng::Deserializer::from_str(text);
+    let config: Config = match serde_yaml_ng::with::singleton_map_recursive::deserialize(de) {
+        Ok(c) => c,
+        Err(e) => {
+            let line = e.location().map(|l| l.line());
+            // serde_yaml_ng prefixes the message with the path it was at.
+            let msg = e.to_string();
+            let (path, message) = split_serde_message(&msg);
+            return Err(vec![Problem {
+                path,
+                message,
+                line,
+            }]);
+        }
+    };
+    let mut problems = validate(&config);
+    if problems.is_empty() {
+        return Ok(config);
+    }
+    let lines = locate::Locator::new(text);
+    for p in &mut problems {
+        p.line = lines.line_of(&p.path);
+    }
+    Err(problems)
+}
+
+/// serde_yaml_ng formats errors as `path: message at line L column C`.
+fn split_serde_message(msg: &str) -> (String, String) {
+    let msg = match msg.rfind(" at line ") {
+        Some(i) => &msg[..i],
+        None => msg,
+    };
+    match msg.split_once(": ") {
+        Some((path, rest)) if !path.contains(' ') => (path.to_string(), rest.to_string()),
+        _ => (String::new(), msg.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,378 @@
+//! The config types. Every struct denies unknown fields so a typo is an error,
+//! not a silently ignored setting. `docs/config.md` documents each field.
+
+use crate::Duration;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// A whole proxy config: listeners with their routes, and the backends the
+/// routes send to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub admin: Admin,
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+    #[serde(default = "defaults::drain_timeout")]
+    pub drain_timeout: Duration,
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+    #[serde(default)]
+    pub backends: Vec<Backend>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// Address of the admin server (`/metrics`, `/ready`, `/live`, `/config`, `/log-level`).
+    #[serde(default = "defaults::admin_address")]
+    pub address: SocketAddr,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            address: defaults::admin_address(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// Unique name; used as the `listener` metric label.
+    pub name: String,
+    pub address: SocketAddr,
+    /// Terminate TLS on this listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ServerTls>,
+    #[serde(default)]
+    pub limits: Limits,
+    /// Routes in order; see `docs/config.md` for how one is chosen.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTls {
+    /// Certificates; the first one is the default when SNI matches none.
+    pub certificates: Vec<CertificateFiles>,
+    /// PEM bundle of CAs that client certificates are verified against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: reject clients that present no certificate.
+    #[serde(default)]
+    pub require_client_certificate: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// SNI names served by this certificate (`a.example.com`, `*.example.com`).
+    /// Empty: the DNS names of the certificate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub server_names: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request head (request line and headers) accepted; larger gets 431.
+    #[serde(default = "defaults::max_request_header_bytes")]
+    pub max_request_header_bytes: usize,
+    /// Time a client has to send a whole request head (slowloris guard).
+    #[serde(default = "defaults::header_read_timeout")]
+    pub header_read_timeout: Duration,
+    /// Open connections accepted at once; more are closed on accept.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    /// Largest request body accepted; larger gets 413. No limit when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_request_body_bytes: Option<u64>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_header_bytes: defaults::max_request_header_bytes(),
+            header_read_timeout: defaults::header_read_timeout(),
+            max_connections: defaults::max_connections(),
+            max_request_body_bytes: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Unique within its listener; used as the `route` metric label.
+    pub name: String,
+    #[serde(default, rename = "match")]
+    pub matches: RouteMatch,
+    /// Weighted backends (a traffic split). Exactly one of `backends`,
+    /// `direct_response` and `redirect` is set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backends: Vec<WeightedBackend>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct_response: Option<DirectResponse>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<Redirect>,
+    #[serde(default, skip_serializing_if = "HeaderOps::is_empty")]
+    pub request_headers: HeaderOps,
+    #[serde(default, skip_serializing_if = "HeaderOps::is_empty")]
+    pub response_headers: HeaderOps,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<Rewrite>,
+    /// Whole-exchange timeout (until response headers); 504 when it passes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatch {
+    /// `api.example.com` (exact) or `*.example.com` (any subdomain). Empty: any host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathMatch>,
+    /// Empty: any method.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// All must match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeaderMatch>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum PathMatch {
+    /// The whole path (without the query) equals this.
+    Exact(String),
+    /// The path starts with these whole segments: `/api` matches `/api` and
+    /// `/api/x`, not `/apix`.
+    Prefix(String),
+    /// The path matches this regular expression (anchored at both ends).
+    Regex(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatch {
+    pub name: String,
+    /// One of `exact`, `regex` and `present` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub present: Option<bool>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedBackend {
+    /// Name of an entry in `backends`.
+    pub name: String,
+    #[serde(default = "defaults::weight")]
+    pub weight: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderOps {
+    /// Appended (a header already there keeps its values).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub add: BTreeMap<String, String>,
+    /// Replaces any value already there.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub set: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+impl HeaderOps {
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.set.is_empty() && self.remove.is_empty()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rewrite {
+    /// Host/authority sent upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Replaces the part of the path matched by a `prefix` path match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectResponse {
+    pub status: u16,
+    #[serde(default)]
+    pub body: String,
+    #[serde(default = "defaults::content_type")]
+    pub content_type: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Redirect {
+    /// 301, 302, 303, 307 or 308.
+    #[serde(default = "defaults::redirect_status")]
+    pub status: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Replaces the whole path (the query is kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    /// Unique name; used as the `backend` metric label.
+    pub name: String,
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
+    #[serde(default)]
+    pub balancer: Balancer,
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTls>,
+    #[serde(default = "defaults::connect_timeout")]
+    pub connect_timeout: Duration,
+    #[serde(default)]
+    pub pool: Pool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// `ip:port`.
+    pub address: SocketAddr,
+    #[serde(default = "defaults::weight")]
+    pub weight: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Balancer {
+    /// Power of two choices over a peak-EWMA latency estimate (Linkerd's default).
+    #[default]
+    PeakEwma,
+    /// Each endpoint in turn, `weight` times per round.
+    RoundRobin,
+    /// Power of two choices over the number of requests in flight.
+    LeastRequest,
+    /// Consistent hashing of a header or cookie: the same key goes to the same endpoint.
+    RingHash(RingHash),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RingHash {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    /// The protocol the client used (HTTP/2 in, HTTP/2 out); with TLS, ALPN decides.
+    #[default]
+    Auto,
+    Http1,
+    Http2,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// Name sent as SNI and checked against the upstream's certificate.
+    pub server_name: String,
+    /// PEM bundle of CAs the upstream's certificate is verified against.
+    pub ca: PathBuf,
+    /// Client certificate and key, for upstreams that verify clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pool {
+    /// An idle pooled connection is closed after this long.
+    #[serde(default = "defaults::idle_timeout")]
+    pub idle_timeout: Duration,
+    /// Idle HTTP/1.1 connections kept per endpoint.
+    #[serde(default = "defaults::max_idle")]
+    pub max_idle_per_endpoint: usize,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool {
+            idle_timeout: defaults::idle_timeout(),
+            max_idle_per_endpoint: defaults::max_idle(),
+        }
+    }
+}
+
+pub mod defaults {
+    //! Default values, in one place so docs and code agree.
+    use crate::Duration;
+    use std::net::SocketAddr;
+
+    pub fn admin_address() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 4191))
+    }
+    pub fn drain_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn max_request_header_bytes() -> usize {
+        64 * 1024
+    }
+    pub fn header_read_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn max_connections() -> usize {
+        10_000
+    }
+    pub fn weight() -> u32 {
+        1
+    }
+    pub fn content_type() -> String {
+        "text/plain".to_string()
+    }
+    pub fn redirect_status() -> u16 {
+        302
+    }
+    pub fn connect_timeout() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn idle_timeout() -> Duration {
+        Duration::from_secs(90)
+    }
+    pub fn max_idle() -> usize {
+        64
+    }
+}

@@ -1,0 +1,320 @@
+//! Pure validation of a [`Config`]: every problem, each with its field path.
+
+use crate::model::*;
+use std::collections::HashSet;
+use std::fmt;
+
+/// One thing wrong with a config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// Field path, e.g. `listeners[0].routes[2].backends[0].weight`.
+    pub path: String,
+    pub message: String,
+    /// 1-based line in the file, when known.
+    pub line: Option<usize>,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(l) = self.line {
+            write!(f, "line {l}: ")?;
+        }
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            path: path.into(),
+            message: message.into(),
+            line: None,
+        });
+    }
+}
+
+/// Returns every problem in `config`; empty means valid.
+pub fn validate(config: &Config) -> Vec<Problem> {
+    let mut p = Problems::default();
+    if config.drain_timeout.get().is_zero() {
+        p.add("drain_timeout", "must be > 0");
+    }
+    let backends: HashSet<&str> = config.backends.iter().map(|b| b.name.as_str()).collect();
+    let mut names = HashSet::new();
+    let mut addrs = HashSet::new();
+    for (i, l) in config.listeners.iter().enumerate() {
+        let at = format!("listeners[{i}]");
+        check_name(&mut p, &format!("{at}.name"), &l.name);
+        if !names.insert(&l.name) {
+            p.add(format!("{at}.name"), format!("`{}` is used twice", l.name));
+        }
+        if !addrs.insert(l.address) {
+            p.add(format!("{at}.address"), format!("{} is used twice", l.address));
+        }
+        if l.address == config.admin.address {
+            p.add(format!("{at}.address"), "is the admin address");
+        }
+        if let Some(tls) = &l.tls {
+            if tls.certificates.is_empty() {
+                p.add(format!("{at}.tls.certificates"), "needs at least one certificate");
+            }
+            if tls.require_client_certificate && tls.client_ca.is_none() {
+                p.add(
+                    format!("{at}.tls.require_client_certificate"),
+                    "needs tls.client_ca",
+                );
+            }
+            for (j, c) in tls.certificates.iter().enumerate() {
+                for (k, n) in c.server_names.iter().enumerate() {
+                    check_host(&mut p, &format!("{at}.tls.certificates[{j}].server_names[{k}]"), n);
+                }
+            }
+        }
+        check_limits(&mut p, &format!("{at}.limits"), &l.limits);
+        let mut route_names = HashSet::new();
+        for (j, r) in l.routes.iter().enumerate() {
+            let at = format!("{at}.routes[{j}]");
+            check_name(&mut p, &format!("{at}.name"), &r.name);
+            if !route_names.insert(&r.name) {
+                p.add(format!("{at}.name"), format!("`{}` is used twice in this listener", r.name));
+            }
+            check_route(&mut p, &at, r, &backends);
+        }
+    }
+    let mut seen = HashSet::new();
+    for (i, b) in config.backends.iter().enumerate() {
+        let at = format!("backends[{i}]");
+        check_name(&mut p, &format!("{at}.name"), &b.name);
+        if !seen.insert(&b.name) {
+            p.add(format!("{at}.name"), format!("`{}` is used twice", b.name));
+        }
+        check_backend(&mut p, &at, b);
+    }
+    p.0
+}
+
+fn check_name(p: &mut Problems, at: &str, name: &str) {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.');
+    if !ok {
+        p.add(at, "must be 1-63 characters of a-z, A-Z, 0-9, '-', '_' or '.'");
+    }
+}
+
+fn check_host(p: &mut Problems, at: &str, host: &str) {
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    let ok = host == "*"
+        || (!name.is_empty()
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+            }));
+    if !ok {
+        p.add(
+            at,
+            format!("`{host}` is not a lowercase host name or `*.suffix`"),
+        );
+    }
+}
+
+fn check_limits(p: &mut Problems, at: &str, l: &Limits) {
+    if l.max_request_header_bytes < 1024 {
+        p.add(format!("{at}.max_request_header_bytes"), "must be >= 1024");
+    }
+    if l.header_read_timeout.get().is_zero() {
+        p.add(format!("{at}.header_read_timeout"), "must be > 0");
+    }
+    if l.max_connections == 0 {
+        p.add(format!("{at}.max_connections"), "must be > 0");
+    }
+}
+
+fn check_route(p: &mut Problems, at: &str, r: &Route, backends: &HashSet<&str>) {
+    let m = &r.matches;
+    for (k, h) in m.hosts.iter().enumerate() {
+        check_host(p, &format!("{at}.match.hosts[{k}]"), h);
+    }
+    match &m.path {
+        Some(PathMatch::Exact(s)) | Some(PathMatch::Prefix(s)) if !s.starts_with('/') => {
+            p.add(format!("{at}.match.path"), "must start with '/'");
+        }
+        Some(PathMatch::Regex(re)) => check_regex(p, &format!("{at}.match.path.regex"), re),
+        _ => {}
+    }
+    for (k, meth) in m.methods.iter().enumerate() {
+        if http::Method::from_bytes(meth.as_bytes()).is_err() || meth.is_empty() {
+            p.add(format!("{at}.match.methods[{k}]"), format!("`{meth}` is not a method"));
+        }
+    }
+    for (k, h) in m.headers.iter().enumerate() {
+        let at = format!("{at}.match.headers[{k}]");
+        check_header_name(p, &format!("{at}.name"), &h.name);
+        let set = [h.exact.is_some(), h.regex.is_some(), h.present.is_some()];
+        if set.iter().filter(|s| **s).count() != 1 {
+            p.add(&at, "needs exactly one of `exact`, `regex` and `present`");
+        }
+        if let Some(re) = &h.regex {
+            check_regex(p, &format!("{at}.regex"), re);
+        }
+    }
+    let actions = [
+        !r.backends.is_empty(),
+        r.direct_response.is_some(),
+        r.redirect.is_some(),
+    ];
+    if actions.iter().filter(|a| **a).count() != 1 {
+        p.add(
+            at,
+            "needs exactly one of `backends`, `direct_response` and `redirect`",
+        );
+    }
+    for (k, b) in r.backends.iter().enumerate() {
+        if !backends.contains(b.name.as_str()) {
+            p.add(
+                format!("{at}.backends[{k}].name"),
+                format!("no backend is named `{}`", b.name),
+            );
+        }
+        if b.weight == 0 {
+            p.add(format!("{at}.backends[{k}].weight"), "must be > 0");
+        }
+    }
+    if let Some(d) = &r.direct_response {
+        if !(200..=599).contains(&d.status) {
+            p.add(format!("{at}.direct_response.status"), "must be 200-599");
+        }
+        if http::HeaderValue::from_str(&d.content_type).is_err() {
+            p.add(format!("{at}.direct_response.content_type"), "is not a valid header value");
+        }
+    }
+    if let Some(rd) = &r.redirect {
+        if ![301, 302, 303, 307, 308].contains(&rd.status) {
+            p.add(format!("{at}.redirect.status"), "must be 301, 302, 303, 307 or 308");
+        }
+        if let Some(s) = &rd.scheme {
+            if s != "http" && s != "https" {
+                p.add(format!("{at}.redirect.scheme"), "must be http or https");
+            }
+        }
+        if let Some(h) = &rd.host {
+            check_host(p, &format!("{at}.redirect.host"), h);
+        }
+        if let Some(path) = &rd.path {
+            if !path.starts_with('/') {
+                p.add(format!("{at}.redirect.path"), "must start with '/'");
+            }
+        }
+    }
+    check_header_ops(p, &format!("{at}.request_headers"), &r.request_headers);
+    check_header_ops(p, &format!("{at}.response_headers"), &r.response_headers);
+    if let Some(rw) = &r.rewrite {
+        if let Some(h) = &rw.host {
+            if http::uri::Authority::try_from(h.as_str()).is_err() {
+                p.add(format!("{at}.rewrite.host"), format!("`{h}` is not a host"));
+            }
+        }
+        if let Some(prefix) = &rw.path_prefix {
+            if !matches!(m.path, Some(PathMatch::Prefix(_))) {
+                p.add(format!("{at}.rewrite.path_prefix"), "needs a `prefix` path match");
+            }
+            if !prefix.starts_with('/') {
+                p.add(format!("{at}.rewrite.path_prefix"), "must start with '/'");
+            }
+        }
+    }
+    if let Some(t) = r.timeout {
+        if t.get().is_zero() {
+            p.add(format!("{at}.timeout"), "must be > 0");
+        }
+    }
+}
+
+fn check_regex(p: &mut Problems, at: &str, re: &str) {
+    if let Err(e) = regex::Regex::new(re) {
+        let first = e.to_string();
+        let last = first.lines().last().unwrap_or_default().trim().to_string();
+        p.add(at, format!("invalid regex: {last}"));
+    }
+}
+
+fn check_header_name(p: &mut Problems, at: &str, name: &str) {
+    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        p.add(at, format!("`{name}` is not a header name"));
+    }
+}
+
+fn check_header_ops(p: &mut Problems, at: &str, ops: &HeaderOps) {
+    for (kind, map) in [("add", &ops.add), ("set", &ops.set)] {
+        for (name, value) in map {
+            check_header_name(p, &format!("{at}.{kind}.{name}"), name);
+            if http::HeaderValue::from_str(value).is_err() {
+                p.add(format!("{at}.{kind}.{name}"), "is not a valid header value");
+            }
+        }
+    }
+    for (k, name) in ops.remove.iter().enumerate() {
+        check_header_name(p, &format!("{at}.remove[{k}]"), name);
+    }
+}
+
+fn check_backend(p: &mut Problems, at: &str, b: &Backend) {
+    let mut addrs = HashSet::new();
+    for (k, e) in b.endpoints.iter().enumerate() {
+        if e.weight == 0 {
+            p.add(format!("{at}.endpoints[{k}].weight"), "must be > 0");
+        }
+        if !addrs.insert(e.address) {
+            p.add(format!("{at}.endpoints[{k}].address"), format!("{} is listed twice", e.address));
+        }
+    }
+    if let Balancer::RingHash(rh) = &b.balancer {
+        if rh.header.is_some() == rh.cookie.is_some() {
+            p.add(format!("{at}.balancer.ring_hash"), "needs exactly one of `header` and `cookie`");
+        }
+        if let Some(h) = &rh.header {
+            check_header_name(p, &format!("{at}.balancer.ring_hash.header"), h);
+        }
+    }
+    if let Some(tls) = &b.tls {
+        if rustls_name_ok(&tls.server_name).is_err() {
+            p.add(format!("{at}.tls.server_name"), "is not a DNS name or IP address");
+        }
+        if tls.client_cert.is_some() != tls.client_key.is_some() {
+            p.add(format!("{at}.tls"), "`client_cert` and `client_key` go together");
+        }
+    }
+    if b.connect_timeout.get().is_zero() {
+        p.add(format!("{at}.connect_timeout"), "must be > 0");
+    }
+    if b.pool.idle_timeout.get().is_zero() {
+        p.add(format!("{at}.pool.idle_timeout"), "must be > 0");
+    }
+}
+
+fn rustls_name_ok(name: &str) -> Result<(), ()> {
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty() && l.len() <= 63 && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(())
+    }
+}
