@@ -1,1 +1,20 @@
-//! remora-proxy
+//! remora-proxy: Remora's data plane, a library with a thin binary.
+//!
+//! Request flow (see ARCHITECTURE.md): [`listen`] accepts and terminates TLS,
+//! [`http::server`] serves HTTP/1.1 and HTTP/2, [`http::proxy`] routes with
+//! the snapshot loaded once per request ([`snapshot`]), [`balance`] picks an
+//! endpoint, [`http::client`] sends over a pooled connection. Failures the
+//! proxy makes become responses in exactly one place ([`http::error`]).
+
+pub mod admin;
+pub mod app;
+pub mod balance;
+pub mod drain;
+pub mod http;
+pub mod listen;
+pub mod metrics;
+pub mod snapshot;
+pub mod telemetry;
+pub mod tls;
+
+pub use app::App;

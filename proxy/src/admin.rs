@@ -1,0 +1,133 @@
+//! The admin server (default 127.0.0.1:4191): `/live`, `/ready`,
+//! `/metrics`, `/config` and `/log-level`. It keeps answering while the proxy
+//! drains, so `/ready` can say so.
+
+use crate::metrics::Metrics;
+use crate::snapshot::Store;
+use crate::telemetry::LogLevel;
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Readiness: starting → ready → draining, and never back.
+pub struct Readiness(AtomicU8);
+
+const STARTING: u8 = 0;
+const READY: u8 = 1;
+const DRAINING: u8 = 2;
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Readiness(AtomicU8::new(STARTING))
+    }
+}
+
+impl Readiness {
+    pub fn set_ready(&self) {
+        let _ = self.0.compare_exchange(STARTING, READY, Ordering::SeqCst, Ordering::SeqCst);
+    }
+    pub fn set_draining(&self) {
+        self.0.store(DRAINING, Ordering::SeqCst);
+    }
+    fn get(&self) -> u8 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+pub struct Admin {
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub readiness: Arc<Readiness>,
+    pub log_level: LogLevel,
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut rsp = Response::new(Full::new(body.into()));
+    *rsp.status_mut() = status;
+    rsp.headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    rsp
+}
+
+impl Admin {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        match (req.method(), req.uri().path()) {
+            (&Method::GET, "/live") => text(StatusCode::OK, "live\n"),
+            (&Method::GET, "/ready") => match self.readiness.get() {
+                READY => text(StatusCode::OK, "ready\n"),
+                DRAINING => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+                _ => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
+            },
+            (&Method::GET, "/metrics") => {
+                let mut rsp = text(StatusCode::OK, self.metrics.encode());
+                rsp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                rsp
+            }
+            (&Method::GET, "/config") => {
+                let snap = self.store.load_full();
+                let body = serde_json::json!({ "version": snap.version, "config": &*snap.config });
+                let mut rsp = text(StatusCode::OK, serde_json::to_vec_pretty(&body).unwrap_or_default());
+                rsp.headers_mut()
+                    .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+                rsp
+            }
+            (&Method::GET, "/log-level") => text(StatusCode::OK, format!("{}\n", self.log_level.get())),
+            (&Method::PUT, "/log-level") => {
+                let body = match Limited::new(req.into_body(), 4096).collect().await {
+                    Ok(b) => b.to_bytes(),
+                    Err(_) => return text(StatusCode::BAD_REQUEST, "body too large\n"),
+                };
+                let filter = String::from_utf8_lossy(&body);
+                match self.log_level.set(filter.trim()) {
+                    Ok(()) => {
+                        tracing::info!(filter = %filter.trim(), "log level changed");
+                        text(StatusCode::OK, format!("{}\n", self.log_level.get()))
+                    }
+                    Err(e) => text(StatusCode::BAD_REQUEST, format!("invalid filter: {e}\n")),
+                }
+            }
+            (_, "/live" | "/ready" | "/metrics" | "/config") => text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
+            (_, "/log-level") => text(StatusCode::METHOD_NOT_ALLOWED, "use GET or PUT\n"),
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "not found; try /live /ready /metrics /config /log-level\n",
+            ),
+        }
+    }
+}
+
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let (tcp, _) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = crate::drain::stopped(&mut stop) => return,
+        };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(admin.handle(req).await) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,104 @@
+//! Per-endpoint load: requests in flight and a peak-EWMA latency estimate.
+//!
+//! Updates are lock-free and may race; a lost sample only nudges an estimate.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How fast the latency estimate forgets: the EWMA's time constant.
+const DECAY: Duration = Duration::from_secs(10);
+/// Estimate of an endpoint that has not answered yet (as Linkerd does).
+const DEFAULT_RTT: Duration = Duration::from_millis(30);
+
+pub struct Load {
+    in_flight: AtomicU32,
+    /// Latency estimate in nanoseconds, as f64 bits.
+    rtt_ns: AtomicU64,
+    /// When `rtt_ns` was last updated, in ns since [`epoch`].
+    stamp_ns: AtomicU64,
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ns() -> u64 {
+    Instant::now().saturating_duration_since(epoch()).as_nanos() as u64
+}
+
+impl Default for Load {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Load {
+    pub fn new() -> Self {
+        Load {
+            in_flight: AtomicU32::new(0),
+            rtt_ns: AtomicU64::new((DEFAULT_RTT.as_nanos() as f64).to_bits()),
+            stamp_ns: AtomicU64::new(now_ns()),
+        }
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Relaxed)
+    }
+
+    /// Current latency estimate, decayed to now.
+    pub fn rtt(&self) -> Duration {
+        Duration::from_nanos(self.decayed(now_ns()) as u64)
+    }
+
+    fn decayed(&self, now: u64) -> f64 {
+        let rtt = f64::from_bits(self.rtt_ns.load(Relaxed));
+        let elapsed = now.saturating_sub(self.stamp_ns.load(Relaxed)) as f64;
+        rtt * (-elapsed / DECAY.as_nanos() as f64).exp()
+    }
+
+    /// Records a round trip: a higher sample replaces the estimate at once
+    /// (the "peak"), a lower one is blended in as time passes.
+    pub fn observe(&self, rtt: Duration) {
+        let now = now_ns();
+        let sample = rtt.as_nanos() as f64;
+        let prev = f64::from_bits(self.rtt_ns.load(Relaxed));
+        let elapsed = now.saturating_sub(self.stamp_ns.load(Relaxed)) as f64;
+        let next = if sample > prev {
+            sample
+        } else {
+            let w = (-elapsed / DECAY.as_nanos() as f64).exp();
+            prev * w + sample * (1.0 - w)
+        };
+        self.rtt_ns.store(next.to_bits(), Relaxed);
+        self.stamp_ns.store(now, Relaxed);
+    }
+
+    /// Linkerd's cost: latency × (in flight + 1), scaled down by weight.
+    pub fn peak_ewma_cost(&self, weight: u32) -> f64 {
+        let rtt = f64::from_bits(self.rtt_ns.load(Relaxed));
+        (rtt.max(1.0)) * (self.in_flight() as f64 + 1.0) / weight as f64
+    }
+
+    pub fn least_request_cost(&self, weight: u32) -> f64 {
+        (self.in_flight() as f64 + 1.0) / weight as f64
+    }
+}
+
+/// A request in flight to an endpoint; dropping it ends the request.
+pub struct InFlight(Arc<super::Endpoint>);
+
+impl InFlight {
+    pub fn start(ep: &Arc<super::Endpoint>) -> Self {
+        ep.load.in_flight.fetch_add(1, Relaxed);
+        InFlight(ep.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.load.in_flight.fetch_sub(1, Relaxed);
+    }
+}

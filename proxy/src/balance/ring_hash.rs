@@ -1,0 +1,82 @@
+//! Consistent hashing: a ring of virtual nodes, so a key keeps its endpoint
+//! and adding or removing one endpoint moves only that endpoint's share.
+
+use http::{header, HeaderMap, HeaderName};
+use remora_api as api;
+use std::net::SocketAddr;
+
+/// Virtual nodes per unit of weight.
+const VNODES: u32 = 160;
+const MAX_RING: usize = 100_000;
+
+pub enum HashKey {
+    Header(HeaderName),
+    Cookie(Box<str>),
+}
+
+impl HashKey {
+    pub fn from_config(rh: &api::RingHash) -> Self {
+        match (&rh.header, &rh.cookie) {
+            (Some(h), _) => HeaderName::from_bytes(h.as_bytes())
+                .map(HashKey::Header)
+                .unwrap_or_else(|_| HashKey::Cookie("".into())),
+            (None, Some(c)) => HashKey::Cookie(c.as_str().into()),
+            (None, None) => HashKey::Cookie("".into()),
+        }
+    }
+
+    /// The hash of the request's key, or `None` when it has none.
+    pub fn hash(&self, headers: &HeaderMap) -> Option<u64> {
+        match self {
+            HashKey::Header(name) => headers.get(name).map(|v| hash(v.as_bytes())),
+            HashKey::Cookie(name) => headers
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .filter_map(|kv| kv.trim().split_once('='))
+                .find(|(k, _)| *k == &**name)
+                .map(|(_, v)| hash(v.as_bytes())),
+        }
+    }
+}
+
+/// FNV-1a with a final mix: stable across builds and platforms.
+pub fn hash(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in data {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    // splitmix64 finalizer spreads FNV's weak low bits.
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58476d1ce4e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d049bb133111eb);
+    h ^ (h >> 31)
+}
+
+pub fn ring(endpoints: impl Iterator<Item = (SocketAddr, u32)>) -> Box<[(u64, u32)]> {
+    let mut ring = Vec::new();
+    for (i, (addr, weight)) in endpoints.enumerate() {
+        let key = addr.to_string();
+        for v in 0..VNODES.saturating_mul(weight.max(1)) {
+            if ring.len() >= MAX_RING {
+                break;
+            }
+            let mut k = key.clone().into_bytes();
+            k.extend_from_slice(&v.to_le_bytes());
+            ring.push((hash(&k), i as u32));
+        }
+    }
+    ring.sort_unstable();
+    ring.into_boxed_slice()
+}
+
+pub fn pick(ring: &[(u64, u32)], h: u64) -> usize {
+    if ring.is_empty() {
+        return 0;
+    }
+    let i = ring.partition_point(|(p, _)| *p < h);
+    ring[i % ring.len()].1 as usize
+}

@@ -1,0 +1,295 @@
+//! Connections to one endpoint: pooled keep-alive HTTP/1.1 connections and one
+//! multiplexed HTTP/2 connection, over TCP or TLS, opened with a timeout.
+//!
+//! The pool is a lock-free queue of idle HTTP/1.1 senders. A sender goes back
+//! to it when its connection is ready for the next request (after the
+//! response body was read to its end); connections idle longer than the idle
+//! timeout are closed by [`EndpointClient::evict_idle`] or on checkout.
+
+use super::body::RequestBody;
+use super::error::ProxyError;
+use crate::metrics::UpstreamMetrics;
+use arc_swap::ArcSwapOption;
+use crossbeam_queue::ArrayQueue;
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls_pki_types::ServerName;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_rustls::client::TlsStream;
+
+/// How to reach an endpoint: plain TCP, or TLS with these settings.
+#[derive(Clone)]
+pub struct Transport {
+    pub tls: Option<UpstreamTls>,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_idle: usize,
+}
+
+#[derive(Clone)]
+pub struct UpstreamTls {
+    /// ALPN `http/1.1`.
+    pub h1: Arc<rustls::ClientConfig>,
+    /// ALPN `h2`.
+    pub h2: Arc<rustls::ClientConfig>,
+    pub server_name: ServerName<'static>,
+}
+
+/// Which HTTP version to speak to the endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    Http1,
+    Http2,
+}
+
+struct Idle {
+    tx: http1::SendRequest<RequestBody>,
+    since: Instant,
+}
+
+pub struct EndpointClient {
+    addr: SocketAddr,
+    transport: Transport,
+    idle: Arc<ArrayQueue<Idle>>,
+    h2: ArcSwapOption<http2::SendRequest<RequestBody>>,
+    h2_connecting: tokio::sync::Mutex<()>,
+    metrics: UpstreamMetrics,
+}
+
+impl EndpointClient {
+    pub fn new(addr: SocketAddr, transport: Transport, metrics: UpstreamMetrics) -> Self {
+        EndpointClient {
+            addr,
+            idle: Arc::new(ArrayQueue::new(transport.max_idle.max(1))),
+            transport,
+            h2: ArcSwapOption::empty(),
+            h2_connecting: tokio::sync::Mutex::new(()),
+            metrics,
+        }
+    }
+
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    pub fn idle_connections(&self) -> usize {
+        self.idle.len()
+    }
+
+    /// Sends a request; `upgrade` requests get a connection of their own.
+    pub async fn send(
+        &self,
+        req: http::Request<RequestBody>,
+        proto: Proto,
+        upgrade: bool,
+    ) -> Result<http::Response<Incoming>, ProxyError> {
+        match proto {
+            Proto::Http2 => self.send_h2(req).await,
+            Proto::Http1 if upgrade => {
+                let mut tx = self.connect_h1().await?;
+                tx.send_request(req).await.map_err(|source| self.upstream_error(source))
+            }
+            Proto::Http1 => self.send_h1(req).await,
+        }
+    }
+
+    async fn send_h1(&self, req: http::Request<RequestBody>) -> Result<http::Response<Incoming>, ProxyError> {
+        let (mut tx, reused) = match self.checkout() {
+            Some(tx) => (tx, true),
+            None => (self.connect_h1().await?, false),
+        };
+        let req = match tx.try_send_request(req).await {
+            Ok(rsp) => {
+                self.check_in_when_ready(tx);
+                return Ok(rsp);
+            }
+            Err(mut e) => match e.take_message() {
+                // A pooled connection closed before the request was written:
+                // safe to send it once more on a new connection.
+                Some(req) if reused => req,
+                _ => return Err(self.upstream_error(e.into_error())),
+            },
+        };
+        let mut tx = self.connect_h1().await?;
+        let rsp = tx.send_request(req).await.map_err(|source| self.upstream_error(source))?;
+        self.check_in_when_ready(tx);
+        Ok(rsp)
+    }
+
+    fn checkout(&self) -> Option<http1::SendRequest<RequestBody>> {
+        while let Some(idle) = self.idle.pop() {
+            if idle.since.elapsed() < self.transport.idle_timeout && idle.tx.is_ready() {
+                return Some(idle.tx);
+            }
+        }
+        None
+    }
+
+    /// Returns the sender to the pool once its connection can take another
+    /// request, i.e. after the response body was read to its end.
+    fn check_in_when_ready(&self, mut tx: http1::SendRequest<RequestBody>) {
+        let idle = self.idle.clone();
+        tokio::spawn(async move {
+            if tx.ready().await.is_ok() {
+                // A full pool drops (closes) the extra connection.
+                let _ = idle.push(Idle {
+                    tx,
+                    since: Instant::now(),
+                });
+            }
+        });
+    }
+
+    /// Closes pooled connections idle for longer than the idle timeout.
+    pub fn evict_idle(&self) {
+        for _ in 0..self.idle.len() {
+            match self.idle.pop() {
+                Some(i) if i.since.elapsed() < self.transport.idle_timeout && !i.tx.is_closed() => {
+                    let _ = self.idle.push(i);
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+    }
+
+    async fn send_h2(&self, req: http::Request<RequestBody>) -> Result<http::Response<Incoming>, ProxyError> {
+        let mut tx = match self.h2.load_full() {
+            Some(tx) if !tx.is_closed() => (*tx).clone(),
+            _ => self.connect_h2().await?,
+        };
+        tx.ready().await.map_err(|source| self.upstream_error(source))?;
+        tx.send_request(req).await.map_err(|source| self.upstream_error(source))
+    }
+
+    async fn connect_h2(&self) -> Result<http2::SendRequest<RequestBody>, ProxyError> {
+        let _one_at_a_time = self.h2_connecting.lock().await;
+        if let Some(tx) = self.h2.load_full() {
+            if !tx.is_closed() {
+                return Ok((*tx).clone());
+            }
+        }
+        let io = self.connect(Proto::Http2).await?;
+        let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(20))
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|source| self.upstream_error(source))?;
+        tokio::spawn(conn);
+        self.h2.store(Some(Arc::new(tx.clone())));
+        Ok(tx)
+    }
+
+    async fn connect_h1(&self) -> Result<http1::SendRequest<RequestBody>, ProxyError> {
+        let io = self.connect(Proto::Http1).await?;
+        let (tx, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|source| self.upstream_error(source))?;
+        tokio::spawn(conn.with_upgrades());
+        Ok(tx)
+    }
+
+    async fn connect(&self, proto: Proto) -> Result<Conn, ProxyError> {
+        let addr = self.addr;
+        let after = self.transport.connect_timeout;
+        let result = tokio::time::timeout(after, async {
+            let tcp = TcpStream::connect(addr)
+                .await
+                .map_err(|source| ProxyError::Connect { addr, source })?;
+            let _ = tcp.set_nodelay(true);
+            let Some(tls) = &self.transport.tls else {
+                return Ok(Conn::Plain(tcp));
+            };
+            let config = match proto {
+                Proto::Http1 => tls.h1.clone(),
+                Proto::Http2 => tls.h2.clone(),
+            };
+            tokio_rustls::TlsConnector::from(config)
+                .connect(tls.server_name.clone(), tcp)
+                .await
+                .map(|s| Conn::Tls(Box::new(s)))
+                .map_err(|source| ProxyError::UpstreamTls { addr, source })
+        })
+        .await
+        .unwrap_or(Err(ProxyError::ConnectTimeout { addr, after }));
+        match &result {
+            Ok(_) => self.metrics.connected(proto),
+            Err(e) => self.metrics.connect_failed(e.cause()),
+        }
+        result
+    }
+
+    fn upstream_error(&self, source: hyper::Error) -> ProxyError {
+        ProxyError::Upstream {
+            addr: self.addr,
+            source,
+        }
+    }
+}
+
+/// A connection to an endpoint.
+pub enum Conn {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Conn::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Conn::Plain(s) => s.is_write_vectored(),
+            Conn::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! The proxy's own errors, and the one place that turns them into responses.
+//!
+//! Every failure the proxy itself produces travels as a [`ProxyError`]. Each
+//! variant knows its status, a stable cause name (sent in the `remora-error`
+//! header, used as the `error` metric label and logged), and whose fault it is.
+
+use super::body::ResponseBody;
+use http::{HeaderValue, Response, StatusCode};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Response header naming the cause of a response the proxy made itself.
+pub const REMORA_ERROR: &str = "remora-error";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route matches the request")]
+    NoRoute,
+    #[error("malformed request: {0}")]
+    Malformed(&'static str),
+    #[error("request body larger than {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    #[error("request headers larger than {limit} bytes")]
+    HeadersTooLarge { limit: usize },
+    #[error("backend `{backend}` has no endpoint to send to")]
+    NoEndpoints { backend: std::sync::Arc<str> },
+    #[error("connecting to {addr} failed: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("connecting to {addr} timed out after {after:?}")]
+    ConnectTimeout { addr: SocketAddr, after: Duration },
+    #[error("TLS handshake with {addr} failed: {source}")]
+    UpstreamTls {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("upstream {addr} failed: {source}")]
+    Upstream {
+        addr: SocketAddr,
+        source: hyper::Error,
+    },
+    #[error("no response within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Who caused a failure: decides log level and whether a retry may help.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    Downstream,
+    Upstream,
+    Config,
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::Malformed(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::NoEndpoints { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Connect { .. }
+            | ProxyError::ConnectTimeout { .. }
+            | ProxyError::UpstreamTls { .. }
+            | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// Stable name of the cause: the `remora-error` header and `error` label.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute => "no-route",
+            ProxyError::Malformed(_) => "malformed-request",
+            ProxyError::BodyTooLarge { .. } => "body-too-large",
+            ProxyError::HeadersTooLarge { .. } => "headers-too-large",
+            ProxyError::NoEndpoints { .. } => "no-endpoints",
+            ProxyError::Connect { .. } => "connect-failed",
+            ProxyError::ConnectTimeout { .. } => "connect-timeout",
+            ProxyError::UpstreamTls { .. } => "upstream-tls",
+            ProxyError::Upstream { .. } => "upstream-failed",
+            ProxyError::Timeout(_) => "timeout",
+        }
+    }
+
+    pub fn fault(&self) -> Fault {
+        match self {
+            ProxyError::NoRoute | ProxyError::NoEndpoints { .. } => Fault::Config,
+            ProxyError::Malformed(_)
+            | ProxyError::BodyTooLarge { .. }
+            | ProxyError::HeadersTooLarge { .. } => Fault::Downstream,
+            _ => Fault::Upstream,
+        }
+    }
+
+    /// Whether sending the same request again (elsewhere) may succeed.
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::Connect { .. }
+                | ProxyError::ConnectTimeout { .. }
+                | ProxyError::UpstreamTls { .. }
+        )
+    }
+}
+
+/// The one mapping from a proxy error to what the client sees.
+pub fn error_response(err: &ProxyError) -> Response<ResponseBody> {
+    let status = err.status();
+    let mut body = String::with_capacity(64);
+    body.push_str(status.canonical_reason().unwrap_or("error"));
+    body.push_str(": ");
+    body.push_str(err.cause());
+    body.push('\n');
+    let mut rsp = Response::new(ResponseBody::full(body));
+    *rsp.status_mut() = status;
+    let h = rsp.headers_mut();
+    h.insert(REMORA_ERROR, HeaderValue::from_static(err.cause()));
+    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    rsp
+}

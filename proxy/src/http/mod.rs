@@ -1,0 +1,11 @@
+//! HTTP: serving client connections, routing, forwarding to endpoints, and
+//! the one map from proxy errors to responses.
+
+pub mod body;
+pub mod client;
+pub mod error;
+pub mod headers;
+pub mod proxy;
+pub mod router;
+pub mod server;
+pub mod upgrade;

@@ -1,0 +1,277 @@
+//! One request through the proxy: route, then answer directly, redirect, or
+//! forward to an endpoint of a backend chosen by the route's split.
+
+use super::body::{BodyTooLarge, RequestBody, ResponseBody};
+use super::client::Proto;
+use super::error::ProxyError;
+use super::headers::{add_forwarded, is_upgrade, remove_hop_by_hop};
+use super::router::{rewrite_prefix, Action, Route};
+use crate::balance::{Backend, InFlight};
+use crate::snapshot::ListenerTable;
+use http::header::{self, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+/// Where a client connection came from.
+#[derive(Clone, Copy, Debug)]
+pub struct Downstream {
+    pub client: SocketAddr,
+    pub tls: bool,
+}
+
+/// What happened to a request: the response (or the proxy's error) and the
+/// route and backend that served it, for metrics and logs.
+pub struct Outcome {
+    pub result: Result<Response<ResponseBody>, ProxyError>,
+    pub route: Option<Arc<str>>,
+    pub backend: Option<Arc<str>>,
+}
+
+impl Outcome {
+    fn err(e: ProxyError) -> Self {
+        Outcome {
+            result: Err(e),
+            route: None,
+            backend: None,
+        }
+    }
+}
+
+/// The host a request is for (without port), from its URI or `Host` header.
+fn request_host(req: &Request<Incoming>) -> Option<&str> {
+    if let Some(a) = req.uri().authority() {
+        return Some(a.host());
+    }
+    let h = req.headers().get(header::HOST)?.to_str().ok()?;
+    let a: &str = h;
+    // Strip the port, minding IPv6 literals.
+    Some(match a.rfind(':') {
+        Some(i) if !a[i..].contains(']') => &a[..i],
+        _ => a,
+    })
+}
+
+pub async fn handle(listener: &ListenerTable, down: Downstream, mut req: Request<Incoming>) -> Outcome {
+    let limits = &listener.limits;
+    let limit = limits.max_request_header_bytes;
+    if (limit < 8192 || req.version() == Version::HTTP_2) && head_size(&req) > limit {
+        return Outcome::err(ProxyError::HeadersTooLarge { limit });
+    }
+    if let Some(max) = limits.max_request_body_bytes {
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max) {
+            return Outcome::err(ProxyError::BodyTooLarge { limit: max });
+        }
+    }
+    let host = request_host(&req).unwrap_or("");
+    let Some(route) = listener
+        .router
+        .find(host, req.method(), req.uri().path(), req.headers())
+    else {
+        return Outcome::err(ProxyError::NoRoute);
+    };
+    let route_name = Some(route.name.clone());
+    let split = match &route.action {
+        Action::Direct {
+            status,
+            body,
+            content_type,
+        } => {
+            let mut rsp = Response::new(ResponseBody::full(body.clone()));
+            *rsp.status_mut() = *status;
+            rsp.headers_mut().insert(header::CONTENT_TYPE, content_type.clone());
+            route.response_headers.apply(rsp.headers_mut());
+            return Outcome {
+                result: Ok(rsp),
+                route: route_name,
+                backend: None,
+            };
+        }
+        Action::Redirect(rd) => {
+            return Outcome {
+                result: redirect(rd, &req, down.tls, route),
+                route: route_name,
+                backend: None,
+            }
+        }
+        Action::Forward(split) => split,
+    };
+    let mut rng = fastrand::Rng::new();
+    let backend = split.pick(&mut rng);
+    let on_upgrade = (req.version() == Version::HTTP_11 && is_upgrade(req.headers())).then(|| hyper::upgrade::on(&mut req));
+    let result = forward(backend, route, limits.max_request_body_bytes, down, req, on_upgrade, &mut rng).await;
+    Outcome {
+        result,
+        route: route_name,
+        backend: Some(backend.name.clone()),
+    }
+}
+
+fn head_size(req: &Request<Incoming>) -> usize {
+    let uri = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    req.headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + uri
+}
+
+async fn forward(
+    backend: &Backend,
+    route: &Route,
+    body_limit: Option<u64>,
+    down: Downstream,
+    req: Request<Incoming>,
+    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    rng: &mut fastrand::Rng,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let ep = backend
+        .pick(req.headers(), rng)
+        .ok_or_else(|| ProxyError::NoEndpoints {
+            backend: backend.name.clone(),
+        })?;
+    let upgrade = on_upgrade.is_some();
+    let proto = match backend.protocol {
+        _ if upgrade => Proto::Http1,
+        remora_api::UpstreamProtocol::Http1 => Proto::Http1,
+        remora_api::UpstreamProtocol::Http2 => Proto::Http2,
+        remora_api::UpstreamProtocol::Auto if req.version() == Version::HTTP_2 => Proto::Http2,
+        remora_api::UpstreamProtocol::Auto => Proto::Http1,
+    };
+    let (mut parts, body) = req.into_parts();
+    let authority = match &route.rewrite_host {
+        Some(h) => Some(h.clone()),
+        None => match parts.uri.authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+            None => parts.headers.get(header::HOST).cloned(),
+        },
+    };
+    let path = match (&route.rewrite_prefix, parts.uri.path_and_query()) {
+        (Some((from, to)), Some(pq)) => PathAndQuery::try_from(rewrite_prefix(pq.as_str(), from, to))
+            .map_err(|_| ProxyError::Malformed("rewritten path is invalid"))?,
+        (_, Some(pq)) => pq.clone(),
+        (_, None) => PathAndQuery::from_static("/"),
+    };
+    let h = &mut parts.headers;
+    remove_hop_by_hop(h, upgrade);
+    h.remove(header::EXPECT);
+    add_forwarded(h, down.client.ip(), down.tls);
+    route.request_headers.apply(h);
+    match proto {
+        Proto::Http1 => {
+            parts.version = Version::HTTP_11;
+            parts.uri = Uri::from(path);
+            match authority {
+                Some(a) => h.insert(header::HOST, a),
+                None => return Err(ProxyError::Malformed("no host")),
+            };
+        }
+        Proto::Http2 => {
+            parts.version = Version::HTTP_2;
+            h.remove(header::HOST);
+            let authority = authority
+                .and_then(|a| Authority::try_from(a.as_bytes()).ok())
+                .ok_or(ProxyError::Malformed("no valid authority"))?;
+            let scheme = if ep.client.transport().tls.is_some() {
+                Scheme::HTTPS
+            } else {
+                Scheme::HTTP
+            };
+            parts.uri = Uri::builder()
+                .scheme(scheme)
+                .authority(authority)
+                .path_and_query(path)
+                .build()
+                .map_err(|_| ProxyError::Malformed("invalid request target"))?;
+        }
+    }
+    let upstream_req = Request::from_parts(parts, RequestBody::new(body, body_limit));
+    let in_flight = InFlight::start(ep);
+    let started = Instant::now();
+    let send = ep.client.send(upstream_req, proto, upgrade);
+    let sent = match route.timeout {
+        Some(t) => tokio::time::timeout(t, send).await.unwrap_or(Err(ProxyError::Timeout(t))),
+        None => send.await,
+    };
+    let mut rsp = match sent {
+        Ok(rsp) => {
+            ep.load.observe(started.elapsed());
+            rsp
+        }
+        Err(e) => {
+            // A failing endpoint looks slow to the balancer for a while.
+            ep.load.observe(started.elapsed().max(std::time::Duration::from_secs(1)));
+            return Err(body_error(e));
+        }
+    };
+    if let (Some(client), StatusCode::SWITCHING_PROTOCOLS) = (on_upgrade, rsp.status()) {
+        super::upgrade::tunnel(client, hyper::upgrade::on(&mut rsp));
+        let (parts, _) = rsp.into_parts();
+        return Ok(Response::from_parts(parts, ResponseBody::empty()));
+    }
+    let (mut parts, body) = rsp.into_parts();
+    remove_hop_by_hop(&mut parts.headers, false);
+    route.response_headers.apply(&mut parts.headers);
+    Ok(Response::from_parts(parts, ResponseBody::upstream(body, Some(in_flight))))
+}
+
+/// A request body cut off at the size limit shows up as an upstream error.
+fn body_error(e: ProxyError) -> ProxyError {
+    if let ProxyError::Upstream { source, .. } = &e {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source);
+        while let Some(c) = cause {
+            if let Some(BodyTooLarge(limit)) = c.downcast_ref::<BodyTooLarge>() {
+                return ProxyError::BodyTooLarge { limit: *limit };
+            }
+            cause = c.source();
+        }
+    }
+    e
+}
+
+fn redirect(
+    rd: &remora_api::Redirect,
+    req: &Request<Incoming>,
+    tls: bool,
+    route: &Route,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let scheme = rd.scheme.as_deref().unwrap_or(if tls { "https" } else { "http" });
+    let host = rd
+        .host
+        .as_deref()
+        .or_else(|| request_host(req))
+        .ok_or(ProxyError::Malformed("no host"))?;
+    let port = rd.port.or_else(|| {
+        // Keep an explicit port only if neither scheme nor host changes.
+        if rd.scheme.is_some() || rd.host.is_some() {
+            return None;
+        }
+        req.uri()
+            .port_u16()
+            .or_else(|| req.headers().get(header::HOST)?.to_str().ok()?.rsplit_once(':')?.1.parse().ok())
+    });
+    let path = rd.path.as_deref().unwrap_or(req.uri().path());
+    let mut location = format!("{scheme}://{host}");
+    if let Some(p) = port {
+        location.push_str(&format!(":{p}"));
+    }
+    location.push_str(path);
+    if let Some(q) = req.uri().query() {
+        location.push('?');
+        location.push_str(q);
+    }
+    let mut rsp = Response::new(ResponseBody::empty());
+    *rsp.status_mut() = StatusCode::from_u16(rd.status).unwrap_or(StatusCode::FOUND);
+    let loc = HeaderValue::from_str(&location).map_err(|_| ProxyError::Malformed("invalid redirect location"))?;
+    rsp.headers_mut().insert(header::LOCATION, loc);
+    route.response_headers.apply(rsp.headers_mut());
+    Ok(rsp)
+}

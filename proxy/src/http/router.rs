@@ -1,0 +1,310 @@
+//! Route selection: pure, table-tested, no I/O.
+//!
+//! Order (documented in `docs/config.md`): first the host. Routes that name
+//! the exact host win; else those with the longest matching `*.suffix`; else
+//! routes without `hosts`. Routes without `hosts` also join every host's list.
+//! Then, within that list, routes are tried in file order and the first whose
+//! path, methods and headers all match wins. Nothing matching is a 404.
+
+use super::headers::HeaderOps;
+use crate::balance::Backend;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use regex::Regex;
+use remora_api as api;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct Router {
+    routes: Vec<Route>,
+    exact: HashMap<Box<str>, Vec<u32>>,
+    /// Keyed by the suffix with its leading dot: `.example.com`.
+    suffix: HashMap<Box<str>, Vec<u32>>,
+    any: Vec<u32>,
+}
+
+pub struct Route {
+    pub name: Arc<str>,
+    matcher: Matcher,
+    pub action: Action,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+    pub rewrite_host: Option<HeaderValue>,
+    /// (matched prefix, replacement).
+    pub rewrite_prefix: Option<(Box<str>, Box<str>)>,
+    pub timeout: Option<Duration>,
+}
+
+pub enum Action {
+    Forward(Split),
+    Direct {
+        status: StatusCode,
+        body: Bytes,
+        content_type: HeaderValue,
+    },
+    Redirect(api::Redirect),
+}
+
+/// Weighted backends of a route (a traffic split).
+pub struct Split {
+    backends: Vec<(Arc<Backend>, u32)>,
+    total: u32,
+}
+
+impl Split {
+    pub fn pick(&self, rng: &mut fastrand::Rng) -> &Arc<Backend> {
+        if self.backends.len() == 1 {
+            return &self.backends[0].0;
+        }
+        let mut n = rng.u32(0..self.total);
+        for (b, w) in &self.backends {
+            if n < *w {
+                return b;
+            }
+            n -= w;
+        }
+        &self.backends[self.backends.len() - 1].0
+    }
+
+    pub fn backends(&self) -> impl Iterator<Item = &Arc<Backend>> {
+        self.backends.iter().map(|(b, _)| b)
+    }
+}
+
+struct Matcher {
+    path: PathMatcher,
+    methods: Vec<Method>,
+    headers: Vec<(http::HeaderName, ValueMatcher)>,
+}
+
+enum PathMatcher {
+    Any,
+    Exact(Box<str>),
+    /// Without a trailing slash, except for the root `/`.
+    Prefix(Box<str>),
+    Regex(Regex),
+}
+
+enum ValueMatcher {
+    Exact(HeaderValue),
+    Regex(Regex),
+    Present(bool),
+}
+
+impl PathMatcher {
+    fn matches(&self, path: &str) -> bool {
+        match self {
+            PathMatcher::Any => true,
+            PathMatcher::Exact(p) => path == &**p,
+            PathMatcher::Prefix(p) => prefix_match(p, path),
+            PathMatcher::Regex(re) => re.is_match(path),
+        }
+    }
+}
+
+/// Segment-aware: `/api` matches `/api`, `/api/` and `/api/x`, not `/apix`.
+fn prefix_match(prefix: &str, path: &str) -> bool {
+    if prefix == "/" {
+        return true;
+    }
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+impl Matcher {
+    fn matches(&self, method: &Method, path: &str, headers: &HeaderMap) -> bool {
+        if !self.methods.is_empty() && !self.methods.contains(method) {
+            return false;
+        }
+        if !self.path.matches(path) {
+            return false;
+        }
+        self.headers.iter().all(|(name, m)| {
+            let mut values = headers.get_all(name).iter();
+            match m {
+                ValueMatcher::Present(want) => values.next().is_some() == *want,
+                ValueMatcher::Exact(v) => values.any(|x| x == v),
+                ValueMatcher::Regex(re) => values.any(|x| x.to_str().is_ok_and(|s| re.is_match(s))),
+            }
+        })
+    }
+}
+
+impl Router {
+    /// Compiles validated routes; `backend` resolves a backend by name.
+    pub fn compile(
+        routes: &[api::Route],
+        backend: impl Fn(&str) -> Option<Arc<Backend>>,
+    ) -> Result<Router, String> {
+        let mut router = Router {
+            routes: Vec::with_capacity(routes.len()),
+            exact: HashMap::new(),
+            suffix: HashMap::new(),
+            any: Vec::new(),
+        };
+        for (i, r) in routes.iter().enumerate() {
+            router.routes.push(compile_route(r, &backend)?);
+            let i = i as u32;
+            let hosts = &r.matches.hosts;
+            if hosts.is_empty() || hosts.iter().any(|h| h == "*") {
+                router.any.push(i);
+            }
+            for h in hosts {
+                if let Some(s) = h.strip_prefix('*') {
+                    if !s.is_empty() {
+                        router.suffix.entry(s.into()).or_default().push(i);
+                    }
+                } else {
+                    router.exact.entry(h.as_str().into()).or_default().push(i);
+                }
+            }
+        }
+        // Host-less routes apply to every host, in file order.
+        let any = router.any.clone();
+        for list in router.exact.values_mut().chain(router.suffix.values_mut()) {
+            list.extend(any.iter().copied());
+            list.sort_unstable();
+            list.dedup();
+        }
+        Ok(router)
+    }
+
+    /// The route for a request; `host` is without port, any case.
+    pub fn find(&self, host: &str, method: &Method, path: &str, headers: &HeaderMap) -> Option<&Route> {
+        let lower;
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            lower = host.to_ascii_lowercase();
+            lower.as_str()
+        } else {
+            host
+        };
+        let candidates = self.candidates(host);
+        candidates
+            .iter()
+            .map(|i| &self.routes[*i as usize])
+            .find(|r| r.matcher.matches(method, path, headers))
+    }
+
+    fn candidates(&self, host: &str) -> &[u32] {
+        if let Some(list) = self.exact.get(host) {
+            return list;
+        }
+        if !self.suffix.is_empty() {
+            // Longest suffix first: cut at each dot from the left.
+            for (i, _) in host.match_indices('.') {
+                if let Some(list) = self.suffix.get(&host[i..]) {
+                    return list;
+                }
+            }
+        }
+        &self.any
+    }
+
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+}
+
+fn compile_route(
+    r: &api::Route,
+    backend: &impl Fn(&str) -> Option<Arc<Backend>>,
+) -> Result<Route, String> {
+    let m = &r.matches;
+    let path = match &m.path {
+        None => PathMatcher::Any,
+        Some(api::PathMatch::Exact(p)) => PathMatcher::Exact(p.as_str().into()),
+        Some(api::PathMatch::Prefix(p)) => {
+            let p = if p.len() > 1 { p.trim_end_matches('/') } else { p };
+            PathMatcher::Prefix(p.into())
+        }
+        Some(api::PathMatch::Regex(re)) => PathMatcher::Regex(anchored(re)?),
+    };
+    let methods = m
+        .methods
+        .iter()
+        .map(|x| Method::from_bytes(x.as_bytes()).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    let mut headers = Vec::new();
+    for h in &m.headers {
+        let name = http::HeaderName::from_bytes(h.name.as_bytes()).map_err(|e| e.to_string())?;
+        let vm = if let Some(v) = &h.exact {
+            ValueMatcher::Exact(HeaderValue::from_str(v).map_err(|e| e.to_string())?)
+        } else if let Some(re) = &h.regex {
+            ValueMatcher::Regex(anchored(re)?)
+        } else {
+            ValueMatcher::Present(h.present.unwrap_or(true))
+        };
+        headers.push((name, vm));
+    }
+    let action = if let Some(d) = &r.direct_response {
+        Action::Direct {
+            status: StatusCode::from_u16(d.status).map_err(|e| e.to_string())?,
+            body: Bytes::from(d.body.clone()),
+            content_type: HeaderValue::from_str(&d.content_type).map_err(|e| e.to_string())?,
+        }
+    } else if let Some(rd) = &r.redirect {
+        Action::Redirect(rd.clone())
+    } else {
+        let mut backends = Vec::new();
+        for wb in &r.backends {
+            let b = backend(&wb.name).ok_or_else(|| format!("no backend is named `{}`", wb.name))?;
+            backends.push((b, wb.weight));
+        }
+        let total = backends.iter().map(|(_, w)| *w).sum();
+        Action::Forward(Split { backends, total })
+    };
+    let rewrite_prefix = match (&m.path, r.rewrite.as_ref().and_then(|rw| rw.path_prefix.as_ref())) {
+        (Some(api::PathMatch::Prefix(p)), Some(to)) => {
+            let from = if p.len() > 1 { p.trim_end_matches('/') } else { p };
+            Some((from.into(), to.as_str().into()))
+        }
+        _ => None,
+    };
+    Ok(Route {
+        name: r.name.as_str().into(),
+        matcher: Matcher { path, methods, headers },
+        action,
+        request_headers: HeaderOps::compile(&r.request_headers),
+        response_headers: HeaderOps::compile(&r.response_headers),
+        rewrite_host: r
+            .rewrite
+            .as_ref()
+            .and_then(|rw| rw.host.as_ref())
+            .and_then(|h| HeaderValue::from_str(h).ok()),
+        rewrite_prefix,
+        timeout: r.timeout.map(|t| t.get()),
+    })
+}
+
+fn anchored(re: &str) -> Result<Regex, String> {
+    Regex::new(&format!("^(?:{re})$")).map_err(|e| e.to_string())
+}
+
+/// Replaces `from` at the start of `path` with `to`, keeping the query.
+pub fn rewrite_prefix(path_and_query: &str, from: &str, to: &str) -> String {
+    let rest = if from == "/" {
+        path_and_query
+    } else {
+        path_and_query.strip_prefix(from).unwrap_or(path_and_query)
+    };
+    let mut out = String::with_capacity(to.len() + rest.len() + 1);
+    out.push_str(to);
+    if out.ends_with('/') && rest.starts_with('/') {
+        out.push_str(&rest[1..]);
+    } else if !out.ends_with('/') && !rest.is_empty() && !rest.starts_with(['/', '?']) {
+        out.push('/');
+        out.push_str(rest);
+    } else {
+        out.push_str(rest);
+    }
+    if !out.starts_with('/') {
+        out.insert(0, '/');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,134 @@
+use super::*;
+use crate::balance::{Backend, Endpoint};
+use crate::http::client::{EndpointClient, Transport};
+use crate::metrics::Metrics;
+use std::time::Duration;
+
+fn backend(name: &str) -> Arc<Backend> {
+    let transport = Transport {
+        tls: None,
+        connect_timeout: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(90),
+        max_idle: 1,
+    };
+    let addr = "127.0.0.1:1".parse().unwrap();
+    let client = EndpointClient::new(addr, transport, Metrics::new().upstream(name));
+    Arc::new(Backend::new(
+        name.into(),
+        vec![(Arc::new(Endpoint::new(addr, client)), 1)],
+        &api::Balancer::RoundRobin,
+        api::UpstreamProtocol::Auto,
+    ))
+}
+
+fn router(yaml: &str) -> Router {
+    let routes: Vec<api::Route> = {
+        let de = serde_yaml_ng::Deserializer::from_str(yaml);
+        serde_yaml_ng::with::singleton_map_recursive::deserialize(de).unwrap()
+    };
+    Router::compile(&routes, |n| Some(backend(n))).unwrap()
+}
+
+fn find<'a>(r: &'a Router, host: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> Option<&'a str> {
+    let mut h = HeaderMap::new();
+    for (k, v) in headers {
+        h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+    }
+    r.find(host, &method.parse().unwrap(), path, &h).map(|r| &*r.name)
+}
+
+const ROUTES: &str = r#"
+- name: exact-host
+  match: { hosts: [api.example.com], path: { prefix: /v1 } }
+  backends: [{ name: a }]
+- name: wildcard
+  match: { hosts: ["*.example.com"] }
+  backends: [{ name: a }]
+- name: deeper-wildcard
+  match: { hosts: ["*.eu.example.com"] }
+  backends: [{ name: a }]
+- name: exact-path
+  match: { path: { exact: /healthz } }
+  direct_response: { status: 200 }
+- name: regex
+  match: { path: { regex: "/users/[0-9]+" } }
+  backends: [{ name: a }]
+- name: post-only
+  match: { path: { prefix: /submit }, methods: [POST, PUT] }
+  backends: [{ name: a }]
+- name: canary
+  match: { path: { prefix: /app }, headers: [{ name: x-canary, exact: "yes" }] }
+  backends: [{ name: b }]
+- name: has-debug
+  match: { path: { prefix: /app }, headers: [{ name: x-debug, present: true }] }
+  backends: [{ name: b }]
+- name: version-regex
+  match: { path: { prefix: /app }, headers: [{ name: x-version, regex: "v[23]" }] }
+  backends: [{ name: b }]
+- name: app
+  match: { path: { prefix: /app } }
+  backends: [{ name: a }]
+"#;
+
+#[test]
+fn route_match_table() {
+    let r = router(ROUTES);
+    let cases: &[(&str, &str, &str, &[(&str, &str)], Option<&str>)] = &[
+        // host: exact beats wildcard; host-less routes still apply to every host
+        ("api.example.com", "GET", "/v1/x", &[], Some("exact-host")),
+        ("API.Example.COM", "GET", "/v1", &[], Some("exact-host")),
+        ("api.example.com", "GET", "/healthz", &[], Some("exact-path")),
+        ("api.example.com", "GET", "/v2", &[], None),
+        ("www.example.com", "GET", "/anything", &[], Some("wildcard")),
+        ("x.eu.example.com", "GET", "/", &[], Some("deeper-wildcard")),
+        ("example.com", "GET", "/healthz", &[], Some("exact-path")),
+        // paths
+        ("other", "GET", "/healthz", &[], Some("exact-path")),
+        ("other", "GET", "/healthz/", &[], None),
+        ("other", "GET", "/users/42", &[], Some("regex")),
+        ("other", "GET", "/users/42/x", &[], None),
+        ("other", "GET", "/submitted", &[], None),
+        // methods
+        ("other", "POST", "/submit", &[], Some("post-only")),
+        ("other", "GET", "/submit", &[], None),
+        // headers, first match in order
+        ("other", "GET", "/app/x", &[("x-canary", "yes")], Some("canary")),
+        ("other", "GET", "/app/x", &[("x-canary", "no")], Some("app")),
+        ("other", "GET", "/app", &[("x-debug", "")], Some("has-debug")),
+        ("other", "GET", "/app", &[("x-version", "v3")], Some("version-regex")),
+        ("other", "GET", "/app", &[("x-version", "v33")], Some("app")),
+        ("other", "GET", "/apps", &[], None),
+    ];
+    for (host, method, path, headers, want) in cases {
+        assert_eq!(find(&r, host, method, path, headers), *want, "{method} {host}{path} {headers:?}");
+    }
+}
+
+#[test]
+fn prefix_is_segment_aware() {
+    assert!(prefix_match("/api", "/api"));
+    assert!(prefix_match("/api", "/api/"));
+    assert!(prefix_match("/api", "/api/v1"));
+    assert!(!prefix_match("/api", "/apiv1"));
+    assert!(prefix_match("/", "/anything"));
+}
+
+#[test]
+fn prefix_rewrite_keeps_the_rest_and_the_query() {
+    assert_eq!(rewrite_prefix("/admin/metrics", "/admin", "/"), "/metrics");
+    assert_eq!(rewrite_prefix("/admin", "/admin", "/"), "/");
+    assert_eq!(rewrite_prefix("/api/v1?q=1", "/api", "/backend"), "/backend/v1?q=1");
+    assert_eq!(rewrite_prefix("/api?q=1", "/api", "/backend"), "/backend?q=1");
+    assert_eq!(rewrite_prefix("/x/y", "/", "/z"), "/z/x/y");
+}
+
+#[test]
+fn split_follows_weights() {
+    let r = router("- name: s\n  backends: [{ name: a, weight: 90 }, { name: b, weight: 10 }]\n");
+    let Action::Forward(split) = &r.routes()[0].action else { panic!() };
+    let mut rng = fastrand::Rng::with_seed(7);
+    let n = 100_000;
+    let a = (0..n).filter(|_| &*split.pick(&mut rng).name == "a").count();
+    let share = a as f64 / n as f64;
+    assert!((share - 0.9).abs() < 0.01, "share of a: {share}");
+}

@@ -1,0 +1,231 @@
+//! The proxy's Prometheus metrics: built from a registry the app owns (no
+//! globals, so tests never share counters), with bounded labels only — never a
+//! raw path or a client address.
+
+use crate::http::client::Proto;
+use prometheus::{
+    Counter, Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+use std::sync::Arc;
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub responses: IntCounterVec,
+    pub duration: HistogramVec,
+    pub upstream_connections: IntCounterVec,
+    pub upstream_connect_errors: IntCounterVec,
+    pub open_connections: IntGaugeVec,
+    pub connections: IntCounterVec,
+    pub connections_rejected: IntCounterVec,
+    pub tls_handshake_errors: IntCounterVec,
+    pub config_reloads: IntCounterVec,
+    pub config_info: IntGaugeVec,
+    pub config_last_applied: Gauge,
+    process: Process,
+}
+
+struct Process {
+    cpu: Counter,
+    rss: IntGauge,
+    vsize: IntGauge,
+    fds: IntGauge,
+    max_fds: IntGauge,
+    start: Gauge,
+    threads: IntGauge,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
+    r.register(Box::new(m.clone())).expect("unique metric");
+    m
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let r = Registry::new();
+        let build = gauge_vec(&r, "remora_build_info", "Build of the running proxy (always 1).", &["version"]);
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let m = Metrics {
+            requests: counter(&r, "remora_requests_total", "Requests received, by listener.", &["listener"]),
+            responses: counter(
+                &r,
+                "remora_responses_total",
+                "Responses sent, by listener, route, backend, status code and the proxy's error cause (empty when the upstream answered).",
+                &["listener", "route", "backend", "status_code", "error"],
+            ),
+            duration: reg(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "remora_request_duration_seconds",
+                        "Time from a request's arrival to its response head, by listener, route and backend.",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                    &["listener", "route", "backend"],
+                )
+                .expect("valid metric"),
+            ),
+            upstream_connections: counter(
+                &r,
+                "remora_upstream_connections_total",
+                "Connections opened to upstream endpoints, by backend and protocol.",
+                &["backend", "protocol"],
+            ),
+            upstream_connect_errors: counter(
+                &r,
+                "remora_upstream_connect_errors_total",
+                "Failed attempts to connect to an upstream endpoint, by backend and cause.",
+                &["backend", "error"],
+            ),
+            open_connections: gauge_vec(&r, "remora_open_connections", "Client connections open now, by listener.", &["listener"]),
+            connections: counter(&r, "remora_connections_total", "Client connections accepted, by listener.", &["listener"]),
+            connections_rejected: counter(
+                &r,
+                "remora_connections_rejected_total",
+                "Client connections closed on accept, by listener and reason.",
+                &["listener", "reason"],
+            ),
+            tls_handshake_errors: counter(
+                &r,
+                "remora_tls_handshake_errors_total",
+                "Client TLS handshakes that failed, by listener.",
+                &["listener"],
+            ),
+            config_reloads: counter(
+                &r,
+                "remora_config_reloads_total",
+                "Config loads, by result (applied, rejected, unchanged).",
+                &["result"],
+            ),
+            config_info: gauge_vec(&r, "remora_config_info", "Version of the running config (always 1).", &["version"]),
+            config_last_applied: reg(
+                &r,
+                Gauge::new(
+                    "remora_config_last_applied_timestamp_seconds",
+                    "When the running config was applied, as a Unix time.",
+                )
+                .expect("valid metric"),
+            ),
+            process: Process {
+                cpu: reg(&r, Counter::new("process_cpu_seconds_total", "User and system CPU time spent, in seconds.").expect("valid metric")),
+                rss: reg(&r, IntGauge::new("process_resident_memory_bytes", "Resident memory size in bytes.").expect("valid metric")),
+                vsize: reg(&r, IntGauge::new("process_virtual_memory_bytes", "Virtual memory size in bytes.").expect("valid metric")),
+                fds: reg(&r, IntGauge::new("process_open_fds", "Open file descriptors.").expect("valid metric")),
+                max_fds: reg(&r, IntGauge::new("process_max_fds", "Limit on open file descriptors.").expect("valid metric")),
+                start: reg(&r, Gauge::new("process_start_time_seconds", "Start time of the process as a Unix time.").expect("valid metric")),
+                threads: reg(&r, IntGauge::new("process_threads", "OS threads in the process.").expect("valid metric")),
+            },
+            registry: r,
+        };
+        Arc::new(m)
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        self.process.update();
+        let mut buf = Vec::with_capacity(16 * 1024);
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    pub fn set_config_version(&self, version: &str) {
+        self.config_info.reset();
+        self.config_info.with_label_values(&[version]).set(1);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.config_last_applied.set(now.as_secs_f64());
+    }
+
+    pub fn upstream(self: &Arc<Self>, backend: &str) -> UpstreamMetrics {
+        UpstreamMetrics {
+            backend: backend.into(),
+            metrics: self.clone(),
+        }
+    }
+}
+
+/// Metrics an endpoint client records, already bound to its backend.
+#[derive(Clone)]
+pub struct UpstreamMetrics {
+    backend: Arc<str>,
+    metrics: Arc<Metrics>,
+}
+
+impl UpstreamMetrics {
+    pub fn connected(&self, proto: Proto) {
+        let p = match proto {
+            Proto::Http1 => "http1",
+            Proto::Http2 => "http2",
+        };
+        self.metrics.upstream_connections.with_label_values(&[&*self.backend, p]).inc();
+    }
+
+    pub fn connect_failed(&self, cause: &str) {
+        self.metrics
+            .upstream_connect_errors
+            .with_label_values(&[&*self.backend, cause])
+            .inc();
+    }
+}
+
+impl Process {
+    /// Reads /proc/self; on other systems the values stay 0.
+    fn update(&self) {
+        let page = 4096i64;
+        let ticks = 100.0;
+        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+            // Fields after the command name, which is in parentheses.
+            if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+                // rest[0] is field 3 (state); utime=14, stime=15, threads=20, starttime=22, vsize=23, rss=24.
+                let cpu = (num(11) + num(12)) / ticks;
+                let prev = self.cpu.get();
+                if cpu > prev {
+                    self.cpu.inc_by(cpu - prev);
+                }
+                self.threads.set(num(17) as i64);
+                self.vsize.set(num(20) as i64);
+                self.rss.set(num(21) as i64 * page);
+                if let Some(boot) = boot_time() {
+                    self.start.set(boot + num(19) / ticks);
+                }
+            }
+        }
+        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+            self.fds.set(dir.count() as i64);
+        }
+        if let Ok(limits) = std::fs::read_to_string("/proc/self/limits") {
+            if let Some(line) = limits.lines().find(|l| l.starts_with("Max open files")) {
+                if let Some(v) = line.split_whitespace().nth(3).and_then(|v| v.parse().ok()) {
+                    self.max_fds.set(v);
+                }
+            }
+        }
+    }
+}
+
+fn boot_time() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    stat.lines()
+        .find_map(|l| l.strip_prefix("btime "))
+        .and_then(|v| v.trim().parse().ok())
+}

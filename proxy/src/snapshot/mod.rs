@@ -1,0 +1,41 @@
+//! The running config: a compiled, immutable [`Snapshot`] behind an
+//! `ArcSwap`. A request takes one `load` at its start and keeps that view to
+//! its end; a new snapshot replaces the old one atomically.
+
+mod compile;
+mod file;
+
+pub use compile::{compile, load_materials, Materials};
+pub use file::{load_file, FileSource};
+
+use crate::balance::Backend;
+use crate::http::router::Router;
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub type Store = Arc<ArcSwap<Snapshot>>;
+
+/// A config compiled into lookup tables, with the runtime state of its
+/// endpoints (carried over from the snapshot it replaced).
+pub struct Snapshot {
+    /// Derived from content: the same config has the same version.
+    pub version: String,
+    pub config: Arc<remora_api::Config>,
+    /// In config order; listener tasks find theirs by index.
+    pub listeners: Vec<ListenerTable>,
+    pub backends: HashMap<Arc<str>, Arc<Backend>>,
+}
+
+pub struct ListenerTable {
+    pub name: Arc<str>,
+    pub router: Router,
+    pub limits: remora_api::Limits,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// The version of a config: a hash of its canonical JSON form.
+pub fn version(config: &remora_api::Config) -> String {
+    let json = serde_json::to_vec(config).unwrap_or_default();
+    format!("{:016x}", crate::balance::content_hash(&json))
+}

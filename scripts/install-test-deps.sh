@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Install what Remora's integration tests need on a fresh Debian 12 machine.
+#
+# Idempotent and fast when everything is already present: apt-get update and
+# pip only run when something is actually missing.
+#
+#   Debian: curl, openssl, prometheus (for promtool), nghttp2-client (h2load,
+#           optional), procps, iproute2
+#   Python: grpcio (pinned), for tests/grpc/echo_server.py and echo_client.py
+#
+# Environment:
+#   PYTHON          interpreter to install grpcio for (default: python3)
+#   GRPCIO_VERSION  grpcio version to install (default: pinned below)
+set -euo pipefail
+
+PYTHON="${PYTHON:-python3}"
+GRPCIO_VERSION="${GRPCIO_VERSION:-1.85.3}"
+
+log() { printf 'install-test-deps: %s\n' "$*" >&2; }
+die() { printf 'install-test-deps: ERROR: %s\n' "$*" >&2; exit 1; }
+
+is_root() { [ "$(id -u)" -eq 0 ]; }
+
+# True if the Debian package is installed (not merely known / config-files).
+deb_installed() {
+    [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true)" = "installed" ]
+}
+
+# ---------------------------------------------------------------- Debian ----
+required_missing=()
+command -v curl     >/dev/null 2>&1 || required_missing+=(curl)
+command -v openssl  >/dev/null 2>&1 || required_missing+=(openssl)
+command -v promtool >/dev/null 2>&1 || required_missing+=(prometheus)
+command -v ps       >/dev/null 2>&1 && command -v pgrep >/dev/null 2>&1 \
+    || required_missing+=(procps)
+command -v ss       >/dev/null 2>&1 && command -v ip >/dev/null 2>&1 \
+    || required_missing+=(iproute2)
+
+optional_missing=()
+command -v h2load >/dev/null 2>&1 || optional_missing+=(nghttp2-client)
+
+apt_install() {
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
+}
+
+if [ "${#required_missing[@]}" -gt 0 ] || [ "${#optional_missing[@]}" -gt 0 ]; then
+    if ! is_root; then
+        if [ "${#required_missing[@]}" -gt 0 ]; then
+            die "missing Debian packages: ${required_missing[*]}; re-run as root (or: sudo $0)"
+        fi
+        log "WARNING: optional package not installed and not root: ${optional_missing[*]} (h2load load tests will be skipped)"
+    else
+        command -v apt-get >/dev/null 2>&1 || die "apt-get not found; this script expects Debian/Ubuntu"
+        log "installing Debian packages: ${required_missing[*]:-} ${optional_missing[*]:-}"
+        apt-get update -qq || die "apt-get update failed"
+        if [ "${#required_missing[@]}" -gt 0 ]; then
+            apt_install "${required_missing[@]}" || die "apt-get install failed for: ${required_missing[*]}"
+        fi
+        if [ "${#optional_missing[@]}" -gt 0 ]; then
+            apt_install "${optional_missing[@]}" \
+                || log "WARNING: could not install optional ${optional_missing[*]} (h2load load tests will be skipped)"
+        fi
+    fi
+fi
+
+# ---------------------------------------------------------------- Python ----
+command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found"
+if ! "$PYTHON" -c 'import grpc' >/dev/null 2>&1; then
+    "$PYTHON" -m pip --version >/dev/null 2>&1 \
+        || die "$PYTHON has no pip; install it (e.g. apt-get install python3-pip) and re-run"
+    log "installing grpcio==${GRPCIO_VERSION} for $PYTHON"
+    if ! "$PYTHON" -m pip install --quiet --disable-pip-version-check "grpcio==${GRPCIO_VERSION}"; then
+        if is_root; then
+            die "pip install grpcio==${GRPCIO_VERSION} failed"
+        fi
+        die "pip install grpcio==${GRPCIO_VERSION} failed; as non-root try a virtualenv or run as root"
+    fi
+    "$PYTHON" -c 'import grpc' >/dev/null 2>&1 || die "grpcio installed but 'import grpc' still fails"
+fi
+
+# ---------------------------------------------------------------- report ----
+# One line per tool with its version; a missing required tool is an error.
+status=0
+report() { # name, command...
+    local name="$1"; shift
+    local out
+    # Capture everything, then keep line 1 (piping into head could SIGPIPE
+    # the tool and trip pipefail).
+    if out="$("$@" 2>/dev/null)" && out="${out%%$'\n'*}" && [ -n "$out" ]; then
+        printf '%-9s %s\n' "$name" "$out"
+    else
+        printf '%-9s MISSING\n' "$name"
+        status=1
+    fi
+}
+report curl     curl --version
+report promtool promtool --version
+report openssl  openssl version
+report grpcio   "$PYTHON" -c 'import sys, grpc; print("grpcio", grpc.__version__, "(python", sys.version.split()[0] + ")")'
+if command -v h2load >/dev/null 2>&1; then
+    report h2load h2load --version
+else
+    printf '%-9s not installed (optional)\n' h2load
+fi
+[ "$status" -eq 0 ] || die "some required tools are missing (see above)"

@@ -1,0 +1,307 @@
+//! A harness for the real proxy binary: [`ProxyProcess`] writes a config into
+//! a fresh temporary directory, runs `<bin> run --config <dir>/config.yaml
+//! --log-format json`, keeps every line of its stdout and stderr, learns the
+//! admin and listener addresses from its `"admin bound"` / `"listener bound"`
+//! log lines, and returns once `GET /ready` on the admin port answers 200.
+//! It signals and kills only the process it started, by PID.
+
+mod logs;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use serde_json::Value;
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+pub use tempfile::TempDir;
+
+use crate::client::Request;
+use logs::LogStore;
+
+/// How long [`ProxyProcess::start`] waits for the proxy to become ready.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A fresh temporary directory, for writing cert files before
+/// [`ProxyProcess::start_in`].
+pub fn tempdir() -> TempDir {
+    tempfile::tempdir().expect("create temporary directory")
+}
+
+/// A running proxy process. Dropping it kills the process (SIGKILL) if it is
+/// still running, and if the test is panicking, prints the logs to stderr.
+pub struct ProxyProcess {
+    child: Child,
+    pid: u32,
+    logs: Arc<LogStore>,
+    config_path: PathBuf,
+    // Last, so the files outlive the process that reads them.
+    dir: TempDir,
+}
+
+impl ProxyProcess {
+    /// Writes `config_yaml` to `config.yaml` in a new temporary directory and
+    /// starts the proxy there; see [`ProxyProcess::start_in`].
+    pub async fn start(bin: &Path, config_yaml: &str) -> anyhow::Result<ProxyProcess> {
+        Self::start_in(tempfile::tempdir()?, bin, config_yaml).await
+    }
+
+    /// Writes `config_yaml` to `dir/config.yaml` (files already in `dir`, such
+    /// as certificates, can be referenced from it), spawns the proxy with
+    /// `RUST_LOG=info,remora=debug`, and waits up to [`READY_TIMEOUT`] for
+    /// the admin address and a 200 from `GET /ready`. The error carries the
+    /// collected logs.
+    pub async fn start_in(
+        dir: TempDir,
+        bin: &Path,
+        config_yaml: &str,
+    ) -> anyhow::Result<ProxyProcess> {
+        let config_path = dir.path().join("config.yaml");
+        std::fs::write(&config_path, config_yaml).context("write config.yaml")?;
+        let mut child = Command::new(bin)
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--log-format")
+            .arg("json")
+            .env("RUST_LOG", "info,remora=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("spawn {}", bin.display()))?;
+        let pid = child.id().context("child has no pid")?;
+        let logs = Arc::new(LogStore::new());
+        let stdout = child.stdout.take().context("stdout piped")?;
+        let stderr = child.stderr.take().context("stderr piped")?;
+        let store = logs.clone();
+        tokio::spawn(async move { logs::pump(stdout, &store).await });
+        let store = logs.clone();
+        tokio::spawn(async move { logs::pump(stderr, &store).await });
+
+        let mut proxy = ProxyProcess {
+            child,
+            pid,
+            logs,
+            config_path,
+            dir,
+        };
+        proxy.wait_ready(READY_TIMEOUT).await?;
+        Ok(proxy)
+    }
+
+    async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut last = String::from("admin address not logged yet");
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                // Give the pipes a moment to deliver the last lines.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                bail!(
+                    "proxy exited with {status} before it was ready; logs:\n{}",
+                    self.logs.dump()
+                );
+            }
+            if let Some(admin) = self.logs.with(|s| s.admin) {
+                let ready = Request::new("GET", &format!("http://{admin}/ready"))
+                    .timeout(Duration::from_secs(1))
+                    .try_send()
+                    .await;
+                match ready {
+                    Ok(resp) if resp.status == 200 => return Ok(()),
+                    Ok(resp) => {
+                        last = format!("GET /ready answered {}: {}", resp.status, resp.text())
+                    }
+                    Err(e) => last = format!("GET /ready failed: {e:#}"),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        bail!(
+            "proxy not ready after {timeout:?} ({last}); logs:\n{}",
+            self.logs.dump()
+        )
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The directory holding `config.yaml`; put other files here too.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// The admin address from the `"admin bound"` log line.
+    pub fn admin(&self) -> SocketAddr {
+        self.logs
+            .with(|s| s.admin)
+            .expect("admin address is known once started")
+    }
+
+    /// The latest address logged for listener `name`; panics with the logs if
+    /// none was (see [`ProxyProcess::wait_for_listener`] for late ones).
+    pub fn listener(&self, name: &str) -> SocketAddr {
+        self.try_listener(name).unwrap_or_else(|| {
+            panic!(
+                "no \"listener bound\" line for {name:?}; logs:\n{}",
+                self.logs.dump()
+            )
+        })
+    }
+
+    pub fn try_listener(&self, name: &str) -> Option<SocketAddr> {
+        self.logs.with(|s| s.listeners.get(name).copied())
+    }
+
+    /// Waits for listener `name` to be announced (e.g. added by a reload).
+    pub async fn wait_for_listener(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<SocketAddr> {
+        match self
+            .logs
+            .wait(timeout, |s| s.listeners.get(name).copied())
+            .await
+        {
+            Some(addr) => Ok(addr),
+            None => bail!(
+                "listener {name:?} not bound within {timeout:?}; logs:\n{}",
+                self.logs.dump()
+            ),
+        }
+    }
+
+    /// Every stdout and stderr line so far, in arrival order.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lines()
+    }
+
+    /// The lines so far that parse as JSON.
+    pub fn logs_json(&self) -> Vec<Value> {
+        self.logs()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// How many lines have arrived; pass it to
+    /// [`ProxyProcess::wait_for_log_where`] to look only at later lines.
+    pub fn log_mark(&self) -> usize {
+        self.logs.with(|s| s.lines.len())
+    }
+
+    /// Waits for any line (old or new) containing `needle`; returns it.
+    pub async fn wait_for_log(&self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
+        self.wait_for_log_where(0, |line| line.contains(needle), timeout)
+            .await
+            .with_context(|| format!("waiting for a log line containing {needle:?}"))
+    }
+
+    /// Waits for a line at index `from` or later matching `pred`; returns it.
+    pub async fn wait_for_log_where(
+        &self,
+        from: usize,
+        mut pred: impl FnMut(&str) -> bool,
+        timeout: Duration,
+    ) -> anyhow::Result<String> {
+        let found = self
+            .logs
+            .wait(timeout, |s| {
+                s.lines.iter().skip(from).find(|l| pred(l)).cloned()
+            })
+            .await;
+        match found {
+            Some(line) => Ok(line),
+            None => bail!(
+                "no matching log line within {timeout:?}; logs:\n{}",
+                self.logs.dump()
+            ),
+        }
+    }
+
+    /// Replaces `config.yaml` atomically (write a temporary file, rename).
+    pub fn write_config(&self, yaml: &str) -> anyhow::Result<()> {
+        let tmp = self.dir.path().join("config.yaml.tmp");
+        std::fs::write(&tmp, yaml).context("write config.yaml.tmp")?;
+        std::fs::rename(&tmp, &self.config_path).context("rename over config.yaml")?;
+        Ok(())
+    }
+
+    /// Sends a signal (`"TERM"`, `"HUP"`, `"SIGINT"`, …) with `kill -SIG <pid>`.
+    /// Refuses once the process has exited, so a reused PID is never hit.
+    pub fn signal(&mut self, sig: &str) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("proxy already exited with {status}");
+        }
+        let sig = sig.trim_start_matches("SIG");
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid.to_string())
+            .status()
+            .context("run kill")?;
+        if !status.success() {
+            bail!("kill -{sig} {} failed: {status}", self.pid);
+        }
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .ok()?
+            .ok()
+    }
+
+    /// Resident set size in KiB, from `/proc/<pid>/status` (`VmRSS`).
+    pub fn rss_kib(&self) -> u64 {
+        let path = format!("/proc/{}/status", self.pid);
+        let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmRSS in {path}"))
+    }
+
+    /// `GET <path>` on the admin port: status and body as text.
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        let resp = Request::new("GET", &format!("http://{}{}", self.admin(), path))
+            .try_send()
+            .await
+            .unwrap_or_else(|e| panic!("admin GET {path}: {e:#}; logs:\n{}", self.logs.dump()));
+        (resp.status, resp.text())
+    }
+
+    /// The Prometheus text from `GET /metrics`; panics unless it is a 200.
+    pub async fn metrics(&self) -> String {
+        let (status, body) = self.admin_get("/metrics").await;
+        assert_eq!(status, 200, "GET /metrics: {body}");
+        body
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- proxy (pid {}) logs ---\n{}",
+                self.pid,
+                self.logs.dump()
+            );
+        }
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.start_kill();
+        }
+    }
+}
