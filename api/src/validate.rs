@@ -55,10 +55,11 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         if !names.insert(&l.name) {
             p.add(format!("{at}.name"), format!("`{}` is used twice", l.name));
         }
-        if !addrs.insert(l.address) {
+        // Port 0 asks the OS for a free port: never a clash.
+        if l.address.port() != 0 && !addrs.insert(l.address) {
             p.add(format!("{at}.address"), format!("{} is used twice", l.address));
         }
-        if l.address == config.admin.address {
+        if l.address.port() != 0 && l.address == config.admin.address {
             p.add(format!("{at}.address"), "is the admin address");
         }
         if let Some(tls) = &l.tls {

@@ -1,0 +1,84 @@
+//! The admin server: health, live config, log level, and metrics that
+//! `promtool` accepts.
+
+use crate::{config, require, start};
+use remora_test_support::client::Request;
+use remora_test_support::Upstream;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_config_and_log_level() {
+    let up = Upstream::start("up").await;
+    let routes = "      - name: all\n        backends: [{ name: up }]";
+    let backends = format!("  - name: up\n    endpoints: [{{ address: {} }}]", up.addr());
+    let proxy = start(&config(routes, &backends)).await;
+    assert_eq!(proxy.admin_get("/live").await, (200, "live\n".to_string()));
+    assert_eq!(proxy.admin_get("/ready").await, (200, "ready\n".to_string()));
+    let (status, body) = proxy.admin_get("/config").await;
+    assert_eq!(status, 200);
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["version"].as_str().unwrap().len(), 16);
+    assert_eq!(json["config"]["listeners"][0]["routes"][0]["name"], "all");
+    assert_eq!(json["config"]["backends"][0]["endpoints"][0]["address"], up.addr().to_string());
+
+    let url = format!("http://{}/log-level", proxy.admin());
+    let rsp = Request::new("PUT", &url).body("debug,hyper=info").send().await;
+    assert_eq!(rsp.status, 200, "{}", rsp.text());
+    let level = proxy.admin_get("/log-level").await.1;
+    let mut directives: Vec<&str> = level.trim().split(',').collect();
+    directives.sort();
+    assert_eq!(directives, ["debug", "hyper=info"]);
+    let rsp = Request::new("PUT", &url).body("=[nonsense").send().await;
+    assert_eq!(rsp.status, 400);
+    assert_eq!(proxy.admin_get("/log-level").await.1, level, "a bad filter changes nothing");
+    assert_eq!(proxy.admin_get("/nope").await.0, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_pass_promtool_and_keep_labels_bounded() {
+    require("promtool");
+    let up = Upstream::start("up").await;
+    let routes = "      - name: all\n        match: { path: { prefix: /ok } }\n        backends: [{ name: up }]";
+    let backends = format!("  - name: up\n    endpoints: [{{ address: {} }}]", up.addr());
+    let proxy = start(&config(routes, &backends)).await;
+    let base = format!("http://{}", proxy.listener("edge"));
+    for i in 0..20 {
+        Request::new("GET", &format!("{base}/ok/{i}")).send().await;
+        Request::new("GET", &format!("{base}/missing/{i}")).send().await;
+    }
+    let metrics = proxy.metrics().await;
+    for family in [
+        "remora_requests_total{listener=\"edge\"} 40",
+        "remora_responses_total{backend=\"up\",error=\"\",listener=\"edge\",route=\"all\",status_code=\"200\"} 20",
+        "remora_responses_total{backend=\"\",error=\"no-route\",listener=\"edge\",route=\"\",status_code=\"404\"} 20",
+        "remora_request_duration_seconds_bucket{backend=\"up\",listener=\"edge\",route=\"all\",le=\"+Inf\"} 20",
+        "remora_upstream_connections_total{backend=\"up\",protocol=\"http1\"}",
+        "remora_open_connections{listener=\"edge\"}",
+        "remora_config_reloads_total{result=\"applied\"} 1",
+        "remora_build_info{version=",
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
+        "process_open_fds ",
+    ] {
+        assert!(metrics.contains(family), "{family} missing:\n{metrics}");
+    }
+    assert!(!metrics.contains("/ok/"), "a raw path leaked into a label");
+    assert!(!metrics.contains("127.0.0.1"), "an address leaked into a label");
+
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

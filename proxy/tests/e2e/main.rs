@@ -1,0 +1,48 @@
+//! End-to-end tests: the real `remora-proxy` binary on loopback, real
+//! upstream servers (remora-test-support) and real clients (hyper, curl,
+//! promtool, a Python gRPC client). One test binary, many modules, so the
+//! suite links once.
+
+mod admin;
+mod balance;
+mod check;
+mod grpc;
+mod limits;
+mod reload;
+mod routing;
+mod shutdown;
+mod streaming;
+mod tls;
+mod websocket;
+
+use remora_test_support::ProxyProcess;
+use std::path::Path;
+
+/// The proxy binary built for this test run.
+pub fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_remora-proxy"))
+}
+
+/// Starts the proxy on `yaml`, failing the test with its logs if it cannot.
+pub async fn start(yaml: &str) -> ProxyProcess {
+    ProxyProcess::start(bin(), yaml).await.expect("proxy starts")
+}
+
+/// A config with one plaintext listener on port 0, the admin server on port
+/// 0, and the given routes and backends (YAML lists, indented by 4 and 2).
+pub fn config(routes: &str, backends: &str) -> String {
+    format!(
+        "admin: {{ address: 127.0.0.1:0 }}\nlisteners:\n  - name: edge\n    address: 127.0.0.1:0\n    routes:\n{routes}\nbackends:\n{backends}\n"
+    )
+}
+
+/// Whether an external tool is on PATH (tests that need it fail, not skip,
+/// when it is missing: the install script provides it).
+pub fn require(tool: &str) {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(found, "`{tool}` is not installed: run scripts/install-test-deps.sh");
+}

@@ -1,0 +1,147 @@
+//! Hot reload under load: a valid config moves traffic with zero failed
+//! requests; an invalid one is rejected, counted, and changes nothing.
+
+use crate::{config, start};
+use remora_test_support::{Http1Conn, Upstream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+fn two_backends(a: &Upstream, b: &Upstream, route_to: &str) -> String {
+    let routes = format!("      - name: main\n        backends: [{{ name: {route_to} }}]");
+    let backends = format!(
+        "  - name: a\n    endpoints: [{{ address: {} }}]\n  - name: b\n    endpoints: [{{ address: {} }}]",
+        a.addr(),
+        b.addr()
+    );
+    config(&routes, &backends)
+}
+
+struct Load {
+    stop: Arc<AtomicBool>,
+    failures: Arc<AtomicUsize>,
+    total: Arc<AtomicUsize>,
+    last: Arc<Mutex<String>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Four clients on kept-alive connections, each bounded to 20 000 requests.
+fn load(addr: std::net::SocketAddr) -> Load {
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let total = Arc::new(AtomicUsize::new(0));
+    let last = Arc::new(Mutex::new(String::new()));
+    let tasks = (0..4)
+        .map(|_| {
+            let (stop, failures, total, last) = (stop.clone(), failures.clone(), total.clone(), last.clone());
+            tokio::spawn(async move {
+                let mut conn = Http1Conn::connect(addr).await;
+                for _ in 0..20_000 {
+                    if stop.load(Relaxed) {
+                        break;
+                    }
+                    match conn.try_send("GET", "/", &[], bytes::Bytes::new()).await {
+                        Ok(r) if r.status == 200 => *last.lock().unwrap() = r.upstream().unwrap_or("").to_string(),
+                        Ok(r) => {
+                            eprintln!("failed: {} {:?}", r.status, r.header("remora-error"));
+                            failures.fetch_add(1, Relaxed);
+                        }
+                        Err(e) => {
+                            eprintln!("failed: {e:#}");
+                            failures.fetch_add(1, Relaxed);
+                            conn = Http1Conn::connect(addr).await;
+                        }
+                    }
+                    total.fetch_add(1, Relaxed);
+                }
+            })
+        })
+        .collect();
+    Load { stop, failures, total, last, tasks }
+}
+
+impl Load {
+    async fn wait_for_upstream(&self, name: &str) {
+        for _ in 0..200 {
+            if *self.last.lock().unwrap() == name {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("traffic never reached {name}");
+    }
+
+    async fn finish(self) -> (usize, usize) {
+        self.stop.store(true, Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        (self.total.load(Relaxed), self.failures.load(Relaxed))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_under_load_fail_no_request() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let proxy = start(&two_backends(&a, &b, "a")).await;
+    let load = load(proxy.listener("edge"));
+    load.wait_for_upstream("a").await;
+
+    // A valid change: traffic moves to b.
+    let mark = proxy.log_mark();
+    proxy.write_config(&two_backends(&a, &b, "b")).unwrap();
+    proxy
+        .wait_for_log_where(mark, |l| l.contains("config applied"), Duration::from_secs(10))
+        .await
+        .unwrap();
+    load.wait_for_upstream("b").await;
+
+    // An invalid change: rejected with its problem, traffic stays on b.
+    let mark = proxy.log_mark();
+    proxy
+        .write_config(&two_backends(&a, &b, "b").replace("name: main", "name: \"bad name!\""))
+        .unwrap();
+    let line = proxy
+        .wait_for_log_where(mark, |l| l.contains("config rejected"), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(line.contains("listeners[0].routes[0].name"), "{line}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(*load.last.lock().unwrap(), "b");
+
+    let (total, failures) = load.finish().await;
+    assert_eq!(failures, 0, "{failures} of {total} requests failed");
+    assert!(total > 100, "only {total} requests ran");
+    let metrics = proxy.metrics().await;
+    assert!(metrics.contains("remora_config_reloads_total{result=\"rejected\"} 1"), "{metrics}");
+    assert!(metrics.contains("remora_config_reloads_total{result=\"applied\"} 2"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_and_keeps_pooled_connections() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let mut proxy = start(&two_backends(&a, &b, "a")).await;
+    let mut conn = Http1Conn::connect(proxy.listener("edge")).await;
+    for _ in 0..5 {
+        assert_eq!(conn.get("/").await.upstream(), Some("a"));
+    }
+    // Change the route only; backend a's endpoint state must survive.
+    let path = proxy.config_path().to_path_buf();
+    let text = std::fs::read_to_string(&path).unwrap().replace("name: main", "name: renamed");
+    std::fs::write(&path, text).unwrap();
+    let mark = proxy.log_mark();
+    proxy.signal("HUP").unwrap();
+    proxy
+        .wait_for_log_where(mark, |l| l.contains("config applied"), Duration::from_secs(10))
+        .await
+        .unwrap();
+    // The client connection survived the reload, and so did the upstream pool.
+    for _ in 0..5 {
+        assert_eq!(conn.get("/").await.upstream(), Some("a"));
+    }
+    assert_eq!(a.connections(), 1, "pooled upstream connection kept across the reload");
+    let metrics = proxy.metrics().await;
+    assert!(metrics.contains("route=\"renamed\""), "{metrics}");
+}
