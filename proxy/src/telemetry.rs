@@ -10,11 +10,14 @@ pub enum LogFormat {
     Json,
 }
 
+type Getter = Arc<dyn Fn() -> String + Send + Sync>;
+type Setter = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
 /// Reads and replaces the running log filter.
 #[derive(Clone)]
 pub struct LogLevel {
-    get: Arc<dyn Fn() -> String + Send + Sync>,
-    set: Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>,
+    get: Getter,
+    set: Setter,
 }
 
 impl LogLevel {

@@ -25,7 +25,8 @@ fn epoch() -> Instant {
     *EPOCH.get_or_init(Instant::now)
 }
 
-fn now_ns() -> u64 {
+/// Nanoseconds since the first call in this process, on the tokio clock.
+pub fn now_ns() -> u64 {
     Instant::now().saturating_duration_since(epoch()).as_nanos() as u64
 }
 

@@ -10,7 +10,7 @@ mod p2c;
 mod ring_hash;
 mod round_robin;
 
-pub use load::{InFlight, Load};
+pub use load::{now_ns, InFlight, Load};
 pub use ring_hash::{hash as content_hash, HashKey};
 
 use crate::http::client::EndpointClient;

@@ -8,6 +8,7 @@
 
 use super::body::RequestBody;
 use super::error::ProxyError;
+use crate::balance::now_ns;
 use crate::metrics::UpstreamMetrics;
 use arc_swap::ArcSwapOption;
 use crossbeam_queue::ArrayQueue;
@@ -18,6 +19,7 @@ use rustls_pki_types::ServerName;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -62,6 +64,8 @@ pub struct EndpointClient {
     idle: Arc<ArrayQueue<Idle>>,
     h2: ArcSwapOption<http2::SendRequest<RequestBody>>,
     h2_connecting: tokio::sync::Mutex<()>,
+    /// When the HTTP/2 connection last started a request ([`now_ns`]).
+    h2_last_used: AtomicU64,
     metrics: UpstreamMetrics,
 }
 
@@ -73,6 +77,7 @@ impl EndpointClient {
             transport,
             h2: ArcSwapOption::empty(),
             h2_connecting: tokio::sync::Mutex::new(()),
+            h2_last_used: AtomicU64::new(0),
             metrics,
         }
     }
@@ -149,8 +154,14 @@ impl EndpointClient {
         });
     }
 
-    /// Closes pooled connections idle for longer than the idle timeout.
+    /// Closes pooled connections idle for longer than the idle timeout. An
+    /// idle HTTP/2 connection is let go: requests still running on it keep
+    /// their own handle, and it closes when the last one finishes.
     pub fn evict_idle(&self) {
+        let idle_ns = self.transport.idle_timeout.as_nanos() as u64;
+        if self.h2.load().is_some() && now_ns().saturating_sub(self.h2_last_used.load(Relaxed)) > idle_ns {
+            self.h2.store(None);
+        }
         for _ in 0..self.idle.len() {
             match self.idle.pop() {
                 Some(i) if i.since.elapsed() < self.transport.idle_timeout && !i.tx.is_closed() => {
@@ -163,6 +174,7 @@ impl EndpointClient {
     }
 
     async fn send_h2(&self, req: http::Request<RequestBody>) -> Result<http::Response<Incoming>, ProxyError> {
+        self.h2_last_used.store(now_ns(), Relaxed);
         let mut tx = match self.h2.load_full() {
             Some(tx) if !tx.is_closed() => (*tx).clone(),
             _ => self.connect_h2().await?,

@@ -73,7 +73,7 @@ const ROUTES: &str = r#"
 #[test]
 fn route_match_table() {
     let r = router(ROUTES);
-    let cases: &[(&str, &str, &str, &[(&str, &str)], Option<&str>)] = &[
+    let cases: &[Case] = &[
         // host: exact beats wildcard; host-less routes still apply to every host
         ("api.example.com", "GET", "/v1/x", &[], Some("exact-host")),
         ("API.Example.COM", "GET", "/v1", &[], Some("exact-host")),
@@ -132,3 +132,6 @@ fn split_follows_weights() {
     let share = a as f64 / n as f64;
     assert!((share - 0.9).abs() < 0.01, "share of a: {share}");
 }
+
+/// method, host, path, headers, expected route or upstream (None: 404).
+type Case<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)], Option<&'a str>);
