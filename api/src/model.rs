@@ -50,6 +50,9 @@ pub struct Listener {
     pub tls: Option<ServerTls>,
     #[serde(default)]
     pub limits: Limits,
+    /// Log one line per request (target `remora_proxy::access`, level info).
+    #[serde(default)]
+    pub access_log: bool,
     /// Routes in order; see `docs/config.md` for how one is chosen.
     #[serde(default)]
     pub routes: Vec<Route>,
@@ -116,7 +119,7 @@ pub struct Route {
     pub name: String,
     #[serde(default, rename = "match")]
     pub matches: RouteMatch,
-    /// Weighted backends (a traffic split). Exactly one of `backends`,
+    /// Weighted backends (a traffic split); weights 1-10000. Exactly one of `backends`,
     /// `direct_response` and `redirect` is set.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub backends: Vec<WeightedBackend>,
@@ -296,10 +299,13 @@ pub struct RingHash {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum UpstreamProtocol {
-    /// The protocol the client used (HTTP/2 in, HTTP/2 out); with TLS, ALPN decides.
-    #[default]
+    /// The protocol the client used (HTTP/2 in, HTTP/2 out), for upstreams
+    /// that speak both (such as most gRPC servers).
     Auto,
+    /// HTTP/1.1 whatever the client spoke: what most upstreams serve.
+    #[default]
     Http1,
+    /// HTTP/2 (prior knowledge in plaintext; ALPN `h2` over TLS): gRPC.
     Http2,
 }
 

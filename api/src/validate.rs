@@ -74,7 +74,12 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             }
             for (j, c) in tls.certificates.iter().enumerate() {
                 for (k, n) in c.server_names.iter().enumerate() {
-                    check_host(&mut p, &format!("{at}.tls.certificates[{j}].server_names[{k}]"), n);
+                    let at = format!("{at}.tls.certificates[{j}].server_names[{k}]");
+                    if n == "*" {
+                        p.add(at, "`*` is not a server name: the first certificate is the default");
+                    } else {
+                        check_host(&mut p, &at, n);
+                    }
                 }
             }
         }
@@ -130,6 +135,10 @@ fn check_host(p: &mut Problems, at: &str, host: &str) {
     }
 }
 
+const STANDARD_METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
 fn check_limits(p: &mut Problems, at: &str, l: &Limits) {
     if l.max_request_header_bytes < 1024 {
         p.add(format!("{at}.max_request_header_bytes"), "must be >= 1024");
@@ -155,8 +164,14 @@ fn check_route(p: &mut Problems, at: &str, r: &Route, backends: &HashSet<&str>) 
         _ => {}
     }
     for (k, meth) in m.methods.iter().enumerate() {
+        let upper = meth.to_ascii_uppercase();
         if http::Method::from_bytes(meth.as_bytes()).is_err() || meth.is_empty() {
             p.add(format!("{at}.match.methods[{k}]"), format!("`{meth}` is not a method"));
+        } else if upper != *meth && STANDARD_METHODS.contains(&upper.as_str()) {
+            p.add(
+                format!("{at}.match.methods[{k}]"),
+                format!("methods are case-sensitive: write `{upper}`"),
+            );
         }
     }
     for (k, h) in m.headers.iter().enumerate() {
@@ -188,9 +203,7 @@ fn check_route(p: &mut Problems, at: &str, r: &Route, backends: &HashSet<&str>) 
                 format!("no backend is named `{}`", b.name),
             );
         }
-        if b.weight == 0 {
-            p.add(format!("{at}.backends[{k}].weight"), "must be > 0");
-        }
+        check_weight(p, &format!("{at}.backends[{k}].weight"), b.weight);
     }
     if let Some(d) = &r.direct_response {
         if !(200..=599).contains(&d.status) {
@@ -210,7 +223,11 @@ fn check_route(p: &mut Problems, at: &str, r: &Route, backends: &HashSet<&str>) 
             }
         }
         if let Some(h) = &rd.host {
-            check_host(p, &format!("{at}.redirect.host"), h);
+            if h.contains('*') {
+                p.add(format!("{at}.redirect.host"), "must be a host name, not a pattern");
+            } else {
+                check_host(p, &format!("{at}.redirect.host"), h);
+            }
         }
         if let Some(path) = &rd.path {
             if !path.starts_with('/') {
@@ -239,6 +256,16 @@ fn check_route(p: &mut Problems, at: &str, r: &Route, backends: &HashSet<&str>) 
         if t.get().is_zero() {
             p.add(format!("{at}.timeout"), "must be > 0");
         }
+    }
+}
+
+const MAX_WEIGHT: u32 = 10_000;
+
+fn check_weight(p: &mut Problems, at: &str, w: u32) {
+    if w == 0 {
+        p.add(at, "must be > 0");
+    } else if w > MAX_WEIGHT {
+        p.add(at, format!("must be <= {MAX_WEIGHT}"));
     }
 }
 
@@ -273,9 +300,7 @@ fn check_header_ops(p: &mut Problems, at: &str, ops: &HeaderOps) {
 fn check_backend(p: &mut Problems, at: &str, b: &Backend) {
     let mut addrs = HashSet::new();
     for (k, e) in b.endpoints.iter().enumerate() {
-        if e.weight == 0 {
-            p.add(format!("{at}.endpoints[{k}].weight"), "must be > 0");
-        }
+        check_weight(p, &format!("{at}.endpoints[{k}].weight"), e.weight);
         if !addrs.insert(e.address) {
             p.add(format!("{at}.endpoints[{k}].address"), format!("{} is listed twice", e.address));
         }

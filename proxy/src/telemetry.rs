@@ -57,7 +57,11 @@ pub fn init(format: LogFormat) -> LogLevel {
                     .with_current_span(false),
             )
             .init(),
-        LogFormat::Text => registry.with(tracing_subscriber::fmt::layer()).init(),
+        LogFormat::Text => {
+            use std::io::IsTerminal;
+            let ansi = std::io::stdout().is_terminal();
+            registry.with(tracing_subscriber::fmt::layer().with_ansi(ansi)).init()
+        }
     }
     let h2 = handle.clone();
     LogLevel {

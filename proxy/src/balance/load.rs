@@ -11,6 +11,8 @@ use tokio::time::Instant;
 const DECAY: Duration = Duration::from_secs(10);
 /// Estimate of an endpoint that has not answered yet (as Linkerd does).
 const DEFAULT_RTT: Duration = Duration::from_millis(30);
+/// A failure counts as this many times the endpoint's latency estimate.
+const FAILURE_PENALTY: u32 = 5;
 
 pub struct Load {
     in_flight: AtomicU32,
@@ -77,9 +79,16 @@ impl Load {
         self.stamp_ns.store(now, Relaxed);
     }
 
-    /// Linkerd's cost: latency × (in flight + 1), scaled down by weight.
+    /// Records a failed request: the endpoint looks several times slower
+    /// than its estimate, so the balancer avoids it until the penalty decays.
+    pub fn observe_failure(&self, elapsed: Duration) {
+        let penalty = self.rtt().saturating_mul(FAILURE_PENALTY).max(elapsed);
+        self.observe(penalty);
+    }
+
+    /// Linkerd's cost: decayed latency × (in flight + 1), scaled down by weight.
     pub fn peak_ewma_cost(&self, weight: u32) -> f64 {
-        let rtt = f64::from_bits(self.rtt_ns.load(Relaxed));
+        let rtt = self.decayed(now_ns());
         (rtt.max(1.0)) * (self.in_flight() as f64 + 1.0) / weight as f64
     }
 

@@ -28,6 +28,9 @@ pub struct Backend {
     /// weight change keeps the endpoint's state).
     pub weights: Vec<u32>,
     pub protocol: api::UpstreamProtocol,
+    /// How endpoints are reached (see `snapshot::compile`); endpoint state
+    /// is carried across a swap only when this is unchanged.
+    pub transport_key: u64,
     balancer: Balancer,
 }
 
@@ -93,6 +96,7 @@ impl Backend {
             endpoints,
             weights,
             protocol,
+            transport_key: 0,
             balancer,
         }
     }

@@ -56,14 +56,17 @@ pub fn hash(data: &[u8]) -> u64 {
     h ^ (h >> 31)
 }
 
+/// Builds the ring: `VNODES` points per unit of weight, scaled down evenly
+/// when the total would pass `MAX_RING`, so every endpoint keeps its share.
 pub fn ring(endpoints: impl Iterator<Item = (SocketAddr, u32)>) -> Box<[(u64, u32)]> {
+    let endpoints: Vec<_> = endpoints.collect();
+    let total: u64 = endpoints.iter().map(|(_, w)| u64::from((*w).max(1)) * u64::from(VNODES)).sum();
+    let scale = (MAX_RING as f64 / total.max(1) as f64).min(1.0);
     let mut ring = Vec::new();
-    for (i, (addr, weight)) in endpoints.enumerate() {
+    for (i, (addr, weight)) in endpoints.iter().enumerate() {
         let key = addr.to_string();
-        for v in 0..VNODES.saturating_mul(weight.max(1)) {
-            if ring.len() >= MAX_RING {
-                break;
-            }
+        let points = ((f64::from((*weight).max(1)) * f64::from(VNODES) * scale) as u32).max(1);
+        for v in 0..points {
             let mut k = key.clone().into_bytes();
             k.extend_from_slice(&v.to_le_bytes());
             ring.push((hash(&k), i as u32));

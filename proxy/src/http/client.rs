@@ -142,6 +142,9 @@ impl EndpointClient {
     /// Returns the sender to the pool once its connection can take another
     /// request, i.e. after the response body was read to its end.
     fn check_in_when_ready(&self, mut tx: http1::SendRequest<RequestBody>) {
+        if self.transport.max_idle == 0 {
+            return; // pooling is off: the connection closes after this response
+        }
         let idle = self.idle.clone();
         tokio::spawn(async move {
             if tx.ready().await.is_ok() {

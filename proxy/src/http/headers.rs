@@ -78,19 +78,18 @@ fn connection_tokens(v: &HeaderValue) -> impl Iterator<Item = &str> {
 /// Removes hop-by-hop headers. `TE: trailers` is kept (gRPC needs it); with
 /// `upgrade`, `Connection: upgrade` and `Upgrade` are kept for the next hop.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    if let Some(conn) = headers.get(header::CONNECTION) {
-        if conn.as_bytes() != b"keep-alive" && conn.as_bytes() != b"close" {
-            let named: Vec<HeaderName> = headers
-                .get_all(header::CONNECTION)
-                .iter()
-                .flat_map(connection_tokens)
-                .filter(|t| !t.eq_ignore_ascii_case("upgrade") || !upgrade)
-                .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-                .collect();
-            for n in named {
-                if n != header::TE {
-                    headers.remove(n);
-                }
+    let plain = |v: &HeaderValue| v.as_bytes() == b"keep-alive" || v.as_bytes() == b"close";
+    if !headers.get_all(header::CONNECTION).iter().all(plain) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(connection_tokens)
+            .filter(|t| !t.eq_ignore_ascii_case("upgrade") || !upgrade)
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for n in named {
+            if n != header::TE {
+                headers.remove(n);
             }
         }
     }
@@ -117,7 +116,8 @@ pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-fo
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// Appends the client's address to `x-forwarded-for` and sets
-/// `x-forwarded-proto` when the client did not send one.
+/// `x-forwarded-proto` to the scheme the client used (a client's own value
+/// is replaced: it cannot claim TLS it did not use).
 pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, tls: bool) {
     let mut value = String::with_capacity(48);
     if let Some(prev) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
@@ -129,10 +129,8 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, tls: bool) {
     if let Ok(v) = HeaderValue::from_str(&value) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
-    if !headers.contains_key(&X_FORWARDED_PROTO) {
-        let proto = if tls { "https" } else { "http" };
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    }
+    let proto = if tls { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
 }
 
 #[cfg(test)]
@@ -182,7 +180,7 @@ mod tests {
         let mut h = map(&[("x-forwarded-for", "10.0.0.1"), ("x-forwarded-proto", "https")]);
         add_forwarded(&mut h, "127.0.0.1".parse().unwrap(), false);
         assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1, 127.0.0.1");
-        assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "http", "the client's claim is replaced");
     }
 
     #[test]

@@ -208,7 +208,7 @@ async fn forward(
         }
         Err(e) => {
             // A failing endpoint looks slow to the balancer for a while.
-            ep.load.observe(started.elapsed().max(std::time::Duration::from_secs(1)));
+            ep.load.observe_failure(started.elapsed());
             return Err(body_error(e));
         }
     };

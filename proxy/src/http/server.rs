@@ -50,6 +50,9 @@ impl ListenerCtx {
         // The one snapshot load of this request: kept to its end.
         let snapshot = self.store.load_full();
         let listener = &snapshot.listeners[self.index];
+        let access = listener
+            .access_log
+            .then(|| (req.method().clone(), req.uri().clone(), req.version()));
         let outcome = proxy::handle(listener, down, req).await;
         let route = outcome.route.as_deref().unwrap_or("");
         let backend = outcome.backend.as_deref().unwrap_or("");
@@ -69,6 +72,16 @@ impl ListenerCtx {
                 (rsp, e.cause())
             }
         };
+        if let Some((method, uri, version)) = access {
+            tracing::info!(
+                target: "remora_proxy::access",
+                listener = %self.name, route, backend, client = %down.client, tls = down.tls,
+                method = %method, path = uri.path(), version = ?version,
+                status = rsp.status().as_u16(), error = cause,
+                duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+                "request"
+            );
+        }
         let m = &self.metrics;
         m.responses
             .with_label_values(&[&*self.name, route, backend, rsp.status().as_str(), cause])

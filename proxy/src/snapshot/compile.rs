@@ -13,10 +13,31 @@ use remora_api::{Config, Problem};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Loaded TLS configs, by listener and backend index.
+/// Loaded TLS configs, by listener and backend index, with a digest of the
+/// files' contents: a certificate replaced on disk changes the version.
 pub struct Materials {
     listener_tls: Vec<Option<Arc<rustls::ServerConfig>>>,
     backend_tls: Vec<Option<UpstreamTls>>,
+    backend_digest: Vec<u64>,
+    digest: u64,
+}
+
+impl Materials {
+    /// A hash of every file the config names, by content.
+    pub fn digest(&self) -> u64 {
+        self.digest
+    }
+}
+
+/// Hash of the contents of `paths` (a missing file hashes as empty: the TLS
+/// loader reports it).
+fn file_digest<'a>(paths: impl Iterator<Item = &'a std::path::Path>) -> u64 {
+    let mut all = Vec::new();
+    for p in paths {
+        all.extend_from_slice(p.as_os_str().as_encoded_bytes());
+        all.extend_from_slice(&std::fs::read(p).unwrap_or_default());
+    }
+    crate::balance::content_hash(&all)
 }
 
 fn problem((path, message): (String, String)) -> Problem {
@@ -31,7 +52,12 @@ fn problem((path, message): (String, String)) -> Problem {
 pub fn load_materials(config: &Config) -> Result<Materials, Vec<Problem>> {
     let mut problems = Vec::new();
     let mut listener_tls = Vec::new();
+    let mut digests = Vec::new();
     for (i, l) in config.listeners.iter().enumerate() {
+        if let Some(tls) = &l.tls {
+            let files = tls.certificates.iter().flat_map(|c| [c.cert.as_path(), c.key.as_path()]);
+            digests.push(file_digest(files.chain(tls.client_ca.as_deref())));
+        }
         listener_tls.push(l.tls.as_ref().and_then(|tls| {
             crate::tls::server_config(tls, &format!("listeners[{i}].tls"))
                 .map_err(|e| problems.push(problem(e)))
@@ -39,7 +65,12 @@ pub fn load_materials(config: &Config) -> Result<Materials, Vec<Problem>> {
         }));
     }
     let mut backend_tls = Vec::new();
+    let mut backend_digest = Vec::new();
     for (i, b) in config.backends.iter().enumerate() {
+        backend_digest.push(b.tls.as_ref().map_or(0, |tls| {
+            let files = [Some(tls.ca.as_path()), tls.client_cert.as_deref(), tls.client_key.as_deref()];
+            file_digest(files.into_iter().flatten())
+        }));
         backend_tls.push(b.tls.as_ref().and_then(|tls| {
             let at = format!("backends[{i}].tls");
             let configs = crate::tls::client_configs(tls, &at).map_err(|e| problems.push(problem(e))).ok()?;
@@ -54,9 +85,13 @@ pub fn load_materials(config: &Config) -> Result<Materials, Vec<Problem>> {
         }));
     }
     if problems.is_empty() {
+        digests.extend_from_slice(&backend_digest);
+        let bytes: Vec<u8> = digests.iter().flat_map(|d| d.to_le_bytes()).collect();
         Ok(Materials {
             listener_tls,
             backend_tls,
+            backend_digest,
+            digest: crate::balance::content_hash(&bytes),
         })
     } else {
         Err(problems)
@@ -70,19 +105,22 @@ pub fn compile(
     prev: Option<&Snapshot>,
     metrics: &Arc<Metrics>,
 ) -> Result<Snapshot, Vec<Problem>> {
+    let version = version(&config, materials.digest);
     let mut backends: HashMap<Arc<str>, Arc<Backend>> = HashMap::new();
-    for (b, tls) in config.backends.iter().zip(materials.backend_tls) {
+    let tls_and_digest = materials.backend_tls.into_iter().zip(materials.backend_digest);
+    for (b, (tls, digest)) in config.backends.iter().zip(tls_and_digest) {
         let name: Arc<str> = b.name.as_str().into();
+        let key = transport_key(b, digest);
         let transport = Transport {
             tls,
             connect_timeout: b.connect_timeout.get(),
             idle_timeout: b.pool.idle_timeout.get(),
             max_idle: b.pool.max_idle_per_endpoint,
         };
-        let same_transport = prev
-            .and_then(|p| p.config.backends.iter().find(|pb| pb.name == b.name))
-            .is_some_and(|pb| pb.tls == b.tls && pb.connect_timeout == b.connect_timeout && pb.pool == b.pool);
-        let old = prev.and_then(|p| p.backends.get(&name)).filter(|_| same_transport);
+        // Endpoints keep their state only if they are reached the same way.
+        let old = prev
+            .and_then(|p| p.backends.get(&name))
+            .filter(|o| o.transport_key == key);
         let endpoints = b
             .endpoints
             .iter()
@@ -97,7 +135,8 @@ pub fn compile(
                 (ep, e.weight)
             })
             .collect();
-        let backend = Backend::new(name.clone(), endpoints, &b.balancer, b.protocol);
+        let mut backend = Backend::new(name.clone(), endpoints, &b.balancer, b.protocol);
+        backend.transport_key = key;
         backends.insert(name, Arc::new(backend));
     }
     let mut listeners = Vec::new();
@@ -108,6 +147,7 @@ pub fn compile(
                 name: l.name.as_str().into(),
                 router,
                 limits: l.limits.clone(),
+                access_log: l.access_log,
                 tls,
             }),
             Err(message) => problems.push(Problem {
@@ -121,9 +161,16 @@ pub fn compile(
         return Err(problems);
     }
     Ok(Snapshot {
-        version: version(&config),
+        version,
         config: Arc::new(config),
         listeners,
         backends,
     })
+}
+
+/// Identifies how a backend's endpoints are reached: TLS settings and file
+/// contents, connect timeout, pool settings.
+fn transport_key(b: &remora_api::Backend, tls_digest: u64) -> u64 {
+    let settings = serde_json::to_vec(&(&b.tls, b.connect_timeout, &b.pool)).unwrap_or_default();
+    crate::balance::content_hash(&[settings, tls_digest.to_le_bytes().to_vec()].concat())
 }

@@ -77,11 +77,11 @@ impl FileSource {
     fn try_reload(&self) -> Result<Reload, Vec<Problem>> {
         let config = read(&self.path)?;
         let current = self.store.load_full();
-        if super::version(&config) == current.version {
-            return Ok(Reload::Unchanged);
-        }
         check_listeners_unchanged(&current.config, &config)?;
         let materials = load_materials(&config)?;
+        if super::version(&config, materials.digest()) == current.version {
+            return Ok(Reload::Unchanged);
+        }
         let next = compile(config, materials, Some(&current), &self.metrics)?;
         let version = next.version.clone();
         self.store.store(Arc::new(next));

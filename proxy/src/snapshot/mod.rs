@@ -31,11 +31,14 @@ pub struct ListenerTable {
     pub name: Arc<str>,
     pub router: Router,
     pub limits: remora_api::Limits,
+    pub access_log: bool,
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
-/// The version of a config: a hash of its canonical JSON form.
-pub fn version(config: &remora_api::Config) -> String {
-    let json = serde_json::to_vec(config).unwrap_or_default();
-    format!("{:016x}", crate::balance::content_hash(&json))
+/// The version of a config: a hash of its canonical JSON form and of the
+/// contents of the files it names (`files_digest`).
+pub fn version(config: &remora_api::Config, files_digest: u64) -> String {
+    let mut bytes = serde_json::to_vec(config).unwrap_or_default();
+    bytes.extend_from_slice(&files_digest.to_le_bytes());
+    format!("{:016x}", crate::balance::content_hash(&bytes))
 }

@@ -82,3 +82,25 @@ async fn metrics_pass_promtool_and_keep_labels_bounded() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_has_one_json_line_per_request() {
+    let up = Upstream::start("up").await;
+    let routes = "      - name: all\n        backends: [{ name: up }]";
+    let backends = format!("  - name: up\n    endpoints: [{{ address: {} }}]", up.addr());
+    let yaml = config(routes, &backends).replace("    routes:\n", "    access_log: true\n    routes:\n");
+    let proxy = start(&yaml).await;
+    let rsp = Request::new("POST", &format!("http://{}/orders/7?x=1", proxy.listener("edge"))).send().await;
+    assert_eq!(rsp.status, 200);
+    let line = proxy
+        .wait_for_log("\"target\":\"remora_proxy::access\"", std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(entry["method"], "POST");
+    assert_eq!(entry["path"], "/orders/7");
+    assert_eq!(entry["status"], 200);
+    assert_eq!(entry["route"], "all");
+    assert_eq!(entry["backend"], "up");
+    assert_eq!(entry["listener"], "edge");
+}
