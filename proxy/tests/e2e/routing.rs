@@ -38,7 +38,7 @@ async fn each_match_kind_routes_to_its_backend() {
     );
     let proxy = start(&config(routes, &backends)).await;
     let base = format!("http://{}", proxy.listener("edge"));
-    let cases: &[(&str, &str, &str, &[(&str, &str)], Option<&str>)] = &[
+    let cases: &[Case] = &[
         ("GET", "api.test", "/anything", &[], Some("a")),
         ("GET", "x.wild.test", "/anything", &[], Some("b")),
         ("GET", "other.test", "/exact", &[], Some("a")),
@@ -186,3 +186,6 @@ async fn upstream_failures_map_to_stable_errors() {
     let logs = proxy.logs().join("\n");
     assert!(logs.contains("\"error\":\"connect-failed\""), "{logs}");
 }
+
+/// method, host, path, headers, expected route or upstream (None: 404).
+type Case<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)], Option<&'a str>);
