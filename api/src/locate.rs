@@ -50,7 +50,11 @@ impl MarkedEventReceiver for Collect {
         let line = mark.line();
         match ev {
             Event::Scalar(value, ..) => {
-                if let Some(Frame::Map { path, key: key @ None }) = self.stack.last_mut() {
+                if let Some(Frame::Map {
+                    path,
+                    key: key @ None,
+                }) = self.stack.last_mut()
+                {
                     let p = if path.is_empty() {
                         value.clone()
                     } else {

@@ -29,8 +29,17 @@ backends:
 fn good_config_parses() {
     let c = parse_yaml(GOOD).unwrap();
     assert_eq!(c.listeners[0].routes.len(), 2);
-    assert_eq!(c.backends[1].balancer, Balancer::RingHash(RingHash { header: Some("x-user".into()), cookie: None }));
-    assert_eq!(c.listeners[0].routes[0].timeout, Some(Duration::from_secs(5)));
+    assert_eq!(
+        c.backends[1].balancer,
+        Balancer::RingHash(RingHash {
+            header: Some("x-user".into()),
+            cookie: None
+        })
+    );
+    assert_eq!(
+        c.listeners[0].routes[0].timeout,
+        Some(Duration::from_secs(5))
+    );
     assert_eq!(c.admin.address.port(), 4191);
 }
 
@@ -42,9 +51,24 @@ fn every_problem_has_a_path_and_line() {
         .replace("status: 410", "status: 99");
     let problems = parse_yaml(&bad).unwrap_err();
     let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-    assert!(text.contains(&"line 12: listeners[0].routes[0].backends[1].weight: must be > 0".to_string()), "{text:?}");
-    assert!(text.contains(&"line 12: listeners[0].routes[0].backends[1].name: no backend is named `nope`".to_string()), "{text:?}");
-    assert!(text.iter().any(|t| t.starts_with("line 17: listeners[0].routes[1].direct_response.status")), "{text:?}");
+    assert!(
+        text.contains(
+            &"line 12: listeners[0].routes[0].backends[1].weight: must be > 0".to_string()
+        ),
+        "{text:?}"
+    );
+    assert!(
+        text.contains(
+            &"line 12: listeners[0].routes[0].backends[1].name: no backend is named `nope`"
+                .to_string()
+        ),
+        "{text:?}"
+    );
+    assert!(
+        text.iter()
+            .any(|t| t.starts_with("line 17: listeners[0].routes[1].direct_response.status")),
+        "{text:?}"
+    );
     assert_eq!(problems.len(), 3, "{text:?}");
 }
 
@@ -60,29 +84,77 @@ fn unknown_field_is_an_error_with_a_line() {
 #[test]
 fn table_of_invalid_configs() {
     let cases: &[(&str, &str, &str)] = &[
-        ("path: { prefix: /api }", "path: { prefix: api }", "listeners[0].routes[0].match.path: must start with '/'"),
-        ("path: { regex: \"^/old/.*\" }", "path: { regex: \"(\" }", "listeners[0].routes[1].match.path.regex: invalid regex"),
-        ("methods: [GET, POST]", "methods: [\"GE T\"]", "listeners[0].routes[0].match.methods[0]: `GE T` is not a method"),
-        ("{ name: x-canary, exact: \"1\" }", "{ name: x-canary }", "listeners[0].routes[0].match.headers[0]: needs exactly one"),
-        ("\"*.example.org\"", "\"Bad_Host\"", "listeners[0].routes[0].match.hosts[1]: `Bad_Host`"),
-        ("{ header: x-user }", "{}", "backends[1].balancer.ring_hash: needs exactly one of `header` and `cookie`"),
-        ("name: gone", "name: api", "listeners[0].routes[1].name: `api` is used twice"),
-        ("timeout: 5s", "timeout: 5 parsecs", "`5 parsecs` has an unknown unit"),
-        ("address: 127.0.0.1:9001, weight: 3", "address: 127.0.0.1:9000, weight: 3", "backends[0].endpoints[1].address: 127.0.0.1:9000 is listed twice"),
-        ("rewrite: { path_prefix: / }\n", "rewrite: { path_prefix: / }\n        redirect: { status: 200 }\n", "listeners[0].routes[0]: needs exactly one of"),
+        (
+            "path: { prefix: /api }",
+            "path: { prefix: api }",
+            "listeners[0].routes[0].match.path: must start with '/'",
+        ),
+        (
+            "path: { regex: \"^/old/.*\" }",
+            "path: { regex: \"(\" }",
+            "listeners[0].routes[1].match.path.regex: invalid regex",
+        ),
+        (
+            "methods: [GET, POST]",
+            "methods: [\"GE T\"]",
+            "listeners[0].routes[0].match.methods[0]: `GE T` is not a method",
+        ),
+        (
+            "{ name: x-canary, exact: \"1\" }",
+            "{ name: x-canary }",
+            "listeners[0].routes[0].match.headers[0]: needs exactly one",
+        ),
+        (
+            "\"*.example.org\"",
+            "\"Bad_Host\"",
+            "listeners[0].routes[0].match.hosts[1]: `Bad_Host`",
+        ),
+        (
+            "{ header: x-user }",
+            "{}",
+            "backends[1].balancer.ring_hash: needs exactly one of `header` and `cookie`",
+        ),
+        (
+            "name: gone",
+            "name: api",
+            "listeners[0].routes[1].name: `api` is used twice",
+        ),
+        (
+            "timeout: 5s",
+            "timeout: 5 parsecs",
+            "`5 parsecs` has an unknown unit",
+        ),
+        (
+            "address: 127.0.0.1:9001, weight: 3",
+            "address: 127.0.0.1:9000, weight: 3",
+            "backends[0].endpoints[1].address: 127.0.0.1:9000 is listed twice",
+        ),
+        (
+            "rewrite: { path_prefix: / }\n",
+            "rewrite: { path_prefix: / }\n        redirect: { status: 200 }\n",
+            "listeners[0].routes[0]: needs exactly one of",
+        ),
     ];
     for (from, to, want) in cases {
         assert!(GOOD.contains(from), "{from}");
         let bad = GOOD.replacen(from, to, 1);
         let p = parse_yaml(&bad).expect_err(want);
         let text: Vec<String> = p.iter().map(|p| p.to_string()).collect();
-        assert!(text.iter().any(|t| t.contains(want)), "want {want:?} in {text:?}");
+        assert!(
+            text.iter().any(|t| t.contains(want)),
+            "want {want:?} in {text:?}"
+        );
     }
 }
 
 #[test]
 fn durations_round_trip() {
-    for (s, d) in [("250ms", 250), ("10s", 10_000), ("2m", 120_000), ("1h", 3_600_000)] {
+    for (s, d) in [
+        ("250ms", 250),
+        ("10s", 10_000),
+        ("2m", 120_000),
+        ("1h", 3_600_000),
+    ] {
         let parsed: Duration = s.parse().unwrap();
         assert_eq!(parsed.get().as_millis(), d);
     }

@@ -57,14 +57,20 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         }
         // Port 0 asks the OS for a free port: never a clash.
         if l.address.port() != 0 && !addrs.insert(l.address) {
-            p.add(format!("{at}.address"), format!("{} is used twice", l.address));
+            p.add(
+                format!("{at}.address"),
+                format!("{} is used twice", l.address),
+            );
         }
         if l.address.port() != 0 && l.address == config.admin.address {
             p.add(format!("{at}.address"), "is the admin address");
         }
         if let Some(tls) = &l.tls {
             if tls.certificates.is_empty() {
-                p.add(format!("{at}.tls.certificates"), "needs at least one certificate");
+                p.add(
+                    format!("{at}.tls.certificates"),
+                    "needs at least one certificate",
+                );
             }
             if tls.require_client_certificate && tls.client_ca.is_none() {
                 p.add(
@@ -76,7 +82,10 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                 for (k, n) in c.server_names.iter().enumerate() {
                     let at = format!("{at}.tls.certificates[{j}].server_names[{k}]");
                     if n == "*" {
-                        p.add(at, "`*` is not a server name: the first certificate is the default");
+                        p.add(
+                            at,
+                            "`*` is not a server name: the first certificate is the default",
+                        );
                     } else {
                         check_host(&mut p, &at, n);
                     }
@@ -89,7 +98,10 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             let at = format!("{at}.routes[{j}]");
             check_name(&mut p, &format!("{at}.name"), &r.name);
             if !route_names.insert(&r.name) {
-                p.add(format!("{at}.name"), format!("`{}` is used twice in this listener", r.name));
+                p.add(
+                    format!("{at}.name"),
+                    format!("`{}` is used twice in this listener", r.name),
+                );
             }
             check_route(&mut p, &at, r, &backends);
         }
@@ -113,7 +125,10 @@ fn check_name(p: &mut Problems, at: &str, name: &str) {
             .bytes()
             .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.');
     if !ok {
-        p.add(at, "must be 1-63 characters of a-z, A-Z, 0-9, '-', '_' or '.'");
+        p.add(
+            at,
+            "must be 1-63 characters of a-z, A-Z, 0-9, '-', '_' or '.'",
+        );
     }
 }
 
@@ -166,7 +181,10 @@ fn check_route(p: &mut Problems, at: &str, r: &Route, backends: &HashSet<&str>) 
     for (k, meth) in m.methods.iter().enumerate() {
         let upper = meth.to_ascii_uppercase();
         if http::Method::from_bytes(meth.as_bytes()).is_err() || meth.is_empty() {
-            p.add(format!("{at}.match.methods[{k}]"), format!("`{meth}` is not a method"));
+            p.add(
+                format!("{at}.match.methods[{k}]"),
+                format!("`{meth}` is not a method"),
+            );
         } else if upper != *meth && STANDARD_METHODS.contains(&upper.as_str()) {
             p.add(
                 format!("{at}.match.methods[{k}]"),
@@ -210,12 +228,18 @@ fn check_route(p: &mut Problems, at: &str, r: &Route, backends: &HashSet<&str>) 
             p.add(format!("{at}.direct_response.status"), "must be 200-599");
         }
         if http::HeaderValue::from_str(&d.content_type).is_err() {
-            p.add(format!("{at}.direct_response.content_type"), "is not a valid header value");
+            p.add(
+                format!("{at}.direct_response.content_type"),
+                "is not a valid header value",
+            );
         }
     }
     if let Some(rd) = &r.redirect {
         if ![301, 302, 303, 307, 308].contains(&rd.status) {
-            p.add(format!("{at}.redirect.status"), "must be 301, 302, 303, 307 or 308");
+            p.add(
+                format!("{at}.redirect.status"),
+                "must be 301, 302, 303, 307 or 308",
+            );
         }
         if let Some(s) = &rd.scheme {
             if s != "http" && s != "https" {
@@ -224,7 +248,10 @@ fn check_route(p: &mut Problems, at: &str, r: &Route, backends: &HashSet<&str>) 
         }
         if let Some(h) = &rd.host {
             if h.contains('*') {
-                p.add(format!("{at}.redirect.host"), "must be a host name, not a pattern");
+                p.add(
+                    format!("{at}.redirect.host"),
+                    "must be a host name, not a pattern",
+                );
             } else {
                 check_host(p, &format!("{at}.redirect.host"), h);
             }
@@ -245,7 +272,10 @@ fn check_route(p: &mut Problems, at: &str, r: &Route, backends: &HashSet<&str>) 
         }
         if let Some(prefix) = &rw.path_prefix {
             if !matches!(m.path, Some(PathMatch::Prefix(_))) {
-                p.add(format!("{at}.rewrite.path_prefix"), "needs a `prefix` path match");
+                p.add(
+                    format!("{at}.rewrite.path_prefix"),
+                    "needs a `prefix` path match",
+                );
             }
             if !prefix.starts_with('/') {
                 p.add(format!("{at}.rewrite.path_prefix"), "must start with '/'");
@@ -302,12 +332,18 @@ fn check_backend(p: &mut Problems, at: &str, b: &Backend) {
     for (k, e) in b.endpoints.iter().enumerate() {
         check_weight(p, &format!("{at}.endpoints[{k}].weight"), e.weight);
         if !addrs.insert(e.address) {
-            p.add(format!("{at}.endpoints[{k}].address"), format!("{} is listed twice", e.address));
+            p.add(
+                format!("{at}.endpoints[{k}].address"),
+                format!("{} is listed twice", e.address),
+            );
         }
     }
     if let Balancer::RingHash(rh) = &b.balancer {
         if rh.header.is_some() == rh.cookie.is_some() {
-            p.add(format!("{at}.balancer.ring_hash"), "needs exactly one of `header` and `cookie`");
+            p.add(
+                format!("{at}.balancer.ring_hash"),
+                "needs exactly one of `header` and `cookie`",
+            );
         }
         if let Some(h) = &rh.header {
             check_header_name(p, &format!("{at}.balancer.ring_hash.header"), h);
@@ -315,10 +351,16 @@ fn check_backend(p: &mut Problems, at: &str, b: &Backend) {
     }
     if let Some(tls) = &b.tls {
         if rustls_name_ok(&tls.server_name).is_err() {
-            p.add(format!("{at}.tls.server_name"), "is not a DNS name or IP address");
+            p.add(
+                format!("{at}.tls.server_name"),
+                "is not a DNS name or IP address",
+            );
         }
         if tls.client_cert.is_some() != tls.client_key.is_some() {
-            p.add(format!("{at}.tls"), "`client_cert` and `client_key` go together");
+            p.add(
+                format!("{at}.tls"),
+                "`client_cert` and `client_key` go together",
+            );
         }
     }
     if b.connect_timeout.get().is_zero() {
@@ -336,7 +378,9 @@ fn rustls_name_ok(name: &str) -> Result<(), ()> {
     let ok = !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|l| {
-            !l.is_empty() && l.len() <= 63 && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
         });
     if ok {
         Ok(())

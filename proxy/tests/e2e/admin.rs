@@ -11,19 +11,31 @@ use std::process::{Command, Stdio};
 async fn health_config_and_log_level() {
     let up = Upstream::start("up").await;
     let routes = "      - name: all\n        backends: [{ name: up }]";
-    let backends = format!("  - name: up\n    endpoints: [{{ address: {} }}]", up.addr());
+    let backends = format!(
+        "  - name: up\n    endpoints: [{{ address: {} }}]",
+        up.addr()
+    );
     let proxy = start(&config(routes, &backends)).await;
     assert_eq!(proxy.admin_get("/live").await, (200, "live\n".to_string()));
-    assert_eq!(proxy.admin_get("/ready").await, (200, "ready\n".to_string()));
+    assert_eq!(
+        proxy.admin_get("/ready").await,
+        (200, "ready\n".to_string())
+    );
     let (status, body) = proxy.admin_get("/config").await;
     assert_eq!(status, 200);
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(json["version"].as_str().unwrap().len(), 16);
     assert_eq!(json["config"]["listeners"][0]["routes"][0]["name"], "all");
-    assert_eq!(json["config"]["backends"][0]["endpoints"][0]["address"], up.addr().to_string());
+    assert_eq!(
+        json["config"]["backends"][0]["endpoints"][0]["address"],
+        up.addr().to_string()
+    );
 
     let url = format!("http://{}/log-level", proxy.admin());
-    let rsp = Request::new("PUT", &url).body("debug,hyper=info").send().await;
+    let rsp = Request::new("PUT", &url)
+        .body("debug,hyper=info")
+        .send()
+        .await;
     assert_eq!(rsp.status, 200, "{}", rsp.text());
     let level = proxy.admin_get("/log-level").await.1;
     let mut directives: Vec<&str> = level.trim().split(',').collect();
@@ -31,7 +43,11 @@ async fn health_config_and_log_level() {
     assert_eq!(directives, ["debug", "hyper=info"]);
     let rsp = Request::new("PUT", &url).body("=[nonsense").send().await;
     assert_eq!(rsp.status, 400);
-    assert_eq!(proxy.admin_get("/log-level").await.1, level, "a bad filter changes nothing");
+    assert_eq!(
+        proxy.admin_get("/log-level").await.1,
+        level,
+        "a bad filter changes nothing"
+    );
     assert_eq!(proxy.admin_get("/nope").await.0, 404);
 }
 
@@ -40,12 +56,17 @@ async fn metrics_pass_promtool_and_keep_labels_bounded() {
     require("promtool");
     let up = Upstream::start("up").await;
     let routes = "      - name: all\n        match: { path: { prefix: /ok } }\n        backends: [{ name: up }]";
-    let backends = format!("  - name: up\n    endpoints: [{{ address: {} }}]", up.addr());
+    let backends = format!(
+        "  - name: up\n    endpoints: [{{ address: {} }}]",
+        up.addr()
+    );
     let proxy = start(&config(routes, &backends)).await;
     let base = format!("http://{}", proxy.listener("edge"));
     for i in 0..20 {
         Request::new("GET", &format!("{base}/ok/{i}")).send().await;
-        Request::new("GET", &format!("{base}/missing/{i}")).send().await;
+        Request::new("GET", &format!("{base}/missing/{i}"))
+            .send()
+            .await;
     }
     let metrics = proxy.metrics().await;
     for family in [
@@ -64,7 +85,10 @@ async fn metrics_pass_promtool_and_keep_labels_bounded() {
         assert!(metrics.contains(family), "{family} missing:\n{metrics}");
     }
     assert!(!metrics.contains("/ok/"), "a raw path leaked into a label");
-    assert!(!metrics.contains("127.0.0.1"), "an address leaked into a label");
+    assert!(
+        !metrics.contains("127.0.0.1"),
+        "an address leaked into a label"
+    );
 
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])
@@ -73,7 +97,12 @@ async fn metrics_pass_promtool_and_keep_labels_bounded() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -87,13 +116,25 @@ async fn metrics_pass_promtool_and_keep_labels_bounded() {
 async fn access_log_has_one_json_line_per_request() {
     let up = Upstream::start("up").await;
     let routes = "      - name: all\n        backends: [{ name: up }]";
-    let backends = format!("  - name: up\n    endpoints: [{{ address: {} }}]", up.addr());
-    let yaml = config(routes, &backends).replace("    routes:\n", "    access_log: true\n    routes:\n");
+    let backends = format!(
+        "  - name: up\n    endpoints: [{{ address: {} }}]",
+        up.addr()
+    );
+    let yaml =
+        config(routes, &backends).replace("    routes:\n", "    access_log: true\n    routes:\n");
     let proxy = start(&yaml).await;
-    let rsp = Request::new("POST", &format!("http://{}/orders/7?x=1", proxy.listener("edge"))).send().await;
+    let rsp = Request::new(
+        "POST",
+        &format!("http://{}/orders/7?x=1", proxy.listener("edge")),
+    )
+    .send()
+    .await;
     assert_eq!(rsp.status, 200);
     let line = proxy
-        .wait_for_log("\"target\":\"remora_proxy::access\"", std::time::Duration::from_secs(5))
+        .wait_for_log(
+            "\"target\":\"remora_proxy::access\"",
+            std::time::Duration::from_secs(5),
+        )
         .await
         .unwrap();
     let entry: serde_json::Value = serde_json::from_str(&line).unwrap();

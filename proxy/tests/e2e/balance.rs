@@ -9,24 +9,36 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn backend(name: &str, balancer: &str, eps: &[SocketAddr]) -> String {
     let list: Vec<String> = eps.iter().map(|a| format!("{{ address: {a} }}")).collect();
-    format!("  - name: {name}\n    balancer: {balancer}\n    endpoints: [{}]", list.join(", "))
+    format!(
+        "  - name: {name}\n    balancer: {balancer}\n    endpoints: [{}]",
+        list.join(", ")
+    )
 }
 
-async fn tally(conn: &mut Http1Conn, n: usize, headers: impl Fn(usize) -> Vec<(String, String)>) -> HashMap<String, usize> {
+async fn tally(
+    conn: &mut Http1Conn,
+    n: usize,
+    headers: impl Fn(usize) -> Vec<(String, String)>,
+) -> HashMap<String, usize> {
     let mut out = HashMap::new();
     for i in 0..n {
         let h = headers(i);
         let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let rsp = conn.send("GET", "/", &h, bytes::Bytes::new()).await;
         assert_eq!(rsp.status, 200);
-        *out.entry(rsp.upstream().unwrap_or("?").to_string()).or_default() += 1;
+        *out.entry(rsp.upstream().unwrap_or("?").to_string())
+            .or_default() += 1;
     }
     out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_spreads_evenly() {
-    let ups = [Upstream::start("u0").await, Upstream::start("u1").await, Upstream::start("u2").await];
+    let ups = [
+        Upstream::start("u0").await,
+        Upstream::start("u1").await,
+        Upstream::start("u2").await,
+    ];
     let addrs: Vec<_> = ups.iter().map(|u| u.addr()).collect();
     let routes = "      - name: all\n        backends: [{ name: b }]";
     let proxy = start(&config(routes, &backend("b", "round_robin", &addrs))).await;
@@ -39,16 +51,26 @@ async fn round_robin_spreads_evenly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ring_hash_keeps_a_key_on_one_endpoint() {
-    let ups = [Upstream::start("u0").await, Upstream::start("u1").await, Upstream::start("u2").await];
+    let ups = [
+        Upstream::start("u0").await,
+        Upstream::start("u1").await,
+        Upstream::start("u2").await,
+    ];
     let addrs: Vec<_> = ups.iter().map(|u| u.addr()).collect();
     let routes = "      - name: all\n        backends: [{ name: b }]";
-    let proxy = start(&config(routes, &backend("b", "{ ring_hash: { header: x-user } }", &addrs))).await;
+    let proxy = start(&config(
+        routes,
+        &backend("b", "{ ring_hash: { header: x-user } }", &addrs),
+    ))
+    .await;
     let mut conn = Http1Conn::connect(proxy.listener("edge")).await;
     let mut owner: HashMap<String, String> = HashMap::new();
     for round in 0..3 {
         for user in 0..100 {
             let key = format!("user-{user}");
-            let rsp = conn.send("GET", "/", &[("x-user", &key)], bytes::Bytes::new()).await;
+            let rsp = conn
+                .send("GET", "/", &[("x-user", &key)], bytes::Bytes::new())
+                .await;
             let who = rsp.upstream().unwrap().to_string();
             if round == 0 {
                 owner.insert(key, who);
@@ -86,7 +108,9 @@ async fn slow_upstream(delay_ms: u64) -> SocketAddr {
                 let mut buf = vec![0u8; 8192];
                 let mut have = Vec::new();
                 loop {
-                    let Ok(n) = s.read(&mut buf).await else { return };
+                    let Ok(n) = s.read(&mut buf).await else {
+                        return;
+                    };
                     if n == 0 {
                         return;
                     }
@@ -132,20 +156,36 @@ async fn http1_connections_are_pooled_and_reused() {
         assert_eq!(conn.get("/").await.status, 200);
     }
     assert_eq!(up.requests(), 50);
-    assert!(up.connections() <= 2, "{} upstream connections for 50 sequential requests", up.connections());
+    assert!(
+        up.connections() <= 2,
+        "{} upstream connections for 50 sequential requests",
+        up.connections()
+    );
     let metrics = proxy.metrics().await;
-    assert!(metrics.contains("remora_upstream_connections_total{backend=\"b\",protocol=\"http1\"}"), "{metrics}");
+    assert!(
+        metrics.contains("remora_upstream_connections_total{backend=\"b\",protocol=\"http1\"}"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_requests_share_one_upstream_connection() {
     let up = Upstream::start("up").await;
     let routes = "      - name: all\n        backends: [{ name: b }]";
-    let backends = format!("  - name: b\n    protocol: http2\n    endpoints: [{{ address: {} }}]", up.addr());
+    let backends = format!(
+        "  - name: b\n    protocol: http2\n    endpoints: [{{ address: {} }}]",
+        up.addr()
+    );
     let proxy = start(&config(routes, &backends)).await;
     let conn = Http2Conn::connect(proxy.listener("edge")).await;
     let calls = (0..40).map(|_| conn.get("/slow/50"));
     let rsps = futures_util::future::join_all(calls).await;
-    assert!(rsps.iter().all(|r| r.status == 200 && r.upstream() == Some("up")));
-    assert_eq!(up.connections(), 1, "40 concurrent requests were multiplexed on one connection");
+    assert!(rsps
+        .iter()
+        .all(|r| r.status == 200 && r.upstream() == Some("up")));
+    assert_eq!(
+        up.connections(),
+        1,
+        "40 concurrent requests were multiplexed on one connection"
+    );
 }

@@ -25,7 +25,9 @@ pub fn bin() -> &'static Path {
 
 /// Starts the proxy on `yaml`, failing the test with its logs if it cannot.
 pub async fn start(yaml: &str) -> ProxyProcess {
-    ProxyProcess::start(bin(), yaml).await.expect("proxy starts")
+    ProxyProcess::start(bin(), yaml)
+        .await
+        .expect("proxy starts")
 }
 
 /// A config with one plaintext listener on port 0, the admin server on port
@@ -44,5 +46,8 @@ pub fn require(tool: &str) {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    assert!(found, "`{tool}` is not installed: run scripts/install-test-deps.sh");
+    assert!(
+        found,
+        "`{tool}` is not installed: run scripts/install-test-deps.sh"
+    );
 }

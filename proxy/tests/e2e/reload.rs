@@ -33,7 +33,8 @@ fn load(addr: std::net::SocketAddr) -> Load {
     let last = Arc::new(Mutex::new(String::new()));
     let tasks = (0..4)
         .map(|_| {
-            let (stop, failures, total, last) = (stop.clone(), failures.clone(), total.clone(), last.clone());
+            let (stop, failures, total, last) =
+                (stop.clone(), failures.clone(), total.clone(), last.clone());
             tokio::spawn(async move {
                 let mut conn = Http1Conn::connect(addr).await;
                 for _ in 0..20_000 {
@@ -41,7 +42,9 @@ fn load(addr: std::net::SocketAddr) -> Load {
                         break;
                     }
                     match conn.try_send("GET", "/", &[], bytes::Bytes::new()).await {
-                        Ok(r) if r.status == 200 => *last.lock().unwrap() = r.upstream().unwrap_or("").to_string(),
+                        Ok(r) if r.status == 200 => {
+                            *last.lock().unwrap() = r.upstream().unwrap_or("").to_string()
+                        }
                         Ok(r) => {
                             eprintln!("failed: {} {:?}", r.status, r.header("remora-error"));
                             failures.fetch_add(1, Relaxed);
@@ -57,7 +60,13 @@ fn load(addr: std::net::SocketAddr) -> Load {
             })
         })
         .collect();
-    Load { stop, failures, total, last, tasks }
+    Load {
+        stop,
+        failures,
+        total,
+        last,
+        tasks,
+    }
 }
 
 impl Load {
@@ -92,7 +101,11 @@ async fn reloads_under_load_fail_no_request() {
     let mark = proxy.log_mark();
     proxy.write_config(&two_backends(&a, &b, "b")).unwrap();
     proxy
-        .wait_for_log_where(mark, |l| l.contains("config applied"), Duration::from_secs(10))
+        .wait_for_log_where(
+            mark,
+            |l| l.contains("config applied"),
+            Duration::from_secs(10),
+        )
         .await
         .unwrap();
     load.wait_for_upstream("b").await;
@@ -103,7 +116,11 @@ async fn reloads_under_load_fail_no_request() {
         .write_config(&two_backends(&a, &b, "b").replace("name: main", "name: \"bad name!\""))
         .unwrap();
     let line = proxy
-        .wait_for_log_where(mark, |l| l.contains("config rejected"), Duration::from_secs(10))
+        .wait_for_log_where(
+            mark,
+            |l| l.contains("config rejected"),
+            Duration::from_secs(10),
+        )
         .await
         .unwrap();
     assert!(line.contains("listeners[0].routes[0].name"), "{line}");
@@ -114,8 +131,14 @@ async fn reloads_under_load_fail_no_request() {
     assert_eq!(failures, 0, "{failures} of {total} requests failed");
     assert!(total > 100, "only {total} requests ran");
     let metrics = proxy.metrics().await;
-    assert!(metrics.contains("remora_config_reloads_total{result=\"rejected\"} 1"), "{metrics}");
-    assert!(metrics.contains("remora_config_reloads_total{result=\"applied\"} 2"), "{metrics}");
+    assert!(
+        metrics.contains("remora_config_reloads_total{result=\"rejected\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("remora_config_reloads_total{result=\"applied\"} 2"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,19 +152,29 @@ async fn sighup_reloads_and_keeps_pooled_connections() {
     }
     // Change the route only; backend a's endpoint state must survive.
     let path = proxy.config_path().to_path_buf();
-    let text = std::fs::read_to_string(&path).unwrap().replace("name: main", "name: renamed");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("name: main", "name: renamed");
     std::fs::write(&path, text).unwrap();
     let mark = proxy.log_mark();
     proxy.signal("HUP").unwrap();
     proxy
-        .wait_for_log_where(mark, |l| l.contains("config applied"), Duration::from_secs(10))
+        .wait_for_log_where(
+            mark,
+            |l| l.contains("config applied"),
+            Duration::from_secs(10),
+        )
         .await
         .unwrap();
     // The client connection survived the reload, and so did the upstream pool.
     for _ in 0..5 {
         assert_eq!(conn.get("/").await.upstream(), Some("a"));
     }
-    assert_eq!(a.connections(), 1, "pooled upstream connection kept across the reload");
+    assert_eq!(
+        a.connections(),
+        1,
+        "pooled upstream connection kept across the reload"
+    );
     let metrics = proxy.metrics().await;
     assert!(metrics.contains("route=\"renamed\""), "{metrics}");
 }

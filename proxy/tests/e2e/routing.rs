@@ -46,7 +46,13 @@ async fn each_match_kind_routes_to_its_backend() {
         ("GET", "other.test", "/items/17", &[], Some("b")),
         ("GET", "other.test", "/items/x", &[], None),
         ("DELETE", "other.test", "/m/1", &[], Some("b")),
-        ("GET", "other.test", "/m/1", &[("x-team", "blue")], Some("b")),
+        (
+            "GET",
+            "other.test",
+            "/m/1",
+            &[("x-team", "blue")],
+            Some("b"),
+        ),
         ("GET", "other.test", "/m/1", &[("x-team", "red")], Some("a")),
         ("GET", "other.test", "/mx", &[], None),
     ];
@@ -58,7 +64,11 @@ async fn each_match_kind_routes_to_its_backend() {
             match want {
                 Some(name) => {
                     assert_eq!(rsp.status, 200, "{method} {host}{path} {version:?}");
-                    assert_eq!(rsp.upstream(), Some(*name), "{method} {host}{path} {version:?}");
+                    assert_eq!(
+                        rsp.upstream(),
+                        Some(*name),
+                        "{method} {host}{path} {version:?}"
+                    );
                 }
                 None => {
                     assert_eq!(rsp.status, 404, "{method} {host}{path} {version:?}");
@@ -73,7 +83,8 @@ async fn each_match_kind_routes_to_its_backend() {
 async fn weighted_split_follows_weights() {
     let a = Upstream::start("a").await;
     let b = Upstream::start("b").await;
-    let routes = "      - name: split\n        backends: [{ name: a, weight: 80 }, { name: b, weight: 20 }]";
+    let routes =
+        "      - name: split\n        backends: [{ name: a, weight: 80 }, { name: b, weight: 20 }]";
     let backends = format!(
         "  - name: a\n    endpoints: [{{ address: {} }}]\n  - name: b\n    endpoints: [{{ address: {} }}]",
         a.addr(),
@@ -115,7 +126,10 @@ async fn headers_rewrites_direct_responses_and_redirects() {
       - name: teapot
         match: { path: { exact: /tea } }
         direct_response: { status: 418, body: "short and stout\n" }"#;
-    let backends = format!("  - name: up\n    endpoints: [{{ address: {} }}]", up.addr());
+    let backends = format!(
+        "  - name: up\n    endpoints: [{{ address: {} }}]",
+        up.addr()
+    );
     let proxy = start(&config(routes, &backends)).await;
     let base = format!("http://{}", proxy.listener("edge"));
 
@@ -135,7 +149,9 @@ async fn headers_rewrites_direct_responses_and_redirects() {
     assert_eq!(h["x-set"], serde_json::json!(["new"]));
     assert!(h.get("x-secret").is_none(), "{h}");
 
-    let rsp = Request::new("GET", &format!("{base}/old/page?x=1")).send().await;
+    let rsp = Request::new("GET", &format!("{base}/old/page?x=1"))
+        .send()
+        .await;
     assert_eq!(rsp.status, 308);
     assert_eq!(rsp.header("location"), Some("https://new.test/new?x=1"));
 
@@ -143,7 +159,9 @@ async fn headers_rewrites_direct_responses_and_redirects() {
     assert_eq!(rsp.status, 418);
     assert_eq!(rsp.text(), "short and stout\n");
 
-    let rsp = Request::new("GET", &format!("{base}/nothing-here")).send().await;
+    let rsp = Request::new("GET", &format!("{base}/nothing-here"))
+        .send()
+        .await;
     assert_eq!(rsp.status, 404);
     assert_eq!(rsp.header("remora-error"), Some("no-route"));
 }
@@ -151,7 +169,10 @@ async fn headers_rewrites_direct_responses_and_redirects() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_failures_map_to_stable_errors() {
     // A port that refuses: bind, read the port, close.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let slow = Upstream::start("slow").await;
     let routes = r#"      - name: dead
         match: { path: { prefix: /dead } }
@@ -179,13 +200,27 @@ async fn upstream_failures_map_to_stable_errors() {
         assert_eq!(rsp.header("remora-error"), Some(cause), "{path}");
     }
     let metrics = proxy.metrics().await;
-    for (route, code, cause) in [("dead", 502, "connect-failed"), ("empty", 503, "no-endpoints"), ("slow", 504, "timeout")] {
-        let needle = format!("error=\"{cause}\",listener=\"edge\",route=\"{route}\",status_code=\"{code}\"");
-        assert!(metrics.contains(&needle), "{needle} not in metrics:\n{metrics}");
+    for (route, code, cause) in [
+        ("dead", 502, "connect-failed"),
+        ("empty", 503, "no-endpoints"),
+        ("slow", 504, "timeout"),
+    ] {
+        let needle =
+            format!("error=\"{cause}\",listener=\"edge\",route=\"{route}\",status_code=\"{code}\"");
+        assert!(
+            metrics.contains(&needle),
+            "{needle} not in metrics:\n{metrics}"
+        );
     }
     let logs = proxy.logs().join("\n");
     assert!(logs.contains("\"error\":\"connect-failed\""), "{logs}");
 }
 
 /// method, host, path, headers, expected route or upstream (None: 404).
-type Case<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)], Option<&'a str>);
+type Case<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a [(&'a str, &'a str)],
+    Option<&'a str>,
+);

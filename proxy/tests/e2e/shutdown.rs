@@ -10,11 +10,16 @@ use std::time::Duration;
 async fn sigterm_finishes_in_flight_requests_then_exits_zero() {
     let up = Upstream::start("up").await;
     let routes = "      - name: all\n        backends: [{ name: up }]";
-    let backends = format!("  - name: up\n    endpoints: [{{ address: {} }}]", up.addr());
+    let backends = format!(
+        "  - name: up\n    endpoints: [{{ address: {} }}]",
+        up.addr()
+    );
     let mut proxy = start(&config(routes, &backends)).await;
     let addr = proxy.listener("edge");
     let slow = tokio::spawn(async move {
-        Request::new("GET", &format!("http://{addr}/slow/1500")).send().await
+        Request::new("GET", &format!("http://{addr}/slow/1500"))
+            .send()
+            .await
     });
     // Wait until the slow request is at the upstream, then ask to stop.
     for _ in 0..200 {
@@ -25,16 +30,25 @@ async fn sigterm_finishes_in_flight_requests_then_exits_zero() {
     }
     assert_eq!(up.requests(), 1);
     proxy.signal("TERM").unwrap();
-    proxy.wait_for_log("draining", Duration::from_secs(5)).await.unwrap();
+    proxy
+        .wait_for_log("draining", Duration::from_secs(5))
+        .await
+        .unwrap();
     let refused = Request::new("GET", &format!("http://{addr}/"))
         .timeout(Duration::from_secs(5))
         .try_send()
         .await;
-    assert!(refused.is_err(), "a new connection was served while draining");
+    assert!(
+        refused.is_err(),
+        "a new connection was served while draining"
+    );
     let rsp = slow.await.unwrap();
     assert_eq!(rsp.status, 200, "the in-flight request finished");
     assert_eq!(rsp.upstream(), Some("up"));
-    let status = proxy.wait_exit(Duration::from_secs(10)).await.expect("proxy exited");
+    let status = proxy
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("proxy exited");
     assert!(status.success(), "exit status {status:?}");
 }
 
@@ -42,12 +56,17 @@ async fn sigterm_finishes_in_flight_requests_then_exits_zero() {
 async fn drain_deadline_bounds_shutdown() {
     let up = Upstream::start("up").await;
     let routes = "      - name: all\n        backends: [{ name: up }]";
-    let backends = format!("  - name: up\n    endpoints: [{{ address: {} }}]", up.addr());
+    let backends = format!(
+        "  - name: up\n    endpoints: [{{ address: {} }}]",
+        up.addr()
+    );
     let yaml = config(routes, &backends).replace("listeners:", "drain_timeout: 300ms\nlisteners:");
     let mut proxy = start(&yaml).await;
     let addr = proxy.listener("edge");
     let _stuck = tokio::spawn(async move {
-        Request::new("GET", &format!("http://{addr}/slow/60000")).try_send().await
+        Request::new("GET", &format!("http://{addr}/slow/60000"))
+            .try_send()
+            .await
     });
     for _ in 0..200 {
         if up.requests() == 1 {
@@ -56,7 +75,13 @@ async fn drain_deadline_bounds_shutdown() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     proxy.signal("TERM").unwrap();
-    let status = proxy.wait_exit(Duration::from_secs(20)).await.expect("exited despite a stuck request");
+    let status = proxy
+        .wait_exit(Duration::from_secs(20))
+        .await
+        .expect("exited despite a stuck request");
     assert!(status.success());
-    proxy.wait_for_log("drain deadline passed", Duration::from_secs(1)).await.unwrap();
+    proxy
+        .wait_for_log("drain deadline passed", Duration::from_secs(1))
+        .await
+        .unwrap();
 }
