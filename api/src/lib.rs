@@ -9,10 +9,15 @@
 mod duration;
 mod locate;
 mod model;
+pub mod policy;
 mod validate;
 
 pub use duration::Duration;
 pub use model::*;
+pub use policy::{
+    Backoff, CircuitBreaker, Fault, FaultAbort, FaultDelay, HealthCheck, OutlierDetection, RateLimit, RetryBudget,
+    RetryOn, RetryPolicy,
+};
 pub use validate::{validate, Problem};
 
 /// Parses a YAML config and validates it.

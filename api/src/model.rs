@@ -1,6 +1,7 @@
 //! The config types. Every struct denies unknown fields so a typo is an error,
 //! not a silently ignored setting. `docs/config.md` documents each field.
 
+use crate::policy::*;
 use crate::Duration;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -53,6 +54,9 @@ pub struct Listener {
     /// Log one line per request (target `remora_proxy::access`, level info).
     #[serde(default)]
     pub access_log: bool,
+    /// Applies to every request of the listener, before routing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
     /// Routes in order; see `docs/config.md` for how one is chosen.
     #[serde(default)]
     pub routes: Vec<Route>,
@@ -133,9 +137,20 @@ pub struct Route {
     pub response_headers: HeaderOps,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<Rewrite>,
-    /// Whole-exchange timeout (until response headers); 504 when it passes.
+    /// Whole-exchange timeout (until response headers, all retries
+    /// included); 504 `timeout` when it passes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
+    /// Longest wait for the next piece of a response body; the response is
+    /// cut off when it passes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<Fault>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
@@ -262,6 +277,14 @@ pub struct Backend {
     pub connect_timeout: Duration,
     #[serde(default)]
     pub pool: Pool,
+    #[serde(default)]
+    pub retry_budget: RetryBudget,
+    #[serde(default)]
+    pub outlier_detection: OutlierDetection,
+    #[serde(default)]
+    pub circuit_breaker: CircuitBreaker,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

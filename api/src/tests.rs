@@ -169,3 +169,39 @@ fn config_serializes_to_json_and_back() {
     let back: Config = serde_json::from_str(&json).unwrap();
     assert_eq!(c, back);
 }
+
+#[test]
+fn resilience_policies_parse_and_validate() {
+    let yaml = GOOD
+        .replace(
+            "        timeout: 5s\n",
+            "        timeout: 5s\n        retry: { attempts: 3, on: [5xx, unavailable], per_try_timeout: 1s, backoff: { base: 10ms, max: 100ms } }\n        rate_limit: { requests_per_second: 100, key_header: x-api-key }\n        fault: { abort: { status: 503, percent: 1.5 } }\n",
+        )
+        .replace(
+            "  - name: api-v2\n",
+            "  - name: api-v2\n    outlier_detection: { consecutive_failures: 3 }\n    circuit_breaker: { max_requests: 10 }\n    health_check: { path: /healthz, interval: 1s }\n",
+        );
+    let c = parse_yaml(&yaml).unwrap();
+    let r = c.listeners[0].routes[0].retry.as_ref().unwrap();
+    assert_eq!(r.attempts, 3);
+    assert_eq!(r.on, vec![RetryOn::ServerError, RetryOn::Unavailable]);
+    assert_eq!(r.buffer_bytes, 65536);
+    assert_eq!(c.backends[0].retry_budget, RetryBudget::default());
+    assert_eq!(c.backends[1].outlier_detection.consecutive_failures, 3);
+    assert_eq!(c.backends[1].outlier_detection.max_ejected_percent, 50);
+
+    let bad = yaml
+        .replace("attempts: 3", "attempts: 0")
+        .replace("percent: 1.5", "percent: 150")
+        .replace("max_requests: 10", "max_requests: 0")
+        .replace("path: /healthz", "path: healthz");
+    let text: Vec<String> = parse_yaml(&bad).unwrap_err().iter().map(|p| p.to_string()).collect();
+    for want in [
+        "listeners[0].routes[0].retry.attempts: must be 1-10",
+        "listeners[0].routes[0].fault.abort.percent: must be between 0 and 100",
+        "backends[1].circuit_breaker.max_requests: must be > 0",
+        "backends[1].health_check.path: must start with '/'",
+    ] {
+        assert!(text.iter().any(|t| t.contains(want)), "want {want:?} in {text:?}");
+    }
+}

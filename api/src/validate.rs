@@ -31,6 +31,12 @@ impl fmt::Display for Problem {
 struct Problems(Vec<Problem>);
 
 impl Problems {
+    fn extend(&mut self, found: crate::policy::Found) {
+        for (path, message) in found {
+            self.add(path, message);
+        }
+    }
+
     fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push(Problem {
             path: path.into(),
@@ -93,6 +99,11 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             }
         }
         check_limits(&mut p, &format!("{at}.limits"), &l.limits);
+        if let Some(rl) = &l.rate_limit {
+            let mut found = Vec::new();
+            rl.check(&format!("{at}.rate_limit"), &mut found);
+            p.extend(found);
+        }
         let mut route_names = HashSet::new();
         for (j, r) in l.routes.iter().enumerate() {
             let at = format!("{at}.routes[{j}]");
@@ -287,6 +298,25 @@ fn check_route(p: &mut Problems, at: &str, r: &Route, backends: &HashSet<&str>) 
             p.add(format!("{at}.timeout"), "must be > 0");
         }
     }
+    if let Some(t) = r.idle_timeout {
+        if t.get().is_zero() {
+            p.add(format!("{at}.idle_timeout"), "must be > 0");
+        }
+    }
+    let mut found = Vec::new();
+    if let Some(retry) = &r.retry {
+        retry.check(&format!("{at}.retry"), &mut found);
+        if r.backends.is_empty() {
+            found.push((format!("{at}.retry"), "needs `backends`: only forwarded requests are retried".into()));
+        }
+    }
+    if let Some(rl) = &r.rate_limit {
+        rl.check(&format!("{at}.rate_limit"), &mut found);
+    }
+    if let Some(f) = &r.fault {
+        f.check(&format!("{at}.fault"), &mut found);
+    }
+    p.extend(found);
 }
 
 const MAX_WEIGHT: u32 = 10_000;
@@ -366,6 +396,14 @@ fn check_backend(p: &mut Problems, at: &str, b: &Backend) {
     if b.connect_timeout.get().is_zero() {
         p.add(format!("{at}.connect_timeout"), "must be > 0");
     }
+    let mut found = Vec::new();
+    b.retry_budget.check(&format!("{at}.retry_budget"), &mut found);
+    b.outlier_detection.check(&format!("{at}.outlier_detection"), &mut found);
+    b.circuit_breaker.check(&format!("{at}.circuit_breaker"), &mut found);
+    if let Some(hc) = &b.health_check {
+        hc.check(&format!("{at}.health_check"), &mut found);
+    }
+    p.extend(found);
     if b.pool.idle_timeout.get().is_zero() {
         p.add(format!("{at}.pool.idle_timeout"), "must be > 0");
     }
