@@ -31,7 +31,9 @@ impl Default for Readiness {
 
 impl Readiness {
     pub fn set_ready(&self) {
-        let _ = self.0.compare_exchange(STARTING, READY, Ordering::SeqCst, Ordering::SeqCst);
+        let _ = self
+            .0
+            .compare_exchange(STARTING, READY, Ordering::SeqCst, Ordering::SeqCst);
     }
     pub fn set_draining(&self) {
         self.0.store(DRAINING, Ordering::SeqCst);
@@ -51,8 +53,10 @@ pub struct Admin {
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut rsp = Response::new(Full::new(body.into()));
     *rsp.status_mut() = status;
-    rsp.headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    rsp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     rsp
 }
 
@@ -76,12 +80,19 @@ impl Admin {
             (&Method::GET, "/config") => {
                 let snap = self.store.load_full();
                 let body = serde_json::json!({ "version": snap.version, "config": &*snap.config });
-                let mut rsp = text(StatusCode::OK, serde_json::to_vec_pretty(&body).unwrap_or_default());
-                rsp.headers_mut()
-                    .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+                let mut rsp = text(
+                    StatusCode::OK,
+                    serde_json::to_vec_pretty(&body).unwrap_or_default(),
+                );
+                rsp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("application/json"),
+                );
                 rsp
             }
-            (&Method::GET, "/log-level") => text(StatusCode::OK, format!("{}\n", self.log_level.get())),
+            (&Method::GET, "/log-level") => {
+                text(StatusCode::OK, format!("{}\n", self.log_level.get()))
+            }
             (&Method::PUT, "/log-level") => {
                 let body = match Limited::new(req.into_body(), 4096).collect().await {
                     Ok(b) => b.to_bytes(),
@@ -96,7 +107,9 @@ impl Admin {
                     Err(e) => text(StatusCode::BAD_REQUEST, format!("invalid filter: {e}\n")),
                 }
             }
-            (_, "/live" | "/ready" | "/metrics" | "/config") => text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
+            (_, "/live" | "/ready" | "/metrics" | "/config") => {
+                text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n")
+            }
             (_, "/log-level") => text(StatusCode::METHOD_NOT_ALLOWED, "use GET or PUT\n"),
             _ => text(
                 StatusCode::NOT_FOUND,

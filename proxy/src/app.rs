@@ -57,7 +57,12 @@ impl App {
             let addr = tcp.local_addr()?;
             tracing::info!(listener = %l.name, address = %addr, tls = l.tls.is_some(), "listener bound");
             let name: Arc<str> = l.name.as_str().into();
-            let ctx = Arc::new(ListenerCtx::new(index, name.clone(), store.clone(), metrics.clone()));
+            let ctx = Arc::new(ListenerCtx::new(
+                index,
+                name.clone(),
+                store.clone(),
+                metrics.clone(),
+            ));
             tokio::spawn(accept_loop(tcp, ctx, watch.clone()));
             listeners.push((name, addr));
         }
@@ -76,7 +81,9 @@ impl App {
             log_level,
         });
         tokio::spawn(admin::serve(admin_tcp, admin, stop_rx.clone()));
-        tokio::spawn(FileSource::new(config, store.clone(), metrics.clone()).watch(stop_rx.clone()));
+        tokio::spawn(
+            FileSource::new(config, store.clone(), metrics.clone()).watch(stop_rx.clone()),
+        );
         tokio::spawn(sweep_idle(store.clone(), stop_rx));
         readiness.set_ready();
         Ok(App {
@@ -92,7 +99,10 @@ impl App {
 
     /// The bound address of a listener.
     pub fn listener(&self, name: &str) -> Option<SocketAddr> {
-        self.listeners.iter().find(|(n, _)| &**n == name).map(|(_, a)| *a)
+        self.listeners
+            .iter()
+            .find(|(n, _)| &**n == name)
+            .map(|(_, a)| *a)
     }
 
     /// The drain deadline of the running config.

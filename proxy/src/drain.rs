@@ -26,7 +26,9 @@ impl Drain {
     /// `deadline`. Returns whether all finished in time.
     pub async fn drain(self, deadline: Duration) -> bool {
         let _ = self.tx.send(true);
-        tokio::time::timeout(deadline, self.tx.closed()).await.is_ok()
+        tokio::time::timeout(deadline, self.tx.closed())
+            .await
+            .is_ok()
     }
 }
 

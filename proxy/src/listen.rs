@@ -48,10 +48,20 @@ pub async fn accept_loop(listener: TcpListener, ctx: Arc<ListenerCtx>, mut drain
             match tls {
                 None => serve(ctx, tcp, Downstream { client, tls: false }, &limits, drain).await,
                 Some(config) => {
-                    let Some(stream) = handshake(&ctx, tcp, config, limits.header_read_timeout.get(), client).await else {
+                    let Some(stream) =
+                        handshake(&ctx, tcp, config, limits.header_read_timeout.get(), client)
+                            .await
+                    else {
                         return;
                     };
-                    serve(ctx, stream, Downstream { client, tls: true }, &limits, drain).await
+                    serve(
+                        ctx,
+                        stream,
+                        Downstream { client, tls: true },
+                        &limits,
+                        drain,
+                    )
+                    .await
                 }
             }
             drop(guard);
@@ -72,7 +82,10 @@ async fn handshake(
         Ok(Err(e)) => e.to_string(),
         Err(_) => "handshake timed out".to_string(),
     };
-    ctx.metrics.tls_handshake_errors.with_label_values(&[&*ctx.name]).inc();
+    ctx.metrics
+        .tls_handshake_errors
+        .with_label_values(&[&*ctx.name])
+        .inc();
     tracing::info!(listener = %ctx.name, %client, error, "TLS handshake failed; connection dropped");
     None
 }
@@ -83,8 +96,14 @@ struct OpenConnection(Arc<ListenerCtx>);
 impl OpenConnection {
     fn new(ctx: Arc<ListenerCtx>) -> Self {
         ctx.open.fetch_add(1, Relaxed);
-        ctx.metrics.open_connections.with_label_values(&[&*ctx.name]).inc();
-        ctx.metrics.connections.with_label_values(&[&*ctx.name]).inc();
+        ctx.metrics
+            .open_connections
+            .with_label_values(&[&*ctx.name])
+            .inc();
+        ctx.metrics
+            .connections
+            .with_label_values(&[&*ctx.name])
+            .inc();
         OpenConnection(ctx)
     }
 }
@@ -92,6 +111,10 @@ impl OpenConnection {
 impl Drop for OpenConnection {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Relaxed);
-        self.0.metrics.open_connections.with_label_values(&[&*self.0.name]).dec();
+        self.0
+            .metrics
+            .open_connections
+            .with_label_values(&[&*self.0.name])
+            .dec();
     }
 }

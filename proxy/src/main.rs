@@ -7,7 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "remora-proxy", version, about = "Remora's data plane: a fast, observable, hot-reloadable HTTP proxy")]
+#[command(
+    name = "remora-proxy",
+    version,
+    about = "Remora's data plane: a fast, observable, hot-reloadable HTTP proxy"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -100,7 +104,12 @@ fn check(file: &Path) -> ExitCode {
         Err(problems) => {
             for p in &problems {
                 match p.line {
-                    Some(line) => println!("{}:{line}: {}{}", file.display(), path_prefix(&p.path), p.message),
+                    Some(line) => println!(
+                        "{}:{line}: {}{}",
+                        file.display(),
+                        path_prefix(&p.path),
+                        p.message
+                    ),
                     None => println!("{}: {}{}", file.display(), path_prefix(&p.path), p.message),
                 }
             }

@@ -4,8 +4,8 @@
 
 use crate::http::client::Proto;
 use prometheus::{
-    Counter, Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Counter, Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 use std::sync::Arc;
 
@@ -21,6 +21,14 @@ pub struct Metrics {
     pub connections_rejected: IntCounterVec,
     pub tls_handshake_errors: IntCounterVec,
     pub config_reloads: IntCounterVec,
+    pub retries: IntCounterVec,
+    pub budget_exhausted: IntCounterVec,
+    pub ejections: IntCounterVec,
+    pub overflows: IntCounterVec,
+    pub endpoints: IntGaugeVec,
+    pub rate_limited: IntCounterVec,
+    pub faults: IntCounterVec,
+    pub health_checks: IntCounterVec,
     pub config_info: IntGaugeVec,
     pub config_last_applied: Gauge,
     process: Process,
@@ -60,7 +68,12 @@ fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> 
 impl Metrics {
     pub fn new() -> Arc<Self> {
         let r = Registry::new();
-        let build = gauge_vec(&r, "remora_build_info", "Build of the running proxy (always 1).", &["version"]);
+        let build = gauge_vec(
+            &r,
+            "remora_build_info",
+            "Build of the running proxy (always 1).",
+            &["version"],
+        );
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         let m = Metrics {
             requests: counter(&r, "remora_requests_total", "Requests received, by listener.", &["listener"]),
@@ -114,6 +127,54 @@ impl Metrics {
                 "Config loads, by result (applied, rejected, unchanged).",
                 &["result"],
             ),
+            retries: counter(
+                &r,
+                "remora_retries_total",
+                "Requests sent again after a failed attempt, by backend and reason.",
+                &["backend", "reason"],
+            ),
+            budget_exhausted: counter(
+                &r,
+                "remora_retry_budget_exhausted_total",
+                "Retryable failures returned as they were because the backend's retry budget was spent.",
+                &["backend"],
+            ),
+            ejections: counter(
+                &r,
+                "remora_outlier_ejections_total",
+                "Endpoints ejected after consecutive failures, by backend.",
+                &["backend"],
+            ),
+            overflows: counter(
+                &r,
+                "remora_circuit_breaker_overflows_total",
+                "Requests failed fast at a circuit-breaker limit, by backend and limit.",
+                &["backend", "reason"],
+            ),
+            endpoints: gauge_vec(
+                &r,
+                "remora_endpoints",
+                "Endpoints of each backend by state (available, ejected, unhealthy).",
+                &["backend", "state"],
+            ),
+            rate_limited: counter(
+                &r,
+                "remora_rate_limited_total",
+                "Requests refused with 429 by a local rate limit, by listener and route (empty for the listener's own limit).",
+                &["listener", "route"],
+            ),
+            faults: counter(
+                &r,
+                "remora_faults_injected_total",
+                "Faults injected, by listener, route and kind (delay, abort).",
+                &["listener", "route", "fault"],
+            ),
+            health_checks: counter(
+                &r,
+                "remora_health_checks_total",
+                "Active health check probes, by backend and result (healthy, unhealthy).",
+                &["backend", "result"],
+            ),
             config_info: gauge_vec(&r, "remora_config_info", "Version of the running config (always 1).", &["version"]),
             config_last_applied: reg(
                 &r,
@@ -154,6 +215,16 @@ impl Metrics {
         self.config_last_applied.set(now.as_secs_f64());
     }
 
+    /// Handles bound to one backend.
+    pub fn backend(&self, backend: &str) -> crate::balance::BackendMetrics {
+        crate::balance::BackendMetrics {
+            ejections: self.ejections.with_label_values(&[backend]),
+            budget_exhausted: self.budget_exhausted.with_label_values(&[backend]),
+            retries: self.retries.clone(),
+            overflows: self.overflows.clone(),
+        }
+    }
+
     pub fn upstream(self: &Arc<Self>, backend: &str) -> UpstreamMetrics {
         UpstreamMetrics {
             backend: backend.into(),
@@ -170,12 +241,19 @@ pub struct UpstreamMetrics {
 }
 
 impl UpstreamMetrics {
+    pub fn backend(&self) -> &Arc<str> {
+        &self.backend
+    }
+
     pub fn connected(&self, proto: Proto) {
         let p = match proto {
             Proto::Http1 => "http1",
             Proto::Http2 => "http2",
         };
-        self.metrics.upstream_connections.with_label_values(&[&*self.backend, p]).inc();
+        self.metrics
+            .upstream_connections
+            .with_label_values(&[&*self.backend, p])
+            .inc();
     }
 
     pub fn connect_failed(&self, cause: &str) {

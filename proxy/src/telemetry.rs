@@ -60,7 +60,9 @@ pub fn init(format: LogFormat) -> LogLevel {
         LogFormat::Text => {
             use std::io::IsTerminal;
             let ansi = std::io::stdout().is_terminal();
-            registry.with(tracing_subscriber::fmt::layer().with_ansi(ansi)).init()
+            registry
+                .with(tracing_subscriber::fmt::layer().with_ansi(ansi))
+                .init()
         }
     }
     let h2 = handle.clone();

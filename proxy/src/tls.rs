@@ -26,7 +26,8 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 }
 
 fn key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| format!("{}: no usable private key: {e}", path.display()))
+    PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| format!("{}: no usable private key: {e}", path.display()))
 }
 
 fn roots(path: &Path) -> Result<rustls::RootCertStore, String> {
@@ -67,7 +68,10 @@ impl ResolvesServerCert for SniResolver {
 }
 
 /// Builds a listener's TLS config. Errors name the file and field at fault.
-pub fn server_config(tls: &remora_api::ServerTls, at: &str) -> Result<Arc<rustls::ServerConfig>, (String, String)> {
+pub fn server_config(
+    tls: &remora_api::ServerTls,
+    at: &str,
+) -> Result<Arc<rustls::ServerConfig>, (String, String)> {
     let provider = provider();
     let mut exact = HashMap::new();
     let mut wildcard = HashMap::new();
@@ -86,18 +90,29 @@ pub fn server_config(tls: &remora_api::ServerTls, at: &str) -> Result<Arc<rustls
             c.server_names.clone()
         };
         let ck = Arc::new(CertifiedKey::new(chain, signing));
-        ck.keys_match()
-            .map_err(|e| (format!("{at}.key"), format!("does not match the certificate: {e}")))?;
+        ck.keys_match().map_err(|e| {
+            (
+                format!("{at}.key"),
+                format!("does not match the certificate: {e}"),
+            )
+        })?;
         for n in names {
             let n = n.to_ascii_lowercase();
             match n.strip_prefix("*.") {
-                Some(parent) => wildcard.entry(parent.to_string()).or_insert_with(|| ck.clone()),
+                Some(parent) => wildcard
+                    .entry(parent.to_string())
+                    .or_insert_with(|| ck.clone()),
                 None => exact.entry(n).or_insert_with(|| ck.clone()),
             };
         }
         default.get_or_insert(ck);
     }
-    let default = default.ok_or_else(|| (format!("{at}.certificates"), "needs at least one certificate".to_string()))?;
+    let default = default.ok_or_else(|| {
+        (
+            format!("{at}.certificates"),
+            "needs at least one certificate".to_string(),
+        )
+    })?;
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| (at.to_string(), e.to_string()))?;
@@ -111,7 +126,10 @@ pub fn server_config(tls: &remora_api::ServerTls, at: &str) -> Result<Arc<rustls
             } else {
                 v.allow_unauthenticated()
             };
-            builder.with_client_cert_verifier(v.build().map_err(|e| (format!("{at}.client_ca"), e.to_string()))?)
+            builder.with_client_cert_verifier(
+                v.build()
+                    .map_err(|e| (format!("{at}.client_ca"), e.to_string()))?,
+            )
         }
     };
     let mut config = builder.with_cert_resolver(Arc::new(SniResolver {
@@ -124,7 +142,8 @@ pub fn server_config(tls: &remora_api::ServerTls, at: &str) -> Result<Arc<rustls
 }
 
 fn dns_names(cert: &CertificateDer<'_>) -> Result<Vec<String>, String> {
-    let ee = webpki::EndEntityCert::try_from(cert).map_err(|e| format!("cannot parse certificate: {e:?}"))?;
+    let ee = webpki::EndEntityCert::try_from(cert)
+        .map_err(|e| format!("cannot parse certificate: {e:?}"))?;
     Ok(ee.valid_dns_names().map(str::to_string).collect())
 }
 

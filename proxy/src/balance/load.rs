@@ -97,18 +97,25 @@ impl Load {
     }
 }
 
-/// A request in flight to an endpoint; dropping it ends the request.
-pub struct InFlight(Arc<super::Endpoint>);
+/// A request in flight to an endpoint, holding its circuit-breaker slot;
+/// dropping it (when the response body ends) ends the request.
+pub struct InFlight {
+    ep: Arc<super::Endpoint>,
+    _slot: Option<super::Slot>,
+}
 
 impl InFlight {
-    pub fn start(ep: &Arc<super::Endpoint>) -> Self {
+    pub fn start(ep: &Arc<super::Endpoint>, slot: impl Into<Option<super::Slot>>) -> Self {
         ep.load.in_flight.fetch_add(1, Relaxed);
-        InFlight(ep.clone())
+        InFlight {
+            ep: ep.clone(),
+            _slot: slot.into(),
+        }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.load.in_flight.fetch_sub(1, Relaxed);
+        self.ep.load.in_flight.fetch_sub(1, Relaxed);
     }
 }

@@ -5,12 +5,16 @@
 //! pool) is carried over from the previous snapshot when it remains, so a
 //! config swap neither forgets what was learnt nor drops connections.
 
+mod breaker;
 mod load;
+mod outlier;
 mod p2c;
 mod ring_hash;
 mod round_robin;
 
+pub use breaker::{Breaker, Overflow, Slot};
 pub use load::{now_ns, InFlight, Load};
+pub use outlier::Outlier;
 pub use ring_hash::{hash as content_hash, HashKey};
 
 use crate::http::client::EndpointClient;
@@ -31,13 +35,46 @@ pub struct Backend {
     /// How endpoints are reached (see `snapshot::compile`); endpoint state
     /// is carried across a swap only when this is unchanged.
     pub transport_key: u64,
+    /// Whether endpoints are reached over TLS.
+    pub tls: bool,
     balancer: Balancer,
+    pub outlier_detection: api::OutlierDetection,
+    pub limits: api::CircuitBreaker,
+    /// Counts for the circuit breaker, carried across swaps by name.
+    pub breaker: Arc<Breaker>,
+    /// Carried across swaps by name while its settings stay the same.
+    pub budget: Arc<crate::http::retry::RetryBudget>,
+    pub metrics: BackendMetrics,
+}
+
+/// Metric handles of a backend, bound to its name once.
+pub struct BackendMetrics {
+    pub ejections: prometheus::IntCounter,
+    pub budget_exhausted: prometheus::IntCounter,
+    /// By reason; looked up only when a retry happens.
+    pub retries: prometheus::IntCounterVec,
+    pub overflows: prometheus::IntCounterVec,
+}
+
+impl BackendMetrics {
+    /// Handles not registered anywhere (for tests and benchmarks).
+    pub fn detached() -> Self {
+        let c = |n: &str| prometheus::IntCounter::new(n, n).expect("valid metric");
+        let v = |n: &str| prometheus::IntCounterVec::new(prometheus::Opts::new(n, n), &["backend", "reason"]).expect("valid metric");
+        BackendMetrics {
+            ejections: c("ejections"),
+            budget_exhausted: c("budget_exhausted"),
+            retries: v("retries"),
+            overflows: v("overflows"),
+        }
+    }
 }
 
 /// One upstream address with its runtime state, carried across config swaps.
 pub struct Endpoint {
     pub addr: SocketAddr,
     pub load: Load,
+    pub outlier: Outlier,
     pub client: EndpointClient,
 }
 
@@ -46,8 +83,14 @@ impl Endpoint {
         Endpoint {
             addr,
             load: Load::new(),
+            outlier: Outlier::default(),
             client,
         }
+    }
+
+    /// Whether the balancer may choose it now.
+    pub fn available(&self, now: u64) -> bool {
+        !self.outlier.is_ejected(now)
     }
 }
 
@@ -89,7 +132,8 @@ impl Backend {
         balancer: &api::Balancer,
         protocol: api::UpstreamProtocol,
     ) -> Self {
-        let (endpoints, weights): (Vec<_>, Vec<_>) = endpoints.into_iter().map(|(e, w)| (e, w.max(1))).unzip();
+        let (endpoints, weights): (Vec<_>, Vec<_>) =
+            endpoints.into_iter().map(|(e, w)| (e, w.max(1))).unzip();
         let balancer = Balancer::build(balancer, &endpoints, &weights);
         Backend {
             name,
@@ -97,11 +141,38 @@ impl Backend {
             weights,
             protocol,
             transport_key: 0,
+            tls: false,
             balancer,
+            outlier_detection: api::OutlierDetection::default(),
+            limits: api::CircuitBreaker::default(),
+            breaker: Arc::default(),
+            budget: Arc::new(crate::http::retry::RetryBudget::new(&api::RetryBudget::default())),
+            metrics: BackendMetrics::detached(),
         }
     }
 
-    /// Chooses the endpoint for a request, or `None` when there is none.
+    /// Records the outcome of a request to `ep` for outlier ejection.
+    pub fn report(&self, ep: &Endpoint, ok: bool) {
+        if ok {
+            ep.outlier.success();
+            return;
+        }
+        let now = now_ns();
+        let cfg = &self.outlier_detection;
+        let may_eject = || {
+            let ejected = self.endpoints.iter().filter(|e| e.outlier.is_ejected(now)).count();
+            (ejected + 1) * 100 <= self.endpoints.len() * cfg.max_ejected_percent as usize
+        };
+        if ep.outlier.failure(cfg, now, may_eject) {
+            self.metrics.ejections.inc();
+            tracing::warn!(backend = %self.name, endpoint = %ep.addr, "endpoint ejected after consecutive failures");
+        }
+    }
+
+    /// Chooses the endpoint for a request among those available (not
+    /// ejected), or `None` when the backend has none. When every endpoint
+    /// is unavailable, any may be chosen: better a likely failure than a
+    /// certain one.
     pub fn pick(&self, headers: &HeaderMap, rng: &mut fastrand::Rng) -> Option<&Arc<Endpoint>> {
         let (eps, w) = (&self.endpoints, &self.weights);
         match eps.len() {
@@ -109,18 +180,49 @@ impl Backend {
             1 => return Some(&eps[0]),
             _ => {}
         }
+        let now = now_ns();
+        let up = |i: usize| eps[i].available(now);
         let i = match &self.balancer {
-            Balancer::PeakEwma => p2c::pick(eps.len(), rng, |i| eps[i].load.peak_ewma_cost(w[i])),
-            Balancer::LeastRequest => p2c::pick(eps.len(), rng, |i| eps[i].load.least_request_cost(w[i])),
-            Balancer::RoundRobin { schedule, next } => round_robin::pick(schedule, next),
+            Balancer::PeakEwma => p2c::pick(eps.len(), rng, |i| {
+                cost(up(i), eps[i].load.peak_ewma_cost(w[i]))
+            }),
+            Balancer::LeastRequest => p2c::pick(eps.len(), rng, |i| {
+                cost(up(i), eps[i].load.least_request_cost(w[i]))
+            }),
+            Balancer::RoundRobin { schedule, next } => {
+                let first = round_robin::pick(schedule, next);
+                let mut i = first;
+                for _ in 1..eps.len() {
+                    if up(i) {
+                        break;
+                    }
+                    i = round_robin::pick(schedule, next);
+                }
+                i
+            }
             Balancer::RingHash { ring, key } => match key.hash(headers) {
-                Some(h) => ring_hash::pick(ring, h),
+                Some(h) => ring_hash::pick_where(ring, h, up),
                 None => rng.usize(0..eps.len()),
             },
         };
-        eps.get(i)
+        if up(i) {
+            return eps.get(i);
+        }
+        // The choice is out: take any endpoint that is up, else this one.
+        let start = rng.usize(0..eps.len());
+        let any = (0..eps.len()).map(|k| (start + k) % eps.len()).find(|i| up(*i));
+        eps.get(any.unwrap_or(i))
     }
 }
 
 #[cfg(test)]
 mod tests;
+
+/// An unavailable endpoint costs more than any available one.
+fn cost(available: bool, cost: f64) -> f64 {
+    if available {
+        cost
+    } else {
+        f64::INFINITY
+    }
+}

@@ -60,7 +60,10 @@ pub fn hash(data: &[u8]) -> u64 {
 /// when the total would pass `MAX_RING`, so every endpoint keeps its share.
 pub fn ring(endpoints: impl Iterator<Item = (SocketAddr, u32)>) -> Box<[(u64, u32)]> {
     let endpoints: Vec<_> = endpoints.collect();
-    let total: u64 = endpoints.iter().map(|(_, w)| u64::from((*w).max(1)) * u64::from(VNODES)).sum();
+    let total: u64 = endpoints
+        .iter()
+        .map(|(_, w)| u64::from((*w).max(1)) * u64::from(VNODES))
+        .sum();
     let scale = (MAX_RING as f64 / total.max(1) as f64).min(1.0);
     let mut ring = Vec::new();
     for (i, (addr, weight)) in endpoints.iter().enumerate() {
@@ -76,10 +79,15 @@ pub fn ring(endpoints: impl Iterator<Item = (SocketAddr, u32)>) -> Box<[(u64, u3
     ring.into_boxed_slice()
 }
 
-pub fn pick(ring: &[(u64, u32)], h: u64) -> usize {
+/// The owner of hash `h`: the first point at or after it, walking on around
+/// the ring past endpoints that are not `up` (at most once around).
+pub fn pick_where(ring: &[(u64, u32)], h: u64, up: impl Fn(usize) -> bool) -> usize {
     if ring.is_empty() {
         return 0;
     }
-    let i = ring.partition_point(|(p, _)| *p < h);
-    ring[i % ring.len()].1 as usize
+    let start = ring.partition_point(|(p, _)| *p < h);
+    (0..ring.len())
+        .map(|k| ring[(start + k) % ring.len()].1 as usize)
+        .find(|i| up(*i))
+        .unwrap_or(ring[start % ring.len()].1 as usize)
 }

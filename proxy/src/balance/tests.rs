@@ -18,7 +18,13 @@ fn backend(weights: &[u32], balancer: api::Balancer) -> Backend {
                 idle_timeout: Duration::from_secs(1),
                 max_idle: 1,
             };
-            (Arc::new(Endpoint::new(addr, EndpointClient::new(addr, t, metrics.upstream("b")))), *w)
+            (
+                Arc::new(Endpoint::new(
+                    addr,
+                    EndpointClient::new(addr, t, metrics.upstream("b")),
+                )),
+                *w,
+            )
         })
         .collect();
     Backend::new("b".into(), eps, &balancer, api::UpstreamProtocol::Auto)
@@ -56,32 +62,51 @@ fn peak_ewma_prefers_the_fast_endpoint() {
     // With P2C the slow endpoint only wins when both samples are itself: never.
     assert_eq!(c.get(&1000).copied().unwrap_or(0), 0, "{c:?}");
     assert_eq!(c[&1001] + c[&1002], 3000, "{c:?}");
-    assert!(c[&1001] > 500 && c[&1002] > 500, "both fast endpoints serve: {c:?}");
+    assert!(
+        c[&1001] > 500 && c[&1002] > 500,
+        "both fast endpoints serve: {c:?}"
+    );
 }
 
 #[test]
 fn least_request_avoids_busy_endpoints() {
     let b = backend(&[1, 1], api::Balancer::LeastRequest);
-    let _busy: Vec<_> = (0..5).map(|_| InFlight::start(&b.endpoints[0])).collect();
+    let _busy: Vec<_> = (0..5).map(|_| InFlight::start(&b.endpoints[0], None)).collect();
     let c = counts(&b, 1000, |_| HeaderMap::new());
     assert_eq!(c[&1001], 1000, "{c:?}");
     drop(_busy);
     let c = counts(&b, 10_000, |_| HeaderMap::new());
-    assert!(c[&1000] > 4500 && c[&1001] > 4500, "balanced when idle: {c:?}");
+    assert!(
+        c[&1000] > 4500 && c[&1001] > 4500,
+        "balanced when idle: {c:?}"
+    );
 }
 
 #[test]
 fn ring_hash_is_sticky_and_spread() {
-    let b = backend(&[1, 1, 1, 1], api::Balancer::RingHash(api::RingHash { header: Some("x-user".into()), cookie: None }));
+    let b = backend(
+        &[1, 1, 1, 1],
+        api::Balancer::RingHash(api::RingHash {
+            header: Some("x-user".into()),
+            cookie: None,
+        }),
+    );
     let user = |i: usize| {
         let mut h = HeaderMap::new();
-        h.insert("x-user", HeaderValue::from_str(&format!("user-{}", i % 1000)).unwrap());
+        h.insert(
+            "x-user",
+            HeaderValue::from_str(&format!("user-{}", i % 1000)).unwrap(),
+        );
         h
     };
     let mut rng = fastrand::Rng::with_seed(1);
     for i in 0..1000 {
         let first = b.pick(&user(i), &mut rng).unwrap().addr;
-        assert_eq!(b.pick(&user(i), &mut rng).unwrap().addr, first, "key {i} moved");
+        assert_eq!(
+            b.pick(&user(i), &mut rng).unwrap().addr,
+            first,
+            "key {i} moved"
+        );
     }
     let c = counts(&b, 1000, user);
     for port in 1000..1004 {
@@ -92,9 +117,18 @@ fn ring_hash_is_sticky_and_spread() {
 
 #[test]
 fn ring_hash_by_cookie() {
-    let b = backend(&[1, 1, 1], api::Balancer::RingHash(api::RingHash { header: None, cookie: Some("session".into()) }));
+    let b = backend(
+        &[1, 1, 1],
+        api::Balancer::RingHash(api::RingHash {
+            header: None,
+            cookie: Some("session".into()),
+        }),
+    );
     let mut h = HeaderMap::new();
-    h.insert("cookie", HeaderValue::from_static("theme=dark; session=abc123"));
+    h.insert(
+        "cookie",
+        HeaderValue::from_static("theme=dark; session=abc123"),
+    );
     let mut rng = fastrand::Rng::with_seed(3);
     let first = b.pick(&h, &mut rng).unwrap().addr;
     for _ in 0..100 {

@@ -3,19 +3,30 @@
 //! Both stream frame by frame (data and trailers) with backpressure; nothing
 //! here buffers a whole body.
 
+use super::error::ProxyError;
 use crate::balance::InFlight;
 use bytes::Bytes;
+use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use std::collections::VecDeque;
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
+use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
+use tokio::time::Instant;
 use std::task::{ready, Context, Poll};
 
 pin_project! {
     /// A response body: the upstream's, streamed through, or one the proxy made.
     #[project = ResponseBodyProj]
     pub enum ResponseBody {
-        Upstream { #[pin] body: Incoming, in_flight: Option<InFlight> },
+        Upstream {
+            #[pin] body: Incoming,
+            in_flight: Option<InFlight>,
+            idle: Option<Idle>,
+        },
         Full { data: Option<Bytes> },
     }
 }
@@ -33,26 +44,45 @@ impl ResponseBody {
     }
 
     /// Streams an upstream body; `in_flight` is held until the body ends.
-    pub fn upstream(body: Incoming, in_flight: Option<InFlight>) -> Self {
-        ResponseBody::Upstream { body, in_flight }
+    /// With `idle_timeout`, the body fails when no frame comes for that long.
+    pub fn upstream(body: Incoming, in_flight: Option<InFlight>, idle_timeout: Option<Duration>) -> Self {
+        let idle = idle_timeout.map(|after| Idle {
+            after,
+            timer: Box::pin(tokio::time::sleep(after)),
+        });
+        ResponseBody::Upstream { body, in_flight, idle }
     }
 }
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
-            ResponseBodyProj::Upstream { body, in_flight } => {
-                let frame = ready!(body.poll_frame(cx));
+            ResponseBodyProj::Upstream { body, in_flight, idle } => {
+                let frame = match body.poll_frame(cx) {
+                    Poll::Ready(frame) => frame,
+                    Poll::Pending => {
+                        if let Some(idle) = idle {
+                            if idle.timer.as_mut().poll(cx).is_ready() {
+                                in_flight.take();
+                                return Poll::Ready(Some(Err(idle.error())));
+                            }
+                        }
+                        return Poll::Pending;
+                    }
+                };
+                if let Some(idle) = idle {
+                    idle.timer.as_mut().reset(Instant::now() + idle.after);
+                }
                 if frame.is_none() {
                     in_flight.take();
                 }
-                Poll::Ready(frame)
+                Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
             }
             ResponseBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
@@ -75,61 +105,198 @@ impl Body for ResponseBody {
     }
 }
 
+/// The response body idle timeout of a route.
+pub struct Idle {
+    after: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+/// No piece of a response body came within the route's idle timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("response body idle for {0:?}")]
+pub struct IdleTimeout(pub Duration);
+
+impl Idle {
+    /// The body ends with an error, which the server turns into an aborted
+    /// response (HTTP/2 reset, HTTP/1 connection closed).
+    fn error(&self) -> BoxError {
+        tracing::debug!(after = ?self.after, "response body idle timeout");
+        Box::new(IdleTimeout(self.after))
+    }
+}
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The request body was larger than the listener allows.
 #[derive(Debug, thiserror::Error)]
 #[error("request body larger than {0} bytes")]
 pub struct BodyTooLarge(pub u64);
 
 pin_project! {
-    /// A client's request body on its way upstream, cut off (with an error the
-    /// upstream client reports) when it passes the listener's size limit.
-    pub struct RequestBody {
-        #[pin]
-        body: Incoming,
-        limit: u64,
-        seen: u64,
+    /// A client's request body on its way upstream.
+    #[project = RequestBodyProj]
+    pub enum RequestBody {
+        /// Streamed as it arrives, after any chunks already read (`prefix`);
+        /// cut off, with an error the upstream client reports, past `limit`.
+        /// Can be sent once.
+        Stream {
+            prefix: VecDeque<Bytes>,
+            #[pin]
+            body: Incoming,
+            limit: u64,
+            seen: u64,
+        },
+        /// Read whole and kept, so it can be sent again for a retry.
+        Replay {
+            data: Option<Bytes>,
+            trailers: Option<HeaderMap>,
+        },
+    }
+}
+
+/// A request body made ready for sending: kept whole when small enough to
+/// replay, or streamed.
+pub enum Prepared {
+    Replayable { data: Bytes, trailers: Option<HeaderMap> },
+    Streaming(RequestBody),
+    /// A streaming body already sent.
+    Spent,
+}
+
+impl Prepared {
+    /// The body for one attempt. A streaming body can be taken only once.
+    pub fn attempt(&mut self) -> Option<RequestBody> {
+        match self {
+            Prepared::Replayable { data, trailers } => Some(RequestBody::Replay {
+                data: (!data.is_empty()).then(|| data.clone()),
+                trailers: trailers.clone(),
+            }),
+            _ => match std::mem::replace(self, Prepared::Spent) {
+                Prepared::Streaming(b) => Some(b),
+                _ => None,
+            },
+        }
+    }
+
+    pub fn replayable(&self) -> bool {
+        matches!(self, Prepared::Replayable { .. })
     }
 }
 
 impl RequestBody {
-    pub fn new(body: Incoming, limit: Option<u64>) -> Self {
-        RequestBody {
+    pub fn stream(body: Incoming, limit: Option<u64>) -> Self {
+        RequestBody::Stream {
+            prefix: VecDeque::new(),
             body,
             limit: limit.unwrap_or(u64::MAX),
             seen: 0,
         }
     }
+
+    /// Reads up to `keep` bytes: a body that ends within them becomes
+    /// replayable; a longer one streams on (what was read goes first).
+    pub async fn prepare(mut body: Incoming, keep: usize, limit: Option<u64>) -> Result<Prepared, ProxyError> {
+        let max = limit.unwrap_or(u64::MAX);
+        if body.size_hint().lower() > keep as u64 {
+            return Ok(Prepared::Streaming(RequestBody::stream(body, limit)));
+        }
+        let mut chunks = VecDeque::new();
+        let mut seen = 0u64;
+        let mut trailers = None;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| ProxyError::Malformed("request body ended early"))?;
+            match frame.into_data() {
+                Ok(d) => {
+                    seen += d.len() as u64;
+                    if seen > max {
+                        return Err(ProxyError::BodyTooLarge { limit: max });
+                    }
+                    chunks.push_back(d);
+                    if seen > keep as u64 {
+                        return Ok(Prepared::Streaming(RequestBody::Stream {
+                            prefix: chunks,
+                            body,
+                            limit: max,
+                            seen,
+                        }));
+                    }
+                }
+                Err(frame) => trailers = frame.into_trailers().ok(),
+            }
+        }
+        let data = match chunks.len() {
+            0 => Bytes::new(),
+            1 => chunks.pop_front().unwrap_or_default(),
+            _ => {
+                let mut all = bytes::BytesMut::with_capacity(seen as usize);
+                chunks.iter().for_each(|c| all.extend_from_slice(c));
+                all.freeze()
+            }
+        };
+        Ok(Prepared::Replayable { data, trailers })
+    }
 }
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.project();
-        match ready!(this.body.poll_frame(cx)) {
-            Some(Ok(frame)) => {
-                if let Some(d) = frame.data_ref() {
-                    *this.seen += d.len() as u64;
-                    if *this.seen > *this.limit {
-                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge(*this.limit)))));
-                    }
+        match self.project() {
+            RequestBodyProj::Replay { data, trailers } => {
+                if let Some(d) = data.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(d))));
                 }
-                Poll::Ready(Some(Ok(frame)))
+                Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t))))
             }
-            Some(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
-            None => Poll::Ready(None),
+            RequestBodyProj::Stream {
+                prefix,
+                body,
+                limit,
+                seen,
+            } => {
+                if let Some(d) = prefix.pop_front() {
+                    return Poll::Ready(Some(Ok(Frame::data(d))));
+                }
+                match ready!(body.poll_frame(cx)) {
+                    Some(Ok(frame)) => {
+                        if let Some(d) = frame.data_ref() {
+                            *seen += d.len() as u64;
+                            if *seen > *limit {
+                                return Poll::Ready(Some(Err(Box::new(BodyTooLarge(*limit)))));
+                            }
+                        }
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                    Some(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
+                    None => Poll::Ready(None),
+                }
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        match self {
+            RequestBody::Replay { data, trailers } => data.is_none() && trailers.is_none(),
+            RequestBody::Stream { prefix, body, .. } => prefix.is_empty() && body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        match self {
+            RequestBody::Replay { data, .. } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            RequestBody::Stream { prefix, body, .. } => {
+                let pre: u64 = prefix.iter().map(|c| c.len() as u64).sum();
+                let mut h = body.size_hint();
+                h.set_lower(h.lower() + pre);
+                if let Some(u) = h.upper() {
+                    h.set_upper(u + pre);
+                }
+                h
+            }
+        }
     }
 }

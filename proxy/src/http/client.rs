@@ -8,7 +8,8 @@
 
 use super::body::RequestBody;
 use super::error::ProxyError;
-use crate::balance::now_ns;
+use crate::balance::{now_ns, Breaker, Overflow, Slot};
+use remora_api::CircuitBreaker;
 use crate::metrics::UpstreamMetrics;
 use arc_swap::ArcSwapOption;
 use crossbeam_queue::ArrayQueue;
@@ -91,26 +92,36 @@ impl EndpointClient {
     }
 
     /// Sends a request; `upgrade` requests get a connection of their own.
+    /// New connections count against the backend's circuit breaker.
     pub async fn send(
         &self,
         req: http::Request<RequestBody>,
         proto: Proto,
         upgrade: bool,
+        breaker: &Arc<Breaker>,
+        limits: &CircuitBreaker,
     ) -> Result<http::Response<Incoming>, ProxyError> {
+        let limits = Limits { breaker, limits };
         match proto {
-            Proto::Http2 => self.send_h2(req).await,
+            Proto::Http2 => self.send_h2(req, limits).await,
             Proto::Http1 if upgrade => {
-                let mut tx = self.connect_h1().await?;
-                tx.send_request(req).await.map_err(|source| self.upstream_error(source))
+                let mut tx = self.connect_h1(limits).await?;
+                tx.send_request(req)
+                    .await
+                    .map_err(|source| self.upstream_error(source))
             }
-            Proto::Http1 => self.send_h1(req).await,
+            Proto::Http1 => self.send_h1(req, limits).await,
         }
     }
 
-    async fn send_h1(&self, req: http::Request<RequestBody>) -> Result<http::Response<Incoming>, ProxyError> {
+    async fn send_h1(
+        &self,
+        req: http::Request<RequestBody>,
+        limits: Limits<'_>,
+    ) -> Result<http::Response<Incoming>, ProxyError> {
         let (mut tx, reused) = match self.checkout() {
             Some(tx) => (tx, true),
-            None => (self.connect_h1().await?, false),
+            None => (self.connect_h1(limits).await?, false),
         };
         let req = match tx.try_send_request(req).await {
             Ok(rsp) => {
@@ -124,8 +135,11 @@ impl EndpointClient {
                 _ => return Err(self.upstream_error(e.into_error())),
             },
         };
-        let mut tx = self.connect_h1().await?;
-        let rsp = tx.send_request(req).await.map_err(|source| self.upstream_error(source))?;
+        let mut tx = self.connect_h1(limits).await?;
+        let rsp = tx
+            .send_request(req)
+            .await
+            .map_err(|source| self.upstream_error(source))?;
         self.check_in_when_ready(tx);
         Ok(rsp)
     }
@@ -162,7 +176,9 @@ impl EndpointClient {
     /// their own handle, and it closes when the last one finishes.
     pub fn evict_idle(&self) {
         let idle_ns = self.transport.idle_timeout.as_nanos() as u64;
-        if self.h2.load().is_some() && now_ns().saturating_sub(self.h2_last_used.load(Relaxed)) > idle_ns {
+        if self.h2.load().is_some()
+            && now_ns().saturating_sub(self.h2_last_used.load(Relaxed)) > idle_ns
+        {
             self.h2.store(None);
         }
         for _ in 0..self.idle.len() {
@@ -176,46 +192,74 @@ impl EndpointClient {
         }
     }
 
-    async fn send_h2(&self, req: http::Request<RequestBody>) -> Result<http::Response<Incoming>, ProxyError> {
+    async fn send_h2(
+        &self,
+        req: http::Request<RequestBody>,
+        limits: Limits<'_>,
+    ) -> Result<http::Response<Incoming>, ProxyError> {
         self.h2_last_used.store(now_ns(), Relaxed);
         let mut tx = match self.h2.load_full() {
             Some(tx) if !tx.is_closed() => (*tx).clone(),
-            _ => self.connect_h2().await?,
+            _ => self.connect_h2(limits).await?,
         };
-        tx.ready().await.map_err(|source| self.upstream_error(source))?;
-        tx.send_request(req).await.map_err(|source| self.upstream_error(source))
+        tx.ready()
+            .await
+            .map_err(|source| self.upstream_error(source))?;
+        tx.send_request(req)
+            .await
+            .map_err(|source| self.upstream_error(source))
     }
 
-    async fn connect_h2(&self) -> Result<http2::SendRequest<RequestBody>, ProxyError> {
+    async fn connect_h2(&self, limits: Limits<'_>) -> Result<http2::SendRequest<RequestBody>, ProxyError> {
         let _one_at_a_time = self.h2_connecting.lock().await;
         if let Some(tx) = self.h2.load_full() {
             if !tx.is_closed() {
                 return Ok((*tx).clone());
             }
         }
-        let io = self.connect(Proto::Http2).await?;
+        let (io, slot) = self.connect(Proto::Http2, limits).await?;
         let (tx, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(20))
             .handshake(TokioIo::new(io))
             .await
             .map_err(|source| self.upstream_error(source))?;
-        tokio::spawn(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(slot);
+        });
         self.h2.store(Some(Arc::new(tx.clone())));
         Ok(tx)
     }
 
-    async fn connect_h1(&self) -> Result<http1::SendRequest<RequestBody>, ProxyError> {
-        let io = self.connect(Proto::Http1).await?;
+    async fn connect_h1(&self, limits: Limits<'_>) -> Result<http1::SendRequest<RequestBody>, ProxyError> {
+        let (io, slot) = self.connect(Proto::Http1, limits).await?;
         let (tx, conn) = http1::Builder::new()
             .handshake(TokioIo::new(io))
             .await
             .map_err(|source| self.upstream_error(source))?;
-        tokio::spawn(conn.with_upgrades());
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+            drop(slot);
+        });
         Ok(tx)
     }
 
-    async fn connect(&self, proto: Proto) -> Result<Conn, ProxyError> {
+    /// Opens a connection, holding a connection slot of the circuit
+    /// breaker for its lifetime and a pending slot while it is opened.
+    async fn connect(&self, proto: Proto, limits: Limits<'_>) -> Result<(Conn, Slot), ProxyError> {
+        let overloaded = |limit: Overflow| ProxyError::Overloaded {
+            backend: self.metrics.backend().clone(),
+            limit: limit.as_str(),
+        };
+        let slot = limits
+            .breaker
+            .acquire(Overflow::Connections, limits.limits.max_connections)
+            .map_err(overloaded)?;
+        let _pending = limits
+            .breaker
+            .acquire(Overflow::Pending, limits.limits.max_pending_requests)
+            .map_err(overloaded)?;
         let addr = self.addr;
         let after = self.transport.connect_timeout;
         let result = tokio::time::timeout(after, async {
@@ -242,7 +286,7 @@ impl EndpointClient {
             Ok(_) => self.metrics.connected(proto),
             Err(e) => self.metrics.connect_failed(e.cause()),
         }
-        result
+        result.map(|conn| (conn, slot))
     }
 
     fn upstream_error(&self, source: hyper::Error) -> ProxyError {
@@ -253,6 +297,13 @@ impl EndpointClient {
     }
 }
 
+/// The circuit breaker of the backend a request goes to, with its limits.
+#[derive(Clone, Copy)]
+struct Limits<'a> {
+    breaker: &'a Arc<Breaker>,
+    limits: &'a CircuitBreaker,
+}
+
 /// A connection to an endpoint.
 pub enum Conn {
     Plain(TcpStream),
@@ -260,7 +311,11 @@ pub enum Conn {
 }
 
 impl AsyncRead for Conn {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Conn::Tls(s) => Pin::new(s).poll_read(cx, buf),
@@ -269,7 +324,11 @@ impl AsyncRead for Conn {
 }
 
 impl AsyncWrite for Conn {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Conn::Tls(s) => Pin::new(s).poll_write(cx, buf),

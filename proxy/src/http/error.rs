@@ -43,9 +43,20 @@ pub enum ProxyError {
     },
     #[error("no response within {0:?}")]
     Timeout(Duration),
+    #[error("attempt got no response within {0:?}")]
+    PerTryTimeout(Duration),
+    #[error("backend `{backend}` is at its {limit} limit")]
+    Overloaded {
+        backend: std::sync::Arc<str>,
+        limit: &'static str,
+    },
+    #[error("rate limit reached; retry after {retry_after:?}")]
+    RateLimited { retry_after: Duration },
+    #[error("fault injected: {0}")]
+    FaultInjected(StatusCode),
 }
 
-/// Who caused a failure: decides log level and whether a retry may help.
+/// Who caused a failure: decides the log level.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
     Downstream,
@@ -65,7 +76,10 @@ impl ProxyError {
             | ProxyError::ConnectTimeout { .. }
             | ProxyError::UpstreamTls { .. }
             | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
-            ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Timeout(_) | ProxyError::PerTryTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::FaultInjected(status) => *status,
         }
     }
 
@@ -82,27 +96,22 @@ impl ProxyError {
             ProxyError::UpstreamTls { .. } => "upstream-tls",
             ProxyError::Upstream { .. } => "upstream-failed",
             ProxyError::Timeout(_) => "timeout",
+            ProxyError::PerTryTimeout(_) => "per-try-timeout",
+            ProxyError::Overloaded { .. } => "overloaded",
+            ProxyError::RateLimited { .. } => "rate-limited",
+            ProxyError::FaultInjected(_) => "fault-injected",
         }
     }
 
     pub fn fault(&self) -> Fault {
         match self {
-            ProxyError::NoRoute | ProxyError::NoEndpoints { .. } => Fault::Config,
+            ProxyError::NoRoute | ProxyError::NoEndpoints { .. } | ProxyError::FaultInjected(_) => Fault::Config,
             ProxyError::Malformed(_)
             | ProxyError::BodyTooLarge { .. }
-            | ProxyError::HeadersTooLarge { .. } => Fault::Downstream,
+            | ProxyError::HeadersTooLarge { .. }
+            | ProxyError::RateLimited { .. } => Fault::Downstream,
             _ => Fault::Upstream,
         }
-    }
-
-    /// Whether sending the same request again (elsewhere) may succeed.
-    pub fn retryable(&self) -> bool {
-        matches!(
-            self,
-            ProxyError::Connect { .. }
-                | ProxyError::ConnectTimeout { .. }
-                | ProxyError::UpstreamTls { .. }
-        )
     }
 }
 
@@ -118,6 +127,9 @@ pub fn error_response(err: &ProxyError) -> Response<ResponseBody> {
     *rsp.status_mut() = status;
     let h = rsp.headers_mut();
     h.insert(REMORA_ERROR, HeaderValue::from_static(err.cause()));
-    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain"),
+    );
     rsp
 }

@@ -140,7 +140,10 @@ mod tests {
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
         h
     }
@@ -177,10 +180,17 @@ mod tests {
 
     #[test]
     fn forwarded_for_is_appended() {
-        let mut h = map(&[("x-forwarded-for", "10.0.0.1"), ("x-forwarded-proto", "https")]);
+        let mut h = map(&[
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-proto", "https"),
+        ]);
         add_forwarded(&mut h, "127.0.0.1".parse().unwrap(), false);
         assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1, 127.0.0.1");
-        assert_eq!(h.get("x-forwarded-proto").unwrap(), "http", "the client's claim is replaced");
+        assert_eq!(
+            h.get("x-forwarded-proto").unwrap(),
+            "http",
+            "the client's claim is replaced"
+        );
     }
 
     #[test]

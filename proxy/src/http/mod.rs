@@ -6,6 +6,7 @@ pub mod client;
 pub mod error;
 pub mod headers;
 pub mod proxy;
+pub mod retry;
 pub mod router;
 pub mod server;
 pub mod upgrade;

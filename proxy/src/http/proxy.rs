@@ -1,12 +1,13 @@
 //! One request through the proxy: route, then answer directly, redirect, or
 //! forward to an endpoint of a backend chosen by the route's split.
 
-use super::body::{BodyTooLarge, RequestBody, ResponseBody};
+use super::body::{BodyTooLarge, Prepared, RequestBody, ResponseBody};
+use super::retry;
 use super::client::Proto;
 use super::error::ProxyError;
 use super::headers::{add_forwarded, is_upgrade, remove_hop_by_hop};
 use super::router::{rewrite_prefix, Action, Route};
-use crate::balance::{Backend, InFlight};
+use crate::balance::{now_ns, Backend, InFlight, Overflow};
 use crate::snapshot::ListenerTable;
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -55,7 +56,11 @@ fn request_host(req: &Request<Incoming>) -> Option<&str> {
     })
 }
 
-pub async fn handle(listener: &ListenerTable, down: Downstream, mut req: Request<Incoming>) -> Outcome {
+pub async fn handle(
+    listener: &ListenerTable,
+    down: Downstream,
+    mut req: Request<Incoming>,
+) -> Outcome {
     let limits = &listener.limits;
     let limit = limits.max_request_header_bytes;
     if (limit < 8192 || req.version() == Version::HTTP_2) && head_size(&req) > limit {
@@ -87,7 +92,8 @@ pub async fn handle(listener: &ListenerTable, down: Downstream, mut req: Request
         } => {
             let mut rsp = Response::new(ResponseBody::full(body.clone()));
             *rsp.status_mut() = *status;
-            rsp.headers_mut().insert(header::CONTENT_TYPE, content_type.clone());
+            rsp.headers_mut()
+                .insert(header::CONTENT_TYPE, content_type.clone());
             route.response_headers.apply(rsp.headers_mut());
             return Outcome {
                 result: Ok(rsp),
@@ -106,8 +112,18 @@ pub async fn handle(listener: &ListenerTable, down: Downstream, mut req: Request
     };
     let mut rng = fastrand::Rng::new();
     let backend = split.pick(&mut rng);
-    let on_upgrade = (req.version() == Version::HTTP_11 && is_upgrade(req.headers())).then(|| hyper::upgrade::on(&mut req));
-    let result = forward(backend, route, limits.max_request_body_bytes, down, req, on_upgrade, &mut rng).await;
+    let on_upgrade = (req.version() == Version::HTTP_11 && is_upgrade(req.headers()))
+        .then(|| hyper::upgrade::on(&mut req));
+    let result = forward(
+        backend,
+        route,
+        limits.max_request_body_bytes,
+        down,
+        req,
+        on_upgrade,
+        &mut rng,
+    )
+    .await;
     Outcome {
         result,
         route: route_name,
@@ -133,11 +149,6 @@ async fn forward(
     on_upgrade: Option<hyper::upgrade::OnUpgrade>,
     rng: &mut fastrand::Rng,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    let ep = backend
-        .pick(req.headers(), rng)
-        .ok_or_else(|| ProxyError::NoEndpoints {
-            backend: backend.name.clone(),
-        })?;
     let upgrade = on_upgrade.is_some();
     let proto = match backend.protocol {
         _ if upgrade => Proto::Http1,
@@ -147,6 +158,44 @@ async fn forward(
         remora_api::UpstreamProtocol::Auto => Proto::Http1,
     };
     let (mut parts, body) = req.into_parts();
+    upstream_head(&mut parts, route, backend, proto, down, upgrade)?;
+    let policy = route.retry.as_ref().filter(|p| p.attempts > 1 && !upgrade);
+    let exchange = async {
+        let mut body = match policy {
+            Some(p) => RequestBody::prepare(body, p.buffer_bytes, body_limit).await?,
+            None => Prepared::Streaming(RequestBody::stream(body, body_limit)),
+        };
+        exchange(backend, policy, parts, &mut body, proto, upgrade, rng).await
+    };
+    let (mut rsp, in_flight) = match route.timeout {
+        Some(t) => tokio::time::timeout(t, exchange).await.unwrap_or(Err(ProxyError::Timeout(t)))?,
+        None => exchange.await?,
+    };
+    if let (Some(client), StatusCode::SWITCHING_PROTOCOLS) = (on_upgrade, rsp.status()) {
+        super::upgrade::tunnel(client, hyper::upgrade::on(&mut rsp));
+        let (parts, _) = rsp.into_parts();
+        return Ok(Response::from_parts(parts, ResponseBody::empty()));
+    }
+    let (mut parts, body) = rsp.into_parts();
+    remove_hop_by_hop(&mut parts.headers, false);
+    route.response_headers.apply(&mut parts.headers);
+    Ok(Response::from_parts(
+        parts,
+        ResponseBody::upstream(body, Some(in_flight), route.idle_timeout),
+    ))
+}
+
+/// Rewrites the request head for the upstream: hop-by-hop headers out,
+/// forwarding headers in, the route's header operations, host and path
+/// rewrites, and the URI form the upstream protocol needs.
+fn upstream_head(
+    parts: &mut http::request::Parts,
+    route: &Route,
+    backend: &Backend,
+    proto: Proto,
+    down: Downstream,
+    upgrade: bool,
+) -> Result<(), ProxyError> {
     let authority = match &route.rewrite_host {
         Some(h) => Some(h.clone()),
         None => match parts.uri.authority() {
@@ -180,11 +229,7 @@ async fn forward(
             let authority = authority
                 .and_then(|a| Authority::try_from(a.as_bytes()).ok())
                 .ok_or(ProxyError::Malformed("no valid authority"))?;
-            let scheme = if ep.client.transport().tls.is_some() {
-                Scheme::HTTPS
-            } else {
-                Scheme::HTTP
-            };
+            let scheme = if backend.tls { Scheme::HTTPS } else { Scheme::HTTP };
             parts.uri = Uri::builder()
                 .scheme(scheme)
                 .authority(authority)
@@ -193,34 +238,116 @@ async fn forward(
                 .map_err(|_| ProxyError::Malformed("invalid request target"))?;
         }
     }
-    let upstream_req = Request::from_parts(parts, RequestBody::new(body, body_limit));
-    let in_flight = InFlight::start(ep);
+    Ok(())
+}
+
+/// Sends the request, retrying under the route's policy while attempts,
+/// the body's replayability and the backend's retry budget allow.
+async fn exchange(
+    backend: &Backend,
+    policy: Option<&remora_api::RetryPolicy>,
+    parts: http::request::Parts,
+    body: &mut Prepared,
+    proto: Proto,
+    upgrade: bool,
+    rng: &mut fastrand::Rng,
+) -> Result<(Response<Incoming>, InFlight), ProxyError> {
+    let attempts = policy.map_or(1, |p| p.attempts);
+    let per_try = policy.and_then(|p| p.per_try_timeout).map(|t| t.get());
+    backend.budget.deposit(now_ns());
+    let mut parts = Some(parts);
+    let mut retries = 0;
+    loop {
+        let last = retries + 1 >= attempts || !body.replayable();
+        let head = match parts.take() {
+            Some(p) if last => p,
+            Some(p) => {
+                let copy = copy_head(&p);
+                parts = Some(p);
+                copy
+            }
+            None => return Err(ProxyError::Malformed("request was already sent")),
+        };
+        let req_body = body.attempt().ok_or(ProxyError::Malformed("request body was already sent"))?;
+        let result = attempt(backend, Request::from_parts(head, req_body), proto, upgrade, per_try, rng).await;
+        let reason = match (&result, policy) {
+            (_, None) => None,
+            (Ok((rsp, _)), Some(p)) => retry::reason_of_response(p, rsp.status(), rsp.headers()),
+            (Err(e), Some(p)) => retry::reason_of_error(p, e),
+        };
+        let (Some(reason), false, Some(p)) = (reason, last, policy) else {
+            return result;
+        };
+        if !backend.budget.withdraw(now_ns()) {
+            backend.metrics.budget_exhausted.inc();
+            tracing::debug!(backend = %backend.name, reason, "retry budget exhausted; returning the failure");
+            return result;
+        }
+        backend.metrics.retries.with_label_values(&[&*backend.name, reason]).inc();
+        retries += 1;
+        drop(result);
+        tokio::time::sleep(retry::backoff(p, retries, rng)).await;
+    }
+}
+
+/// A copy of a request head for one more attempt (extensions are not kept).
+fn copy_head(p: &http::request::Parts) -> http::request::Parts {
+    let mut req = Request::new(());
+    *req.method_mut() = p.method.clone();
+    *req.uri_mut() = p.uri.clone();
+    *req.version_mut() = p.version;
+    *req.headers_mut() = p.headers.clone();
+    req.into_parts().0
+}
+
+/// One attempt on one endpoint: circuit breaker, balancer, per-try timeout,
+/// and what the outcome teaches the balancer and outlier detection.
+async fn attempt(
+    backend: &Backend,
+    req: Request<RequestBody>,
+    proto: Proto,
+    upgrade: bool,
+    per_try: Option<std::time::Duration>,
+    rng: &mut fastrand::Rng,
+) -> Result<(Response<Incoming>, InFlight), ProxyError> {
+    let overloaded = |limit: Overflow| {
+        backend.metrics.overflows.with_label_values(&[&*backend.name, limit.as_str()]).inc();
+        ProxyError::Overloaded {
+            backend: backend.name.clone(),
+            limit: limit.as_str(),
+        }
+    };
+    let slot = backend
+        .breaker
+        .acquire(Overflow::Requests, backend.limits.max_requests)
+        .map_err(overloaded)?;
+    let ep = backend.pick(req.headers(), rng).ok_or_else(|| ProxyError::NoEndpoints {
+        backend: backend.name.clone(),
+    })?;
+    let in_flight = InFlight::start(ep, slot);
     let started = Instant::now();
-    let send = ep.client.send(upstream_req, proto, upgrade);
-    let sent = match route.timeout {
-        Some(t) => tokio::time::timeout(t, send).await.unwrap_or(Err(ProxyError::Timeout(t))),
+    let send = ep.client.send(req, proto, upgrade, &backend.breaker, &backend.limits);
+    let sent = match per_try {
+        Some(t) => tokio::time::timeout(t, send).await.unwrap_or(Err(ProxyError::PerTryTimeout(t))),
         None => send.await,
     };
-    let mut rsp = match sent {
+    match sent {
         Ok(rsp) => {
             ep.load.observe(started.elapsed());
-            rsp
+            backend.report(ep, !rsp.status().is_server_error());
+            Ok((rsp, in_flight))
         }
         Err(e) => {
             // A failing endpoint looks slow to the balancer for a while.
             ep.load.observe_failure(started.elapsed());
-            return Err(body_error(e));
+            if !matches!(e, ProxyError::Overloaded { .. }) {
+                backend.report(ep, false);
+            } else {
+                backend.metrics.overflows.with_label_values(&[&*backend.name, "max_connections"]).inc();
+            }
+            Err(body_error(e))
         }
-    };
-    if let (Some(client), StatusCode::SWITCHING_PROTOCOLS) = (on_upgrade, rsp.status()) {
-        super::upgrade::tunnel(client, hyper::upgrade::on(&mut rsp));
-        let (parts, _) = rsp.into_parts();
-        return Ok(Response::from_parts(parts, ResponseBody::empty()));
     }
-    let (mut parts, body) = rsp.into_parts();
-    remove_hop_by_hop(&mut parts.headers, false);
-    route.response_headers.apply(&mut parts.headers);
-    Ok(Response::from_parts(parts, ResponseBody::upstream(body, Some(in_flight))))
 }
 
 /// A request body cut off at the size limit shows up as an upstream error.
@@ -243,7 +370,10 @@ fn redirect(
     tls: bool,
     route: &Route,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    let scheme = rd.scheme.as_deref().unwrap_or(if tls { "https" } else { "http" });
+    let scheme = rd
+        .scheme
+        .as_deref()
+        .unwrap_or(if tls { "https" } else { "http" });
     let host = rd
         .host
         .as_deref()
@@ -254,9 +384,16 @@ fn redirect(
         if rd.scheme.is_some() || rd.host.is_some() {
             return None;
         }
-        req.uri()
-            .port_u16()
-            .or_else(|| req.headers().get(header::HOST)?.to_str().ok()?.rsplit_once(':')?.1.parse().ok())
+        req.uri().port_u16().or_else(|| {
+            req.headers()
+                .get(header::HOST)?
+                .to_str()
+                .ok()?
+                .rsplit_once(':')?
+                .1
+                .parse()
+                .ok()
+        })
     });
     let path = rd.path.as_deref().unwrap_or(req.uri().path());
     let mut location = format!("{scheme}://{host}");
@@ -270,7 +407,8 @@ fn redirect(
     }
     let mut rsp = Response::new(ResponseBody::empty());
     *rsp.status_mut() = StatusCode::from_u16(rd.status).unwrap_or(StatusCode::FOUND);
-    let loc = HeaderValue::from_str(&location).map_err(|_| ProxyError::Malformed("invalid redirect location"))?;
+    let loc = HeaderValue::from_str(&location)
+        .map_err(|_| ProxyError::Malformed("invalid redirect location"))?;
     rsp.headers_mut().insert(header::LOCATION, loc);
     route.response_headers.apply(rsp.headers_mut());
     Ok(rsp)

@@ -34,6 +34,8 @@ pub struct Route {
     /// (matched prefix, replacement).
     pub rewrite_prefix: Option<(Box<str>, Box<str>)>,
     pub timeout: Option<Duration>,
+    pub idle_timeout: Option<Duration>,
+    pub retry: Option<api::RetryPolicy>,
 }
 
 pub enum Action {
@@ -173,7 +175,13 @@ impl Router {
     }
 
     /// The route for a request; `host` is without port, any case.
-    pub fn find(&self, host: &str, method: &Method, path: &str, headers: &HeaderMap) -> Option<&Route> {
+    pub fn find(
+        &self,
+        host: &str,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Option<&Route> {
         let lower;
         let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
             lower = host.to_ascii_lowercase();
@@ -217,7 +225,11 @@ fn compile_route(
         None => PathMatcher::Any,
         Some(api::PathMatch::Exact(p)) => PathMatcher::Exact(p.as_str().into()),
         Some(api::PathMatch::Prefix(p)) => {
-            let p = if p.len() > 1 { p.trim_end_matches('/') } else { p };
+            let p = if p.len() > 1 {
+                p.trim_end_matches('/')
+            } else {
+                p
+            };
             PathMatcher::Prefix(p.into())
         }
         Some(api::PathMatch::Regex(re)) => PathMatcher::Regex(anchored(re)?),
@@ -250,22 +262,34 @@ fn compile_route(
     } else {
         let mut backends = Vec::new();
         for wb in &r.backends {
-            let b = backend(&wb.name).ok_or_else(|| format!("no backend is named `{}`", wb.name))?;
+            let b =
+                backend(&wb.name).ok_or_else(|| format!("no backend is named `{}`", wb.name))?;
             backends.push((b, wb.weight));
         }
         let total = backends.iter().map(|(_, w)| *w).sum();
         Action::Forward(Split { backends, total })
     };
-    let rewrite_prefix = match (&m.path, r.rewrite.as_ref().and_then(|rw| rw.path_prefix.as_ref())) {
+    let rewrite_prefix = match (
+        &m.path,
+        r.rewrite.as_ref().and_then(|rw| rw.path_prefix.as_ref()),
+    ) {
         (Some(api::PathMatch::Prefix(p)), Some(to)) => {
-            let from = if p.len() > 1 { p.trim_end_matches('/') } else { p };
+            let from = if p.len() > 1 {
+                p.trim_end_matches('/')
+            } else {
+                p
+            };
             Some((from.into(), to.as_str().into()))
         }
         _ => None,
     };
     Ok(Route {
         name: r.name.as_str().into(),
-        matcher: Matcher { path, methods, headers },
+        matcher: Matcher {
+            path,
+            methods,
+            headers,
+        },
         action,
         request_headers: HeaderOps::compile(&r.request_headers),
         response_headers: HeaderOps::compile(&r.response_headers),
@@ -276,6 +300,8 @@ fn compile_route(
             .and_then(|h| HeaderValue::from_str(h).ok()),
         rewrite_prefix,
         timeout: r.timeout.map(|t| t.get()),
+        idle_timeout: r.idle_timeout.map(|t| t.get()),
+        retry: r.retry.clone(),
     })
 }
 

@@ -95,8 +95,13 @@ impl ListenerCtx {
 
 /// Serves HTTP on one accepted (and, with TLS, handshaken) connection until
 /// the client closes it or a drain finishes it.
-pub async fn serve<I>(ctx: Arc<ListenerCtx>, io: I, down: Downstream, limits: &remora_api::Limits, mut drain: Watch)
-where
+pub async fn serve<I>(
+    ctx: Arc<ListenerCtx>,
+    io: I,
+    down: Downstream,
+    limits: &remora_api::Limits,
+    mut drain: Watch,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let svc = hyper::service::service_fn(move |req| {

@@ -17,7 +17,9 @@ pub fn tunnel(client: OnUpgrade, upstream: OnUpgrade) {
         let mut client = TokioIo::new(client);
         let mut upstream = TokioIo::new(upstream);
         match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-            Ok((up, down)) => tracing::debug!(sent = up, received = down, "upgraded connection closed"),
+            Ok((up, down)) => {
+                tracing::debug!(sent = up, received = down, "upgraded connection closed")
+            }
             Err(e) => tracing::debug!(error = %e, "upgraded connection failed"),
         }
     });

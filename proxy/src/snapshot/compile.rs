@@ -7,6 +7,7 @@
 use super::{version, ListenerTable, Snapshot};
 use crate::balance::{Backend, Endpoint};
 use crate::http::client::{EndpointClient, Transport, UpstreamTls};
+use crate::http::retry::RetryBudget;
 use crate::http::router::Router;
 use crate::metrics::Metrics;
 use remora_api::{Config, Problem};
@@ -55,7 +56,10 @@ pub fn load_materials(config: &Config) -> Result<Materials, Vec<Problem>> {
     let mut digests = Vec::new();
     for (i, l) in config.listeners.iter().enumerate() {
         if let Some(tls) = &l.tls {
-            let files = tls.certificates.iter().flat_map(|c| [c.cert.as_path(), c.key.as_path()]);
+            let files = tls
+                .certificates
+                .iter()
+                .flat_map(|c| [c.cert.as_path(), c.key.as_path()]);
             digests.push(file_digest(files.chain(tls.client_ca.as_deref())));
         }
         listener_tls.push(l.tls.as_ref().and_then(|tls| {
@@ -68,12 +72,18 @@ pub fn load_materials(config: &Config) -> Result<Materials, Vec<Problem>> {
     let mut backend_digest = Vec::new();
     for (i, b) in config.backends.iter().enumerate() {
         backend_digest.push(b.tls.as_ref().map_or(0, |tls| {
-            let files = [Some(tls.ca.as_path()), tls.client_cert.as_deref(), tls.client_key.as_deref()];
+            let files = [
+                Some(tls.ca.as_path()),
+                tls.client_cert.as_deref(),
+                tls.client_key.as_deref(),
+            ];
             file_digest(files.into_iter().flatten())
         }));
         backend_tls.push(b.tls.as_ref().and_then(|tls| {
             let at = format!("backends[{i}].tls");
-            let configs = crate::tls::client_configs(tls, &at).map_err(|e| problems.push(problem(e))).ok()?;
+            let configs = crate::tls::client_configs(tls, &at)
+                .map_err(|e| problems.push(problem(e)))
+                .ok()?;
             let name = rustls_pki_types::ServerName::try_from(tls.server_name.clone())
                 .map_err(|e| problems.push(problem((format!("{at}.server_name"), e.to_string()))))
                 .ok()?;
@@ -107,7 +117,10 @@ pub fn compile(
 ) -> Result<Snapshot, Vec<Problem>> {
     let version = version(&config, materials.digest);
     let mut backends: HashMap<Arc<str>, Arc<Backend>> = HashMap::new();
-    let tls_and_digest = materials.backend_tls.into_iter().zip(materials.backend_digest);
+    let tls_and_digest = materials
+        .backend_tls
+        .into_iter()
+        .zip(materials.backend_digest);
     for (b, (tls, digest)) in config.backends.iter().zip(tls_and_digest) {
         let name: Arc<str> = b.name.as_str().into();
         let key = transport_key(b, digest);
@@ -129,7 +142,11 @@ pub fn compile(
                     .and_then(|o| o.endpoints.iter().find(|oe| oe.addr == e.address))
                     .cloned()
                     .unwrap_or_else(|| {
-                        let client = EndpointClient::new(e.address, transport.clone(), metrics.upstream(&b.name));
+                        let client = EndpointClient::new(
+                            e.address,
+                            transport.clone(),
+                            metrics.upstream(&b.name),
+                        );
                         Arc::new(Endpoint::new(e.address, client))
                     });
                 (ep, e.weight)
@@ -137,11 +154,32 @@ pub fn compile(
             .collect();
         let mut backend = Backend::new(name.clone(), endpoints, &b.balancer, b.protocol);
         backend.transport_key = key;
+        backend.tls = b.tls.is_some();
+        backend.outlier_detection = b.outlier_detection.clone();
+        backend.limits = b.circuit_breaker.clone();
+        backend.metrics = metrics.backend(&b.name);
+        // Circuit-breaker counts and the retry budget outlive a swap.
+        let before = prev.and_then(|p| p.backends.get(&name));
+        if let Some(before) = before {
+            backend.breaker = before.breaker.clone();
+        }
+        let same_budget = prev
+            .and_then(|p| p.config.backends.iter().find(|pb| pb.name == b.name))
+            .is_some_and(|pb| pb.retry_budget == b.retry_budget);
+        backend.budget = match before {
+            Some(before) if same_budget => before.budget.clone(),
+            _ => Arc::new(RetryBudget::new(&b.retry_budget)),
+        };
         backends.insert(name, Arc::new(backend));
     }
     let mut listeners = Vec::new();
     let mut problems = Vec::new();
-    for (i, (l, tls)) in config.listeners.iter().zip(materials.listener_tls).enumerate() {
+    for (i, (l, tls)) in config
+        .listeners
+        .iter()
+        .zip(materials.listener_tls)
+        .enumerate()
+    {
         match Router::compile(&l.routes, |name| backends.get(name).cloned()) {
             Ok(router) => listeners.push(ListenerTable {
                 name: l.name.as_str().into(),

@@ -50,7 +50,11 @@ pub enum Reload {
 
 impl FileSource {
     pub fn new(path: PathBuf, store: Store, metrics: Arc<Metrics>) -> Self {
-        FileSource { path, store, metrics }
+        FileSource {
+            path,
+            store,
+            metrics,
+        }
     }
 
     /// Loads the file again and swaps it in if it is valid and different.
@@ -70,7 +74,10 @@ impl FileSource {
                 "rejected"
             }
         };
-        self.metrics.config_reloads.with_label_values(&[label]).inc();
+        self.metrics
+            .config_reloads
+            .with_label_values(&[label])
+            .inc();
         result
     }
 

@@ -29,12 +29,22 @@ fn router(yaml: &str) -> Router {
     Router::compile(&routes, |n| Some(backend(n))).unwrap()
 }
 
-fn find<'a>(r: &'a Router, host: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> Option<&'a str> {
+fn find<'a>(
+    r: &'a Router,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Option<&'a str> {
     let mut h = HeaderMap::new();
     for (k, v) in headers {
-        h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        h.append(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
     }
-    r.find(host, &method.parse().unwrap(), path, &h).map(|r| &*r.name)
+    r.find(host, &method.parse().unwrap(), path, &h)
+        .map(|r| &*r.name)
 }
 
 const ROUTES: &str = r#"
@@ -77,7 +87,13 @@ fn route_match_table() {
         // host: exact beats wildcard; host-less routes still apply to every host
         ("api.example.com", "GET", "/v1/x", &[], Some("exact-host")),
         ("API.Example.COM", "GET", "/v1", &[], Some("exact-host")),
-        ("api.example.com", "GET", "/healthz", &[], Some("exact-path")),
+        (
+            "api.example.com",
+            "GET",
+            "/healthz",
+            &[],
+            Some("exact-path"),
+        ),
         ("api.example.com", "GET", "/v2", &[], None),
         ("www.example.com", "GET", "/anything", &[], Some("wildcard")),
         ("x.eu.example.com", "GET", "/", &[], Some("deeper-wildcard")),
@@ -92,15 +108,37 @@ fn route_match_table() {
         ("other", "POST", "/submit", &[], Some("post-only")),
         ("other", "GET", "/submit", &[], None),
         // headers, first match in order
-        ("other", "GET", "/app/x", &[("x-canary", "yes")], Some("canary")),
+        (
+            "other",
+            "GET",
+            "/app/x",
+            &[("x-canary", "yes")],
+            Some("canary"),
+        ),
         ("other", "GET", "/app/x", &[("x-canary", "no")], Some("app")),
-        ("other", "GET", "/app", &[("x-debug", "")], Some("has-debug")),
-        ("other", "GET", "/app", &[("x-version", "v3")], Some("version-regex")),
+        (
+            "other",
+            "GET",
+            "/app",
+            &[("x-debug", "")],
+            Some("has-debug"),
+        ),
+        (
+            "other",
+            "GET",
+            "/app",
+            &[("x-version", "v3")],
+            Some("version-regex"),
+        ),
         ("other", "GET", "/app", &[("x-version", "v33")], Some("app")),
         ("other", "GET", "/apps", &[], None),
     ];
     for (host, method, path, headers, want) in cases {
-        assert_eq!(find(&r, host, method, path, headers), *want, "{method} {host}{path} {headers:?}");
+        assert_eq!(
+            find(&r, host, method, path, headers),
+            *want,
+            "{method} {host}{path} {headers:?}"
+        );
     }
 }
 
@@ -117,21 +155,37 @@ fn prefix_is_segment_aware() {
 fn prefix_rewrite_keeps_the_rest_and_the_query() {
     assert_eq!(rewrite_prefix("/admin/metrics", "/admin", "/"), "/metrics");
     assert_eq!(rewrite_prefix("/admin", "/admin", "/"), "/");
-    assert_eq!(rewrite_prefix("/api/v1?q=1", "/api", "/backend"), "/backend/v1?q=1");
-    assert_eq!(rewrite_prefix("/api?q=1", "/api", "/backend"), "/backend?q=1");
+    assert_eq!(
+        rewrite_prefix("/api/v1?q=1", "/api", "/backend"),
+        "/backend/v1?q=1"
+    );
+    assert_eq!(
+        rewrite_prefix("/api?q=1", "/api", "/backend"),
+        "/backend?q=1"
+    );
     assert_eq!(rewrite_prefix("/x/y", "/", "/z"), "/z/x/y");
 }
 
 #[test]
 fn split_follows_weights() {
     let r = router("- name: s\n  backends: [{ name: a, weight: 90 }, { name: b, weight: 10 }]\n");
-    let Action::Forward(split) = &r.routes()[0].action else { panic!() };
+    let Action::Forward(split) = &r.routes()[0].action else {
+        panic!()
+    };
     let mut rng = fastrand::Rng::with_seed(7);
     let n = 100_000;
-    let a = (0..n).filter(|_| &*split.pick(&mut rng).name == "a").count();
+    let a = (0..n)
+        .filter(|_| &*split.pick(&mut rng).name == "a")
+        .count();
     let share = a as f64 / n as f64;
     assert!((share - 0.9).abs() < 0.01, "share of a: {share}");
 }
 
 /// method, host, path, headers, expected route or upstream (None: 404).
-type Case<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)], Option<&'a str>);
+type Case<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a [(&'a str, &'a str)],
+    Option<&'a str>,
+);
