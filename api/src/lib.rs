@@ -15,8 +15,8 @@ mod validate;
 pub use duration::Duration;
 pub use model::*;
 pub use policy::{
-    Backoff, CircuitBreaker, Fault, FaultAbort, FaultDelay, HealthCheck, OutlierDetection, RateLimit, RetryBudget,
-    RetryOn, RetryPolicy,
+    Backoff, CircuitBreaker, Fault, FaultAbort, FaultDelay, HealthCheck, OutlierDetection,
+    RateLimit, RetryBudget, RetryOn, RetryPolicy,
 };
 pub use validate::{validate, Problem};
 

@@ -217,7 +217,12 @@ pub mod defaults {
         2
     }
     pub fn retry_on() -> Vec<RetryOn> {
-        vec![RetryOn::GatewayError, RetryOn::Reset, RetryOn::ConnectFailure, RetryOn::RefusedStream]
+        vec![
+            RetryOn::GatewayError,
+            RetryOn::Reset,
+            RetryOn::ConnectFailure,
+            RetryOn::RefusedStream,
+        ]
     }
     pub fn retry_buffer() -> usize {
         64 * 1024
@@ -287,7 +292,10 @@ impl RetryPolicy {
             found.push((format!("{at}.attempts"), "must be 1-10".into()));
         }
         if self.on.is_empty() && self.status_codes.is_empty() {
-            found.push((format!("{at}.on"), "lists no condition: nothing would be retried".into()));
+            found.push((
+                format!("{at}.on"),
+                "lists no condition: nothing would be retried".into(),
+            ));
         }
         for (i, s) in self.status_codes.iter().enumerate() {
             if !(100..=599).contains(s) {
@@ -299,7 +307,10 @@ impl RetryPolicy {
         }
         positive(found, format!("{at}.backoff.base"), self.backoff.base);
         if self.backoff.max < self.backoff.base {
-            found.push((format!("{at}.backoff.max"), "must be >= backoff.base".into()));
+            found.push((
+                format!("{at}.backoff.max"),
+                "must be >= backoff.base".into(),
+            ));
         }
         if self.buffer_bytes > 16 * 1024 * 1024 {
             found.push((format!("{at}.buffer_bytes"), "must be <= 16777216".into()));
@@ -317,7 +328,10 @@ impl RateLimit {
         }
         if let Some(h) = &self.key_header {
             if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
-                found.push((format!("{at}.key_header"), format!("`{h}` is not a header name")));
+                found.push((
+                    format!("{at}.key_header"),
+                    format!("`{h}` is not a header name"),
+                ));
             }
         }
     }
@@ -352,9 +366,16 @@ impl RetryBudget {
 
 impl OutlierDetection {
     pub(crate) fn check(&self, at: &str, found: &mut Found) {
-        positive(found, format!("{at}.base_ejection_time"), self.base_ejection_time);
+        positive(
+            found,
+            format!("{at}.base_ejection_time"),
+            self.base_ejection_time,
+        );
         if self.max_ejection_time < self.base_ejection_time {
-            found.push((format!("{at}.max_ejection_time"), "must be >= base_ejection_time".into()));
+            found.push((
+                format!("{at}.max_ejection_time"),
+                "must be >= base_ejection_time".into(),
+            ));
         }
         if self.max_ejected_percent > 100 {
             found.push((format!("{at}.max_ejected_percent"), "must be 0-100".into()));

@@ -195,13 +195,20 @@ fn resilience_policies_parse_and_validate() {
         .replace("percent: 1.5", "percent: 150")
         .replace("max_requests: 10", "max_requests: 0")
         .replace("path: /healthz", "path: healthz");
-    let text: Vec<String> = parse_yaml(&bad).unwrap_err().iter().map(|p| p.to_string()).collect();
+    let text: Vec<String> = parse_yaml(&bad)
+        .unwrap_err()
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
     for want in [
         "listeners[0].routes[0].retry.attempts: must be 1-10",
         "listeners[0].routes[0].fault.abort.percent: must be between 0 and 100",
         "backends[1].circuit_breaker.max_requests: must be > 0",
         "backends[1].health_check.path: must start with '/'",
     ] {
-        assert!(text.iter().any(|t| t.contains(want)), "want {want:?} in {text:?}");
+        assert!(
+            text.iter().any(|t| t.contains(want)),
+            "want {want:?} in {text:?}"
+        );
     }
 }

@@ -307,7 +307,10 @@ fn check_route(p: &mut Problems, at: &str, r: &Route, backends: &HashSet<&str>) 
     if let Some(retry) = &r.retry {
         retry.check(&format!("{at}.retry"), &mut found);
         if r.backends.is_empty() {
-            found.push((format!("{at}.retry"), "needs `backends`: only forwarded requests are retried".into()));
+            found.push((
+                format!("{at}.retry"),
+                "needs `backends`: only forwarded requests are retried".into(),
+            ));
         }
     }
     if let Some(rl) = &r.rate_limit {
@@ -397,11 +400,20 @@ fn check_backend(p: &mut Problems, at: &str, b: &Backend) {
         p.add(format!("{at}.connect_timeout"), "must be > 0");
     }
     let mut found = Vec::new();
-    b.retry_budget.check(&format!("{at}.retry_budget"), &mut found);
-    b.outlier_detection.check(&format!("{at}.outlier_detection"), &mut found);
-    b.circuit_breaker.check(&format!("{at}.circuit_breaker"), &mut found);
+    b.retry_budget
+        .check(&format!("{at}.retry_budget"), &mut found);
+    b.outlier_detection
+        .check(&format!("{at}.outlier_detection"), &mut found);
+    b.circuit_breaker
+        .check(&format!("{at}.circuit_breaker"), &mut found);
     if let Some(hc) = &b.health_check {
         hc.check(&format!("{at}.health_check"), &mut found);
+        if b.tls.is_some() {
+            found.push((
+                format!("{at}.health_check"),
+                "health checks over TLS are not supported yet".into(),
+            ));
+        }
     }
     p.extend(found);
     if b.pool.idle_timeout.get().is_zero() {

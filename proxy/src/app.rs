@@ -84,7 +84,12 @@ impl App {
         tokio::spawn(
             FileSource::new(config, store.clone(), metrics.clone()).watch(stop_rx.clone()),
         );
-        tokio::spawn(sweep_idle(store.clone(), stop_rx));
+        tokio::spawn(sweep_idle(store.clone(), stop_rx.clone()));
+        tokio::spawn(crate::policy::checker::run(
+            store.clone(),
+            metrics.clone(),
+            stop_rx,
+        ));
         readiness.set_ready();
         Ok(App {
             admin_addr,

@@ -13,6 +13,7 @@ pub mod drain;
 pub mod http;
 pub mod listen;
 pub mod metrics;
+pub mod policy;
 pub mod snapshot;
 pub mod telemetry;
 pub mod tls;

@@ -89,8 +89,14 @@ mod tests {
         let b = Arc::new(Breaker::default());
         let s1 = b.acquire(Overflow::Requests, 2).unwrap();
         let _s2 = b.acquire(Overflow::Requests, 2).unwrap();
-        assert_eq!(b.acquire(Overflow::Requests, 2).err(), Some(Overflow::Requests));
-        assert!(b.acquire(Overflow::Connections, 2).is_ok(), "kinds are counted apart");
+        assert_eq!(
+            b.acquire(Overflow::Requests, 2).err(),
+            Some(Overflow::Requests)
+        );
+        assert!(
+            b.acquire(Overflow::Connections, 2).is_ok(),
+            "kinds are counted apart"
+        );
         drop(s1);
         assert!(b.acquire(Overflow::Requests, 2).is_ok());
         assert_eq!(b.count(Overflow::Requests), 1);

@@ -39,6 +39,7 @@ pub struct Backend {
     pub tls: bool,
     balancer: Balancer,
     pub outlier_detection: api::OutlierDetection,
+    pub health_check: Option<api::HealthCheck>,
     pub limits: api::CircuitBreaker,
     /// Counts for the circuit breaker, carried across swaps by name.
     pub breaker: Arc<Breaker>,
@@ -60,7 +61,10 @@ impl BackendMetrics {
     /// Handles not registered anywhere (for tests and benchmarks).
     pub fn detached() -> Self {
         let c = |n: &str| prometheus::IntCounter::new(n, n).expect("valid metric");
-        let v = |n: &str| prometheus::IntCounterVec::new(prometheus::Opts::new(n, n), &["backend", "reason"]).expect("valid metric");
+        let v = |n: &str| {
+            prometheus::IntCounterVec::new(prometheus::Opts::new(n, n), &["backend", "reason"])
+                .expect("valid metric")
+        };
         BackendMetrics {
             ejections: c("ejections"),
             budget_exhausted: c("budget_exhausted"),
@@ -75,6 +79,7 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     pub load: Load,
     pub outlier: Outlier,
+    pub health: crate::policy::health::HealthState,
     pub client: EndpointClient,
 }
 
@@ -84,13 +89,15 @@ impl Endpoint {
             addr,
             load: Load::new(),
             outlier: Outlier::default(),
+            health: Default::default(),
             client,
         }
     }
 
-    /// Whether the balancer may choose it now.
+    /// Whether the balancer may choose it now: not ejected, and healthy
+    /// by its active health checks (if any).
     pub fn available(&self, now: u64) -> bool {
-        !self.outlier.is_ejected(now)
+        !self.outlier.is_ejected(now) && self.health.is_healthy()
     }
 }
 
@@ -144,9 +151,12 @@ impl Backend {
             tls: false,
             balancer,
             outlier_detection: api::OutlierDetection::default(),
+            health_check: None,
             limits: api::CircuitBreaker::default(),
             breaker: Arc::default(),
-            budget: Arc::new(crate::http::retry::RetryBudget::new(&api::RetryBudget::default())),
+            budget: Arc::new(crate::http::retry::RetryBudget::new(
+                &api::RetryBudget::default(),
+            )),
             metrics: BackendMetrics::detached(),
         }
     }
@@ -160,7 +170,11 @@ impl Backend {
         let now = now_ns();
         let cfg = &self.outlier_detection;
         let may_eject = || {
-            let ejected = self.endpoints.iter().filter(|e| e.outlier.is_ejected(now)).count();
+            let ejected = self
+                .endpoints
+                .iter()
+                .filter(|e| e.outlier.is_ejected(now))
+                .count();
             (ejected + 1) * 100 <= self.endpoints.len() * cfg.max_ejected_percent as usize
         };
         if ep.outlier.failure(cfg, now, may_eject) {
@@ -210,7 +224,9 @@ impl Backend {
         }
         // The choice is out: take any endpoint that is up, else this one.
         let start = rng.usize(0..eps.len());
-        let any = (0..eps.len()).map(|k| (start + k) % eps.len()).find(|i| up(*i));
+        let any = (0..eps.len())
+            .map(|k| (start + k) % eps.len())
+            .find(|i| up(*i));
         eps.get(any.unwrap_or(i))
     }
 }

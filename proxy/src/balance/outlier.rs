@@ -33,7 +33,12 @@ impl Outlier {
 
     /// Records a failure; returns true when it ejects the endpoint.
     /// `may_eject` says whether the backend can lose one more endpoint.
-    pub fn failure(&self, cfg: &OutlierDetection, now: u64, may_eject: impl FnOnce() -> bool) -> bool {
+    pub fn failure(
+        &self,
+        cfg: &OutlierDetection,
+        now: u64,
+        may_eject: impl FnOnce() -> bool,
+    ) -> bool {
         if cfg.consecutive_failures == 0 {
             return false;
         }
@@ -47,7 +52,8 @@ impl Outlier {
             .get()
             .saturating_mul(times)
             .min(cfg.max_ejection_time.get());
-        self.ejected_until.store(now + time.as_nanos() as u64, Relaxed);
+        self.ejected_until
+            .store(now + time.as_nanos() as u64, Relaxed);
         self.consecutive.store(0, Relaxed);
         true
     }

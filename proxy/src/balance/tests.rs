@@ -71,7 +71,9 @@ fn peak_ewma_prefers_the_fast_endpoint() {
 #[test]
 fn least_request_avoids_busy_endpoints() {
     let b = backend(&[1, 1], api::Balancer::LeastRequest);
-    let _busy: Vec<_> = (0..5).map(|_| InFlight::start(&b.endpoints[0], None)).collect();
+    let _busy: Vec<_> = (0..5)
+        .map(|_| InFlight::start(&b.endpoints[0], None))
+        .collect();
     let c = counts(&b, 1000, |_| HeaderMap::new());
     assert_eq!(c[&1001], 1000, "{c:?}");
     drop(_busy);

@@ -9,14 +9,14 @@ use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use std::collections::VecDeque;
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
-use std::task::{ready, Context, Poll};
 
 pin_project! {
     /// A response body: the upstream's, streamed through, or one the proxy made.
@@ -45,12 +45,20 @@ impl ResponseBody {
 
     /// Streams an upstream body; `in_flight` is held until the body ends.
     /// With `idle_timeout`, the body fails when no frame comes for that long.
-    pub fn upstream(body: Incoming, in_flight: Option<InFlight>, idle_timeout: Option<Duration>) -> Self {
+    pub fn upstream(
+        body: Incoming,
+        in_flight: Option<InFlight>,
+        idle_timeout: Option<Duration>,
+    ) -> Self {
         let idle = idle_timeout.map(|after| Idle {
             after,
             timer: Box::pin(tokio::time::sleep(after)),
         });
-        ResponseBody::Upstream { body, in_flight, idle }
+        ResponseBody::Upstream {
+            body,
+            in_flight,
+            idle,
+        }
     }
 }
 
@@ -63,7 +71,11 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
-            ResponseBodyProj::Upstream { body, in_flight, idle } => {
+            ResponseBodyProj::Upstream {
+                body,
+                in_flight,
+                idle,
+            } => {
                 let frame = match body.poll_frame(cx) {
                     Poll::Ready(frame) => frame,
                     Poll::Pending => {
@@ -157,7 +169,10 @@ pin_project! {
 /// A request body made ready for sending: kept whole when small enough to
 /// replay, or streamed.
 pub enum Prepared {
-    Replayable { data: Bytes, trailers: Option<HeaderMap> },
+    Replayable {
+        data: Bytes,
+        trailers: Option<HeaderMap>,
+    },
     Streaming(RequestBody),
     /// A streaming body already sent.
     Spent,
@@ -195,7 +210,11 @@ impl RequestBody {
 
     /// Reads up to `keep` bytes: a body that ends within them becomes
     /// replayable; a longer one streams on (what was read goes first).
-    pub async fn prepare(mut body: Incoming, keep: usize, limit: Option<u64>) -> Result<Prepared, ProxyError> {
+    pub async fn prepare(
+        mut body: Incoming,
+        keep: usize,
+        limit: Option<u64>,
+    ) -> Result<Prepared, ProxyError> {
         let max = limit.unwrap_or(u64::MAX);
         if body.size_hint().lower() > keep as u64 {
             return Ok(Prepared::Streaming(RequestBody::stream(body, limit)));
@@ -287,7 +306,9 @@ impl Body for RequestBody {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            RequestBody::Replay { data, .. } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            RequestBody::Replay { data, .. } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
             RequestBody::Stream { prefix, body, .. } => {
                 let pre: u64 = prefix.iter().map(|c| c.len() as u64).sum();
                 let mut h = body.size_hint();

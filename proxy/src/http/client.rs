@@ -9,13 +9,13 @@
 use super::body::RequestBody;
 use super::error::ProxyError;
 use crate::balance::{now_ns, Breaker, Overflow, Slot};
-use remora_api::CircuitBreaker;
 use crate::metrics::UpstreamMetrics;
 use arc_swap::ArcSwapOption;
 use crossbeam_queue::ArrayQueue;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use remora_api::CircuitBreaker;
 use rustls_pki_types::ServerName;
 use std::io;
 use std::net::SocketAddr;
@@ -210,7 +210,10 @@ impl EndpointClient {
             .map_err(|source| self.upstream_error(source))
     }
 
-    async fn connect_h2(&self, limits: Limits<'_>) -> Result<http2::SendRequest<RequestBody>, ProxyError> {
+    async fn connect_h2(
+        &self,
+        limits: Limits<'_>,
+    ) -> Result<http2::SendRequest<RequestBody>, ProxyError> {
         let _one_at_a_time = self.h2_connecting.lock().await;
         if let Some(tx) = self.h2.load_full() {
             if !tx.is_closed() {
@@ -232,7 +235,10 @@ impl EndpointClient {
         Ok(tx)
     }
 
-    async fn connect_h1(&self, limits: Limits<'_>) -> Result<http1::SendRequest<RequestBody>, ProxyError> {
+    async fn connect_h1(
+        &self,
+        limits: Limits<'_>,
+    ) -> Result<http1::SendRequest<RequestBody>, ProxyError> {
         let (io, slot) = self.connect(Proto::Http1, limits).await?;
         let (tx, conn) = http1::Builder::new()
             .handshake(TokioIo::new(io))

@@ -105,7 +105,9 @@ impl ProxyError {
 
     pub fn fault(&self) -> Fault {
         match self {
-            ProxyError::NoRoute | ProxyError::NoEndpoints { .. } | ProxyError::FaultInjected(_) => Fault::Config,
+            ProxyError::NoRoute | ProxyError::NoEndpoints { .. } | ProxyError::FaultInjected(_) => {
+                Fault::Config
+            }
             ProxyError::Malformed(_)
             | ProxyError::BodyTooLarge { .. }
             | ProxyError::HeadersTooLarge { .. }
@@ -131,5 +133,10 @@ pub fn error_response(err: &ProxyError) -> Response<ResponseBody> {
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain"),
     );
+    if let ProxyError::RateLimited { retry_after } = err {
+        // Whole seconds, rounded up: at least 1.
+        let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        h.insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    }
     rsp
 }

@@ -2,10 +2,10 @@
 //! forward to an endpoint of a backend chosen by the route's split.
 
 use super::body::{BodyTooLarge, Prepared, RequestBody, ResponseBody};
-use super::retry;
 use super::client::Proto;
 use super::error::ProxyError;
 use super::headers::{add_forwarded, is_upgrade, remove_hop_by_hop};
+use super::retry;
 use super::router::{rewrite_prefix, Action, Route};
 use crate::balance::{now_ns, Backend, InFlight, Overflow};
 use crate::snapshot::ListenerTable;
@@ -30,6 +30,8 @@ pub struct Outcome {
     pub result: Result<Response<ResponseBody>, ProxyError>,
     pub route: Option<Arc<str>>,
     pub backend: Option<Arc<str>>,
+    /// A fault delay was injected.
+    pub delayed: bool,
 }
 
 impl Outcome {
@@ -38,6 +40,16 @@ impl Outcome {
             result: Err(e),
             route: None,
             backend: None,
+            delayed: false,
+        }
+    }
+
+    fn route(route: &Route, result: Result<Response<ResponseBody>, ProxyError>) -> Self {
+        Outcome {
+            result,
+            route: Some(route.name.clone()),
+            backend: None,
+            delayed: false,
         }
     }
 }
@@ -76,6 +88,13 @@ pub async fn handle(
             return Outcome::err(ProxyError::BodyTooLarge { limit: max });
         }
     }
+    if let Some((_, limiter)) = &listener.rate_limit {
+        if let Err(wait) = limiter.check(req.headers()) {
+            return Outcome::err(ProxyError::RateLimited {
+                retry_after: wait.0,
+            });
+        }
+    }
     let host = request_host(&req).unwrap_or("");
     let Some(route) = listener
         .router
@@ -83,6 +102,30 @@ pub async fn handle(
     else {
         return Outcome::err(ProxyError::NoRoute);
     };
+    if let Some((_, limiter)) = &route.rate_limit {
+        if let Err(wait) = limiter.check(req.headers()) {
+            return Outcome::route(
+                route,
+                Err(ProxyError::RateLimited {
+                    retry_after: wait.0,
+                }),
+            );
+        }
+    }
+    let mut rng = fastrand::Rng::new();
+    let mut delayed = false;
+    if let Some(fault) = &route.fault {
+        let injection = fault.decide(&mut rng);
+        if let Some(delay) = injection.delay {
+            tokio::time::sleep(delay).await;
+            delayed = true;
+        }
+        if let Some(status) = injection.abort {
+            let mut outcome = Outcome::route(route, Err(ProxyError::FaultInjected(status)));
+            outcome.delayed = delayed;
+            return outcome;
+        }
+    }
     let route_name = Some(route.name.clone());
     let split = match &route.action {
         Action::Direct {
@@ -99,6 +142,7 @@ pub async fn handle(
                 result: Ok(rsp),
                 route: route_name,
                 backend: None,
+                delayed,
             };
         }
         Action::Redirect(rd) => {
@@ -106,11 +150,11 @@ pub async fn handle(
                 result: redirect(rd, &req, down.tls, route),
                 route: route_name,
                 backend: None,
+                delayed,
             }
         }
         Action::Forward(split) => split,
     };
-    let mut rng = fastrand::Rng::new();
     let backend = split.pick(&mut rng);
     let on_upgrade = (req.version() == Version::HTTP_11 && is_upgrade(req.headers()))
         .then(|| hyper::upgrade::on(&mut req));
@@ -128,6 +172,7 @@ pub async fn handle(
         result,
         route: route_name,
         backend: Some(backend.name.clone()),
+        delayed,
     }
 }
 
@@ -168,7 +213,9 @@ async fn forward(
         exchange(backend, policy, parts, &mut body, proto, upgrade, rng).await
     };
     let (mut rsp, in_flight) = match route.timeout {
-        Some(t) => tokio::time::timeout(t, exchange).await.unwrap_or(Err(ProxyError::Timeout(t)))?,
+        Some(t) => tokio::time::timeout(t, exchange)
+            .await
+            .unwrap_or(Err(ProxyError::Timeout(t)))?,
         None => exchange.await?,
     };
     if let (Some(client), StatusCode::SWITCHING_PROTOCOLS) = (on_upgrade, rsp.status()) {
@@ -204,8 +251,10 @@ fn upstream_head(
         },
     };
     let path = match (&route.rewrite_prefix, parts.uri.path_and_query()) {
-        (Some((from, to)), Some(pq)) => PathAndQuery::try_from(rewrite_prefix(pq.as_str(), from, to))
-            .map_err(|_| ProxyError::Malformed("rewritten path is invalid"))?,
+        (Some((from, to)), Some(pq)) => {
+            PathAndQuery::try_from(rewrite_prefix(pq.as_str(), from, to))
+                .map_err(|_| ProxyError::Malformed("rewritten path is invalid"))?
+        }
         (_, Some(pq)) => pq.clone(),
         (_, None) => PathAndQuery::from_static("/"),
     };
@@ -229,7 +278,11 @@ fn upstream_head(
             let authority = authority
                 .and_then(|a| Authority::try_from(a.as_bytes()).ok())
                 .ok_or(ProxyError::Malformed("no valid authority"))?;
-            let scheme = if backend.tls { Scheme::HTTPS } else { Scheme::HTTP };
+            let scheme = if backend.tls {
+                Scheme::HTTPS
+            } else {
+                Scheme::HTTP
+            };
             parts.uri = Uri::builder()
                 .scheme(scheme)
                 .authority(authority)
@@ -268,8 +321,18 @@ async fn exchange(
             }
             None => return Err(ProxyError::Malformed("request was already sent")),
         };
-        let req_body = body.attempt().ok_or(ProxyError::Malformed("request body was already sent"))?;
-        let result = attempt(backend, Request::from_parts(head, req_body), proto, upgrade, per_try, rng).await;
+        let req_body = body
+            .attempt()
+            .ok_or(ProxyError::Malformed("request body was already sent"))?;
+        let result = attempt(
+            backend,
+            Request::from_parts(head, req_body),
+            proto,
+            upgrade,
+            per_try,
+            rng,
+        )
+        .await;
         let reason = match (&result, policy) {
             (_, None) => None,
             (Ok((rsp, _)), Some(p)) => retry::reason_of_response(p, rsp.status(), rsp.headers()),
@@ -283,7 +346,11 @@ async fn exchange(
             tracing::debug!(backend = %backend.name, reason, "retry budget exhausted; returning the failure");
             return result;
         }
-        backend.metrics.retries.with_label_values(&[&*backend.name, reason]).inc();
+        backend
+            .metrics
+            .retries
+            .with_label_values(&[&*backend.name, reason])
+            .inc();
         retries += 1;
         drop(result);
         tokio::time::sleep(retry::backoff(p, retries, rng)).await;
@@ -311,7 +378,11 @@ async fn attempt(
     rng: &mut fastrand::Rng,
 ) -> Result<(Response<Incoming>, InFlight), ProxyError> {
     let overloaded = |limit: Overflow| {
-        backend.metrics.overflows.with_label_values(&[&*backend.name, limit.as_str()]).inc();
+        backend
+            .metrics
+            .overflows
+            .with_label_values(&[&*backend.name, limit.as_str()])
+            .inc();
         ProxyError::Overloaded {
             backend: backend.name.clone(),
             limit: limit.as_str(),
@@ -321,14 +392,20 @@ async fn attempt(
         .breaker
         .acquire(Overflow::Requests, backend.limits.max_requests)
         .map_err(overloaded)?;
-    let ep = backend.pick(req.headers(), rng).ok_or_else(|| ProxyError::NoEndpoints {
-        backend: backend.name.clone(),
-    })?;
+    let ep = backend
+        .pick(req.headers(), rng)
+        .ok_or_else(|| ProxyError::NoEndpoints {
+            backend: backend.name.clone(),
+        })?;
     let in_flight = InFlight::start(ep, slot);
     let started = Instant::now();
-    let send = ep.client.send(req, proto, upgrade, &backend.breaker, &backend.limits);
+    let send = ep
+        .client
+        .send(req, proto, upgrade, &backend.breaker, &backend.limits);
     let sent = match per_try {
-        Some(t) => tokio::time::timeout(t, send).await.unwrap_or(Err(ProxyError::PerTryTimeout(t))),
+        Some(t) => tokio::time::timeout(t, send)
+            .await
+            .unwrap_or(Err(ProxyError::PerTryTimeout(t))),
         None => send.await,
     };
     match sent {
@@ -343,7 +420,11 @@ async fn attempt(
             if !matches!(e, ProxyError::Overloaded { .. }) {
                 backend.report(ep, false);
             } else {
-                backend.metrics.overflows.with_label_values(&[&*backend.name, "max_connections"]).inc();
+                backend
+                    .metrics
+                    .overflows
+                    .with_label_values(&[&*backend.name, "max_connections"])
+                    .inc();
             }
             Err(body_error(e))
         }

@@ -15,15 +15,24 @@ pub const NO_RETRY: &str = "remora-no-retry";
 pub fn reason_of_error(policy: &RetryPolicy, e: &ProxyError) -> Option<&'static str> {
     let on = |c| policy.on.contains(&c);
     match e {
-        ProxyError::Connect { .. } | ProxyError::ConnectTimeout { .. } | ProxyError::UpstreamTls { .. }
-            if on(RetryOn::ConnectFailure) || on(RetryOn::Reset) || on(RetryOn::ServerError) || on(RetryOn::GatewayError) =>
+        ProxyError::Connect { .. }
+        | ProxyError::ConnectTimeout { .. }
+        | ProxyError::UpstreamTls { .. }
+            if on(RetryOn::ConnectFailure)
+                || on(RetryOn::Reset)
+                || on(RetryOn::ServerError)
+                || on(RetryOn::GatewayError) =>
         {
             Some("connect-failure")
         }
-        ProxyError::Upstream { source, .. } if refused_stream(source) && (on(RetryOn::RefusedStream) || on(RetryOn::Reset)) => {
+        ProxyError::Upstream { source, .. }
+            if refused_stream(source) && (on(RetryOn::RefusedStream) || on(RetryOn::Reset)) =>
+        {
             Some("refused-stream")
         }
-        ProxyError::Upstream { .. } if on(RetryOn::Reset) || on(RetryOn::ServerError) => Some("reset"),
+        ProxyError::Upstream { .. } if on(RetryOn::Reset) || on(RetryOn::ServerError) => {
+            Some("reset")
+        }
         ProxyError::PerTryTimeout(_) => Some("per-try-timeout"),
         _ => None,
     }
@@ -41,7 +50,11 @@ fn refused_stream(e: &hyper::Error) -> bool {
 }
 
 /// Whether a response is retried under `policy`, and why.
-pub fn reason_of_response(policy: &RetryPolicy, status: StatusCode, headers: &HeaderMap) -> Option<&'static str> {
+pub fn reason_of_response(
+    policy: &RetryPolicy,
+    status: StatusCode,
+    headers: &HeaderMap,
+) -> Option<&'static str> {
     if headers.contains_key(NO_RETRY) {
         return None;
     }
@@ -114,7 +127,12 @@ impl RetryBudget {
         let epoch = now / self.slot_ns + 1;
         let slot = &self.slots[(epoch % SLOTS as u64) as usize];
         let seen = slot.epoch.load(Relaxed);
-        if seen != epoch && slot.epoch.compare_exchange(seen, epoch, Relaxed, Relaxed).is_ok() {
+        if seen != epoch
+            && slot
+                .epoch
+                .compare_exchange(seen, epoch, Relaxed, Relaxed)
+                .is_ok()
+        {
             slot.requests.store(0, Relaxed);
             slot.retries.store(0, Relaxed);
         }

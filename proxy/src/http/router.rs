@@ -8,6 +8,8 @@
 
 use super::headers::HeaderOps;
 use crate::balance::Backend;
+use crate::policy::fault::FaultInjector;
+use crate::policy::ratelimit::RateLimiter;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use regex::Regex;
@@ -36,6 +38,9 @@ pub struct Route {
     pub timeout: Option<Duration>,
     pub idle_timeout: Option<Duration>,
     pub retry: Option<api::RetryPolicy>,
+    /// The limit as configured, and its buckets.
+    pub rate_limit: Option<(api::RateLimit, Arc<RateLimiter>)>,
+    pub fault: Option<FaultInjector>,
 }
 
 pub enum Action {
@@ -141,6 +146,16 @@ impl Router {
         routes: &[api::Route],
         backend: impl Fn(&str) -> Option<Arc<Backend>>,
     ) -> Result<Router, String> {
+        Self::compile_after(routes, backend, None)
+    }
+
+    /// Like [`Router::compile`]; a route of `prev` with the same name and
+    /// the same rate limit lends its limiter, so buckets survive a swap.
+    pub fn compile_after(
+        routes: &[api::Route],
+        backend: impl Fn(&str) -> Option<Arc<Backend>>,
+        prev: Option<&Router>,
+    ) -> Result<Router, String> {
         let mut router = Router {
             routes: Vec::with_capacity(routes.len()),
             exact: HashMap::new(),
@@ -148,7 +163,17 @@ impl Router {
             any: Vec::new(),
         };
         for (i, r) in routes.iter().enumerate() {
-            router.routes.push(compile_route(r, &backend)?);
+            let mut route = compile_route(r, &backend)?;
+            if let Some(rl) = &r.rate_limit {
+                let kept = prev
+                    .and_then(|p| p.routes.iter().find(|pr| *pr.name == *r.name))
+                    .and_then(|pr| pr.rate_limit.as_ref())
+                    .filter(|(cfg, _)| cfg == rl)
+                    .map(|(_, l)| l.clone());
+                let limiter = kept.unwrap_or_else(|| Arc::new(RateLimiter::new(rl)));
+                route.rate_limit = Some((rl.clone(), limiter));
+            }
+            router.routes.push(route);
             let i = i as u32;
             let hosts = &r.matches.hosts;
             if hosts.is_empty() || hosts.iter().any(|h| h == "*") {
@@ -302,6 +327,8 @@ fn compile_route(
         timeout: r.timeout.map(|t| t.get()),
         idle_timeout: r.idle_timeout.map(|t| t.get()),
         retry: r.retry.clone(),
+        rate_limit: None,
+        fault: r.fault.as_ref().map(FaultInjector::new),
     })
 }
 

@@ -83,6 +83,22 @@ impl ListenerCtx {
             );
         }
         let m = &self.metrics;
+        match cause {
+            "rate-limited" => m
+                .rate_limited
+                .with_label_values(&[&*self.name, route])
+                .inc(),
+            "fault-injected" => m
+                .faults
+                .with_label_values(&[&*self.name, route, "abort"])
+                .inc(),
+            _ => {}
+        }
+        if outcome.delayed {
+            m.faults
+                .with_label_values(&[&*self.name, route, "delay"])
+                .inc();
+        }
         m.responses
             .with_label_values(&[&*self.name, route, backend, rsp.status().as_str(), cause])
             .inc();

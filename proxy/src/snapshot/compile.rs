@@ -10,6 +10,7 @@ use crate::http::client::{EndpointClient, Transport, UpstreamTls};
 use crate::http::retry::RetryBudget;
 use crate::http::router::Router;
 use crate::metrics::Metrics;
+use crate::policy::ratelimit::RateLimiter;
 use remora_api::{Config, Problem};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -156,6 +157,11 @@ pub fn compile(
         backend.transport_key = key;
         backend.tls = b.tls.is_some();
         backend.outlier_detection = b.outlier_detection.clone();
+        backend.health_check = b.health_check.clone();
+        if b.health_check.is_none() {
+            // Without checks, a verdict of earlier checks must not linger.
+            backend.endpoints.iter().for_each(|e| e.health.reset());
+        }
         backend.limits = b.circuit_breaker.clone();
         backend.metrics = metrics.backend(&b.name);
         // Circuit-breaker counts and the retry budget outlive a swap.
@@ -180,12 +186,31 @@ pub fn compile(
         .zip(materials.listener_tls)
         .enumerate()
     {
-        match Router::compile(&l.routes, |name| backends.get(name).cloned()) {
+        let before = prev
+            .and_then(|p| p.listeners.get(i))
+            .filter(|pl| *pl.name == *l.name);
+        let rate_limit = l.rate_limit.as_ref().map(|rl| {
+            let kept = before
+                .and_then(|b| b.rate_limit.as_ref())
+                .filter(|(cfg, _)| cfg == rl)
+                .map(|(_, limiter)| limiter.clone());
+            (
+                rl.clone(),
+                kept.unwrap_or_else(|| Arc::new(RateLimiter::new(rl))),
+            )
+        });
+        let routes = Router::compile_after(
+            &l.routes,
+            |name| backends.get(name).cloned(),
+            before.map(|b| &b.router),
+        );
+        match routes {
             Ok(router) => listeners.push(ListenerTable {
                 name: l.name.as_str().into(),
                 router,
                 limits: l.limits.clone(),
                 access_log: l.access_log,
+                rate_limit,
                 tls,
             }),
             Err(message) => problems.push(Problem {

@@ -32,6 +32,11 @@ pub struct ListenerTable {
     pub router: Router,
     pub limits: remora_api::Limits,
     pub access_log: bool,
+    /// The listener's own limit as configured, and its buckets.
+    pub rate_limit: Option<(
+        remora_api::RateLimit,
+        Arc<crate::policy::ratelimit::RateLimiter>,
+    )>,
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 

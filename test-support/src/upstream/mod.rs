@@ -4,33 +4,45 @@
 //! counts the connections and requests it saw, so a test can assert which
 //! endpoint served a request and whether the proxy reused a connection. The
 //! paths it understands are listed on [`Upstream`].
+//!
+//! A test can also script failures: [`Upstream::set_mode`] switches every
+//! request to an error status, a gRPC error or a dropped connection (see
+//! [`Mode`]), [`Upstream::set_health`] flips `/healthz`, and
+//! [`Upstream::kill`] plus [`Upstream::start_on`] take an endpoint away and
+//! bring it back on the same address.
 
 mod body;
+mod control;
 mod routes;
+mod server;
 mod websocket;
 
 pub use body::pattern_byte;
+pub use control::Mode;
 pub use websocket::accept_key;
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderValue;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+use control::Shared;
+use server::{accept_loop, bind, Ctx};
+
+/// How long [`Upstream::kill`] waits for its connection tasks to end.
+const KILL_WAIT: Duration = Duration::from_secs(2);
+
 /// A running test upstream. Dropping it stops the server: the accept loop is
 /// aborted and every connection (and upgraded connection) task ends.
 ///
-/// Behaviour by request path:
+/// Behaviour by request path (in [`Mode::Normal`]; other modes override all
+/// of it except `/healthz`):
 ///
 /// | path | response |
 /// |---|---|
@@ -42,6 +54,7 @@ use tokio_rustls::TlsAcceptor;
 /// | `/bytes/N` | 200, N bytes where byte `i` is [`pattern_byte`]`(i)`, streamed in 64 KiB chunks |
 /// | `/sink` | reads the body without keeping it, 200 with the byte count as decimal text |
 /// | `/trailers` | 200, body `ok`, trailer `x-trailer: yes` (HTTP/1.1 only if the client sent `te: trailers`) |
+/// | `/healthz` (any method) | 200 `<name> healthy\n`, or 503 `<name> unhealthy\n` after `set_health(false)`; never affected by the mode, counted in [`health_checks`](Upstream::health_checks) and not in [`requests`](Upstream::requests) |
 ///
 /// An HTTP/1.1 request with `upgrade: websocket` and `connection: upgrade`
 /// gets `101 Switching Protocols` (with `sec-websocket-accept` when a
@@ -49,38 +62,10 @@ use tokio_rustls::TlsAcceptor;
 pub struct Upstream {
     name: Arc<str>,
     addr: SocketAddr,
-    stats: Arc<Stats>,
+    shared: Arc<Shared>,
     accept: JoinHandle<()>,
-    /// Dropped with the upstream; every spawned task watches it.
-    _shutdown: watch::Sender<()>,
-}
-
-#[derive(Default)]
-struct Stats {
-    connections: AtomicUsize,
-    requests: AtomicUsize,
-}
-
-/// What the accept loop, connection tasks and handlers share.
-#[derive(Clone)]
-struct Ctx {
-    name: Arc<str>,
-    header: HeaderValue,
-    stats: Arc<Stats>,
-    shutdown: watch::Receiver<()>,
-}
-
-impl Ctx {
-    /// Spawns `fut` so that it ends when the owning [`Upstream`] is dropped.
-    fn spawn(&self, fut: impl Future<Output = ()> + Send + 'static) {
-        let mut shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = shutdown.changed() => {}
-                () = fut => {}
-            }
-        });
-    }
+    /// Every spawned task watches it: a send or dropping it ends them all.
+    shutdown: watch::Sender<()>,
 }
 
 impl Upstream {
@@ -88,13 +73,23 @@ impl Upstream {
     ///
     /// Panics if `name` is not a valid header value or the bind fails.
     pub async fn start(name: &str) -> Upstream {
-        Self::spawn(name, None).await
+        Self::start_on(name, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Starts a plain-text upstream on `addr`, typically one returned by
+    /// [`Upstream::kill`], to bring an endpoint back where the proxy expects
+    /// it. Retries for up to 2 s while the address is in use; panics after
+    /// that (another socket may have taken the port in the meantime). The
+    /// new upstream starts afresh: counters at zero, [`Mode::Normal`],
+    /// healthy.
+    pub async fn start_on(name: &str, addr: SocketAddr) -> Upstream {
+        Self::spawn(name, bind(addr).await, None)
     }
 
     /// Starts an upstream behind rustls, offering ALPN `h2` and `http/1.1`.
     pub async fn start_tls(name: &str, cert_pem: &str, key_pem: &str) -> Upstream {
         let config = crate::tls::rustls_server_config(cert_pem, key_pem, &[b"h2", b"http/1.1"]);
-        Self::spawn(name, Some(TlsAcceptor::from(config))).await
+        Self::spawn(name, bind_any().await, Some(TlsAcceptor::from(config)))
     }
 
     /// Like [`Upstream::start_tls`], but the handshake also requires a client
@@ -111,31 +106,28 @@ impl Upstream {
             client_ca_pem,
             &[b"h2", b"http/1.1"],
         );
-        Self::spawn(name, Some(TlsAcceptor::from(config))).await
+        Self::spawn(name, bind_any().await, Some(TlsAcceptor::from(config)))
     }
 
-    async fn spawn(name: &str, tls: Option<TlsAcceptor>) -> Upstream {
+    fn spawn(name: &str, listener: TcpListener, tls: Option<TlsAcceptor>) -> Upstream {
         let header =
             HeaderValue::from_str(name).expect("upstream name must be a valid header value");
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind upstream on 127.0.0.1:0");
         let addr = listener.local_addr().expect("upstream local_addr");
         let (shutdown_tx, shutdown) = watch::channel(());
         let ctx = Ctx {
             name: name.into(),
             header,
-            stats: Arc::default(),
+            shared: Arc::default(),
             shutdown,
         };
-        let stats = ctx.stats.clone();
+        let shared = ctx.shared.clone();
         let accept = tokio::spawn(accept_loop(listener, tls, ctx));
         Upstream {
             name: name.into(),
             addr,
-            stats,
+            shared,
             accept,
-            _shutdown: shutdown_tx,
+            shutdown: shutdown_tx,
         }
     }
 
@@ -156,19 +148,56 @@ impl Upstream {
 
     /// TCP connections accepted so far (counted before any TLS handshake).
     pub fn connections(&self) -> usize {
-        self.stats.connections.load(Ordering::SeqCst)
+        self.shared.connections.load(Ordering::SeqCst)
     }
 
-    /// Requests received so far, upgrades included.
+    /// Requests received so far, upgrades and failed requests included,
+    /// `/healthz` excluded.
     pub fn requests(&self) -> usize {
-        self.stats.requests.load(Ordering::SeqCst)
+        self.shared.requests.load(Ordering::SeqCst)
     }
 
-    /// Stops the server and waits until the listening socket is closed, so a
-    /// following connect is refused. (Dropping also stops it, a moment later.)
-    pub async fn stop(mut self) {
+    /// Requests the [`Mode`] answered with a failure (or dropped) instead of
+    /// serving them.
+    pub fn failures(&self) -> usize {
+        self.shared.failures.load(Ordering::SeqCst)
+    }
+
+    /// `/healthz` requests received so far.
+    pub fn health_checks(&self) -> usize {
+        self.shared.health_checks.load(Ordering::SeqCst)
+    }
+
+    /// Switches how requests are answered from now on, on every connection
+    /// (requests already being served finish as they started).
+    ///
+    /// Panics on `FailEvery { n: 0, .. }` or a status outside `200..=999`.
+    pub fn set_mode(&self, mode: Mode) {
+        self.shared.set_mode(mode);
+    }
+
+    /// What `/healthz` answers: 200 when healthy (the default), 503 when not.
+    pub fn set_health(&self, healthy: bool) {
+        self.shared.set_health(healthy);
+    }
+
+    /// Stops the server and returns its address. When this returns the
+    /// listening socket is closed (a connect is refused) and so is every
+    /// connection it had accepted, kept-alive and upgraded ones included.
+    /// Pass the address to [`Upstream::start_on`] to bring it back.
+    pub async fn kill(mut self) -> SocketAddr {
         self.accept.abort();
         let _ = (&mut self.accept).await;
+        self.shutdown.send_replace(());
+        // Every task holds a receiver until it has dropped its connection.
+        let _ = tokio::time::timeout(KILL_WAIT, self.shutdown.closed()).await;
+        self.addr
+    }
+
+    /// Like [`Upstream::kill`], without the address. (Dropping also stops
+    /// the upstream, a moment later.)
+    pub async fn stop(self) {
+        self.kill().await;
     }
 }
 
@@ -178,42 +207,8 @@ impl Drop for Upstream {
     }
 }
 
-async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, ctx: Ctx) {
-    loop {
-        let tcp = match listener.accept().await {
-            Ok((tcp, _)) => tcp,
-            Err(_) => {
-                // EMFILE and friends: back off instead of spinning.
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        ctx.stats.connections.fetch_add(1, Ordering::SeqCst);
-        let _ = tcp.set_nodelay(true);
-        let (tls, conn_ctx) = (tls.clone(), ctx.clone());
-        ctx.spawn(async move {
-            match tls {
-                None => serve(tcp, conn_ctx).await,
-                Some(acceptor) => {
-                    if let Ok(stream) = acceptor.accept(tcp).await {
-                        serve(stream, conn_ctx).await;
-                    }
-                }
-            }
-        });
-    }
-}
-
-/// Serves one connection; the auto builder sniffs the HTTP/2 preface.
-async fn serve<IO>(io: IO, ctx: Ctx)
-where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let service = hyper::service::service_fn(move |req| {
-        let ctx = ctx.clone();
-        async move { Ok::<_, std::convert::Infallible>(routes::handle(req, ctx).await) }
-    });
-    let _ = auto::Builder::new(TokioExecutor::new())
-        .serve_connection_with_upgrades(TokioIo::new(io), service)
-        .await;
+async fn bind_any() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind upstream on 127.0.0.1:0")
 }

@@ -1,6 +1,6 @@
-//! The test upstream's request handler: one function per path, each small
-//! enough to read at a glance. The table of paths lives on
-//! [`Upstream`](super::Upstream).
+//! The test upstream's request handler: `/healthz`, then the failure mode,
+//! then one function per path, each small enough to read at a glance. The
+//! table of paths lives on [`Upstream`](super::Upstream).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -13,17 +13,35 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
 use super::body::{PatternBody, TrailersBody};
-use super::{websocket, Ctx};
+use super::control::{failing, grpc_failure, Fault};
+use super::server::{ConnAbort, Ctx};
+use super::websocket;
 use crate::BoxError;
 
 pub(super) type RespBody = BoxBody<Bytes, BoxError>;
 
-pub(super) async fn handle(req: Request<Incoming>, ctx: Ctx) -> Response<RespBody> {
-    ctx.stats.requests.fetch_add(1, Ordering::SeqCst);
-    let mut resp = if websocket::is_upgrade(&req) {
-        websocket::upgrade(req, &ctx)
+pub(super) async fn handle(
+    req: Request<Incoming>,
+    ctx: Ctx,
+    abort: ConnAbort,
+) -> Response<RespBody> {
+    let mut resp = if req.uri().path() == "/healthz" {
+        healthz(req, &ctx).await
     } else {
-        route(req, &ctx).await
+        match ctx.shared.admit() {
+            None if websocket::is_upgrade(&req) => websocket::upgrade(req, &ctx),
+            None => route(req, &ctx).await,
+            Some(Fault::Status(status)) => failing(drain(req, &ctx).await, status),
+            Some(Fault::Grpc(code)) => {
+                drain(req, &ctx).await;
+                grpc_failure(code)
+            }
+            Some(Fault::Reset) => {
+                abort.abort().await;
+                // The connection is gone: nobody reads this.
+                text(StatusCode::INTERNAL_SERVER_ERROR, String::new())
+            }
+        }
     };
     resp.headers_mut().insert("x-upstream", ctx.header.clone());
     resp
@@ -60,6 +78,20 @@ async fn route(req: Request<Incoming>, ctx: &Ctx) -> Response<RespBody> {
     }
 }
 
+/// 200 `<name> healthy` or 503 `<name> unhealthy`, per `set_health`.
+async fn healthz(req: Request<Incoming>, ctx: &Ctx) -> Response<RespBody> {
+    ctx.shared.health_checks.fetch_add(1, Ordering::SeqCst);
+    let name = drain(req, ctx).await;
+    if ctx.shared.healthy() {
+        text(StatusCode::OK, format!("{name} healthy\n"))
+    } else {
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{name} unhealthy\n"),
+        )
+    }
+}
+
 /// Reads and discards the request body (so the connection stays reusable)
 /// and hands back the upstream's name.
 async fn drain(req: Request<Incoming>, ctx: &Ctx) -> &str {
@@ -68,7 +100,7 @@ async fn drain(req: Request<Incoming>, ctx: &Ctx) -> &str {
 }
 
 /// `status` with body `<name>\n` (empty where the status forbids a body).
-fn named(name: &str, status: StatusCode) -> Response<RespBody> {
+pub(super) fn named(name: &str, status: StatusCode) -> Response<RespBody> {
     let bodyless = status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;

@@ -2,6 +2,7 @@
 //! proxy harness against the `fake-proxy` stand-in binary.
 
 mod client;
+mod faults;
 mod proxy;
 mod tls;
 mod upstream;

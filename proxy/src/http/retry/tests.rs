@@ -18,7 +18,11 @@ fn responses_are_classified() {
     let none = HeaderMap::new();
     let s = |c| StatusCode::from_u16(c).unwrap();
     assert_eq!(reason_of_response(&p, s(503), &none), Some("gateway-error"));
-    assert_eq!(reason_of_response(&p, s(500), &none), None, "500 is not a gateway error");
+    assert_eq!(
+        reason_of_response(&p, s(500), &none),
+        None,
+        "500 is not a gateway error"
+    );
     assert_eq!(reason_of_response(&p, s(409), &none), Some("status-code"));
     assert_eq!(reason_of_response(&p, s(200), &none), None);
     let mut grpc = HeaderMap::new();
@@ -28,7 +32,11 @@ fn responses_are_classified() {
     assert_eq!(reason_of_response(&p, s(200), &grpc), None);
     let mut stop = HeaderMap::new();
     stop.insert(NO_RETRY, HeaderValue::from_static("1"));
-    assert_eq!(reason_of_response(&p, s(503), &stop), None, "the upstream said no");
+    assert_eq!(
+        reason_of_response(&p, s(503), &stop),
+        None,
+        "the upstream said no"
+    );
     let p = policy(&[RetryOn::ServerError]);
     assert_eq!(reason_of_response(&p, s(500), &none), Some("5xx"));
 }
@@ -40,11 +48,23 @@ fn errors_are_classified() {
         addr,
         source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
     };
-    assert_eq!(reason_of_error(&policy(&[RetryOn::ConnectFailure]), &refused), Some("connect-failure"));
-    assert_eq!(reason_of_error(&policy(&[RetryOn::Unavailable]), &refused), None);
+    assert_eq!(
+        reason_of_error(&policy(&[RetryOn::ConnectFailure]), &refused),
+        Some("connect-failure")
+    );
+    assert_eq!(
+        reason_of_error(&policy(&[RetryOn::Unavailable]), &refused),
+        None
+    );
     let t = ProxyError::PerTryTimeout(Duration::from_millis(5));
-    assert_eq!(reason_of_error(&policy(&[RetryOn::Unavailable]), &t), Some("per-try-timeout"));
-    assert_eq!(reason_of_error(&policy(&[RetryOn::Reset]), &ProxyError::NoRoute), None);
+    assert_eq!(
+        reason_of_error(&policy(&[RetryOn::Unavailable]), &t),
+        Some("per-try-timeout")
+    );
+    assert_eq!(
+        reason_of_error(&policy(&[RetryOn::Reset]), &ProxyError::NoRoute),
+        None
+    );
 }
 
 #[test]
@@ -52,10 +72,14 @@ fn backoff_is_jittered_exponential_and_capped() {
     let p = policy(&[]);
     let mut rng = fastrand::Rng::with_seed(9);
     for retry in 1..8 {
-        let ceiling = Duration::from_millis(25 * (1 << (retry - 1))).min(Duration::from_millis(250));
+        let ceiling =
+            Duration::from_millis(25 * (1 << (retry - 1))).min(Duration::from_millis(250));
         let waits: Vec<_> = (0..200).map(|_| backoff(&p, retry, &mut rng)).collect();
         assert!(waits.iter().all(|w| *w <= ceiling), "retry {retry}");
-        assert!(waits.iter().any(|w| *w > ceiling / 2), "jitter spreads over the interval");
+        assert!(
+            waits.iter().any(|w| *w > ceiling / 2),
+            "jitter spreads over the interval"
+        );
     }
 }
 
@@ -97,7 +121,10 @@ fn budget_window_slides() {
     // Nine seconds later the old requests still count (and so do the retries).
     assert!(!b.withdraw(9_000 * MS));
     // After the window they are gone.
-    assert!(!b.withdraw(10_500 * MS), "no requests in the window: no budget");
+    assert!(
+        !b.withdraw(10_500 * MS),
+        "no requests in the window: no budget"
+    );
     b.deposit(10_500 * MS);
     assert!(b.withdraw(10_500 * MS));
 }
