@@ -8,6 +8,7 @@
 
 mod duration;
 mod locate;
+pub mod mesh;
 mod model;
 pub mod policy;
 mod validate;

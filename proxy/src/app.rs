@@ -1,13 +1,15 @@
-//! Wiring: load the config, bind the listeners and the admin server, start
-//! the accept loops, the config watcher and the pool sweeper. [`App`]
-//! exposes the bound addresses, so tests and callers can bind port 0.
+//! Wiring: get the first config (file, or control plane and cache), bind
+//! the admin server and the listeners, start the accept loops, the config
+//! source, the pool sweeper and the health checker. [`App`] exposes the
+//! bound addresses, so tests and callers can bind port 0.
 
 use crate::admin::{self, Admin, Readiness};
 use crate::drain::Drain;
 use crate::http::server::ListenerCtx;
 use crate::listen::accept_loop;
 use crate::metrics::Metrics;
-use crate::snapshot::{self, FileSource, Store};
+use crate::snapshot::control::{Settings, Subscriber};
+use crate::snapshot::{self, FileSource, Snapshot, Store};
 use crate::telemetry::LogLevel;
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
@@ -29,26 +31,68 @@ pub struct App {
     stop: watch::Sender<bool>,
 }
 
-impl App {
-    /// Loads `config` and starts serving it. Errors list every problem.
-    pub async fn start(config: PathBuf, log_level: LogLevel) -> anyhow::Result<App> {
-        let metrics = Metrics::new();
-        let path = config.clone();
-        let m = metrics.clone();
-        let first = tokio::task::spawn_blocking(move || snapshot::load_file(&path, &m))
-            .await?
-            .map_err(|problems| {
-                let list: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
-                anyhow::anyhow!("invalid config {}:\n{}", config.display(), list.join("\n"))
-            })?;
-        metrics.set_config_version(&first.version);
-        metrics.config_reloads.with_label_values(&["applied"]).inc();
-        tracing::info!(version = %first.version, path = %config.display(), "config applied");
-        let cfg = first.config.clone();
-        let store: Store = Arc::new(ArcSwap::from_pointee(first));
+/// Where the proxy's config comes from.
+pub enum Source {
+    /// A YAML file, watched for changes.
+    File(PathBuf),
+    /// A control-plane subscription; the admin server listens on `admin`.
+    ControlPlane {
+        settings: Settings,
+        admin: SocketAddr,
+    },
+}
 
-        let (drain, watch) = Drain::new();
+impl App {
+    /// Starts serving from `source`. With a control plane, the admin server
+    /// answers (not ready) at once and this returns once a first snapshot
+    /// (from the control plane or the cache) is being served.
+    pub async fn start(source: Source, log_level: LogLevel) -> anyhow::Result<App> {
+        let metrics = Metrics::new();
         let (stop, stop_rx) = watch::channel(false);
+        let readiness = Arc::new(Readiness::default());
+        let store: Store = Arc::new(ArcSwap::from_pointee(Snapshot::empty()));
+        let path = match source {
+            Source::File(path) => path,
+            Source::ControlPlane { settings, admin } => {
+                let admin_addr = bind_admin(
+                    admin,
+                    &store,
+                    &metrics,
+                    &readiness,
+                    log_level.clone(),
+                    &stop_rx,
+                )
+                .await?;
+                let (first, answer) = first_snapshot(settings, &store, &metrics, &stop_rx).await?;
+                let app =
+                    Self::serve(first, admin_addr, store, metrics, readiness, stop, stop_rx).await;
+                let _ = answer.send(app.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")));
+                return app;
+            }
+        };
+        let first = load_config_file(&path, &metrics).await?;
+        let admin_at = first.config.admin.address;
+        let admin_addr =
+            bind_admin(admin_at, &store, &metrics, &readiness, log_level, &stop_rx).await?;
+        tokio::spawn(FileSource::new(path, store.clone(), metrics.clone()).watch(stop_rx.clone()));
+        Self::serve(first, admin_addr, store, metrics, readiness, stop, stop_rx).await
+    }
+
+    /// Swaps in the first snapshot, binds its listeners and starts the
+    /// background tasks.
+    async fn serve(
+        first: Snapshot,
+        admin_addr: SocketAddr,
+        store: Store,
+        metrics: Arc<Metrics>,
+        readiness: Arc<Readiness>,
+        stop: watch::Sender<bool>,
+        stop_rx: watch::Receiver<bool>,
+    ) -> anyhow::Result<App> {
+        metrics.set_config_version(&first.version);
+        let cfg = first.config.clone();
+        store.store(Arc::new(first));
+        let (drain, watch) = Drain::new();
         let mut listeners = Vec::new();
         for (index, l) in cfg.listeners.iter().enumerate() {
             let tcp = TcpListener::bind(l.address)
@@ -67,23 +111,6 @@ impl App {
             listeners.push((name, addr));
         }
         drop(watch);
-
-        let admin_tcp = TcpListener::bind(cfg.admin.address)
-            .await
-            .with_context(|| format!("cannot bind the admin server to {}", cfg.admin.address))?;
-        let admin_addr = admin_tcp.local_addr()?;
-        tracing::info!(address = %admin_addr, "admin bound");
-        let readiness = Arc::new(Readiness::default());
-        let admin = Arc::new(Admin {
-            store: store.clone(),
-            metrics: metrics.clone(),
-            readiness: readiness.clone(),
-            log_level,
-        });
-        tokio::spawn(admin::serve(admin_tcp, admin, stop_rx.clone()));
-        tokio::spawn(
-            FileSource::new(config, store.clone(), metrics.clone()).watch(stop_rx.clone()),
-        );
         tokio::spawn(sweep_idle(store.clone(), stop_rx.clone()));
         tokio::spawn(crate::policy::checker::run(
             store.clone(),
@@ -145,4 +172,67 @@ async fn sweep_idle(store: Store, mut stop: watch::Receiver<bool>) {
             }
         }
     }
+}
+
+async fn load_config_file(
+    path: &std::path::Path,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Snapshot> {
+    let (p, m) = (path.to_path_buf(), metrics.clone());
+    let first = tokio::task::spawn_blocking(move || snapshot::load_file(&p, &m))
+        .await?
+        .map_err(|problems| {
+            let list: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+            anyhow::anyhow!("invalid config {}:\n{}", path.display(), list.join("\n"))
+        })?;
+    metrics.config_reloads.with_label_values(&["applied"]).inc();
+    tracing::info!(version = %first.version, path = %path.display(), "config applied");
+    Ok(first)
+}
+
+async fn bind_admin(
+    at: SocketAddr,
+    store: &Store,
+    metrics: &Arc<Metrics>,
+    readiness: &Arc<Readiness>,
+    log_level: LogLevel,
+    stop: &watch::Receiver<bool>,
+) -> anyhow::Result<SocketAddr> {
+    let tcp = TcpListener::bind(at)
+        .await
+        .with_context(|| format!("cannot bind the admin server to {at}"))?;
+    let addr = tcp.local_addr()?;
+    tracing::info!(address = %addr, "admin bound");
+    let admin = Arc::new(Admin {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        readiness: readiness.clone(),
+        log_level,
+    });
+    tokio::spawn(admin::serve(tcp, admin, stop.clone()));
+    Ok(addr)
+}
+
+/// Starts the subscription and waits for the first snapshot: the cached one
+/// if there is a usable cache, else the control plane's first. The returned
+/// sender takes the app's verdict (the first ACK or NACK).
+async fn first_snapshot(
+    settings: Settings,
+    store: &Store,
+    metrics: &Arc<Metrics>,
+    stop: &watch::Receiver<bool>,
+) -> anyhow::Result<(Snapshot, tokio::sync::oneshot::Sender<Result<(), String>>)> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let cached = Subscriber::cached(&settings, metrics);
+    let subscriber = Subscriber::new(settings, store.clone(), metrics.clone(), tx);
+    if let Some((version, snap)) = cached {
+        tokio::spawn(subscriber.serving(version).run(stop.clone()));
+        let (answer, _) = tokio::sync::oneshot::channel();
+        return Ok((snap, answer));
+    }
+    tokio::spawn(subscriber.run(stop.clone()));
+    tracing::info!("waiting for the first snapshot from the control plane");
+    rx.recv()
+        .await
+        .ok_or_else(|| anyhow::anyhow!("the subscription ended before a first snapshot"))
 }

@@ -2,6 +2,8 @@
 //! signal, drain.
 
 use clap::{Parser, Subcommand};
+use remora_proxy::app::Source;
+use remora_proxy::snapshot::control::Settings;
 use remora_proxy::telemetry::{self, LogFormat};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -19,11 +21,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the proxy on a YAML config; reloads it on change and on SIGHUP.
+    /// Run the proxy: on a YAML config (reloaded on change and on SIGHUP), or
+    /// on snapshots from a control plane (sidecar mode).
     Run {
         /// The config file.
-        #[arg(long, env = "REMORA_CONFIG")]
-        config: PathBuf,
+        #[arg(
+            long,
+            env = "REMORA_CONFIG",
+            required_unless_present = "control_plane",
+            conflicts_with = "control_plane"
+        )]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        control: ControlPlaneArgs,
         /// Log as human-readable text or as one JSON object per line.
         #[arg(long, value_enum, default_value = "text", env = "REMORA_LOG_FORMAT")]
         log_format: LogFormat,
@@ -38,15 +48,55 @@ enum Command {
     },
 }
 
+/// Sidecar mode: where the control plane is and who this proxy is.
+#[derive(clap::Args)]
+struct ControlPlaneArgs {
+    /// Control plane address (`host:port` of its snapshot stream).
+    #[arg(long, env = "REMORA_CONTROL_PLANE", requires = "workload")]
+    control_plane: Option<std::net::SocketAddr>,
+    /// The workload this proxy serves, as named in the mesh.
+    #[arg(long, env = "REMORA_WORKLOAD")]
+    workload: Option<String>,
+    /// This proxy's workload identity (e.g. a SPIFFE ID).
+    #[arg(long, env = "REMORA_IDENTITY")]
+    identity: Option<String>,
+    /// File that keeps the last good snapshot, to start from when the
+    /// control plane is down.
+    #[arg(long, env = "REMORA_SNAPSHOT_CACHE")]
+    snapshot_cache: Option<PathBuf>,
+    /// Admin server address in sidecar mode (file mode reads it from the config).
+    #[arg(long, env = "REMORA_ADMIN", default_value = "127.0.0.1:4191")]
+    admin: std::net::SocketAddr,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { file } => check(&file),
         Command::Run {
             config,
+            control,
             log_format,
             workers,
         } => {
+            let source = match (config, control.control_plane, control.workload) {
+                (Some(path), _, _) => Source::File(path),
+                (None, Some(address), Some(workload)) => Source::ControlPlane {
+                    settings: Settings {
+                        address,
+                        workload,
+                        identity: control.identity,
+                        cache: control.snapshot_cache,
+                    },
+                    admin: control.admin,
+                },
+                _ => {
+                    eprintln!(
+                        "error: give --config FILE, or --control-plane ADDR with --workload NAME"
+                    );
+                    return ExitCode::from(2);
+                }
+            };
             let log_level = telemetry::init(log_format);
             let mut rt = tokio::runtime::Builder::new_multi_thread();
             if let Some(n) = workers {
@@ -59,7 +109,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(run(config, log_level)) {
+            match rt.block_on(run(source, log_level)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -71,11 +121,17 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: PathBuf, log_level: telemetry::LogLevel) -> anyhow::Result<()> {
+async fn run(source: Source, log_level: telemetry::LogLevel) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let app = remora_proxy::App::start(config, log_level).await?;
+    // With a control plane, starting may wait for a first snapshot: a
+    // signal meanwhile stops the proxy.
+    let app = tokio::select! {
+        app = remora_proxy::App::start(source, log_level) => app?,
+        _ = term.recv() => return Ok(()),
+        _ = int.recv() => return Ok(()),
+    };
     let which = tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",

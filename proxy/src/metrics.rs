@@ -31,6 +31,7 @@ pub struct Metrics {
     pub health_checks: IntCounterVec,
     pub config_info: IntGaugeVec,
     pub config_last_applied: Gauge,
+    pub control_plane_connected: IntGauge,
     process: Process,
 }
 
@@ -181,6 +182,14 @@ impl Metrics {
                 Gauge::new(
                     "remora_config_last_applied_timestamp_seconds",
                     "When the running config was applied, as a Unix time.",
+                )
+                .expect("valid metric"),
+            ),
+            control_plane_connected: reg(
+                &r,
+                IntGauge::new(
+                    "remora_control_plane_connected",
+                    "1 while the proxy holds a subscription to its control plane.",
                 )
                 .expect("valid metric"),
             ),

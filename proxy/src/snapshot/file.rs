@@ -7,6 +7,7 @@
 //! a config that changes them is rejected with a problem saying a restart is
 //! needed.
 
+use super::swap::{swap_in, Reload};
 use super::{compile, load_materials, Snapshot, Store};
 use crate::metrics::Metrics;
 use remora_api::{Config, Problem};
@@ -40,12 +41,6 @@ pub struct FileSource {
     path: PathBuf,
     store: Store,
     metrics: Arc<Metrics>,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub enum Reload {
-    Applied(String),
-    Unchanged,
 }
 
 impl FileSource {
@@ -82,17 +77,7 @@ impl FileSource {
     }
 
     fn try_reload(&self) -> Result<Reload, Vec<Problem>> {
-        let config = read(&self.path)?;
-        let current = self.store.load_full();
-        check_listeners_unchanged(&current.config, &config)?;
-        let materials = load_materials(&config)?;
-        if super::version(&config, materials.digest()) == current.version {
-            return Ok(Reload::Unchanged);
-        }
-        let next = compile(config, materials, Some(&current), &self.metrics)?;
-        let version = next.version.clone();
-        self.store.store(Arc::new(next));
-        Ok(Reload::Applied(version))
+        swap_in(&self.store, &self.metrics, read(&self.path)?)
     }
 
     /// Reloads on SIGHUP and whenever the config file or a file it names
@@ -162,33 +147,4 @@ async fn fingerprint(files: &[PathBuf]) -> Fingerprint {
         out.push(m.and_then(|m| Some((m.modified().ok()?, m.len()))));
     }
     out
-}
-
-fn check_listeners_unchanged(running: &Config, next: &Config) -> Result<(), Vec<Problem>> {
-    let key = |c: &Config| -> Vec<_> {
-        c.listeners
-            .iter()
-            .map(|l| (l.name.clone(), l.address, l.tls.is_some()))
-            .collect()
-    };
-    let mut problems = Vec::new();
-    if key(running) != key(next) {
-        problems.push(Problem {
-            path: "listeners".into(),
-            message: "listener names, addresses or TLS on/off changed: that needs a restart".into(),
-            line: None,
-        });
-    }
-    if running.admin != next.admin {
-        problems.push(Problem {
-            path: "admin.address".into(),
-            message: "changing the admin address needs a restart".into(),
-            line: None,
-        });
-    }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(problems)
-    }
 }

@@ -3,10 +3,13 @@
 //! its end; a new snapshot replaces the old one atomically.
 
 mod compile;
+pub mod control;
 mod file;
+mod swap;
 
 pub use compile::{compile, load_materials, Materials};
 pub use file::{load_file, FileSource};
+pub use swap::{swap_in, Reload};
 
 use crate::balance::Backend;
 use crate::http::router::Router;
@@ -38,6 +41,19 @@ pub struct ListenerTable {
         Arc<crate::policy::ratelimit::RateLimiter>,
     )>,
     pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl Snapshot {
+    /// A snapshot with nothing in it: what a proxy serves (nothing) before
+    /// its first config arrives.
+    pub fn empty() -> Self {
+        Snapshot {
+            version: String::new(),
+            config: Arc::default(),
+            listeners: Vec::new(),
+            backends: HashMap::new(),
+        }
+    }
 }
 
 /// The version of a config: a hash of its canonical JSON form and of the

@@ -1,0 +1,287 @@
+//! The control-plane source: a subscription over HTTP/2 that receives
+//! snapshots, validates and swaps each in, and answers ACK or NACK.
+//!
+//! Wire format (both directions newline-delimited JSON on one HTTP/2
+//! stream, `POST /v1/subscribe`): the proxy sends a [`Hello`] then one
+//! [`Ack`] per snapshot; the control plane sends [`SnapshotMsg`]s. The proxy
+//! reconnects with capped exponential backoff and jitter, keeps serving its
+//! last good snapshot while the control plane is away, and, with a cache
+//! file, can start from its last good snapshot when the control plane is
+//! down.
+
+use super::{compile, load_materials, swap_in, Reload, Snapshot, Store};
+use crate::metrics::Metrics;
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::Frame;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use remora_api::mesh::{Ack, Hello, SnapshotMsg};
+use remora_api::Problem;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// How a proxy finds and identifies itself to its control plane.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub address: SocketAddr,
+    pub workload: String,
+    pub identity: Option<String>,
+    /// Where the last good snapshot is kept across restarts.
+    pub cache: Option<PathBuf>,
+}
+
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// The first snapshot, compiled, handed to the app to bind its listeners.
+/// The app answers whether it could; the answer is the first ACK or NACK.
+pub type First = (Snapshot, oneshot::Sender<Result<(), String>>);
+
+pub struct Subscriber {
+    settings: Settings,
+    store: Store,
+    metrics: Arc<Metrics>,
+    first: Option<mpsc::Sender<First>>,
+    /// The control-plane version the proxy serves now.
+    version: Option<String>,
+}
+
+impl Subscriber {
+    pub fn new(
+        settings: Settings,
+        store: Store,
+        metrics: Arc<Metrics>,
+        first: mpsc::Sender<First>,
+    ) -> Self {
+        Subscriber {
+            settings,
+            store,
+            metrics,
+            first: Some(first),
+            version: None,
+        }
+    }
+
+    /// The cached snapshot, if there is a usable one.
+    pub fn cached(settings: &Settings, metrics: &Arc<Metrics>) -> Option<(String, Snapshot)> {
+        let path = settings.cache.as_ref()?;
+        let text = std::fs::read(path).ok()?;
+        let msg: SnapshotMsg = match serde_json::from_slice(&text) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring an unreadable snapshot cache");
+                return None;
+            }
+        };
+        let problems = remora_api::validate(&msg.config);
+        if !problems.is_empty() {
+            tracing::warn!(path = %path.display(), problems = problems.len(), "ignoring an invalid snapshot cache");
+            return None;
+        }
+        let materials = load_materials(&msg.config).ok()?;
+        let snap = compile(msg.config, materials, None, metrics).ok()?;
+        tracing::info!(path = %path.display(), version = %msg.version, "serving the cached snapshot");
+        Some((msg.version, snap))
+    }
+
+    /// Starts from a snapshot already being served (e.g. the cache).
+    pub fn serving(mut self, version: String) -> Self {
+        self.first = None;
+        self.version = Some(version);
+        self
+    }
+
+    /// Subscribes until `stop`, reconnecting after any failure.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut failures = 0u32;
+        let mut rng = fastrand::Rng::new();
+        loop {
+            let result = tokio::select! {
+                r = self.session() => r,
+                _ = crate::drain::stopped(&mut stop) => return,
+            };
+            self.metrics.control_plane_connected.set(0);
+            match result {
+                Ok(()) => {
+                    failures = 0;
+                    tracing::warn!(address = %self.settings.address, "control plane closed the subscription; reconnecting");
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(address = %self.settings.address, error = %e, "control plane unreachable; serving the last good snapshot");
+                }
+            }
+            let ceiling = BACKOFF_BASE
+                .saturating_mul(1 << failures.min(10))
+                .min(BACKOFF_MAX);
+            let wait = ceiling.mul_f64(0.5 + rng.f64() / 2.0);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = crate::drain::stopped(&mut stop) => return,
+            }
+        }
+    }
+
+    /// One subscription: hello, then snapshots in and verdicts out.
+    async fn session(&mut self) -> anyhow::Result<()> {
+        let tcp = tokio::net::TcpStream::connect(self.settings.address).await?;
+        let _ = tcp.set_nodelay(true);
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await?;
+        tokio::spawn(conn);
+        let (tx, rx) = mpsc::channel::<Bytes>(16);
+        let body = Lines(rx);
+        let req = http::Request::post("http://remora-control-plane/v1/subscribe")
+            .header(http::header::CONTENT_TYPE, "application/x-ndjson")
+            .body(body)?;
+        let hello = Hello {
+            workload: self.settings.workload.clone(),
+            identity: self.settings.identity.clone(),
+            version: self.version.clone(),
+        };
+        tx.send(line(&hello)).await?;
+        let rsp = send.send_request(req).await?;
+        if !rsp.status().is_success() {
+            let status = rsp.status();
+            let text = rsp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            anyhow::bail!(
+                "subscribe refused: {status}: {}",
+                String::from_utf8_lossy(&text).trim()
+            );
+        }
+        tracing::info!(address = %self.settings.address, workload = %self.settings.workload, "subscribed to the control plane");
+        self.metrics.control_plane_connected.set(1);
+        let mut body = rsp.into_body();
+        let mut buf = BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame?.into_data() else {
+                continue;
+            };
+            buf.extend_from_slice(&data);
+            while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+                let msg = buf.split_to(end + 1);
+                let msg: SnapshotMsg = serde_json::from_slice(&msg[..end])?;
+                let verdict = self.apply(msg).await;
+                tx.send(line(&verdict)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply(&mut self, msg: SnapshotMsg) -> Ack {
+        let version = msg.version.clone();
+        let result = self.try_apply(msg).await;
+        let label = match &result {
+            Ok(_) => "applied",
+            Err(_) => "rejected",
+        };
+        self.metrics
+            .config_reloads
+            .with_label_values(&[label])
+            .inc();
+        match result {
+            Ok(Reload::Applied(local)) => {
+                tracing::info!(version = %version, local_version = %local, "snapshot applied");
+                self.metrics.set_config_version(&local);
+                self.save(&version);
+                self.version = Some(version.clone());
+                Ack::Ack { version }
+            }
+            Ok(Reload::Unchanged) => {
+                self.version = Some(version.clone());
+                Ack::Ack { version }
+            }
+            Err(errors) => {
+                for e in &errors {
+                    tracing::error!(version = %version, problem = %e, "snapshot rejected");
+                }
+                Ack::Nack { version, errors }
+            }
+        }
+    }
+
+    async fn try_apply(&mut self, msg: SnapshotMsg) -> Result<Reload, Vec<String>> {
+        let strings = |ps: Vec<Problem>| ps.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+        let problems = remora_api::validate(&msg.config);
+        if !problems.is_empty() {
+            return Err(strings(problems));
+        }
+        let (store, metrics, config) =
+            (self.store.clone(), self.metrics.clone(), msg.config.clone());
+        let Some(first) = self.first.take() else {
+            // Compiling a large snapshot must not stall the runtime.
+            return tokio::task::spawn_blocking(move || swap_in(&store, &metrics, config))
+                .await
+                .map_err(|e| vec![e.to_string()])?
+                .map_err(strings);
+        };
+        let snap = tokio::task::spawn_blocking(move || {
+            let materials = load_materials(&config)?;
+            compile(config, materials, None, &metrics)
+        })
+        .await
+        .map_err(|e| vec![e.to_string()])?
+        .map_err(strings)?;
+        let local = snap.version.clone();
+        let (answer, bound) = oneshot::channel();
+        first
+            .send((snap, answer))
+            .await
+            .map_err(|_| vec!["the proxy is shutting down".to_string()])?;
+        match bound.await {
+            Ok(Ok(())) => Ok(Reload::Applied(local)),
+            Ok(Err(e)) => Err(vec![e]),
+            Err(_) => Err(vec!["the proxy is shutting down".to_string()]),
+        }
+    }
+
+    /// Keeps the applied snapshot for a restart while the control plane is away.
+    fn save(&self, version: &str) {
+        let Some(path) = &self.settings.cache else {
+            return;
+        };
+        let snap = self.store.load_full();
+        let msg = SnapshotMsg {
+            version: version.to_string(),
+            config: (*snap.config).clone(),
+        };
+        let tmp = path.with_extension("tmp");
+        let written = serde_json::to_vec(&msg)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the snapshot cache");
+        }
+    }
+}
+
+fn line<T: serde::Serialize>(msg: &T) -> Bytes {
+    let mut v = serde_json::to_vec(msg).unwrap_or_default();
+    v.push(b'\n');
+    Bytes::from(v)
+}
+
+/// The request body: lines from the channel as data frames, until it closes.
+struct Lines(mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for Lines {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+    }
+}
