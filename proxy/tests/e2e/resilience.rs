@@ -264,3 +264,47 @@ async fn per_try_timeouts_are_retried_then_reported() {
     assert_eq!(rsp.header("remora-error"), Some("per-try-timeout"));
     assert_eq!(up.requests(), 2);
 }
+
+/// An upstream that sends a response head promising 1000 bytes, 10 of
+/// them, then stalls with the connection open.
+async fn stalling_upstream() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut s, _)) = l.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n0123456789")
+                .await;
+            held.push(s);
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_response_body_is_cut_off_by_the_idle_timeout() {
+    let (addr, task) = stalling_upstream().await;
+    let yaml = format!(
+        "admin: {{ address: 127.0.0.1:0 }}\nlisteners:\n  - name: edge\n    address: 127.0.0.1:0\n    routes:\n      - name: r\n        backends: [{{ name: b }}]\n        idle_timeout: 300ms\nbackends:\n  - name: b\n    endpoints: [{{ address: {addr} }}]\n"
+    );
+    let proxy = start(&yaml).await;
+    // The head arrives; the body ends early instead of hanging.
+    let result = Request::new("GET", &format!("http://{}/", proxy.listener("edge")))
+        .timeout(Duration::from_secs(20))
+        .try_send()
+        .await;
+    assert!(
+        result.is_err(),
+        "a body cut short is an error for the client: {:?}",
+        result.map(|r| r.status)
+    );
+    proxy
+        .wait_for_log("response body idle timeout", Duration::from_secs(5))
+        .await
+        .unwrap();
+    task.abort();
+}
