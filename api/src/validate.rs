@@ -414,6 +414,12 @@ fn check_backend(p: &mut Problems, at: &str, b: &Backend) {
                 "health checks over TLS are not supported yet".into(),
             ));
         }
+        if b.protocol == UpstreamProtocol::Http2 {
+            found.push((
+                format!("{at}.health_check"),
+                "health checks probe with HTTP/1.1: not supported for `protocol: http2` yet".into(),
+            ));
+        }
     }
     p.extend(found);
     if b.pool.idle_timeout.get().is_zero() {

@@ -146,6 +146,7 @@ impl App {
     /// then stops the admin server. Returns whether everything finished.
     pub async fn shutdown(self, deadline: Duration) -> bool {
         self.readiness.set_draining();
+        self.drain.signal();
         tracing::info!(deadline = ?deadline, "draining");
         let clean = self.drain.drain(deadline).await;
         if clean {

@@ -22,10 +22,15 @@ impl Drain {
         (Drain { tx }, Watch { rx })
     }
 
+    /// Tells every watcher to drain: accept loops stop accepting.
+    pub fn signal(&self) {
+        let _ = self.tx.send(true);
+    }
+
     /// Signals the drain and waits for every watcher to finish, at most
     /// `deadline`. Returns whether all finished in time.
     pub async fn drain(self, deadline: Duration) -> bool {
-        let _ = self.tx.send(true);
+        self.signal();
         tokio::time::timeout(deadline, self.tx.closed())
             .await
             .is_ok()

@@ -14,8 +14,10 @@ use tokio::net::{TcpListener, TcpStream};
 pub async fn accept_loop(listener: TcpListener, ctx: Arc<ListenerCtx>, mut drain: Watch) {
     loop {
         let accepted = tokio::select! {
-            a = listener.accept() => a,
+            // A drain wins over a connection waiting to be accepted.
+            biased;
             _ = drain.signaled() => break,
+            a = listener.accept() => a,
         };
         let (tcp, client) = match accepted {
             Ok(a) => a,

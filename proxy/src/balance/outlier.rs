@@ -1,7 +1,8 @@
 //! Outlier ejection (failure accrual): an endpoint that fails several times
 //! in a row leaves the balancer for a while, longer with each ejection in a
 //! row, and comes back by itself when the time is up (the next requests probe
-//! it; one more failure ejects it again, for longer).
+//! it; as many failures in a row again eject it again, for longer, while a
+//! success resets the growth).
 //!
 //! State lives in the endpoint, so it survives config swaps.
 

@@ -166,6 +166,10 @@ pin_project! {
     }
 }
 
+/// How long a body of unknown length may take to end and still be kept
+/// for retries.
+const UNKNOWN_LENGTH_WAIT: Duration = Duration::from_millis(100);
+
 /// A request body made ready for sending: kept whole when small enough to
 /// replay, or streamed.
 pub enum Prepared {
@@ -222,7 +226,28 @@ impl RequestBody {
         let mut chunks = VecDeque::new();
         let mut seen = 0u64;
         let mut trailers = None;
-        while let Some(frame) = body.frame().await {
+        // A body of unknown length may be a stream that stays open (gRPC
+        // client streaming): wait for its end only briefly, then send what
+        // came and stream the rest (and do not retry it).
+        let known = body.size_hint().exact().is_some();
+        let deadline = tokio::time::Instant::now() + UNKNOWN_LENGTH_WAIT;
+        loop {
+            let next = if known {
+                body.frame().await
+            } else {
+                match tokio::time::timeout_at(deadline, body.frame()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        return Ok(Prepared::Streaming(RequestBody::Stream {
+                            prefix: chunks,
+                            body,
+                            limit: max,
+                            seen,
+                        }))
+                    }
+                }
+            };
+            let Some(frame) = next else { break };
             let frame = frame.map_err(|_| ProxyError::Malformed("request body ended early"))?;
             match frame.into_data() {
                 Ok(d) => {

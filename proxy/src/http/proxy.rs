@@ -204,9 +204,9 @@ async fn forward(
     };
     let (mut parts, body) = req.into_parts();
     upstream_head(&mut parts, route, backend, proto, down, upgrade)?;
-    let policy = route.retry.as_ref().filter(|p| p.attempts > 1 && !upgrade);
+    let policy = route.retry.as_ref().filter(|_| !upgrade);
     let exchange = async {
-        let mut body = match policy {
+        let mut body = match policy.filter(|p| p.attempts > 1) {
             Some(p) => RequestBody::prepare(body, p.buffer_bytes, body_limit).await?,
             None => Prepared::Streaming(RequestBody::stream(body, body_limit)),
         };
@@ -415,18 +415,25 @@ async fn attempt(
             Ok((rsp, in_flight))
         }
         Err(e) => {
-            // A failing endpoint looks slow to the balancer for a while.
-            ep.load.observe_failure(started.elapsed());
-            if !matches!(e, ProxyError::Overloaded { .. }) {
-                backend.report(ep, false);
-            } else {
-                backend
-                    .metrics
-                    .overflows
-                    .with_label_values(&[&*backend.name, "max_connections"])
-                    .inc();
+            let e = body_error(e);
+            match &e {
+                // Our own limits: not the endpoint's fault.
+                ProxyError::Overloaded { limit, .. } => {
+                    backend
+                        .metrics
+                        .overflows
+                        .with_label_values(&[&*backend.name, limit])
+                        .inc();
+                }
+                // The client's fault.
+                ProxyError::BodyTooLarge { .. } => {}
+                _ => {
+                    // A failing endpoint looks slow to the balancer for a while.
+                    ep.load.observe_failure(started.elapsed());
+                    backend.report(ep, false);
+                }
             }
-            Err(body_error(e))
+            Err(e)
         }
     }
 }

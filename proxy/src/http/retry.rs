@@ -33,7 +33,11 @@ pub fn reason_of_error(policy: &RetryPolicy, e: &ProxyError) -> Option<&'static 
         ProxyError::Upstream { .. } if on(RetryOn::Reset) || on(RetryOn::ServerError) => {
             Some("reset")
         }
-        ProxyError::PerTryTimeout(_) => Some("per-try-timeout"),
+        ProxyError::PerTryTimeout(_)
+            if on(RetryOn::GatewayError) || on(RetryOn::ServerError) || on(RetryOn::Reset) =>
+        {
+            Some("per-try-timeout")
+        }
         _ => None,
     }
 }

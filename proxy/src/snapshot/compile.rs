@@ -158,8 +158,11 @@ pub fn compile(
         backend.tls = b.tls.is_some();
         backend.outlier_detection = b.outlier_detection.clone();
         backend.health_check = b.health_check.clone();
-        if b.health_check.is_none() {
-            // Without checks, a verdict of earlier checks must not linger.
+        let checks_before = prev
+            .and_then(|p| p.config.backends.iter().find(|pb| pb.name == b.name))
+            .and_then(|pb| pb.health_check.as_ref());
+        if checks_before != b.health_check.as_ref() {
+            // Removed or changed checks: earlier verdicts must not linger.
             backend.endpoints.iter().for_each(|e| e.health.reset());
         }
         backend.limits = b.circuit_breaker.clone();

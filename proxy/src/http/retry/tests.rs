@@ -58,9 +58,10 @@ fn errors_are_classified() {
     );
     let t = ProxyError::PerTryTimeout(Duration::from_millis(5));
     assert_eq!(
-        reason_of_error(&policy(&[RetryOn::Unavailable]), &t),
+        reason_of_error(&policy(&[RetryOn::GatewayError]), &t),
         Some("per-try-timeout")
     );
+    assert_eq!(reason_of_error(&policy(&[RetryOn::Unavailable]), &t), None);
     assert_eq!(
         reason_of_error(&policy(&[RetryOn::Reset]), &ProxyError::NoRoute),
         None
