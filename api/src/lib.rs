@@ -53,6 +53,13 @@ pub fn parse_yaml(text: &str) -> Result<Config, Vec<Problem>> {
     Err(problems)
 }
 
+/// The 1-based line of `text` (YAML) where the field `path` (such as
+/// `services[1].routes[0].name`), or its nearest written ancestor, is written.
+/// For a tool that validates its own YAML model (the control plane's mesh).
+pub fn line_of(text: &str, path: &str) -> Option<usize> {
+    locate::Locator::new(text).line_of(path)
+}
+
 /// serde_yaml_ng formats errors as `path: message at line L column C`.
 fn split_serde_message(msg: &str) -> (String, String) {
     let msg = match msg.rfind(" at line ") {

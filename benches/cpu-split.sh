@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# cpu-split.sh - Remora and haproxy back to back: CPU per request split into
+# user and kernel time, and syscalls per request.
+#
+#   benches/cpu-split.sh [ROUNDS]       # default 3; ~25 s per round
+#
+# Same topology as peers.sh in pinned mode: an nginx `return 200 "ok"`
+# upstream and wrk (-t1 -c64) on CPU 0, the proxy alone on CPU 1 with one
+# worker. Each round measures Remora, then haproxy (2 s warm-up, 8 s
+# measured), so slow drifts of the machine hit both alike. Syscalls are
+# counted with `perf stat -e raw_syscalls:sys_enter` (a little overhead, the
+# same for both). Needs nginx, haproxy, wrk, perf and the release binary.
+# Stops only the PIDs it started.
+set -euo pipefail
+
+rounds=${1:-3}
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+out=${SPLIT_DIR:-/tmp/remora-cpu-split}
+up_port=18970 remora_port=19970 haproxy_port=19971
+mkdir -p "$out/tmp"
+chmod 777 "$out" "$out/tmp"
+
+pids=()
+cleanup() {
+  local p
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+wait_port() {
+  local i
+  for i in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on :$1" >&2
+  return 1
+}
+
+cat > "$out/upstream.conf" <<EOF
+worker_processes 1;
+daemon off;
+master_process on;
+user www-data www-data;
+pid $out/upstream.pid;
+error_log $out/upstream.error.log warn;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path $out/tmp/body;
+    proxy_temp_path $out/tmp/proxy;
+    fastcgi_temp_path $out/tmp/fastcgi;
+    uwsgi_temp_path $out/tmp/uwsgi;
+    scgi_temp_path $out/tmp/scgi;
+    server {
+        listen 127.0.0.1:$up_port backlog=4096;
+        location / { return 200 "ok\n"; }
+    }
+}
+EOF
+# As /work/shared/bench/conf/haproxy.cfg.tmpl, without TLS.
+cat > "$out/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 8000
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    timeout http-keep-alive 30s
+    timeout http-request 10s
+frontend fe
+    bind 127.0.0.1:$haproxy_port
+    default_backend be
+backend be
+    balance roundrobin
+    server s1 127.0.0.1:$up_port
+EOF
+
+taskset -c 0 nginx -p "$out" -c "$out/upstream.conf" -e "$out/upstream.error.log" &
+pids+=($!)
+wait_port "$up_port"
+LAB_PORT=$remora_port LAB_TLS_PORT=- LAB_UPSTREAM=127.0.0.1:$up_port LAB_WORKERS=1 LAB_RUN=$out \
+  taskset -c 1 "$here/remora-peer.sh" > "$out/remora.log" 2>&1 &
+remora=$!
+pids+=("$remora")
+taskset -c 1 haproxy -db -f "$out/haproxy.cfg" > "$out/haproxy.log" 2>&1 &
+haproxy=$!
+pids+=("$haproxy")
+wait_port "$remora_port"
+wait_port "$haproxy_port"
+
+hz=$(getconf CLK_TCK)
+times() { awk '{print $14, $15}' "/proc/$1/stat"; }   # utime stime, in ticks
+
+for r in $(seq "$rounds"); do
+  for target in "remora $remora_port $remora" "haproxy $haproxy_port $haproxy"; do
+    read -r name port pid <<<"$target"
+    taskset -c 0 wrk -t1 -c64 -d2s "http://127.0.0.1:$port/" > /dev/null 2>&1
+    read -r u0 s0 < <(times "$pid")
+    perf stat -x, -e raw_syscalls:sys_enter -p "$pid" -o "$out/$name.stat" -- \
+      taskset -c 0 wrk -t1 -c64 -d8s "http://127.0.0.1:$port/" > "$out/$name.wrk" 2>&1
+    read -r u1 s1 < <(times "$pid")
+    n=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' "$out/$name.wrk")
+    calls=$(grep sys_enter "$out/$name.stat" | cut -d, -f1)
+    awk -v r="$r" -v name="$name" -v n="$n" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$hz" -v c="$calls" 'BEGIN {
+      printf "round %d  %-8s %7.0f req/s  user %5.2f  sys %5.2f  total %5.2f µs/req  %.2f syscalls/req\n",
+        r, name, n / 8, u / hz / n * 1e6, s / hz / n * 1e6, (u + s) / hz / n * 1e6, c / n }'
+  done
+done

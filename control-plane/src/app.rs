@@ -1,0 +1,101 @@
+//! Wiring: load the mesh (an invalid one stops the start), bind the snapshot
+//! stream and the admin server, start the file watcher. [`App`] exposes the
+//! bound addresses, so tests and callers can bind port 0.
+
+use crate::admin::{self, Admin, Readiness};
+use crate::metrics::Metrics;
+use crate::proxies::Proxies;
+use crate::source::MeshSource;
+use crate::stream::{self, Stream};
+use anyhow::Context as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Where the mesh is and where to listen.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub mesh: PathBuf,
+    /// The snapshot stream (`POST /v1/subscribe`).
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+pub struct App {
+    pub listen_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    pub proxies: Arc<Proxies>,
+    readiness: Arc<Readiness>,
+    stop: watch::Sender<bool>,
+    stream: JoinHandle<()>,
+}
+
+impl App {
+    pub async fn start(settings: Settings) -> anyhow::Result<App> {
+        let metrics = Metrics::new();
+        let path = settings.mesh.clone();
+        let m = metrics.clone();
+        let source = tokio::task::spawn_blocking(move || MeshSource::load(path, m)).await??;
+        let source = Arc::new(source);
+        let (stop, stop_rx) = watch::channel(false);
+        let proxies = Proxies::new(metrics.clone());
+        let readiness = Arc::new(Readiness::default());
+
+        let tcp = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("cannot bind the snapshot stream to {}", settings.listen))?;
+        let listen_addr = tcp.local_addr()?;
+        let admin_tcp = TcpListener::bind(settings.admin)
+            .await
+            .with_context(|| format!("cannot bind the admin server to {}", settings.admin))?;
+        let admin_addr = admin_tcp.local_addr()?;
+
+        let admin = Arc::new(Admin {
+            generations: source.subscribe(),
+            mesh: source.status.clone(),
+            proxies: proxies.clone(),
+            metrics: metrics.clone(),
+            readiness: readiness.clone(),
+        });
+        tokio::spawn(admin::serve(admin_tcp, admin, stop_rx.clone()));
+        tracing::info!(address = %admin_addr, "admin bound");
+        let streams = Arc::new(Stream {
+            generations: source.subscribe(),
+            proxies: proxies.clone(),
+            metrics: metrics.clone(),
+            stop: stop_rx.clone(),
+        });
+        let stream = tokio::spawn(stream::serve(tcp, streams, stop_rx.clone()));
+        tracing::info!(address = %listen_addr, "control plane bound");
+        tokio::spawn(source.watch(stop_rx));
+        readiness.set_ready();
+        Ok(App {
+            listen_addr,
+            admin_addr,
+            metrics,
+            proxies,
+            readiness,
+            stop,
+            stream,
+        })
+    }
+
+    /// Ends every subscription (proxies keep their snapshots and reconnect
+    /// elsewhere or later), waits up to `deadline` for the connections to
+    /// close, then stops the admin server and the watcher.
+    pub async fn shutdown(self, deadline: Duration) {
+        self.readiness.set_draining();
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(deadline, self.stream).await;
+    }
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+pub async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}

@@ -1,0 +1,180 @@
+//! The pure compile step: a [`Mesh`] in, one proxy [`Config`] per workload
+//! out, each versioned by a hash of its canonical JSON, so the same content
+//! always has the same version and an unchanged snapshot is never pushed.
+//!
+//! A workload's config has its admin address and one listener, `outbound`,
+//! whose routes are those of every service the workload may call (sorted by
+//! service name, each service's routes in their order), with `match.hosts`
+//! set to the service's name and aliases and route names prefixed by the
+//! service (`api.canary`). A service without routes gets one route named
+//! after it, to itself. The backends are the services those routes reach.
+
+use remora_api::mesh::{Mesh, Service, SnapshotMsg, Workload};
+use remora_api::{
+    defaults, Admin, Backend, Config, Limits, Listener, Route, RouteMatch, WeightedBackend,
+};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The name of the one listener of a compiled workload config.
+pub const OUTBOUND: &str = "outbound";
+
+/// Every workload's snapshot, by workload name. Pure and deterministic.
+pub fn compile(mesh: &Mesh) -> BTreeMap<String, SnapshotMsg> {
+    let services = index(mesh);
+    mesh.workloads
+        .iter()
+        .map(|w| {
+            let config = workload_config(&services, w, &mut Origins::default());
+            let msg = SnapshotMsg {
+                version: version_of(&config),
+                config,
+            };
+            (w.name.clone(), msg)
+        })
+        .collect()
+}
+
+/// The version of a config: FNV-1a 64 of its compact JSON, as 16 hex digits.
+/// Struct fields serialize in declaration order and maps are `BTreeMap`s, so
+/// the JSON (and the version) depends on the content only.
+pub fn version_of<T: serde::Serialize>(value: &T) -> String {
+    let json = serde_json::to_vec(value).unwrap_or_default();
+    format!("{:016x}", fnv1a64(&json))
+}
+
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Services by name (the first of duplicates), with their index in the mesh.
+pub(crate) type Services<'a> = BTreeMap<&'a str, (usize, &'a Service)>;
+
+pub(crate) fn index(mesh: &Mesh) -> Services<'_> {
+    let mut services = BTreeMap::new();
+    for (i, s) in mesh.services.iter().enumerate() {
+        services.entry(s.name.as_str()).or_insert((i, s));
+    }
+    services
+}
+
+/// Where each part of a compiled config came from in the mesh, so a problem
+/// found in the config can be reported at a mesh path.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Origins {
+    /// Per listener route: the service's index, and the route's index in the
+    /// service (`None` for the default route).
+    pub routes: Vec<(usize, Option<usize>)>,
+    /// Per backend: the service's index.
+    pub backends: Vec<usize>,
+}
+
+/// The config of workload `w`; `origins` learns where each route and backend
+/// came from. Names that resolve to no service are left out (validation
+/// reports them).
+pub(crate) fn workload_config(
+    services: &Services<'_>,
+    w: &Workload,
+    origins: &mut Origins,
+) -> Config {
+    let callable: Vec<(usize, &Service)> = if w.calls.is_empty() {
+        services.values().copied().collect()
+    } else {
+        let calls: BTreeSet<&str> = w.calls.iter().map(String::as_str).collect();
+        calls
+            .into_iter()
+            .filter_map(|c| services.get(c).copied())
+            .collect()
+    };
+    let mut routes = Vec::new();
+    for (si, s) in callable {
+        let hosts: Vec<String> = std::iter::once(&s.name)
+            .chain(&s.aliases)
+            .cloned()
+            .collect();
+        if s.routes.is_empty() {
+            routes.push(default_route(s, hosts.clone()));
+            origins.routes.push((si, None));
+        }
+        for (ri, r) in s.routes.iter().enumerate() {
+            let mut r = r.clone();
+            r.name = format!("{}.{}", s.name, r.name);
+            r.matches.hosts = hosts.clone();
+            routes.push(r);
+            origins.routes.push((si, Some(ri)));
+        }
+    }
+    let reached: BTreeSet<&str> = routes
+        .iter()
+        .flat_map(|r| r.backends.iter().map(|b| b.name.as_str()))
+        .collect();
+    let mut backends = Vec::new();
+    for name in reached {
+        if let Some((si, s)) = services.get(name) {
+            backends.push(backend(s));
+            origins.backends.push(*si);
+        }
+    }
+    Config {
+        admin: Admin { address: w.admin },
+        drain_timeout: defaults::drain_timeout(),
+        listeners: vec![Listener {
+            name: OUTBOUND.to_string(),
+            address: w.outbound,
+            tls: None,
+            limits: Limits::default(),
+            access_log: w.access_log,
+            rate_limit: None,
+            routes,
+        }],
+        backends,
+    }
+}
+
+/// Everything for the service's host goes to the service.
+fn default_route(s: &Service, hosts: Vec<String>) -> Route {
+    Route {
+        name: s.name.clone(),
+        matches: RouteMatch {
+            hosts,
+            ..RouteMatch::default()
+        },
+        backends: vec![WeightedBackend {
+            name: s.name.clone(),
+            weight: defaults::weight(),
+        }],
+        direct_response: None,
+        redirect: None,
+        request_headers: Default::default(),
+        response_headers: Default::default(),
+        rewrite: None,
+        timeout: None,
+        idle_timeout: None,
+        retry: None,
+        rate_limit: None,
+        fault: None,
+    }
+}
+
+fn backend(s: &Service) -> Backend {
+    Backend {
+        name: s.name.clone(),
+        endpoints: s.endpoints.iter().map(|e| e.to_endpoint()).collect(),
+        balancer: Default::default(),
+        protocol: s.protocol,
+        tls: None,
+        connect_timeout: defaults::connect_timeout(),
+        pool: Default::default(),
+        retry_budget: s.retry_budget.clone(),
+        outlier_detection: s.outlier_detection.clone(),
+        circuit_breaker: s.circuit_breaker.clone(),
+        health_check: s.health_check.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

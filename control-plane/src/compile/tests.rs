@@ -1,0 +1,166 @@
+use super::*;
+use crate::mesh;
+use remora_api::mesh::Mesh;
+
+const MESH: &str = include_str!("../../../examples/mesh.yaml");
+
+fn parse(text: &str) -> Mesh {
+    mesh::parse(text).unwrap_or_else(|p| panic!("invalid mesh: {p:?}"))
+}
+
+fn route_names(msg: &SnapshotMsg) -> Vec<&str> {
+    msg.config.listeners[0]
+        .routes
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect()
+}
+
+fn backend_names(msg: &SnapshotMsg) -> Vec<&str> {
+    msg.config
+        .backends
+        .iter()
+        .map(|b| b.name.as_str())
+        .collect()
+}
+
+#[test]
+fn each_workload_gets_the_services_it_calls() {
+    let out = compile(&parse(MESH));
+    assert_eq!(out.keys().collect::<Vec<_>>(), ["api", "web"]);
+    let web = &out["web"];
+    assert_eq!(route_names(web), ["api.canary"]);
+    assert_eq!(backend_names(web), ["api", "api-canary"]);
+    let l = &web.config.listeners[0];
+    assert_eq!(
+        (l.name.as_str(), l.address.port(), l.access_log),
+        ("outbound", 4140, true)
+    );
+    assert_eq!(web.config.admin.address.port(), 4191);
+    assert_eq!(l.routes[0].matches.hosts, ["api", "api.local"]);
+    assert_eq!(l.routes[0].timeout.map(|t| t.get().as_secs()), Some(5));
+    let api = &web.config.backends[0];
+    assert_eq!(api.endpoints.len(), 2);
+    assert_eq!(api.outlier_detection.consecutive_failures, 3);
+
+    let users = &out["api"];
+    assert_eq!(route_names(users), ["users"]);
+    assert_eq!(backend_names(users), ["users"]);
+    assert_eq!(users.config.listeners[0].routes[0].matches.hosts, ["users"]);
+    assert!(users.config.backends[0].health_check.is_some());
+    for msg in out.values() {
+        assert!(remora_api::validate(&msg.config).is_empty());
+        assert_eq!(msg.version.len(), 16);
+    }
+}
+
+/// (what, mesh, workload, expected route names, expected backend names)
+type Case<'a> = (&'a str, &'a str, &'a str, &'a [&'a str], &'a [&'a str]);
+
+#[test]
+fn table_of_meshes() {
+    let cases: &[Case] = &[
+        (
+            "no calls: every service, sorted by name",
+            "services: [{name: b}, {name: a}]\nworkloads: [{name: w, outbound: 127.0.0.1:1}]",
+            "w",
+            &["a", "b"],
+            &["a", "b"],
+        ),
+        (
+            "calls listed twice count once",
+            "services: [{name: a}, {name: b}]\nworkloads: [{name: w, outbound: 127.0.0.1:1, calls: [b, b]}]",
+            "w",
+            &["b"],
+            &["b"],
+        ),
+        (
+            "a split reaches a service the workload does not call",
+            "services: [{name: a, routes: [{name: r, backends: [{name: a}, {name: c}]}]}, {name: c}]\n\
+             workloads: [{name: w, outbound: 127.0.0.1:1, calls: [a]}]",
+            "w",
+            &["a.r"],
+            &["a", "c"],
+        ),
+        (
+            "routes keep their order and their more specific matches",
+            "services:\n  - name: a\n    routes:\n      - {name: v2, match: {path: {prefix: /v2}, methods: [GET]}, backends: [{name: a}]}\n      - {name: all, backends: [{name: a}]}\n\
+             workloads: [{name: w, outbound: 127.0.0.1:1}]",
+            "w",
+            &["a.v2", "a.all"],
+            &["a"],
+        ),
+        (
+            "a direct response reaches no backend",
+            "services: [{name: a, routes: [{name: r, direct_response: {status: 503}}]}]\n\
+             workloads: [{name: w, outbound: 127.0.0.1:1}]",
+            "w",
+            &["a.r"],
+            &[],
+        ),
+    ];
+    for (what, text, workload, routes, backends) in cases {
+        let out = compile(&parse(text));
+        let msg = &out[*workload];
+        assert_eq!(route_names(msg), *routes, "{what}: routes");
+        assert_eq!(backend_names(msg), *backends, "{what}: backends");
+        assert!(
+            remora_api::validate(&msg.config).is_empty(),
+            "{what}: valid"
+        );
+    }
+    let out = compile(&parse(cases[3].1));
+    let m = &out["w"].config.listeners[0].routes[0].matches;
+    assert_eq!(m.hosts, ["a"]);
+    assert_eq!(m.methods, ["GET"]);
+    assert_eq!(m.path, Some(remora_api::PathMatch::Prefix("/v2".into())));
+}
+
+#[test]
+fn compile_is_deterministic() {
+    let mesh = parse(MESH);
+    let first = compile(&mesh);
+    for _ in 0..3 {
+        assert_eq!(compile(&mesh), first);
+        assert_eq!(compile(&parse(MESH)), first);
+    }
+    // Listing services in another order changes nothing.
+    let mut shuffled = mesh.clone();
+    shuffled.services.reverse();
+    assert_eq!(compile(&shuffled), first);
+    // Different workloads, different content, different versions.
+    assert_ne!(first["web"].version, first["api"].version);
+}
+
+#[test]
+fn only_the_workloads_that_see_a_change_get_a_new_version() {
+    let before = compile(&parse(MESH));
+    // `users` is called by `api` only: `web` keeps its version.
+    let changed = MESH.replace("127.0.0.1:7005", "127.0.0.1:7015");
+    let after = compile(&parse(&changed));
+    assert_eq!(after["web"].version, before["web"].version);
+    assert_ne!(after["api"].version, before["api"].version);
+    // A new service nobody calls changes nobody.
+    let added = MESH.replace(
+        "workloads:",
+        "  - name: audit\n    endpoints: [{address: 127.0.0.1:7009}]\nworkloads:",
+    );
+    let after = compile(&parse(&added));
+    assert_eq!(after["web"].version, before["web"].version);
+    assert_eq!(after["api"].version, before["api"].version);
+    // A split target's endpoints are part of the caller's snapshot.
+    let canary = MESH.replace("127.0.0.1:7004", "127.0.0.1:7014");
+    let after = compile(&parse(&canary));
+    assert_ne!(after["web"].version, before["web"].version);
+    assert_eq!(after["api"].version, before["api"].version);
+}
+
+#[test]
+fn version_is_fnv1a_of_the_compact_json() {
+    // The published FNV-1a 64 test vectors.
+    assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+    assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+    let msg = &compile(&parse(MESH))["web"];
+    let json = serde_json::to_vec(&msg.config).unwrap();
+    assert_eq!(msg.version, format!("{:016x}", fnv1a64(&json)));
+}

@@ -1,0 +1,26 @@
+//! Remora's control plane: it reads a mesh (services, routes, policies and
+//! the workloads that run proxies) from a YAML file, compiles one proxy
+//! snapshot per workload with a pure function, and streams each workload's
+//! snapshot to the proxies subscribed for it, recording their ACKs and NACKs.
+//!
+//! The flow: [`source`] watches the file and publishes a [`source::Generation`]
+//! (the mesh compiled by [`compile`], after [`mesh::parse`] validated it);
+//! [`stream`] serves `POST /v1/subscribe` and pushes every new version of a
+//! workload's snapshot; [`proxies`] keeps what each connected proxy was sent
+//! and applied; [`admin`] shows it all on `/status` and `/metrics`.
+
+pub mod admin;
+pub mod app;
+pub mod compile;
+pub mod error;
+pub mod mesh;
+pub mod metrics;
+pub mod ndjson;
+pub mod proxies;
+pub mod source;
+pub mod stream;
+pub mod telemetry;
+
+pub use app::{App, Settings};
+pub use compile::compile;
+pub use error::Error;

@@ -1,0 +1,139 @@
+use super::*;
+
+const MESH: &str = include_str!("../../../examples/mesh.yaml");
+
+#[test]
+fn the_example_mesh_is_valid() {
+    let mesh = parse(MESH).unwrap_or_else(|p| panic!("{p:?}"));
+    assert_eq!((mesh.services.len(), mesh.workloads.len()), (4, 2));
+}
+
+#[test]
+fn table_of_invalid_meshes() {
+    // (what, mesh, expected problem path, message fragment)
+    let w = "workloads: [{name: w, outbound: 127.0.0.1:1}]";
+    let cases: &[(&str, String, &str, &str)] = &[
+        (
+            "duplicate service",
+            format!("services: [{{name: a}}, {{name: a}}]\n{w}"),
+            "services[1].name",
+            "`a` is used twice",
+        ),
+        (
+            "service name is not a host name",
+            format!("services: [{{name: Api}}]\n{w}"),
+            "services[0].name",
+            "lowercase DNS name",
+        ),
+        (
+            "alias claimed by two services",
+            format!("services: [{{name: a, aliases: [x.y]}}, {{name: b, aliases: [x.y]}}]\n{w}"),
+            "services[1].aliases[0]",
+            "already a host of service `a`",
+        ),
+        (
+            "alias that is not a host name",
+            format!("services: [{{name: a, aliases: [\"A_B\"]}}]\n{w}"),
+            "services[0].aliases[0]",
+            "not a lowercase host name",
+        ),
+        (
+            "duplicate workload",
+            "workloads: [{name: w, outbound: 127.0.0.1:1}, {name: w, outbound: 127.0.0.1:2}]".into(),
+            "workloads[1].name",
+            "`w` is used twice",
+        ),
+        (
+            "call to an unknown service",
+            "services: [{name: a}]\nworkloads: [{name: w, outbound: 127.0.0.1:1, calls: [a, nope]}]".into(),
+            "workloads[0].calls[1]",
+            "no service is named `nope`",
+        ),
+        (
+            "route backend that is not a service",
+            format!("services: [{{name: a, routes: [{{name: r, backends: [{{name: a}}, {{name: b}}]}}]}}]\n{w}"),
+            "services[0].routes[0].backends[1].name",
+            "no service is named `b`",
+        ),
+        (
+            "route that sets hosts",
+            format!("services: [{{name: a, routes: [{{name: r, match: {{hosts: [x]}}, backends: [{{name: a}}]}}]}}]\n{w}"),
+            "services[0].routes[0].match.hosts",
+            "leave `hosts` out",
+        ),
+        (
+            "a proxy problem inside a route (no workload calls it)",
+            "services: [{name: a}, {name: b, routes: [{name: r, backends: [{name: a, weight: 0}]}]}]\nworkloads: [{name: w, outbound: 127.0.0.1:1, calls: [a]}]".into(),
+            "services[1].routes[0].backends[0].weight",
+            "must be > 0",
+        ),
+        (
+            "a proxy problem in a backend",
+            format!("services: [{{name: a, circuit_breaker: {{max_requests: 0}}}}]\n{w}"),
+            "services[0].circuit_breaker.max_requests",
+            "must be > 0",
+        ),
+        (
+            "a proxy problem in an endpoint",
+            format!("services: [{{name: a, endpoints: [{{address: 127.0.0.1:1}}, {{address: 127.0.0.1:1}}]}}]\n{w}"),
+            "services[0].endpoints[1].address",
+            "listed twice",
+        ),
+        (
+            "a workload whose outbound is its admin address",
+            "workloads: [{name: w, outbound: 127.0.0.1:4191, admin: 127.0.0.1:4191}]".into(),
+            "workloads[0].outbound",
+            "is the admin address",
+        ),
+        (
+            "route without an action",
+            format!("services: [{{name: a, routes: [{{name: r}}]}}]\n{w}"),
+            "services[0].routes[0]",
+            "needs exactly one of",
+        ),
+        (
+            "unknown field",
+            "services: [{name: a, colour: red}]".into(),
+            "services[0]",
+            "unknown field `colour`",
+        ),
+        (
+            "enum as a singleton map",
+            "services: [{name: a, routes: [{name: r, match: {path: {suffix: /x}}, backends: [{name: a}]}]}]".into(),
+            "services[0].routes[0].match.path",
+            "unknown variant `suffix`",
+        ),
+    ];
+    for (what, text, path, fragment) in cases {
+        let problems = parse(text).expect_err(what);
+        let hit = problems
+            .iter()
+            .find(|p| p.path == *path && p.message.contains(fragment));
+        assert!(
+            hit.is_some(),
+            "{what}: want {path}: {fragment}; got {problems:#?}"
+        );
+        assert!(
+            hit.unwrap().line.is_some(),
+            "{what}: no line in {problems:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_problem_is_reported_once_even_when_many_workloads_share_it() {
+    let text = "services: [{name: a, retry_budget: {ratio: -1}}]\n\
+                workloads: [{name: w1, outbound: 127.0.0.1:1}, {name: w2, outbound: 127.0.0.1:2}]";
+    let problems = parse(text).unwrap_err();
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert_eq!(problems[0].path, "services[0].retry_budget.ratio");
+}
+
+#[test]
+fn problems_point_at_their_lines() {
+    let text = "services:\n  - name: a\n  - name: b\n    routes:\n      - name: r\n        backends:\n          - name: a\n          - name: zz\nworkloads: []\n";
+    let problems = parse(text).unwrap_err();
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert_eq!(problems[0].path, "services[1].routes[0].backends[1].name");
+    assert_eq!(problems[0].line, Some(8));
+}

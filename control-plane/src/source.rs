@@ -1,0 +1,294 @@
+//! The mesh file source: reads the file, validates and compiles it, and
+//! publishes each new [`Generation`] on a `watch` channel that every
+//! subscription follows.
+//!
+//! The file is polled (modification time and length) every 500 ms, like the
+//! proxy's config file; a change starts a debounce that waits until the file
+//! has been still for 100 ms, so an editor's burst of writes is read once.
+//! SIGHUP reloads at once. An invalid mesh is rejected (every problem logged,
+//! counted, shown on `/status`) and the last good one stays.
+
+use crate::app::stopped;
+use crate::compile::{compile, version_of};
+use crate::metrics::Metrics;
+use crate::proxies::rfc3339;
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use remora_api::mesh::Mesh;
+use remora_api::Problem;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// How often the file is checked for changes.
+pub const POLL: Duration = Duration::from_millis(500);
+/// How long the file must stay unchanged before it is read.
+pub const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// One workload's snapshot, ready to send.
+#[derive(Clone, Debug)]
+pub struct Published {
+    pub version: String,
+    /// The `SnapshotMsg` as one compact JSON line.
+    pub line: Bytes,
+    /// When the change that produced this version was seen.
+    pub since: Instant,
+}
+
+/// The mesh being served, compiled.
+#[derive(Debug)]
+pub struct Generation {
+    pub mesh_version: String,
+    pub services: Vec<String>,
+    pub snapshots: BTreeMap<String, Published>,
+}
+
+impl Generation {
+    /// Compiles `mesh`; a snapshot whose version is unchanged from `prev`
+    /// keeps its `since`, so convergence is timed from the change that made it.
+    pub fn build(mesh: &Mesh, prev: Option<&Generation>, seen: Instant) -> Generation {
+        let snapshots = compile(mesh)
+            .into_iter()
+            .map(|(workload, msg)| {
+                let kept = prev
+                    .and_then(|g| g.snapshots.get(&workload))
+                    .filter(|p| p.version == msg.version);
+                let published = match kept {
+                    Some(p) => p.clone(),
+                    None => Published {
+                        version: msg.version.clone(),
+                        line: crate::ndjson::line(&msg),
+                        since: seen,
+                    },
+                };
+                (workload, published)
+            })
+            .collect();
+        Generation {
+            mesh_version: version_of(mesh),
+            services: mesh.services.iter().map(|s| s.name.clone()).collect(),
+            snapshots,
+        }
+    }
+}
+
+/// The file's side of `/status`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct MeshStatus {
+    pub path: String,
+    /// When the mesh being served was applied (RFC 3339).
+    pub applied_at: String,
+    /// When the file was last rejected, if it still is.
+    pub rejected_at: Option<String>,
+    /// Why: every problem of the rejected file.
+    pub problems: Vec<String>,
+}
+
+/// Reads and validates a mesh file.
+pub fn read(path: &Path) -> Result<Mesh, Vec<Problem>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![Problem {
+            path: String::new(),
+            message: format!("cannot read {}: {e}", path.display()),
+            line: None,
+        }]
+    })?;
+    crate::mesh::parse(&text)
+}
+
+pub struct MeshSource {
+    path: PathBuf,
+    tx: watch::Sender<Arc<Generation>>,
+    metrics: Arc<Metrics>,
+    pub status: Arc<ArcSwap<MeshStatus>>,
+}
+
+impl MeshSource {
+    /// Loads the file once; fails with every problem if it is invalid.
+    pub fn load(path: PathBuf, metrics: Arc<Metrics>) -> anyhow::Result<MeshSource> {
+        let mesh = read(&path).map_err(|problems| {
+            let list: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+            anyhow::anyhow!("invalid mesh {}:\n{}", path.display(), list.join("\n"))
+        })?;
+        let first = Generation::build(&mesh, None, Instant::now());
+        log_applied(&path, &first, first.snapshots.len());
+        metrics.mesh_reloads.with_label_values(&["applied"]).inc();
+        metrics.set_mesh_version(&first.mesh_version);
+        let status = MeshStatus {
+            path: path.display().to_string(),
+            applied_at: rfc3339(SystemTime::now()),
+            ..MeshStatus::default()
+        };
+        Ok(MeshSource {
+            path,
+            tx: watch::channel(Arc::new(first)).0,
+            metrics,
+            status: Arc::new(ArcSwap::from_pointee(status)),
+        })
+    }
+
+    /// Follows the generations this source publishes.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Generation>> {
+        self.tx.subscribe()
+    }
+
+    /// Reads the file again; publishes it if it is valid and different.
+    /// `seen` is when the change was noticed.
+    pub fn reload(&self, seen: Instant) {
+        let mut status = MeshStatus::clone(&self.status.load());
+        let now = rfc3339(SystemTime::now());
+        let result = match read(&self.path) {
+            Err(problems) => {
+                for p in &problems {
+                    tracing::error!(problem = %p, path = %self.path.display(), "mesh rejected");
+                }
+                status.rejected_at = Some(now);
+                status.problems = problems.iter().map(|p| p.to_string()).collect();
+                "rejected"
+            }
+            Ok(mesh) => {
+                status.rejected_at = None;
+                status.problems.clear();
+                let current = self.tx.borrow().clone();
+                if version_of(&mesh) == current.mesh_version {
+                    "unchanged"
+                } else {
+                    let next = Generation::build(&mesh, Some(&current), seen);
+                    let changed = next
+                        .snapshots
+                        .iter()
+                        .filter(|(w, p)| {
+                            current.snapshots.get(*w).map(|c| &c.version) != Some(&p.version)
+                        })
+                        .count();
+                    log_applied(&self.path, &next, changed);
+                    self.metrics.set_mesh_version(&next.mesh_version);
+                    self.tx.send_replace(Arc::new(next));
+                    status.applied_at = now;
+                    "applied"
+                }
+            }
+        };
+        self.status.store(Arc::new(status));
+        self.metrics.mesh_reloads.with_label_values(&[result]).inc();
+    }
+
+    /// Reloads when the file changes (debounced) and on SIGHUP, until `stop`.
+    pub async fn watch(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| tracing::warn!(error = %e, "cannot listen for SIGHUP; reload by file change only"))
+            .ok();
+        let mut seen = fingerprint(&self.path).await;
+        loop {
+            let by_signal = tokio::select! {
+                _ = stopped(&mut stop) => return,
+                _ = tokio::time::sleep(POLL) => false,
+                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+            };
+            let now = fingerprint(&self.path).await;
+            if !by_signal && now == seen {
+                continue;
+            }
+            let noticed = Instant::now();
+            let mut last = now;
+            // Wait for the writes to settle.
+            loop {
+                tokio::select! {
+                    _ = stopped(&mut stop) => return,
+                    _ = tokio::time::sleep(DEBOUNCE) => {}
+                }
+                let again = fingerprint(&self.path).await;
+                if again == last {
+                    break;
+                }
+                last = again;
+            }
+            seen = last;
+            if by_signal {
+                tracing::info!("SIGHUP: reloading the mesh");
+            }
+            let source = self.clone();
+            // Validating and compiling a large mesh may take a while.
+            let _ = tokio::task::spawn_blocking(move || source.reload(noticed)).await;
+        }
+    }
+}
+
+fn log_applied(path: &Path, g: &Generation, changed: usize) {
+    tracing::info!(
+        version = %g.mesh_version,
+        path = %path.display(),
+        services = g.services.len(),
+        workloads = g.snapshots.len(),
+        changed_workloads = changed,
+        "mesh applied"
+    );
+}
+
+type Fingerprint = Option<(SystemTime, u64)>;
+
+async fn fingerprint(path: &Path) -> Fingerprint {
+    // metadata follows symlinks, so a Kubernetes ConfigMap swap is seen.
+    let m = tokio::fs::metadata(path).await.ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MESH: &str = include_str!("../../examples/mesh.yaml");
+
+    #[tokio::test]
+    async fn reload_publishes_changes_keeps_unchanged_snapshots_and_rejects_bad_files() {
+        let dir = remora_test_support::proxy::tempdir();
+        let path = dir.path().join("mesh.yaml");
+        std::fs::write(&path, MESH).unwrap();
+        let metrics = Metrics::new();
+        let source = MeshSource::load(path.clone(), metrics.clone()).unwrap();
+        let mut gens = source.subscribe();
+        let first = gens.borrow_and_update().clone();
+        let reloads = |r: &str| metrics.mesh_reloads.with_label_values(&[r]).get();
+
+        std::fs::write(&path, format!("# a comment\n{MESH}")).unwrap();
+        source.reload(Instant::now());
+        assert!(!gens.has_changed().unwrap(), "same mesh, nothing published");
+        assert_eq!(reloads("unchanged"), 1);
+
+        std::fs::write(&path, "services: [{name: Bad}]").unwrap();
+        source.reload(Instant::now());
+        assert!(!gens.has_changed().unwrap());
+        assert_eq!(reloads("rejected"), 1);
+        let status = source.status.load();
+        assert!(status.rejected_at.is_some());
+        assert!(
+            status.problems[0].contains("services[0].name"),
+            "{:?}",
+            status.problems
+        );
+
+        let seen = Instant::now();
+        std::fs::write(&path, MESH.replace("127.0.0.1:7005", "127.0.0.1:17005")).unwrap();
+        source.reload(seen);
+        assert!(gens.has_changed().unwrap());
+        let next = gens.borrow_and_update().clone();
+        assert_ne!(next.mesh_version, first.mesh_version);
+        // `web` does not call `users`: its snapshot and its clock are kept.
+        assert_eq!(
+            next.snapshots["web"].version,
+            first.snapshots["web"].version
+        );
+        assert_eq!(next.snapshots["web"].since, first.snapshots["web"].since);
+        assert_ne!(
+            next.snapshots["api"].version,
+            first.snapshots["api"].version
+        );
+        assert_eq!(next.snapshots["api"].since, seen);
+        assert!(source.status.load().problems.is_empty());
+        assert_eq!(reloads("applied"), 2);
+    }
+}

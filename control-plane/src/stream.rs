@@ -1,0 +1,278 @@
+//! The snapshot stream: `POST /v1/subscribe` over HTTP/2 (clear text, prior
+//! knowledge; HTTP/1.1 works too). Both bodies are newline-delimited JSON.
+//!
+//! The proxy's request body starts with a [`Hello`] (sent with the request:
+//! the response headers wait for it), then carries one [`Ack`] per snapshot.
+//! The response body carries [`SnapshotMsg`]s: the workload's current one at
+//! once, unless the Hello says the proxy already serves that version, then
+//! each new version as the mesh changes. An unknown workload gets a 404.
+//! Each subscription is a [`Session`] task that owns its entry in
+//! [`Proxies`], so the entry goes when the stream ends.
+
+use crate::app::stopped;
+use crate::metrics::Metrics;
+use crate::ndjson::Lines;
+use crate::proxies::{Connection, Proxies};
+use crate::source::{Generation, Published};
+use crate::Error;
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use remora_api::mesh::{Ack, Hello};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+pub const SUBSCRIBE: &str = "/v1/subscribe";
+/// How long a subscriber has to send its Hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 pings find proxies that vanished without closing.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// What every subscription shares.
+pub struct Stream {
+    pub generations: watch::Receiver<Arc<Generation>>,
+    pub proxies: Arc<Proxies>,
+    pub metrics: Arc<Metrics>,
+    pub stop: watch::Receiver<bool>,
+}
+
+/// Serves subscriptions until `stop`; then ends every stream and gives the
+/// connections a second to close.
+pub async fn serve(listener: TcpListener, stream: Arc<Stream>, mut stop: watch::Receiver<bool>) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut stop) => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let stream = stream.clone();
+        let svc = hyper::service::service_fn(move |req| {
+            let stream = stream.clone();
+            async move { Ok::<_, Infallible>(stream.handle(req, peer).await) }
+        });
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(KEEPALIVE);
+        let conn = builder
+            .serve_connection(TokioIo::new(tcp), svc)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "subscriber connection ended");
+            }
+        });
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), graceful.shutdown()).await;
+}
+
+fn text(status: StatusCode, body: String) -> Response<Body> {
+    let mut rsp = Response::new(Full::new(Bytes::from(body)).boxed_unsync());
+    *rsp.status_mut() = status;
+    rsp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    rsp
+}
+
+impl Stream {
+    async fn handle(self: &Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        match (req.method(), req.uri().path()) {
+            (&Method::POST, SUBSCRIBE) => match self.subscribe(req, peer).await {
+                Ok(rsp) => rsp,
+                Err(e) => {
+                    tracing::warn!(error = %e, peer = %peer, "subscription refused");
+                    text(e.status(), format!("{e}\n"))
+                }
+            },
+            (_, SUBSCRIBE) => text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n".into()),
+            _ => text(
+                StatusCode::NOT_FOUND,
+                format!("not found; try POST {SUBSCRIBE}\n"),
+            ),
+        }
+    }
+
+    async fn subscribe(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<Response<Body>, Error> {
+        let mut lines = Lines::new(req.into_body());
+        let first = tokio::time::timeout(HELLO_TIMEOUT, lines.next())
+            .await
+            .map_err(|_| Error::HelloTimeout(HELLO_TIMEOUT))??
+            .ok_or(Error::NoHello)?;
+        let hello: Hello =
+            serde_json::from_slice(&first).map_err(|e| Error::BadHello(e.to_string()))?;
+        {
+            let current = self.generations.borrow();
+            if !current.snapshots.contains_key(&hello.workload) {
+                let known: Vec<&str> = current.snapshots.keys().map(String::as_str).collect();
+                return Err(Error::UnknownWorkload {
+                    workload: hello.workload,
+                    known: known.join(", "),
+                });
+            }
+        }
+        let conn = self.proxies.connect(
+            &hello.workload,
+            hello.identity.clone(),
+            hello.version.clone(),
+            peer,
+        );
+        tracing::info!(id = conn.id, workload = %hello.workload, peer = %peer, version = %hello.version.as_deref().unwrap_or("none"), "proxy subscribed");
+        let (tx, rx) = mpsc::channel::<Bytes>(4);
+        let session = Session {
+            conn,
+            workload: hello.workload,
+            has: hello.version,
+            pending: None,
+            connected: Instant::now(),
+            warned_missing: false,
+            metrics: self.metrics.clone(),
+        };
+        tokio::spawn(session.run(lines, tx, self.generations.clone(), self.stop.clone()));
+        let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+            let line = rx.recv().await?;
+            Some((Ok::<_, Infallible>(Frame::data(line)), rx))
+        });
+        let mut rsp = Response::new(StreamBody::new(frames).boxed_unsync());
+        rsp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/x-ndjson"),
+        );
+        Ok(rsp)
+    }
+}
+
+/// One subscribed proxy.
+struct Session {
+    conn: Connection,
+    workload: String,
+    /// The version the proxy has or was last sent.
+    has: Option<String>,
+    /// The version sent and not answered yet, and when its clock started.
+    pending: Option<(String, Instant)>,
+    connected: Instant,
+    warned_missing: bool,
+    metrics: Arc<Metrics>,
+}
+
+impl Session {
+    async fn run(
+        mut self,
+        mut lines: Lines<Incoming>,
+        tx: mpsc::Sender<Bytes>,
+        mut generations: watch::Receiver<Arc<Generation>>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let why = loop {
+            let current = generations
+                .borrow_and_update()
+                .snapshots
+                .get(&self.workload)
+                .cloned();
+            match current {
+                Some(p) => {
+                    self.warned_missing = false;
+                    if self.has.as_ref() != Some(&p.version) {
+                        if tx.send(p.line.clone()).await.is_err() {
+                            break "the proxy went away".to_string();
+                        }
+                        self.pushed(&p);
+                    }
+                }
+                None if !self.warned_missing => {
+                    self.warned_missing = true;
+                    tracing::warn!(id = self.conn.id, workload = %self.workload, "workload no longer in the mesh; its proxy keeps its last snapshot");
+                    self.conn.error(format!(
+                        "workload `{}` is no longer in the mesh",
+                        self.workload
+                    ));
+                }
+                None => {}
+            }
+            tokio::select! {
+                line = lines.next() => match line {
+                    Ok(Some(line)) => self.verdict(&line),
+                    Ok(None) => break "the proxy closed its stream".to_string(),
+                    Err(e) => break e.to_string(),
+                },
+                changed = generations.changed() => if changed.is_err() {
+                    break "shutting down".to_string();
+                },
+                _ = tx.closed() => break "the proxy went away".to_string(),
+                _ = stopped(&mut stop) => break "shutting down".to_string(),
+            }
+        };
+        tracing::info!(id = self.conn.id, workload = %self.workload, reason = %why, "proxy disconnected");
+    }
+
+    fn pushed(&mut self, p: &Published) {
+        self.has = Some(p.version.clone());
+        self.conn.sent(&p.version);
+        self.metrics
+            .pushes
+            .with_label_values(&[&self.workload])
+            .inc();
+        self.metrics.push_bytes.observe(p.line.len() as f64);
+        // A proxy that subscribed after the change could not have had it sooner.
+        self.pending = Some((p.version.clone(), p.since.max(self.connected)));
+        tracing::info!(id = self.conn.id, workload = %self.workload, version = %p.version, bytes = p.line.len(), "snapshot sent");
+    }
+
+    /// Records an ACK or NACK line.
+    fn verdict(&mut self, line: &[u8]) {
+        let (id, workload) = (self.conn.id, self.workload.as_str());
+        let answered = match serde_json::from_slice::<Ack>(line) {
+            Ok(Ack::Ack { version }) => {
+                self.metrics.acks.inc();
+                if let Some((_, start)) = self.pending.as_ref().filter(|(v, _)| *v == version) {
+                    self.metrics
+                        .convergence
+                        .observe(start.elapsed().as_secs_f64());
+                }
+                tracing::info!(id, workload = %workload, version = %version, "snapshot applied");
+                self.conn.applied(&version);
+                version
+            }
+            Ok(Ack::Nack { version, errors }) => {
+                self.metrics.nacks.with_label_values(&[workload]).inc();
+                tracing::warn!(id, workload = %workload, version = %version, errors = %errors.join("; "), "snapshot rejected");
+                self.conn.rejected(&version, errors);
+                version
+            }
+            Err(e) => {
+                tracing::warn!(id, workload = %workload, error = %e, "bad message from a proxy");
+                self.conn.error(format!("bad message: {e}"));
+                return;
+            }
+        };
+        if self.pending.as_ref().is_some_and(|(v, _)| *v == answered) {
+            self.pending = None;
+        }
+    }
+}
