@@ -53,6 +53,19 @@ pub enum RetryOn {
     Cancelled,
 }
 
+impl RetryOn {
+    /// Read from a gRPC status rather than from the HTTP status.
+    pub fn is_grpc(self) -> bool {
+        matches!(
+            self,
+            RetryOn::Unavailable
+                | RetryOn::ResourceExhausted
+                | RetryOn::DeadlineExceeded
+                | RetryOn::Cancelled
+        )
+    }
+}
+
 /// Exponential backoff with full jitter: attempt n waits a random time in
 /// `[0, min(max, base * 2^(n-1))]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -205,19 +205,29 @@ async fn forward(
     let (mut parts, body) = req.into_parts();
     upstream_head(&mut parts, route, backend, proto, down, upgrade)?;
     let policy = route.retry.as_ref().filter(|_| !upgrade);
-    let exchange = async {
-        let mut body = match policy.filter(|p| p.attempts > 1) {
-            Some(p) => RequestBody::prepare(body, p.buffer_bytes, body_limit).await?,
-            None => Prepared::Streaming(RequestBody::stream(body, body_limit)),
-        };
-        exchange(backend, policy, parts, &mut body, proto, upgrade, rng).await
+    // The route timeout is a deadline each wait below is bounded by, rather
+    // than a timer around them all: on the happy path one timer is armed
+    // per request, whether the route has a timeout, a per-try timeout or both.
+    let deadline = route.timeout.map(|t| Deadline {
+        at: Instant::now() + t,
+        timeout: t,
+    });
+    let mut body = match policy.filter(|p| p.attempts > 1) {
+        Some(p) => {
+            let prepare = RequestBody::prepare(body, p.buffer_bytes, body_limit);
+            match deadline {
+                Some(d) => tokio::time::timeout_at(d.at, prepare)
+                    .await
+                    .unwrap_or(Err(ProxyError::Timeout(d.timeout)))?,
+                None => prepare.await?,
+            }
+        }
+        None => Prepared::Streaming(RequestBody::stream(body, body_limit)),
     };
-    let (mut rsp, in_flight) = match route.timeout {
-        Some(t) => tokio::time::timeout(t, exchange)
-            .await
-            .unwrap_or(Err(ProxyError::Timeout(t)))?,
-        None => exchange.await?,
-    };
+    let (mut rsp, in_flight) = exchange(
+        backend, policy, parts, &mut body, proto, upgrade, deadline, rng,
+    )
+    .await?;
     if let (Some(client), StatusCode::SWITCHING_PROTOCOLS) = (on_upgrade, rsp.status()) {
         super::upgrade::tunnel(client, hyper::upgrade::on(&mut rsp));
         let (parts, _) = rsp.into_parts();
@@ -294,8 +304,17 @@ fn upstream_head(
     Ok(())
 }
 
+/// When the route's timeout runs out.
+#[derive(Clone, Copy)]
+struct Deadline {
+    at: Instant,
+    timeout: std::time::Duration,
+}
+
 /// Sends the request, retrying under the route's policy while attempts,
-/// the body's replayability and the backend's retry budget allow.
+/// the body's replayability and the backend's retry budget allow, all
+/// within the route's deadline.
+#[allow(clippy::too_many_arguments)]
 async fn exchange(
     backend: &Backend,
     policy: Option<&remora_api::RetryPolicy>,
@@ -303,6 +322,7 @@ async fn exchange(
     body: &mut Prepared,
     proto: Proto,
     upgrade: bool,
+    deadline: Option<Deadline>,
     rng: &mut fastrand::Rng,
 ) -> Result<(Response<Incoming>, InFlight), ProxyError> {
     let attempts = policy.map_or(1, |p| p.attempts);
@@ -330,6 +350,7 @@ async fn exchange(
             proto,
             upgrade,
             per_try,
+            deadline,
             rng,
         )
         .await;
@@ -353,7 +374,14 @@ async fn exchange(
             .inc();
         retries += 1;
         drop(result);
-        tokio::time::sleep(retry::backoff(p, retries, rng)).await;
+        let wake = Instant::now() + retry::backoff(p, retries, rng);
+        match deadline {
+            Some(d) if d.at <= wake => {
+                tokio::time::sleep_until(d.at).await;
+                return Err(ProxyError::Timeout(d.timeout));
+            }
+            _ => tokio::time::sleep_until(wake).await,
+        }
     }
 }
 
@@ -375,6 +403,7 @@ async fn attempt(
     proto: Proto,
     upgrade: bool,
     per_try: Option<std::time::Duration>,
+    deadline: Option<Deadline>,
     rng: &mut fastrand::Rng,
 ) -> Result<(Response<Incoming>, InFlight), ProxyError> {
     let overloaded = |limit: Overflow| {
@@ -402,10 +431,18 @@ async fn attempt(
     let send = ep
         .client
         .send(req, proto, upgrade, &backend.breaker, &backend.limits);
-    let sent = match per_try {
-        Some(t) => tokio::time::timeout(t, send)
+    // One timer: the per-try timeout or the route's deadline, whichever
+    // comes first.
+    let limit = match (per_try.map(|t| (started + t, t)), deadline) {
+        (Some((at, t)), Some(d)) if at < d.at => Some((at, ProxyError::PerTryTimeout(t))),
+        (_, Some(d)) => Some((d.at, ProxyError::Timeout(d.timeout))),
+        (Some((at, t)), None) => Some((at, ProxyError::PerTryTimeout(t))),
+        (None, None) => None,
+    };
+    let sent = match limit {
+        Some((at, timed_out)) => tokio::time::timeout_at(at, send)
             .await
-            .unwrap_or(Err(ProxyError::PerTryTimeout(t))),
+            .unwrap_or(Err(timed_out)),
         None => send.await,
     };
     match sent {

@@ -3,7 +3,7 @@
 //! a retry storm.
 
 use super::error::ProxyError;
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderName, StatusCode};
 use remora_api::{RetryOn, RetryPolicy};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -59,33 +59,35 @@ pub fn reason_of_response(
     status: StatusCode,
     headers: &HeaderMap,
 ) -> Option<&'static str> {
-    if headers.contains_key(NO_RETRY) {
-        return None;
-    }
+    static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+    static NO_RETRY_HEADER: HeaderName = HeaderName::from_static(NO_RETRY);
     let on = |c| policy.on.contains(&c);
     let code = status.as_u16();
-    if on(RetryOn::ServerError) && status.is_server_error() {
-        return Some("5xx");
-    }
-    if on(RetryOn::GatewayError) && matches!(code, 502..=504) {
-        return Some("gateway-error");
-    }
-    if policy.status_codes.contains(&code) {
-        return Some("status-code");
-    }
-    // A gRPC error answered before any message carries its status in the
-    // headers ("trailers-only").
-    let grpc = headers
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u32>().ok())?;
-    match grpc {
-        14 if on(RetryOn::Unavailable) => Some("unavailable"),
-        8 if on(RetryOn::ResourceExhausted) => Some("resource-exhausted"),
-        4 if on(RetryOn::DeadlineExceeded) => Some("deadline-exceeded"),
-        1 if on(RetryOn::Cancelled) => Some("cancelled"),
-        _ => None,
-    }
+    let reason = if on(RetryOn::ServerError) && status.is_server_error() {
+        Some("5xx")
+    } else if on(RetryOn::GatewayError) && matches!(code, 502..=504) {
+        Some("gateway-error")
+    } else if policy.status_codes.contains(&code) {
+        Some("status-code")
+    } else if policy.on.iter().any(|c| c.is_grpc()) {
+        // A gRPC error answered before any message carries its status in
+        // the headers ("trailers-only").
+        let grpc = headers
+            .get(&GRPC_STATUS)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u32>().ok());
+        match grpc {
+            Some(14) if on(RetryOn::Unavailable) => Some("unavailable"),
+            Some(8) if on(RetryOn::ResourceExhausted) => Some("resource-exhausted"),
+            Some(4) if on(RetryOn::DeadlineExceeded) => Some("deadline-exceeded"),
+            Some(1) if on(RetryOn::Cancelled) => Some("cancelled"),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    // Looked up only for a response that would be retried.
+    reason.filter(|_| !headers.contains_key(&NO_RETRY_HEADER))
 }
 
 /// Wait before retry number `retry` (1-based): full jitter over an

@@ -265,6 +265,24 @@ async fn per_try_timeouts_are_retried_then_reported() {
     assert_eq!(up.requests(), 2);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_route_timeout_bounds_every_attempt_together() {
+    let up = Upstream::start("slow").await;
+    // Two tries of 300 ms do not fit in 450 ms: the second is cut by the
+    // route's deadline, and the client hears `timeout`, not `per-try-timeout`.
+    let route = "        timeout: 450ms\n        retry: { attempts: 3, on: [gateway-error], per_try_timeout: 300ms, backoff: { base: 1ms, max: 1ms } }";
+    let proxy = start(&yaml(route, "", &[&up])).await;
+    let rsp = Request::new(
+        "GET",
+        &format!("http://{}/slow/5000", proxy.listener("edge")),
+    )
+    .send()
+    .await;
+    assert_eq!(rsp.status, 504);
+    assert_eq!(rsp.header("remora-error"), Some("timeout"));
+    assert_eq!(up.requests(), 2);
+}
+
 /// An upstream that sends a response head promising 1000 bytes, 10 of
 /// them, then stalls with the connection open.
 async fn stalling_upstream() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
