@@ -1,6 +1,6 @@
 //! Dev-only helpers for Remora's tests: upstream servers that say who they
 //! are ([`upstream`]), a throwaway certificate authority and rustls configs
-//! ([`tls`]), one-connection HTTP clients ([`client`]) and a harness that runs
+//! ([`tls`]), one-connection HTTP clients ([`client`]), steady client load ([`load`]) and a harness that runs
 //! the real proxy binary and reads its JSON logs ([`proxy`]).
 //!
 //! Everything binds to `127.0.0.1:0` only. Timeouts use `tokio::time`, so the
@@ -8,11 +8,13 @@
 //! (`start_paused = true`): an idle runtime would jump straight past them.
 
 pub mod client;
+pub mod load;
 pub mod proxy;
 pub mod tls;
 pub mod upstream;
 
 pub use client::{Http1Conn, Http2Conn, HttpVersion, Response};
+pub use load::Load;
 pub use proxy::ProxyProcess;
 pub use tls::{CertPair, TestCa};
 pub use upstream::Upstream;

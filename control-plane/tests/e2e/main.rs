@@ -5,6 +5,7 @@
 //! speaks the snapshot stream like a proxy. One test binary, many modules.
 
 mod check;
+mod mesh;
 mod stream;
 
 use bytes::Bytes;
@@ -50,11 +51,18 @@ pub struct ControlPlane {
 
 impl ControlPlane {
     pub async fn start(mesh: &str) -> ControlPlane {
+        Self::start_at(mesh, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// Starts with the snapshot stream on `listen` (e.g. the address of a
+    /// control plane that was killed, which its proxies keep dialling).
+    pub async fn start_at(mesh: &str, listen: SocketAddr) -> ControlPlane {
         let dir = tempdir();
         let path = dir.path().join("mesh.yaml");
         std::fs::write(&path, mesh).unwrap();
         let mut child = Command::new(bin())
-            .args(["run", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args(["run", "--listen", &listen.to_string()])
+            .args(["--admin", "127.0.0.1:0"])
             .args(["--log-format", "json", "--mesh"])
             .arg(&path)
             .stdin(Stdio::null())
@@ -116,6 +124,12 @@ impl ControlPlane {
 
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().join("\n")
+    }
+
+    /// Kills the process (SIGKILL, by its own child handle) and waits for it.
+    pub async fn kill(mut self) -> SocketAddr {
+        self.child.kill().await.unwrap();
+        self.listen
     }
 
     pub async fn get(&self, path: &str) -> (u16, String) {

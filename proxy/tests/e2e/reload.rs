@@ -2,9 +2,7 @@
 //! requests; an invalid one is rejected, counted, and changes nothing.
 
 use crate::{config, start};
-use remora_test_support::{Http1Conn, Upstream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use remora_test_support::{Http1Conn, Load, Upstream};
 use std::time::Duration;
 
 fn two_backends(a: &Upstream, b: &Upstream, route_to: &str) -> String {
@@ -17,84 +15,12 @@ fn two_backends(a: &Upstream, b: &Upstream, route_to: &str) -> String {
     config(&routes, &backends)
 }
 
-struct Load {
-    stop: Arc<AtomicBool>,
-    failures: Arc<AtomicUsize>,
-    total: Arc<AtomicUsize>,
-    last: Arc<Mutex<String>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-/// Four clients on kept-alive connections, each bounded to 20 000 requests.
-fn load(addr: std::net::SocketAddr) -> Load {
-    let stop = Arc::new(AtomicBool::new(false));
-    let failures = Arc::new(AtomicUsize::new(0));
-    let total = Arc::new(AtomicUsize::new(0));
-    let last = Arc::new(Mutex::new(String::new()));
-    let tasks = (0..4)
-        .map(|_| {
-            let (stop, failures, total, last) =
-                (stop.clone(), failures.clone(), total.clone(), last.clone());
-            tokio::spawn(async move {
-                let mut conn = Http1Conn::connect(addr).await;
-                for _ in 0..20_000 {
-                    if stop.load(Relaxed) {
-                        break;
-                    }
-                    match conn.try_send("GET", "/", &[], bytes::Bytes::new()).await {
-                        Ok(r) if r.status == 200 => {
-                            *last.lock().unwrap() = r.upstream().unwrap_or("").to_string()
-                        }
-                        Ok(r) => {
-                            eprintln!("failed: {} {:?}", r.status, r.header("remora-error"));
-                            failures.fetch_add(1, Relaxed);
-                        }
-                        Err(e) => {
-                            eprintln!("failed: {e:#}");
-                            failures.fetch_add(1, Relaxed);
-                            conn = Http1Conn::connect(addr).await;
-                        }
-                    }
-                    total.fetch_add(1, Relaxed);
-                }
-            })
-        })
-        .collect();
-    Load {
-        stop,
-        failures,
-        total,
-        last,
-        tasks,
-    }
-}
-
-impl Load {
-    async fn wait_for_upstream(&self, name: &str) {
-        for _ in 0..200 {
-            if *self.last.lock().unwrap() == name {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("traffic never reached {name}");
-    }
-
-    async fn finish(self) -> (usize, usize) {
-        self.stop.store(true, Relaxed);
-        for t in self.tasks {
-            t.await.unwrap();
-        }
-        (self.total.load(Relaxed), self.failures.load(Relaxed))
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reloads_under_load_fail_no_request() {
     let a = Upstream::start("a").await;
     let b = Upstream::start("b").await;
     let proxy = start(&two_backends(&a, &b, "a")).await;
-    let load = load(proxy.listener("edge"));
+    let load = Load::start(proxy.listener("edge"), None, 4);
     load.wait_for_upstream("a").await;
 
     // A valid change: traffic moves to b.
@@ -125,11 +51,11 @@ async fn reloads_under_load_fail_no_request() {
         .unwrap();
     assert!(line.contains("listeners[0].routes[0].name"), "{line}");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(*load.last.lock().unwrap(), "b");
+    assert_eq!(load.last_upstream(), "b");
 
-    let (total, failures) = load.finish().await;
-    assert_eq!(failures, 0, "{failures} of {total} requests failed");
-    assert!(total > 100, "only {total} requests ran");
+    let tally = load.finish().await;
+    assert_eq!(tally.failures, 0, "{tally:?}");
+    assert!(tally.total > 100, "only {} requests ran", tally.total);
     let metrics = proxy.metrics().await;
     assert!(
         metrics.contains("remora_config_reloads_total{result=\"rejected\"} 1"),

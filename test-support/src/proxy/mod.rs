@@ -1,6 +1,7 @@
 //! A harness for the real proxy binary: [`ProxyProcess`] writes a config into
 //! a fresh temporary directory, runs `<bin> run --config <dir>/config.yaml
-//! --log-format json`, keeps every line of its stdout and stderr, learns the
+//! --log-format json` (or, in sidecar mode, `run --control-plane ADDR
+//! --workload NAME`), keeps every line of its stdout and stderr, learns the
 //! admin and listener addresses from its `"admin bound"` / `"listener bound"`
 //! log lines, and returns once `GET /ready` on the admin port answers 200.
 //! It signals and kills only the process it started, by PID.
@@ -62,13 +63,46 @@ impl ProxyProcess {
     ) -> anyhow::Result<ProxyProcess> {
         let config_path = dir.path().join("config.yaml");
         std::fs::write(&config_path, config_yaml).context("write config.yaml")?;
+        let args = vec!["--config".into(), config_path.into_os_string()];
+        Self::start_with(dir, bin, args).await
+    }
+
+    /// Starts the proxy in sidecar mode: `run --control-plane <addr>
+    /// --workload <workload> --admin 127.0.0.1:0` plus `extra` (such as
+    /// `--snapshot-cache FILE`), in a new temporary directory. Returns once
+    /// `/ready` answers 200, that is once a first snapshot is served.
+    pub async fn start_sidecar(
+        bin: &Path,
+        control_plane: SocketAddr,
+        workload: &str,
+        extra: &[&std::ffi::OsStr],
+    ) -> anyhow::Result<ProxyProcess> {
+        let mut args: Vec<std::ffi::OsString> = ["--control-plane", &control_plane.to_string()]
+            .iter()
+            .chain(&["--workload", workload, "--admin", "127.0.0.1:0"])
+            .map(Into::into)
+            .collect();
+        args.extend(extra.iter().map(|a| a.to_os_string()));
+        Self::start_with(tempfile::tempdir()?, bin, args).await
+    }
+
+    /// Runs `<bin> run <args> --log-format json` in `dir` with
+    /// `RUST_LOG=info,remora=debug` and waits up to [`READY_TIMEOUT`] for the
+    /// admin address and a 200 from `GET /ready`. The error carries the
+    /// collected logs.
+    pub async fn start_with(
+        dir: TempDir,
+        bin: &Path,
+        args: Vec<std::ffi::OsString>,
+    ) -> anyhow::Result<ProxyProcess> {
+        let config_path = dir.path().join("config.yaml");
         let mut child = Command::new(bin)
             .arg("run")
-            .arg("--config")
-            .arg(&config_path)
+            .args(&args)
             .arg("--log-format")
             .arg("json")
             .env("RUST_LOG", "info,remora=debug")
+            .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -131,7 +165,8 @@ impl ProxyProcess {
         self.pid
     }
 
-    /// The directory holding `config.yaml`; put other files here too.
+    /// The directory the proxy runs in, holding `config.yaml` in file mode;
+    /// put other files here too.
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }

@@ -1,0 +1,324 @@
+//! The whole flow with real processes: the control plane, two or three
+//! `remora-proxy` sidecars subscribed to it, and test upstreams, all on
+//! loopback. Traffic goes through each proxy's `outbound` listener to the
+//! service `api`, whose route sends it to `api-v1` (upstream `a`) or `api-v2`
+//! (upstream `b`), so a test sees from `x-upstream` which snapshot served a
+//! request.
+
+use super::*;
+use remora_test_support::load::Tally;
+use remora_test_support::{Load, ProxyProcess, Upstream};
+use std::ffi::OsStr;
+
+/// The proxy binary, built beside the control plane's by `cargo test
+/// --workspace` (integration tests of both crates need their binaries).
+fn proxy_bin() -> PathBuf {
+    let path = bin().with_file_name("remora-proxy");
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` (or `cargo build -p remora-proxy` first)",
+        path.display()
+    );
+    path
+}
+
+/// Workloads `web` and `batch` both call `api`, whose one route goes to
+/// the service `target`.
+fn mesh(a: &Upstream, b: &Upstream, target: &str) -> String {
+    format!(
+        "services:
+  - name: api
+    routes:
+      - name: main
+        backends: [{{ name: {target} }}]
+  - name: api-v1
+    endpoints: [{{ address: {a} }}]
+  - name: api-v2
+    endpoints: [{{ address: {b} }}]
+workloads:
+  - name: web
+    outbound: 127.0.0.1:0
+    calls: [api]
+  - name: batch
+    outbound: 127.0.0.1:0
+    calls: [api]
+",
+        a = a.addr(),
+        b = b.addr()
+    )
+}
+
+async fn sidecar(cp: SocketAddr, workload: &str, extra: &[&OsStr]) -> ProxyProcess {
+    ProxyProcess::start_sidecar(&proxy_bin(), cp, workload, extra)
+        .await
+        .unwrap()
+}
+
+/// Two clients through each proxy, calling `api`.
+fn load_all(proxies: &[&ProxyProcess]) -> Vec<Load> {
+    proxies
+        .iter()
+        .map(|p| Load::start(p.listener("outbound"), Some("api"), 2))
+        .collect()
+}
+
+async fn wait_all(loads: &[Load], upstream: &str) {
+    for l in loads {
+        l.wait_for_upstream(upstream).await;
+    }
+}
+
+async fn finish_all(loads: Vec<Load>) -> Vec<Tally> {
+    let mut tallies = Vec::new();
+    for l in loads {
+        tallies.push(l.finish().await);
+    }
+    for t in &tallies {
+        assert_eq!(t.failures, 0, "requests failed: {tallies:?}");
+        assert!(t.total > 20, "too little traffic ran: {tallies:?}");
+    }
+    tallies
+}
+
+fn proxies(status: &Value) -> &Vec<Value> {
+    status["proxies"].as_array().unwrap()
+}
+
+/// Every one of `n` proxies applied the snapshot it was last sent.
+fn all_in_sync(status: &Value, n: usize) -> bool {
+    let ps = proxies(status);
+    ps.len() == n
+        && ps
+            .iter()
+            .all(|p| p["in_sync"] == true && p["applied"] == p["sent"])
+}
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_change_reaches_every_proxy_without_failing_a_request() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let cp = ControlPlane::start(&mesh(&a, &b, "api-v1")).await;
+    // Two replicas of web and one batch: three proxies.
+    let web1 = sidecar(cp.listen, "web", &[]).await;
+    let web2 = sidecar(cp.listen, "web", &[]).await;
+    let batch = sidecar(cp.listen, "batch", &[]).await;
+    cp.wait_status("three proxies in sync", |s| all_in_sync(s, 3))
+        .await;
+
+    let loads = load_all(&[&web1, &web2, &batch]);
+    wait_all(&loads, "a").await;
+    cp.write_mesh(&mesh(&a, &b, "api-v2"));
+    wait_all(&loads, "b").await;
+    let status = cp
+        .wait_status("the change applied everywhere", |s| all_in_sync(s, 3))
+        .await;
+    finish_all(loads).await;
+
+    // Each proxy says which version it serves; the control plane agrees.
+    for p in [&web1, &web2, &batch] {
+        let m = p.metrics().await;
+        assert_eq!(
+            metric(&m, "remora_config_reloads_total{result=\"applied\"}"),
+            2.0,
+            "{m}"
+        );
+        assert_eq!(metric(&m, "remora_control_plane_connected"), 1.0, "{m}");
+    }
+    let web_versions: Vec<&Value> = proxies(&status)
+        .iter()
+        .filter(|p| p["workload"] == "web")
+        .map(|p| &p["applied"])
+        .collect();
+    assert_eq!(web_versions.len(), 2);
+    assert_eq!(web_versions[0], web_versions[1]);
+    let m = cp.metrics().await;
+    assert!(
+        metric(&m, "remora_cp_convergence_seconds_count") >= 3.0,
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_mesh_is_rejected_and_proxies_keep_their_config() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let good = mesh(&a, &b, "api-v1");
+    let cp = ControlPlane::start(&good).await;
+    let web = sidecar(cp.listen, "web", &[]).await;
+    let before = cp.wait_status("web in sync", |s| all_in_sync(s, 1)).await;
+    let load = Load::start(web.listener("outbound"), Some("api"), 2);
+    load.wait_for_upstream("a").await;
+
+    // Traffic moved to b, but in a mesh with a bad service name: none of it
+    // is applied.
+    let broken = good
+        .replace("api-v1 }]", "api-v2 }]")
+        .replace("workloads:", "  - name: Bad_Name\nworkloads:");
+    cp.write_mesh(&broken);
+    let status = cp
+        .wait_status("the rejection", |s| s["mesh"]["rejected_at"].is_string())
+        .await;
+    let problems = status["mesh"]["problems"].to_string();
+    assert!(
+        problems.contains("services[3].name") && problems.contains("lowercase DNS name"),
+        "{problems}"
+    );
+    load.wait_for_requests(200).await;
+    assert_eq!(load.last_upstream(), "a");
+    let tally = load.finish().await;
+    assert_eq!(tally.failures, 0, "{tally:?}");
+    let after = cp.wait_status("web in sync", |s| all_in_sync(s, 1)).await;
+    assert_eq!(
+        proxies(&after)[0]["applied"],
+        proxies(&before)[0]["applied"]
+    );
+    let m = cp.metrics().await;
+    assert_eq!(
+        metric(&m, "remora_cp_mesh_reloads_total{result=\"rejected\"}"),
+        1.0,
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_the_proxy_cannot_apply_is_nacked_and_shown_on_status() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let good = mesh(&a, &b, "api-v1");
+    let cp = ControlPlane::start(&good).await;
+    let web = sidecar(cp.listen, "web", &[]).await;
+    let before = cp.wait_status("web in sync", |s| all_in_sync(s, 1)).await;
+    let applied = proxies(&before)[0]["applied"].clone();
+
+    // Valid for the control plane, but a running proxy cannot move its
+    // listener without a restart: it must say no, and keep serving.
+    let moved = good.replacen("outbound: 127.0.0.1:0", "outbound: 127.0.0.1:1", 1);
+    cp.write_mesh(&moved.replace("api-v1 }]", "api-v2 }]"));
+    let status = cp
+        .wait_status("the NACK", |s| proxies(s)[0]["rejected"].is_string())
+        .await;
+    let p = &proxies(&status)[0];
+    assert_eq!(p["workload"], "web");
+    assert_eq!(p["rejected"], p["sent"]);
+    assert_eq!(p["applied"], applied);
+    assert_eq!(p["in_sync"], false);
+    let errors = p["errors"].to_string();
+    assert!(errors.contains("needs a restart"), "{errors}");
+    assert!(
+        p["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("listeners")),
+        "{p}"
+    );
+
+    // The proxy still serves its last good snapshot, and says it rejected one.
+    let rsp = Request::new("GET", &format!("http://{}/", web.listener("outbound")))
+        .header("host", "api")
+        .send()
+        .await;
+    assert_eq!((rsp.status, rsp.upstream()), (200, Some("a")));
+    let m = web.metrics().await;
+    assert_eq!(
+        metric(&m, "remora_config_reloads_total{result=\"rejected\"}"),
+        1.0,
+        "{m}"
+    );
+    let m = cp.metrics().await;
+    assert_eq!(
+        metric(&m, "remora_cp_nacks_total{workload=\"web\"}"),
+        1.0,
+        "{m}"
+    );
+
+    // Fixed in the mesh: the next snapshot is applied and clears the NACK.
+    cp.write_mesh(&good.replace("api-v1 }]", "api-v2 }]"));
+    let status = cp.wait_status("web in sync", |s| all_in_sync(s, 1)).await;
+    assert_eq!(proxies(&status)[0]["rejected"], Value::Null);
+    let rsp = Request::new("GET", &format!("http://{}/", web.listener("outbound")))
+        .header("host", "api")
+        .send()
+        .await;
+    assert_eq!((rsp.status, rsp.upstream()), (200, Some("b")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_ride_out_a_control_plane_restart_and_resync() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let cp = ControlPlane::start(&mesh(&a, &b, "api-v1")).await;
+    let web = sidecar(cp.listen, "web", &[]).await;
+    let batch = sidecar(cp.listen, "batch", &[]).await;
+    cp.wait_status("two proxies in sync", |s| all_in_sync(s, 2))
+        .await;
+    let loads = load_all(&[&web, &batch]);
+    wait_all(&loads, "a").await;
+
+    let listen = cp.kill().await;
+    for p in [&web, &batch] {
+        p.wait_for_log_where(
+            0,
+            |l| l.contains("control plane unreachable") || l.contains("closed the subscription"),
+            WAIT,
+        )
+        .await
+        .unwrap();
+    }
+    for l in &loads {
+        l.wait_for_requests(200).await;
+    }
+    for p in [&web, &batch] {
+        let m = p.metrics().await;
+        assert_eq!(metric(&m, "remora_control_plane_connected"), 0.0, "{m}");
+        let (ready, _) = p.admin_get("/ready").await;
+        assert_eq!(ready, 200, "a proxy with a snapshot stays ready");
+    }
+
+    // Back, on the same address, with a changed mesh: both re-sync to it.
+    let cp = ControlPlane::start_at(&mesh(&a, &b, "api-v2"), listen).await;
+    wait_all(&loads, "b").await;
+    cp.wait_status("two proxies in sync", |s| all_in_sync(s, 2))
+        .await;
+    finish_all(loads).await;
+    for p in [&web, &batch] {
+        let m = p.metrics().await;
+        assert_eq!(metric(&m, "remora_control_plane_connected"), 1.0, "{m}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_restarted_while_the_control_plane_is_down_serves_from_its_cache() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let cp = ControlPlane::start(&mesh(&a, &b, "api-v2")).await;
+    let cache_dir = tempdir();
+    let cache = cache_dir.path().join("web.snapshot.json");
+    let args = [OsStr::new("--snapshot-cache"), cache.as_os_str()];
+    let mut web = sidecar(cp.listen, "web", &args).await;
+    cp.wait_status("web in sync", |s| all_in_sync(s, 1)).await;
+    assert!(cache.exists(), "the applied snapshot is cached");
+
+    let listen = cp.kill().await;
+    web.signal("TERM").unwrap();
+    assert!(web.wait_exit(WAIT).await.is_some_and(|s| s.success()));
+
+    // The control plane is still down: the new proxy starts from the cache.
+    let web = sidecar(listen, "web", &args).await;
+    web.wait_for_log("serving the cached snapshot", WAIT)
+        .await
+        .unwrap();
+    let load = Load::start(web.listener("outbound"), Some("api"), 2);
+    load.wait_for_upstream("b").await;
+    load.wait_for_requests(200).await;
+    let tally = load.finish().await;
+    assert_eq!(tally.failures, 0, "{tally:?}");
+    let m = web.metrics().await;
+    assert_eq!(metric(&m, "remora_control_plane_connected"), 0.0, "{m}");
+
+    // Without a cache, a proxy that cannot reach its control plane is not ready.
+    let err = ProxyProcess::start_sidecar(&proxy_bin(), listen, "web", &[])
+        .await
+        .err()
+        .expect("no snapshot, so never ready");
+    assert!(err.to_string().contains("not ready"), "{err:#}");
+}
