@@ -7,6 +7,7 @@
 //! certificates belong to the proxy.
 
 mod duration;
+pub mod identity;
 mod locate;
 pub mod mesh;
 mod model;
@@ -14,6 +15,10 @@ pub mod policy;
 mod validate;
 
 pub use duration::Duration;
+pub use identity::{
+    AllowRule, Authorization, DefaultPolicy, IdentityConfig, IdentityFiles, Inbound, InboundMode,
+    ListenerProtocol,
+};
 pub use model::*;
 pub use policy::{
     Backoff, CircuitBreaker, Fault, FaultAbort, FaultDelay, HealthCheck, OutlierDetection,

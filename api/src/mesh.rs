@@ -67,6 +67,7 @@ impl ServiceEndpoint {
         Endpoint {
             address: self.address,
             weight: self.weight,
+            identity: self.identity.clone(),
         }
     }
 }

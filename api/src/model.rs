@@ -1,6 +1,7 @@
 //! The config types. Every struct denies unknown fields so a typo is an error,
 //! not a silently ignored setting. `docs/config.md` documents each field.
 
+use crate::identity::*;
 use crate::policy::*;
 use crate::Duration;
 use serde::{Deserialize, Serialize};
@@ -22,6 +23,10 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     #[serde(default)]
     pub backends: Vec<Backend>,
+    /// The mesh identity, for `inbound` listeners and endpoints with an
+    /// `identity` (see `docs/identity.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<IdentityConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -60,6 +65,25 @@ pub struct Listener {
     /// Routes in order; see `docs/config.md` for how one is chosen.
     #[serde(default)]
     pub routes: Vec<Route>,
+    /// How connections are read: `http` (default), `tcp` or `detect`.
+    #[serde(default)]
+    pub protocol: ListenerProtocol,
+    /// Where opaque TCP goes (`protocol: tcp` or `detect`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_backend: Option<String>,
+    /// How long `detect` waits for a client's first bytes.
+    #[serde(default = "crate::identity::defaults::detect_timeout")]
+    pub detect_timeout: Duration,
+    /// Traffic from other proxies: mutual TLS with the mesh identity, and
+    /// who may come in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbound: Option<Inbound>,
+}
+
+impl Listener {
+    pub fn default_detect_timeout() -> Duration {
+        crate::identity::defaults::detect_timeout()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -151,6 +175,10 @@ pub struct Route {
     pub rate_limit: Option<RateLimit>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault: Option<Fault>,
+    /// On an `inbound` listener: who may send requests matching this
+    /// route, instead of the listener's authorization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<Authorization>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
@@ -294,6 +322,10 @@ pub struct Endpoint {
     pub address: SocketAddr,
     #[serde(default = "defaults::weight")]
     pub weight: u32,
+    /// The SPIFFE ID of the proxy at `address`: connect with mutual TLS and
+    /// the mesh identity, and fail unless the peer proves this identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]

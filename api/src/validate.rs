@@ -104,6 +104,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             rl.check(&format!("{at}.rate_limit"), &mut found);
             p.extend(found);
         }
+        check_listener_mesh(&mut p, &at, l, config, &backends);
         let mut route_names = HashSet::new();
         for (j, r) in l.routes.iter().enumerate() {
             let at = format!("{at}.routes[{j}]");
@@ -125,8 +126,99 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             p.add(format!("{at}.name"), format!("`{}` is used twice", b.name));
         }
         check_backend(&mut p, &at, b);
+        for (k, e) in b.endpoints.iter().enumerate() {
+            let Some(id) = &e.identity else { continue };
+            let at = format!("{at}.endpoints[{k}].identity");
+            if crate::identity::parse_spiffe(id).is_none() {
+                p.add(&at, "must be a SPIFFE ID: spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>");
+            }
+            if config.identity.is_none() {
+                p.add(&at, "needs the proxy's own `identity` (mutual TLS)");
+            }
+            if b.tls.is_some() {
+                p.add(
+                    &at,
+                    "a backend uses either `tls` or mesh identities, not both",
+                );
+            }
+        }
+    }
+    if let Some(id) = &config.identity {
+        if id.trust_roots.is_empty() == id.trust_roots_file.is_none() {
+            p.add(
+                "identity",
+                "needs exactly one of `trust_roots` and `trust_roots_file`",
+            );
+        }
     }
     p.0
+}
+
+/// The listener's protocol, opaque TCP backend and inbound (mesh) settings.
+fn check_listener_mesh(
+    p: &mut Problems,
+    at: &str,
+    l: &Listener,
+    config: &Config,
+    backends: &HashSet<&str>,
+) {
+    use crate::identity::ListenerProtocol;
+    let opaque = matches!(l.protocol, ListenerProtocol::Tcp | ListenerProtocol::Detect);
+    match (&l.tcp_backend, opaque) {
+        (None, true) => p.add(
+            format!("{at}.tcp_backend"),
+            "`protocol: tcp` and `protocol: detect` need a backend for opaque TCP",
+        ),
+        (Some(_), false) => p.add(
+            format!("{at}.tcp_backend"),
+            "only used with `protocol: tcp` or `protocol: detect`",
+        ),
+        (Some(b), true) if !backends.contains(b.as_str()) => p.add(
+            format!("{at}.tcp_backend"),
+            format!("no backend is named `{b}`"),
+        ),
+        _ => {}
+    }
+    if l.protocol == ListenerProtocol::Tcp && !l.routes.is_empty() {
+        p.add(
+            format!("{at}.routes"),
+            "a `protocol: tcp` listener has no HTTP routes",
+        );
+    }
+    if l.detect_timeout.get().is_zero() {
+        p.add(format!("{at}.detect_timeout"), "must be > 0");
+    }
+    if let Some(inbound) = &l.inbound {
+        if config.identity.is_none() {
+            p.add(
+                format!("{at}.inbound"),
+                "needs the proxy's own `identity` (mutual TLS)",
+            );
+        }
+        if l.tls.is_some() {
+            p.add(
+                format!("{at}.inbound"),
+                "an inbound listener does mutual TLS with the mesh identity: leave `tls` out",
+            );
+        }
+        let mut found = Vec::new();
+        crate::identity::check_authorization(
+            &format!("{at}.inbound.authorization"),
+            &inbound.authorization,
+            &mut found,
+        );
+        p.extend(found);
+    }
+    for (j, r) in l.routes.iter().enumerate() {
+        let Some(a) = &r.authorization else { continue };
+        let at = format!("{at}.routes[{j}].authorization");
+        if l.inbound.is_none() {
+            p.add(&at, "only applies on an `inbound` listener");
+        }
+        let mut found = Vec::new();
+        crate::identity::check_authorization(&at, a, &mut found);
+        p.extend(found);
+    }
 }
 
 fn check_name(p: &mut Problems, at: &str, name: &str) {

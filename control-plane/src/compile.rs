@@ -130,8 +130,13 @@ pub(crate) fn workload_config(
             access_log: w.access_log,
             rate_limit: None,
             routes,
+            protocol: Default::default(),
+            tcp_backend: None,
+            detect_timeout: Listener::default_detect_timeout(),
+            inbound: None,
         }],
         backends,
+        identity: None,
     }
 }
 
@@ -157,6 +162,7 @@ fn default_route(s: &Service, hosts: Vec<String>) -> Route {
         retry: None,
         rate_limit: None,
         fault: None,
+        authorization: None,
     }
 }
 
