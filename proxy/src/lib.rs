@@ -11,6 +11,7 @@ pub mod app;
 pub mod balance;
 pub mod drain;
 pub mod http;
+pub mod identity;
 pub mod listen;
 pub mod metrics;
 pub mod policy;
