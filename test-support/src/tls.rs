@@ -83,6 +83,18 @@ impl TestCa {
         self.issue(params)
     }
 
+    /// A mesh workload certificate: `id` (a `spiffe://` URI) as the only
+    /// SAN, usable as server and as client, like the control plane's CA issues.
+    pub fn issue_spiffe(&self, id: &str) -> CertPair {
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = vec![SanType::URI(id.try_into().expect("valid URI"))];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        self.issue(params)
+    }
+
     /// Signs arbitrary parameters (for SANs or usages the helpers above
     /// don't cover) with a fresh key.
     pub fn issue(&self, mut params: CertificateParams) -> CertPair {

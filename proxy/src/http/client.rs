@@ -33,6 +33,8 @@ use tokio_rustls::client::TlsStream;
 #[derive(Clone)]
 pub struct Transport {
     pub tls: Option<UpstreamTls>,
+    /// With `tls`: the SPIFFE ID the endpoint must prove (mesh mutual TLS).
+    pub identity: Option<Arc<str>>,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_idle: usize,
@@ -284,7 +286,18 @@ impl EndpointClient {
                 .connect(tls.server_name.clone(), tcp)
                 .await
                 .map(|s| Conn::Tls(Box::new(s)))
-                .map_err(|source| ProxyError::UpstreamTls { addr, source })
+                .map_err(
+                    |source| match crate::identity::tls::identity_mismatch(&source) {
+                        Some(m) => ProxyError::IdentityMismatch {
+                            addr,
+                            mismatch: crate::identity::tls::IdentityMismatch {
+                                expected: m.expected.clone(),
+                                found: m.found.clone(),
+                            },
+                        },
+                        None => ProxyError::UpstreamTls { addr, source },
+                    },
+                )
         })
         .await
         .unwrap_or(Err(ProxyError::ConnectTimeout { addr, after }));

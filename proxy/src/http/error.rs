@@ -36,6 +36,13 @@ pub enum ProxyError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("{addr} is not who the mesh says it is: {mismatch}")]
+    IdentityMismatch {
+        addr: SocketAddr,
+        mismatch: crate::identity::tls::IdentityMismatch,
+    },
+    #[error("the authorization policy does not allow {client}")]
+    Forbidden { client: String },
     #[error("upstream {addr} failed: {source}")]
     Upstream {
         addr: SocketAddr,
@@ -75,7 +82,9 @@ impl ProxyError {
             ProxyError::Connect { .. }
             | ProxyError::ConnectTimeout { .. }
             | ProxyError::UpstreamTls { .. }
+            | ProxyError::IdentityMismatch { .. }
             | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ProxyError::Timeout(_) | ProxyError::PerTryTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -94,6 +103,8 @@ impl ProxyError {
             ProxyError::Connect { .. } => "connect-failed",
             ProxyError::ConnectTimeout { .. } => "connect-timeout",
             ProxyError::UpstreamTls { .. } => "upstream-tls",
+            ProxyError::IdentityMismatch { .. } => "identity-mismatch",
+            ProxyError::Forbidden { .. } => "forbidden",
             ProxyError::Upstream { .. } => "upstream-failed",
             ProxyError::Timeout(_) => "timeout",
             ProxyError::PerTryTimeout(_) => "per-try-timeout",
@@ -111,6 +122,7 @@ impl ProxyError {
             ProxyError::Malformed(_)
             | ProxyError::BodyTooLarge { .. }
             | ProxyError::HeadersTooLarge { .. }
+            | ProxyError::Forbidden { .. }
             | ProxyError::RateLimited { .. } => Fault::Downstream,
             _ => Fault::Upstream,
         }

@@ -8,6 +8,7 @@
 //! [`Identity::install`].
 
 pub mod issuer;
+pub mod tls;
 
 use arc_swap::ArcSwapOption;
 use rustls::pki_types::pem::PemObject;
@@ -30,6 +31,22 @@ pub struct Identity {
     current: ArcSwapOption<Credential>,
 }
 
+/// The identity of this process: one proxy, one identity. The TLS configs
+/// compiled from each snapshot and the certificate sources share it.
+pub fn global() -> &'static Arc<Identity> {
+    static GLOBAL: std::sync::OnceLock<Arc<Identity>> = std::sync::OnceLock::new();
+    GLOBAL.get_or_init(Identity::new)
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.current() {
+            Some(c) => write!(f, "Identity({})", c.id),
+            None => write!(f, "Identity(none yet)"),
+        }
+    }
+}
+
 impl Identity {
     pub fn new() -> Arc<Identity> {
         Arc::new(Identity::default())
@@ -41,9 +58,23 @@ impl Identity {
     }
 
     /// Installs a certificate chain (PEM, leaf first) and its private key
-    /// (PEM); checks that they belong together and that the leaf carries a
-    /// SPIFFE ID. Returns the installed credential.
+    /// (PEM); see [`Credential::parse`]. Returns the installed credential.
     pub fn install(&self, chain_pem: &[u8], key_pem: &[u8]) -> Result<Arc<Credential>, String> {
+        let credential = Arc::new(Credential::parse(chain_pem, key_pem)?);
+        self.set(credential.clone());
+        Ok(credential)
+    }
+
+    /// Makes `credential` the certificate of the next handshakes.
+    pub fn set(&self, credential: Arc<Credential>) {
+        self.current.store(Some(credential));
+    }
+}
+
+impl Credential {
+    /// A certificate chain (PEM, leaf first) and its private key (PEM),
+    /// checked to belong together, with the leaf's SPIFFE ID.
+    pub fn parse(chain_pem: &[u8], key_pem: &[u8]) -> Result<Credential, String> {
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem)
             .collect::<Result<_, _>>()
             .map_err(|e| format!("not a PEM certificate chain: {e}"))?;
@@ -53,13 +84,11 @@ impl Identity {
             .map_err(|e| format!("no usable private key: {e}"))?;
         let certified = CertifiedKey::from_der(chain, key, &crate::tls::provider())
             .map_err(|e| format!("certificate and key do not belong together: {e}"))?;
-        let credential = Arc::new(Credential {
+        Ok(Credential {
             certified: Arc::new(certified),
             id,
             not_after,
-        });
-        self.current.store(Some(credential.clone()));
-        Ok(credential)
+        })
     }
 }
 

@@ -9,6 +9,7 @@ use crate::balance::{Backend, Endpoint};
 use crate::http::client::{EndpointClient, Transport, UpstreamTls};
 use crate::http::retry::RetryBudget;
 use crate::http::router::Router;
+use crate::identity::tls::MeshRoots;
 use crate::metrics::Metrics;
 use crate::policy::ratelimit::RateLimiter;
 use remora_api::{Config, Problem};
@@ -18,6 +19,11 @@ use std::sync::Arc;
 /// Loaded TLS configs, by listener and backend index, with a digest of the
 /// files' contents: a certificate replaced on disk changes the version.
 pub struct Materials {
+    /// The mesh trust roots, when the config has an `identity`.
+    mesh: Option<Arc<MeshRoots>>,
+    /// The identity certificate from files (`identity.certificate`),
+    /// installed when the snapshot is compiled.
+    credential: Option<Arc<crate::identity::Credential>>,
     listener_tls: Vec<Option<Arc<rustls::ServerConfig>>>,
     backend_tls: Vec<Option<UpstreamTls>>,
     backend_digest: Vec<u64>,
@@ -95,15 +101,100 @@ pub fn load_materials(config: &Config) -> Result<Materials, Vec<Problem>> {
             })
         }));
     }
+    let mesh = config
+        .identity
+        .as_ref()
+        .and_then(|id| mesh_roots(id).map_err(|e| problems.push(problem(e))).ok());
+    if let Some(m) = &mesh {
+        digests.push(m.digest);
+    }
+    let files = config
+        .identity
+        .as_ref()
+        .and_then(|id| id.certificate.as_ref());
+    let credential = files.and_then(|f| {
+        digests.push(file_digest([f.cert.as_path(), f.key.as_path()].into_iter()));
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+        };
+        read(&f.cert)
+            .and_then(|c| Ok((c, read(&f.key)?)))
+            .and_then(|(c, k)| crate::identity::Credential::parse(&c, &k))
+            .map(Arc::new)
+            .map_err(|e| problems.push(problem(("identity.certificate".into(), e))))
+            .ok()
+    });
     if problems.is_empty() {
         digests.extend_from_slice(&backend_digest);
         let bytes: Vec<u8> = digests.iter().flat_map(|d| d.to_le_bytes()).collect();
         Ok(Materials {
+            mesh,
+            credential,
             listener_tls,
             backend_tls,
             backend_digest,
             digest: crate::balance::content_hash(&bytes),
         })
+    } else {
+        Err(problems)
+    }
+}
+
+/// The trust roots of an `identity` section, inline or from a file.
+fn mesh_roots(id: &remora_api::IdentityConfig) -> Result<Arc<MeshRoots>, (String, String)> {
+    let (at, pems) = match &id.trust_roots_file {
+        Some(path) => (
+            "identity.trust_roots_file",
+            vec![std::fs::read(path).map_err(|e| {
+                (
+                    "identity.trust_roots_file".to_string(),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?],
+        ),
+        None => (
+            "identity.trust_roots",
+            id.trust_roots
+                .iter()
+                .map(|p| p.as_bytes().to_vec())
+                .collect(),
+        ),
+    };
+    let slices: Vec<&[u8]> = pems.iter().map(Vec::as_slice).collect();
+    MeshRoots::from_pem(&slices)
+        .map(Arc::new)
+        .map_err(|e| (at.to_string(), e))
+}
+
+/// Client TLS for every endpoint identity in the config (one per identity,
+/// shared by its endpoints).
+fn mesh_clients(
+    config: &Config,
+    mesh: Option<&Arc<MeshRoots>>,
+) -> Result<HashMap<String, UpstreamTls>, Vec<Problem>> {
+    let mut clients = HashMap::new();
+    let mut problems = Vec::new();
+    for (i, b) in config.backends.iter().enumerate() {
+        for (k, e) in b.endpoints.iter().enumerate() {
+            let Some(id) = &e.identity else { continue };
+            if clients.contains_key(id) {
+                continue;
+            }
+            let at = format!("backends[{i}].endpoints[{k}].identity");
+            let Some(roots) = mesh else {
+                problems.push(problem((at, "needs the proxy's own `identity`".into())));
+                continue;
+            };
+            match crate::identity::tls::client_tls(crate::identity::global(), roots, id) {
+                Ok(tls) => {
+                    clients.insert(id.clone(), tls);
+                }
+                Err(e) => problems.push(problem((at, e))),
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(clients)
     } else {
         Err(problems)
     }
@@ -117,6 +208,8 @@ pub fn compile(
     metrics: &Arc<Metrics>,
 ) -> Result<Snapshot, Vec<Problem>> {
     let version = version(&config, materials.digest);
+    let mesh_clients = mesh_clients(&config, materials.mesh.as_ref())?;
+    let roots_digest = materials.mesh.as_ref().map_or(0, |m| m.digest);
     let mut backends: HashMap<Arc<str>, Arc<Backend>> = HashMap::new();
     let tls_and_digest = materials
         .backend_tls
@@ -124,9 +217,12 @@ pub fn compile(
         .zip(materials.backend_digest);
     for (b, (tls, digest)) in config.backends.iter().zip(tls_and_digest) {
         let name: Arc<str> = b.name.as_str().into();
-        let key = transport_key(b, digest);
+        // New roots: endpoints reached with mesh TLS get new connections.
+        let meshed = b.endpoints.iter().any(|e| e.identity.is_some());
+        let key = transport_key(b, digest ^ if meshed { roots_digest } else { 0 });
         let transport = Transport {
             tls,
+            identity: None,
             connect_timeout: b.connect_timeout.get(),
             idle_timeout: b.pool.idle_timeout.get(),
             max_idle: b.pool.max_idle_per_endpoint,
@@ -139,15 +235,23 @@ pub fn compile(
             .endpoints
             .iter()
             .map(|e| {
+                let identity = e.identity.as_deref();
                 let ep = old
-                    .and_then(|o| o.endpoints.iter().find(|oe| oe.addr == e.address))
+                    .and_then(|o| {
+                        o.endpoints.iter().find(|oe| {
+                            oe.addr == e.address
+                                && oe.client.transport().identity.as_deref() == identity
+                        })
+                    })
                     .cloned()
                     .unwrap_or_else(|| {
-                        let client = EndpointClient::new(
-                            e.address,
-                            transport.clone(),
-                            metrics.upstream(&b.name),
-                        );
+                        let mut transport = transport.clone();
+                        if let Some(id) = identity {
+                            transport.tls = mesh_clients.get(id).cloned();
+                            transport.identity = Some(id.into());
+                        }
+                        let client =
+                            EndpointClient::new(e.address, transport, metrics.upstream(&b.name));
                         Arc::new(Endpoint::new(e.address, client))
                     });
                 (ep, e.weight)
@@ -225,6 +329,10 @@ pub fn compile(
     }
     if !problems.is_empty() {
         return Err(problems);
+    }
+    if let Some(c) = materials.credential {
+        // The snapshot is good: its certificate serves the next handshakes.
+        crate::identity::global().set(c);
     }
     Ok(Snapshot {
         version,

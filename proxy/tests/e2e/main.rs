@@ -8,6 +8,7 @@ mod balance;
 mod check;
 mod grpc;
 mod limits;
+mod mesh_tls;
 mod policies;
 mod reload;
 mod resilience;
