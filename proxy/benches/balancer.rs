@@ -27,6 +27,7 @@ fn backend(n: usize, balancer: &api::Balancer) -> (Backend, Vec<InFlight>) {
     let metrics = Metrics::new();
     let transport = Transport {
         tls: None,
+        identity: None,
         connect_timeout: Duration::from_secs(1),
         idle_timeout: Duration::from_secs(90),
         max_idle: 1,

@@ -33,6 +33,7 @@ const PREFIXES: [&str; 4] = ["/api/v1", "/api/v2", "/static", "/"];
 fn backend() -> Arc<Backend> {
     let transport = Transport {
         tls: None,
+        identity: None,
         connect_timeout: Duration::from_secs(1),
         idle_timeout: Duration::from_secs(90),
         max_idle: 1,

@@ -14,6 +14,7 @@ fn backend(weights: &[u32], balancer: api::Balancer) -> Backend {
             let addr: SocketAddr = format!("127.0.0.1:{}", 1000 + i).parse().unwrap();
             let t = Transport {
                 tls: None,
+                identity: None,
                 connect_timeout: Duration::from_secs(1),
                 idle_timeout: Duration::from_secs(1),
                 max_idle: 1,

@@ -7,6 +7,7 @@ use std::time::Duration;
 fn backend(name: &str) -> Arc<Backend> {
     let transport = Transport {
         tls: None,
+        identity: None,
         connect_timeout: Duration::from_secs(1),
         idle_timeout: Duration::from_secs(90),
         max_idle: 1,
