@@ -12,6 +12,7 @@ pub mod balance;
 pub mod drain;
 pub mod http;
 pub mod identity;
+pub mod init;
 pub mod listen;
 pub mod metrics;
 pub mod policy;

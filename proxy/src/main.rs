@@ -46,6 +46,9 @@ enum Command {
         /// The config file.
         file: PathBuf,
     },
+    /// Program iptables in this network namespace so the proxy intercepts
+    /// the pod's TCP traffic, as an init container (docs/interception.md).
+    Init(remora_proxy::init::Args),
 }
 
 /// Sidecar mode: where the control plane is and who this proxy is.
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { file } => check(&file),
+        Command::Init(args) => remora_proxy::init::main(&args),
         Command::Run {
             config,
             control,
