@@ -5,7 +5,8 @@
 # pip only run when something is actually missing.
 #
 #   Debian: curl, openssl, prometheus (for promtool), nghttp2-client (h2load,
-#           optional), procps, iproute2
+#           optional), procps, iproute2, iptables (legacy and nft variants,
+#           for the `remora-proxy init` tests), util-linux (setpriv)
 #   Python: grpcio (pinned), for tests/grpc/echo_server.py and echo_client.py
 #
 # Environment:
@@ -35,6 +36,10 @@ command -v ps       >/dev/null 2>&1 && command -v pgrep >/dev/null 2>&1 \
     || required_missing+=(procps)
 command -v ss       >/dev/null 2>&1 && command -v ip >/dev/null 2>&1 \
     || required_missing+=(iproute2)
+command -v iptables-nft-restore >/dev/null 2>&1 \
+    && command -v iptables-legacy-restore >/dev/null 2>&1 \
+    || required_missing+=(iptables)
+command -v setpriv  >/dev/null 2>&1 || required_missing+=(util-linux)
 
 optional_missing=()
 command -v h2load >/dev/null 2>&1 || optional_missing+=(nghttp2-client)

@@ -7,6 +7,7 @@ mod admin;
 mod balance;
 mod check;
 mod grpc;
+mod init;
 mod limits;
 mod mesh_tls;
 mod policies;
