@@ -17,9 +17,11 @@
 
 pub mod exec;
 pub mod rules;
+pub mod skip;
 
 use exec::Mode;
-use rules::{Cidr, Existing, Family, PortRange, Settings};
+use rules::{Existing, Family, Settings};
+use skip::{Cidr, PortRange};
 use std::process::{ExitCode, ExitStatus};
 
 /// The flags of `remora-proxy init`; each has an environment variable, so an

@@ -16,9 +16,8 @@
 //! ([`Existing`]) does not have it yet. Nothing outside our chains and
 //! jumps is touched.
 
+use super::skip::{Cidr, PortRange};
 use std::fmt;
-use std::net::IpAddr;
-use std::str::FromStr;
 
 /// Chain hooked from `PREROUTING`: traffic arriving at the pod.
 pub const INBOUND_CHAIN: &str = "REMORA_PROXY_INBOUND";
@@ -86,120 +85,6 @@ impl Default for Settings {
             skip_outbound_ports: Vec::new(),
             skip_outbound_cidrs: Vec::new(),
         }
-    }
-}
-
-/// A port or an inclusive range, `8080` or `8000-8100` (`8000:8100` too).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PortRange {
-    pub first: u16,
-    pub last: u16,
-}
-
-impl PortRange {
-    pub fn single(port: u16) -> PortRange {
-        PortRange {
-            first: port,
-            last: port,
-        }
-    }
-
-    /// How many of multiport's 15 slots this takes.
-    fn slots(self) -> usize {
-        if self.first == self.last {
-            1
-        } else {
-            2
-        }
-    }
-}
-
-impl FromStr for PortRange {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim();
-        let port = |p: &str| match p.trim().parse::<u16>() {
-            Ok(0) | Err(_) => Err(format!(
-                "`{s}` is not a port (1-65535) or a range like 8000-8100"
-            )),
-            Ok(n) => Ok(n),
-        };
-        let range = match s.split_once(['-', ':']) {
-            Some((a, b)) => PortRange {
-                first: port(a)?,
-                last: port(b)?,
-            },
-            None => PortRange::single(port(s)?),
-        };
-        if range.first > range.last {
-            return Err(format!("`{s}`: the range is empty (first > last)"));
-        }
-        Ok(range)
-    }
-}
-
-impl fmt::Display for PortRange {
-    /// iptables' spelling: `8080` or `8000:8100`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.first == self.last {
-            write!(f, "{}", self.first)
-        } else {
-            write!(f, "{}:{}", self.first, self.last)
-        }
-    }
-}
-
-/// A network, `10.0.0.0/8` or `fd00::/8`; a bare address is a /32 or /128.
-/// Host bits are cleared, as iptables-save prints them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    pub addr: IpAddr,
-    pub prefix: u8,
-}
-
-impl Cidr {
-    pub fn family(&self) -> Family {
-        match self.addr {
-            IpAddr::V4(_) => Family::V4,
-            IpAddr::V6(_) => Family::V6,
-        }
-    }
-}
-
-impl FromStr for Cidr {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim();
-        let bad = || format!("`{s}` is not a CIDR like 10.0.0.0/8 or fd00::/8");
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
-        };
-        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(bad)?,
-            None => max,
-        };
-        let addr = match addr {
-            IpAddr::V4(a) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-                IpAddr::V4((u32::from(a) & mask).into())
-            }
-            IpAddr::V6(a) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-                IpAddr::V6((u128::from(a) & mask).into())
-            }
-        };
-        Ok(Cidr { addr, prefix })
-    }
-}
-
-impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
     }
 }
 
