@@ -21,7 +21,7 @@ pub mod skip;
 
 use exec::Mode;
 use rules::{Existing, Family, Settings};
-use skip::{Cidr, PortRange};
+use skip::{Cidr, List, PortRange};
 use std::process::{ExitCode, ExitStatus};
 
 /// The flags of `remora-proxy init`; each has an environment variable, so an
@@ -42,15 +42,15 @@ pub struct Args {
     pub proxy_uid: u32,
     /// Inbound ports (or ranges like 9000-9100), comma-separated, that reach
     /// the application directly.
-    #[arg(long, env = "REMORA_INIT_SKIP_INBOUND_PORTS", value_delimiter = ',')]
-    pub skip_inbound_ports: Vec<PortRange>,
+    #[arg(long, env = "REMORA_INIT_SKIP_INBOUND_PORTS", value_name = "PORTS")]
+    pub skip_inbound_ports: Vec<List<PortRange>>,
     /// Outbound destination ports (or ranges), comma-separated, not redirected.
-    #[arg(long, env = "REMORA_INIT_SKIP_OUTBOUND_PORTS", value_delimiter = ',')]
-    pub skip_outbound_ports: Vec<PortRange>,
+    #[arg(long, env = "REMORA_INIT_SKIP_OUTBOUND_PORTS", value_name = "PORTS")]
+    pub skip_outbound_ports: Vec<List<PortRange>>,
     /// Outbound destination networks, comma-separated CIDRs, not redirected.
     /// IPv6 ones need --ipv6.
-    #[arg(long, env = "REMORA_INIT_SKIP_OUTBOUND_CIDRS", value_delimiter = ',')]
-    pub skip_outbound_cidrs: Vec<Cidr>,
+    #[arg(long, env = "REMORA_INIT_SKIP_OUTBOUND_CIDRS", value_name = "CIDRS")]
+    pub skip_outbound_cidrs: Vec<List<Cidr>>,
     /// Program IPv6 (ip6tables) too.
     #[arg(long, env = "REMORA_INIT_IPV6")]
     pub ipv6: bool,
@@ -99,12 +99,9 @@ impl Args {
                 self.inbound_port
             )));
         }
+        let cidrs = flatten(&self.skip_outbound_cidrs);
         if !self.ipv6 {
-            if let Some(c) = self
-                .skip_outbound_cidrs
-                .iter()
-                .find(|c| c.family() == Family::V6)
-            {
+            if let Some(c) = cidrs.iter().find(|c| c.family() == Family::V6) {
                 return Err(InitError::Usage(format!(
                     "--skip-outbound-cidrs has the IPv6 network {c}: add --ipv6 to program ip6tables"
                 )));
@@ -115,11 +112,16 @@ impl Args {
             outbound_port: self.outbound_port,
             admin_port: self.admin_port,
             proxy_uid: self.proxy_uid,
-            skip_inbound_ports: self.skip_inbound_ports.clone(),
-            skip_outbound_ports: self.skip_outbound_ports.clone(),
-            skip_outbound_cidrs: self.skip_outbound_cidrs.clone(),
+            skip_inbound_ports: flatten(&self.skip_inbound_ports),
+            skip_outbound_ports: flatten(&self.skip_outbound_ports),
+            skip_outbound_cidrs: cidrs,
         })
     }
+}
+
+/// The items of every occurrence of a list flag, in order.
+fn flatten<T: Clone>(lists: &[List<T>]) -> Vec<T> {
+    lists.iter().flat_map(|l| l.0.iter().cloned()).collect()
 }
 
 /// Why init failed; the message names the command, its status and its stderr.
@@ -328,6 +330,11 @@ mod tests {
         assert_eq!(s.skip_outbound_ports, vec![PortRange::single(3306)]);
         assert_eq!(s.skip_outbound_cidrs.len(), 2);
         assert_eq!(parse(&[]).settings().unwrap(), Settings::default());
+        // Repeated flags add up; empty values mean none.
+        let args = parse(&["--skip-inbound-ports=22", "--skip-inbound-ports=23,"]);
+        assert_eq!(args.settings().unwrap().skip_inbound_ports.len(), 2);
+        let empty = parse(&["--skip-outbound-ports=", "--skip-outbound-cidrs="]);
+        assert_eq!(empty.settings().unwrap(), Settings::default());
     }
 
     #[test]

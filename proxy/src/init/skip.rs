@@ -121,6 +121,23 @@ impl fmt::Display for Cidr {
     }
 }
 
+/// A comma-separated list. Empty items are ignored, so an empty value (an
+/// injector's `REMORA_INIT_SKIP_INBOUND_PORTS: ""`) means none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct List<T>(pub Vec<T>);
+
+impl<T: FromStr<Err = String>> FromStr for List<T> {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.split(',')
+            .filter(|item| !item.trim().is_empty())
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .map(List)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,5 +185,14 @@ mod tests {
         ] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad:?} parsed");
         }
+    }
+
+    #[test]
+    fn lists_ignore_empty_items() {
+        let list: List<PortRange> = "22, 9000-9001,,".parse().unwrap();
+        assert_eq!(list.0.len(), 2);
+        assert_eq!("".parse::<List<Cidr>>(), Ok(List(Vec::new())));
+        let err = "22,http".parse::<List<PortRange>>().unwrap_err();
+        assert!(err.contains("`http`"), "{err}");
     }
 }
