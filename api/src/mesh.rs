@@ -4,6 +4,11 @@
 //! A mesh has services (with endpoints, routes and policies) and workloads
 //! (each runs one proxy). The control plane compiles, for each workload, a
 //! proxy [`Config`](crate::Config): the snapshot that proxy serves.
+//!
+//! Every workload has a mesh identity, the SPIFFE ID
+//! `spiffe://<trust_domain>/ns/<namespace>/sa/<service_account>`
+//! ([`Mesh::spiffe_id`]), which the control plane's CA puts in the
+//! certificates it issues ([`CertifyRequest`], [`CertifyResponse`]).
 
 use crate::policy::{CircuitBreaker, HealthCheck, OutlierDetection, RetryBudget};
 use crate::{Endpoint, Route, UpstreamProtocol};
@@ -11,13 +16,49 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Mesh {
+    /// The trust domain of every workload identity (`spiffe://<trust_domain>/...`).
+    #[serde(default = "defaults::trust_domain")]
+    pub trust_domain: String,
     #[serde(default)]
     pub services: Vec<Service>,
     #[serde(default)]
     pub workloads: Vec<Workload>,
+}
+
+impl Default for Mesh {
+    fn default() -> Self {
+        Mesh {
+            trust_domain: defaults::trust_domain(),
+            services: Vec::new(),
+            workloads: Vec::new(),
+        }
+    }
+}
+
+impl Mesh {
+    /// The SPIFFE ID of workload `w`:
+    /// `spiffe://<trust_domain>/ns/<namespace>/sa/<service_account>`.
+    pub fn spiffe_id(&self, w: &Workload) -> String {
+        format!(
+            "spiffe://{}/ns/{}/sa/{}",
+            self.trust_domain,
+            w.namespace,
+            w.service_account()
+        )
+    }
+}
+
+pub mod defaults {
+    //! Defaults of the mesh model.
+    pub fn trust_domain() -> String {
+        "cluster.local".to_string()
+    }
+    pub fn namespace() -> String {
+        "default".to_string()
+    }
 }
 
 /// A service other workloads call by name (`http://<name>/...`).
@@ -78,8 +119,13 @@ impl ServiceEndpoint {
 pub struct Workload {
     /// Unique; proxies subscribe by this name.
     pub name: String,
+    /// With `service_account`, the workload's identity:
+    /// `spiffe://<trust_domain>/ns/<namespace>/sa/<service_account>`.
+    #[serde(default = "defaults::namespace")]
+    pub namespace: String,
+    /// Default: the workload's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub identity: Option<String>,
+    pub service_account: Option<String>,
     /// Where the proxy accepts the workload's outbound calls.
     pub outbound: SocketAddr,
     /// The proxy's admin address.
@@ -90,6 +136,13 @@ pub struct Workload {
     pub calls: Vec<String>,
     #[serde(default)]
     pub access_log: bool,
+}
+
+impl Workload {
+    /// The service account: the one set, or the workload's name.
+    pub fn service_account(&self) -> &str {
+        self.service_account.as_deref().unwrap_or(&self.name)
+    }
 }
 
 /// The first message a proxy sends on its subscription.
@@ -123,4 +176,28 @@ pub enum Ack {
         version: String,
         errors: Vec<String>,
     },
+}
+
+/// Proxy → control plane, `POST /v1/certify` (with `authorization: Bearer
+/// <token>`): a certificate signing request for a workload's identity.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertifyRequest {
+    pub workload: String,
+    /// A PKCS#10 CSR, PEM. Only its public key is used: the certificate
+    /// carries the workload's SPIFFE ID whatever names the CSR asks for.
+    pub csr: String,
+}
+
+/// Control plane → proxy: the issued certificate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertifyResponse {
+    /// PEM: the leaf, then the CA's intermediates (no root).
+    pub certificate_chain: String,
+    /// The roots the chain leads to, PEM, one per entry (several during a
+    /// CA rotation). The same as the snapshots' `identity.trust_roots`.
+    pub trust_roots: Vec<String>,
+    /// The leaf's `notAfter`, RFC 3339 (`2025-01-02T03:04:05Z`).
+    pub expires_at: String,
 }

@@ -100,7 +100,11 @@ impl Admin {
         let mut workloads: BTreeMap<&str, Value> = BTreeMap::new();
         for (name, p) in &current.snapshots {
             let count = proxies.iter().filter(|s| s.workload == *name).count();
-            workloads.insert(name, json!({ "version": p.version, "proxies": count }));
+            let identity = current.identities.get(name);
+            workloads.insert(
+                name,
+                json!({ "version": p.version, "proxies": count, "identity": identity }),
+            );
         }
         let proxies: Vec<Value> = proxies
             .iter()

@@ -1,8 +1,13 @@
-//! Wiring: load the mesh (an invalid one stops the start), bind the snapshot
-//! stream and the admin server, start the file watcher. [`App`] exposes the
-//! bound addresses, so tests and callers can bind port 0.
+//! Wiring: load the CA and the join tokens (if configured) and the mesh (an
+//! invalid one of any stops the start), bind the snapshot stream (which also
+//! serves certificate requests) and the admin server, start the file
+//! watcher. [`App`] exposes the bound addresses, so tests and callers can
+//! bind port 0.
 
 use crate::admin::{self, Admin, Readiness};
+use crate::auth::{Authenticator, JoinTokens};
+use crate::ca::{Ca, CaSettings};
+use crate::certify::Certifier;
 use crate::metrics::Metrics;
 use crate::proxies::Proxies;
 use crate::source::MeshSource;
@@ -16,13 +21,15 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// Where the mesh is and where to listen.
+/// Where the mesh is, where to listen, and the CA if there is one.
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub mesh: PathBuf,
-    /// The snapshot stream (`POST /v1/subscribe`).
+    /// The snapshot stream (`POST /v1/subscribe`) and `POST /v1/certify`.
     pub listen: SocketAddr,
     pub admin: SocketAddr,
+    /// `None`: no CA; certificate requests get a 503.
+    pub ca: Option<CaSettings>,
 }
 
 pub struct App {
@@ -38,9 +45,29 @@ pub struct App {
 impl App {
     pub async fn start(settings: Settings) -> anyhow::Result<App> {
         let metrics = Metrics::new();
+        let (ca, auth) = match &settings.ca {
+            Some(s) => {
+                let (ca, auth) = load_ca(s)?;
+                (Some(ca), Some(auth))
+            }
+            None => {
+                tracing::info!("no CA configured: certificate requests will be refused");
+                (None, None)
+            }
+        };
+        let roots = ca
+            .as_ref()
+            .map_or_else(Vec::new, |ca| ca.trust_roots().to_vec());
+        if let Some(ca) = &ca {
+            let expiry = ca.not_after().duration_since(std::time::UNIX_EPOCH);
+            metrics
+                .ca_expiry
+                .set(expiry.map_or(0.0, |d| d.as_secs_f64()));
+        }
         let path = settings.mesh.clone();
         let m = metrics.clone();
-        let source = tokio::task::spawn_blocking(move || MeshSource::load(path, m)).await??;
+        let source =
+            tokio::task::spawn_blocking(move || MeshSource::load(path, roots, m)).await??;
         let source = Arc::new(source);
         let (stop, stop_rx) = watch::channel(false);
         let proxies = Proxies::new(metrics.clone());
@@ -69,6 +96,12 @@ impl App {
             proxies: proxies.clone(),
             metrics: metrics.clone(),
             stop: stop_rx.clone(),
+            certifier: Arc::new(Certifier {
+                ca,
+                auth,
+                generations: source.subscribe(),
+                metrics: metrics.clone(),
+            }),
         });
         let stream = tokio::spawn(stream::serve(tcp, streams, stop_rx.clone()));
         tracing::info!(address = %listen_addr, "control plane bound");
@@ -93,6 +126,20 @@ impl App {
         let _ = self.stop.send(true);
         let _ = tokio::time::timeout(deadline, self.stream).await;
     }
+}
+
+/// The CA and its credential check, from files.
+fn load_ca(s: &CaSettings) -> anyhow::Result<(Arc<Ca>, Arc<dyn Authenticator>)> {
+    let ca = Ca::from_files(s)?;
+    tracing::info!(
+        cert = %s.cert.display(),
+        trust_roots = ca.trust_roots().len(),
+        lifetime = ?s.lifetime,
+        expires_at = %crate::proxies::rfc3339(ca.not_after()),
+        "CA loaded"
+    );
+    let tokens = JoinTokens::load(&s.join_tokens)?;
+    Ok((Arc::new(ca), Arc::new(tokens)))
 }
 
 /// Resolves once `stop` turns true (or its sender is gone).

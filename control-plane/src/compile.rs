@@ -8,23 +8,39 @@
 //! set to the service's name and aliases and route names prefixed by the
 //! service (`api.canary`). A service without routes gets one route named
 //! after it, to itself. The backends are the services those routes reach.
+//! With a CA, every config also carries `identity: { trust_roots }`.
 
 use remora_api::mesh::{Mesh, Service, SnapshotMsg, Workload};
 use remora_api::{
-    defaults, Admin, Backend, Config, Limits, Listener, Route, RouteMatch, WeightedBackend,
+    defaults, Admin, Backend, Config, IdentityConfig, Limits, Listener, Route, RouteMatch,
+    WeightedBackend,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The name of the one listener of a compiled workload config.
 pub const OUTBOUND: &str = "outbound";
 
-/// Every workload's snapshot, by workload name. Pure and deterministic.
+/// Every workload's snapshot, by workload name, without trust roots (a
+/// control plane without a CA). Pure and deterministic.
 pub fn compile(mesh: &Mesh) -> BTreeMap<String, SnapshotMsg> {
+    compile_with_roots(mesh, &[])
+}
+
+/// Every workload's snapshot, by workload name; with `trust_roots` (PEM,
+/// the CA's) each config carries them as its `identity`. Pure and
+/// deterministic.
+pub fn compile_with_roots(mesh: &Mesh, trust_roots: &[String]) -> BTreeMap<String, SnapshotMsg> {
     let services = index(mesh);
     mesh.workloads
         .iter()
         .map(|w| {
-            let config = workload_config(&services, w, &mut Origins::default());
+            let mut config = workload_config(&services, w, &mut Origins::default());
+            if !trust_roots.is_empty() {
+                config.identity = Some(IdentityConfig {
+                    trust_roots: trust_roots.to_vec(),
+                    ..IdentityConfig::default()
+                });
+            }
             let msg = SnapshotMsg {
                 version: version_of(&config),
                 config,

@@ -1,7 +1,8 @@
 //! The control plane's one error type: what can go wrong with a
-//! subscription, and the one place ([`Error::status`]) that maps it to an
-//! HTTP status. Every variant is the subscriber's fault (a 4xx): internal
-//! failures end the stream instead and are logged.
+//! subscription or a certificate request, and the one place
+//! ([`Error::status`]) that maps it to an HTTP status. Most variants are
+//! the caller's fault (a 4xx); [`Error::NoCa`] and [`Error::Internal`] are
+//! ours. Internal failures of a running stream end it instead and are logged.
 
 use http::StatusCode;
 use std::time::Duration;
@@ -20,6 +21,22 @@ pub enum Error {
     LineTooLong(usize),
     #[error("reading the request body: {0}")]
     Body(String),
+    #[error("this control plane has no CA: start it with --ca-cert and --ca-key")]
+    NoCa,
+    #[error("no credential: send `authorization: Bearer <token>`")]
+    NoToken,
+    #[error("unknown token")]
+    UnknownToken,
+    #[error("this token does not allow workload `{0}`")]
+    Forbidden(String),
+    #[error("bad request body: {0}")]
+    BadRequest(String),
+    #[error("the request body is longer than {0} bytes")]
+    BodyTooLarge(usize),
+    #[error("bad CSR: {0}")]
+    BadCsr(String),
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -27,8 +44,46 @@ impl Error {
         match self {
             Error::UnknownWorkload { .. } => StatusCode::NOT_FOUND,
             Error::HelloTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            Error::LineTooLong(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::BadHello(_) | Error::NoHello | Error::Body(_) => StatusCode::BAD_REQUEST,
+            Error::LineTooLong(_) | Error::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::BadHello(_)
+            | Error::NoHello
+            | Error::Body(_)
+            | Error::BadRequest(_)
+            | Error::BadCsr(_) => StatusCode::BAD_REQUEST,
+            Error::NoToken | Error::UnknownToken => StatusCode::UNAUTHORIZED,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::NoCa => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A bounded label for metrics (`remora_cp_certificate_failures_total{reason}`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::NoCa => "no_ca",
+            Error::NoToken | Error::UnknownToken => "unauthenticated",
+            Error::Forbidden(_) => "forbidden",
+            Error::UnknownWorkload { .. } => "unknown_workload",
+            Error::BadCsr(_) => "bad_csr",
+            Error::Internal(_) => "internal",
+            Error::BadHello(_)
+            | Error::HelloTimeout(_)
+            | Error::NoHello
+            | Error::LineTooLong(_)
+            | Error::Body(_)
+            | Error::BadRequest(_)
+            | Error::BodyTooLarge(_) => "bad_request",
         }
     }
 }
+
+/// Every value of [`Error::reason`] a certificate request can have.
+pub const CERTIFY_REASONS: &[&str] = &[
+    "no_ca",
+    "unauthenticated",
+    "forbidden",
+    "unknown_workload",
+    "bad_request",
+    "bad_csr",
+    "internal",
+];

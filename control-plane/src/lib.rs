@@ -8,9 +8,16 @@
 //! [`stream`] serves `POST /v1/subscribe` and pushes every new version of a
 //! workload's snapshot; [`proxies`] keeps what each connected proxy was sent
 //! and applied; [`admin`] shows it all on `/status` and `/metrics`.
+//!
+//! Identity: [`ca`] signs workload certificates for the SPIFFE IDs of the
+//! mesh, [`auth`] checks the credential of a request, and [`certify`]
+//! serves `POST /v1/certify` beside the snapshot stream.
 
 pub mod admin;
 pub mod app;
+pub mod auth;
+pub mod ca;
+pub mod certify;
 pub mod compile;
 pub mod error;
 pub mod mesh;
@@ -22,5 +29,5 @@ pub mod stream;
 pub mod telemetry;
 
 pub use app::{App, Settings};
-pub use compile::compile;
+pub use compile::{compile, compile_with_roots};
 pub use error::Error;

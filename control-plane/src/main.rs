@@ -1,7 +1,8 @@
 //! `remora-control-plane`: parse args, init logging, start the app, wait
-//! for a signal, stop; or `check` a mesh file.
+//! for a signal, stop; or `check` a mesh file; or `ca init` a development CA.
 
 use clap::{Parser, Subcommand};
+use remora_control_plane::ca::{self, CaSettings};
 use remora_control_plane::telemetry::{self, LogFormat};
 use remora_control_plane::{App, Settings};
 use std::net::SocketAddr;
@@ -27,9 +28,12 @@ enum Command {
         /// The mesh file.
         #[arg(long, env = "REMORA_MESH")]
         mesh: PathBuf,
-        /// Address of the snapshot stream (`POST /v1/subscribe`, HTTP/2).
+        /// Address of the snapshot stream (`POST /v1/subscribe`, HTTP/2) and
+        /// of certificate requests (`POST /v1/certify`).
         #[arg(long, env = "REMORA_CP_LISTEN", default_value = "127.0.0.1:8086")]
         listen: SocketAddr,
+        #[command(flatten)]
+        ca: CaArgs,
         /// Address of the admin server (`/live`, `/ready`, `/status`, `/metrics`).
         #[arg(long, env = "REMORA_CP_ADMIN", default_value = "127.0.0.1:9990")]
         admin: SocketAddr,
@@ -42,14 +46,71 @@ enum Command {
         /// The mesh file.
         file: PathBuf,
     },
+    /// Certificate authority tools.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Write a development root CA (ECDSA P-256, valid 10 years) as
+    /// DIR/ca.crt and DIR/ca.key (mode 0600).
+    Init {
+        /// The directory to write into (created if missing).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The trust domain, shown in the CA's name (set the same in the mesh).
+        #[arg(long, default_value = "cluster.local")]
+        trust_domain: String,
+    },
+}
+
+/// The CA: without `--ca-cert`, identity is off.
+#[derive(clap::Args)]
+struct CaArgs {
+    /// The CA certificate (PEM): a root, or an intermediate followed by its
+    /// chain up. Turns on `POST /v1/certify` and trust roots in snapshots.
+    #[arg(long, env = "REMORA_CA_CERT", requires_all = ["ca_key", "join_tokens"])]
+    ca_cert: Option<PathBuf>,
+    /// The CA's private key (PEM, PKCS#8).
+    #[arg(long, env = "REMORA_CA_KEY", requires = "ca_cert")]
+    ca_key: Option<PathBuf>,
+    /// The roots proxies trust (a PEM bundle; several during a CA rotation).
+    /// Default: the self-signed certificate at the top of --ca-cert.
+    #[arg(long, env = "REMORA_TRUST_ROOTS", requires = "ca_cert")]
+    trust_roots: Option<PathBuf>,
+    /// The join tokens (YAML: `tokens: [{token: ..., workload: web}]`).
+    #[arg(long, env = "REMORA_JOIN_TOKENS", requires = "ca_cert")]
+    join_tokens: Option<PathBuf>,
+    /// How long issued certificates are valid (proxies renew at about 70%).
+    #[arg(long, env = "REMORA_CERT_LIFETIME", default_value = "24h")]
+    cert_lifetime: remora_api::Duration,
+}
+
+impl CaArgs {
+    fn settings(self) -> Option<CaSettings> {
+        Some(CaSettings {
+            cert: self.ca_cert?,
+            key: self.ca_key?,
+            trust_roots: self.trust_roots,
+            join_tokens: self.join_tokens?,
+            lifetime: self.cert_lifetime.get(),
+        })
+    }
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Check { file } => check(&file),
+        Command::Ca {
+            command: CaCommand::Init { dir, trust_domain },
+        } => ca_init(&dir, &trust_domain),
         Command::Run {
             mesh,
             listen,
+            ca,
             admin,
             log_format,
         } => {
@@ -68,6 +129,7 @@ fn main() -> ExitCode {
                 mesh,
                 listen,
                 admin,
+                ca: ca.settings(),
             })) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -92,6 +154,44 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(signal = which, "shutting down");
     app.shutdown(Duration::from_secs(2)).await;
     Ok(())
+}
+
+fn ca_init(dir: &Path, trust_domain: &str) -> ExitCode {
+    if !remora_control_plane::mesh::dns_subdomain(trust_domain) {
+        eprintln!("error: --trust-domain `{trust_domain}` must be a lowercase DNS name such as cluster.local");
+        return ExitCode::from(2);
+    }
+    match ca::init(dir, trust_domain) {
+        Ok((cert, key, not_after)) => {
+            let until = remora_control_plane::proxies::rfc3339(not_after);
+            println!(
+                "wrote {} (a development root CA, valid until {until})",
+                cert.display()
+            );
+            println!(
+                "  and {} (its private key, mode 0600: keep it secret)",
+                key.display()
+            );
+            println!();
+            println!(
+                "Set `trust_domain: {trust_domain}` in the mesh, write a join-token file, e.g."
+            );
+            println!("  tokens:");
+            println!("    - {{ token: <openssl rand -hex 32>, workload: web }}");
+            println!("and run the control plane with the CA:");
+            println!(
+                "  remora-control-plane run --mesh mesh.yaml --ca-cert {} --ca-key {} --join-tokens tokens.yaml",
+                cert.display(),
+                key.display()
+            );
+            println!("Each proxy then gets its certificate with --identity-token FILE (the token alone in FILE).");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn check(file: &Path) -> ExitCode {

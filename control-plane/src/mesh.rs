@@ -4,7 +4,8 @@
 //!
 //! Validation has two layers. The mesh's own rules: unique, well-formed
 //! service and workload names, no host claimed by two services, `calls` and
-//! route backends that name services. Then every workload is compiled and the
+//! route backends that name services, identities (trust domain, namespace,
+//! service account) that make a well-formed SPIFFE ID. Then every workload is compiled and the
 //! proxy's own validation runs on the result (and on one config that calls
 //! every service, so a service no workload calls is checked too); each problem
 //! found there is reported at the mesh path it came from.
@@ -54,6 +55,12 @@ fn split_serde_message(msg: &str) -> (String, String) {
 pub fn validate(mesh: &Mesh) -> Vec<Problem> {
     let services = compile::index(mesh);
     let mut found = Found::default();
+    if !dns_subdomain(&mesh.trust_domain) {
+        found.add(
+            "trust_domain".to_string(),
+            "must be a lowercase DNS name (a-z, 0-9, '-', '.'), such as `cluster.local`",
+        );
+    }
     check_services(&mut found, mesh, &services);
     check_workloads(&mut found, mesh, &services);
     // The mesh rules above explain a problem better than the compiled
@@ -61,7 +68,8 @@ pub fn validate(mesh: &Mesh) -> Vec<Problem> {
     found.flagged = found.problems.iter().map(|p| p.path.clone()).collect();
     let everything = Workload {
         name: String::new(),
-        identity: None,
+        namespace: remora_api::mesh::defaults::namespace(),
+        service_account: None,
         outbound: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         admin: remora_api::defaults::admin_address(),
         calls: Vec::new(),
@@ -165,6 +173,7 @@ fn check_workloads(found: &mut Found, mesh: &Mesh, services: &Services<'_>) {
         if !names.insert(&w.name) {
             found.add(format!("{at}.name"), format!("`{}` is used twice", w.name));
         }
+        check_identity(found, &at, w);
         for (j, c) in w.calls.iter().enumerate() {
             if !services.contains_key(c.as_str()) {
                 found.add(
@@ -174,6 +183,42 @@ fn check_workloads(found: &mut Found, mesh: &Mesh, services: &Services<'_>) {
             }
         }
     }
+}
+
+/// The workload's namespace and service account, the last two parts of
+/// its SPIFFE ID, are Kubernetes names.
+fn check_identity(found: &mut Found, at: &str, w: &Workload) {
+    if !dns_label(&w.namespace) {
+        found.add(
+            format!("{at}.namespace"),
+            "must be a DNS label: 1-63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit",
+        );
+    }
+    match &w.service_account {
+        Some(sa) if !dns_subdomain(sa) => found.add(
+            format!("{at}.service_account"),
+            "must be a lowercase DNS name (a-z, 0-9, '-', '.')",
+        ),
+        None if !w.name.is_empty() && !dns_subdomain(&w.name) => found.add(
+            format!("{at}.name"),
+            "is not a valid service account (lowercase a-z, 0-9, '-', '.'): set `service_account`",
+        ),
+        _ => {}
+    }
+}
+
+/// A DNS label (RFC 1123): 1-63 of a-z, 0-9, '-', not at either end.
+pub fn dns_label(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && s.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// DNS labels joined by dots, at most 253 characters.
+pub fn dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(dns_label)
 }
 
 fn dns_name(name: &str) -> bool {

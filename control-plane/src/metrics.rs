@@ -3,8 +3,8 @@
 //! the mesh: a workload name at most.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 use std::sync::Arc;
 
@@ -18,6 +18,9 @@ pub struct Metrics {
     pub convergence: Histogram,
     pub mesh_reloads: IntCounterVec,
     pub mesh_info: IntGaugeVec,
+    pub certificates_issued: IntCounter,
+    pub certificate_failures: IntCounterVec,
+    pub ca_expiry: Gauge,
 }
 
 /// From when a change is seen to when a proxy applied it.
@@ -101,8 +104,32 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            certificates_issued: reg(
+                &r,
+                IntCounter::new(
+                    "remora_cp_certificates_issued_total",
+                    "Workload certificates signed (POST /v1/certify).",
+                )
+                .expect("valid metric"),
+            ),
+            certificate_failures: counter(
+                "remora_cp_certificate_failures_total",
+                "Certificate requests refused, by reason (no_ca, unauthenticated, forbidden, unknown_workload, bad_request, bad_csr, internal).",
+                &["reason"],
+            ),
+            ca_expiry: reg(
+                &r,
+                Gauge::new(
+                    "remora_cp_ca_certificate_expiry_timestamp_seconds",
+                    "When the CA certificate expires, as a Unix time (0 without a CA).",
+                )
+                .expect("valid metric"),
+            ),
             registry: r,
         };
+        for reason in crate::error::CERTIFY_REASONS {
+            m.certificate_failures.with_label_values(&[reason]);
+        }
         for result in ["applied", "unchanged", "rejected"] {
             m.mesh_reloads.with_label_values(&[result]);
         }

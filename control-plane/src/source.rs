@@ -9,7 +9,7 @@
 //! counted, shown on `/status`) and the last good one stays.
 
 use crate::app::stopped;
-use crate::compile::{compile, version_of};
+use crate::compile::{compile_with_roots, version_of};
 use crate::metrics::Metrics;
 use crate::proxies::rfc3339;
 use arc_swap::ArcSwap;
@@ -45,13 +45,27 @@ pub struct Generation {
     pub mesh_version: String,
     pub services: Vec<String>,
     pub snapshots: BTreeMap<String, Published>,
+    /// Each workload's SPIFFE ID.
+    pub identities: BTreeMap<String, String>,
 }
 
 impl Generation {
-    /// Compiles `mesh`; a snapshot whose version is unchanged from `prev`
-    /// keeps its `since`, so convergence is timed from the change that made it.
+    /// Compiles `mesh` without trust roots (a control plane without a CA);
+    /// see [`Generation::build_with_roots`].
     pub fn build(mesh: &Mesh, prev: Option<&Generation>, seen: Instant) -> Generation {
-        let snapshots = compile(mesh)
+        Self::build_with_roots(mesh, &[], prev, seen)
+    }
+
+    /// Compiles `mesh`, every snapshot carrying `trust_roots` (if any); a
+    /// snapshot whose version is unchanged from `prev` keeps its `since`, so
+    /// convergence is timed from the change that made it.
+    pub fn build_with_roots(
+        mesh: &Mesh,
+        trust_roots: &[String],
+        prev: Option<&Generation>,
+        seen: Instant,
+    ) -> Generation {
+        let snapshots = compile_with_roots(mesh, trust_roots)
             .into_iter()
             .map(|(workload, msg)| {
                 let kept = prev
@@ -72,6 +86,11 @@ impl Generation {
             mesh_version: version_of(mesh),
             services: mesh.services.iter().map(|s| s.name.clone()).collect(),
             snapshots,
+            identities: mesh
+                .workloads
+                .iter()
+                .map(|w| (w.name.clone(), mesh.spiffe_id(w)))
+                .collect(),
         }
     }
 }
@@ -102,6 +121,8 @@ pub fn read(path: &Path) -> Result<Mesh, Vec<Problem>> {
 
 pub struct MeshSource {
     path: PathBuf,
+    /// The CA's trust roots, put in every snapshot (empty without a CA).
+    trust_roots: Vec<String>,
     tx: watch::Sender<Arc<Generation>>,
     metrics: Arc<Metrics>,
     pub status: Arc<ArcSwap<MeshStatus>>,
@@ -109,12 +130,17 @@ pub struct MeshSource {
 
 impl MeshSource {
     /// Loads the file once; fails with every problem if it is invalid.
-    pub fn load(path: PathBuf, metrics: Arc<Metrics>) -> anyhow::Result<MeshSource> {
+    /// Every snapshot carries `trust_roots` (none without a CA).
+    pub fn load(
+        path: PathBuf,
+        trust_roots: Vec<String>,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<MeshSource> {
         let mesh = read(&path).map_err(|problems| {
             let list: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
             anyhow::anyhow!("invalid mesh {}:\n{}", path.display(), list.join("\n"))
         })?;
-        let first = Generation::build(&mesh, None, Instant::now());
+        let first = Generation::build_with_roots(&mesh, &trust_roots, None, Instant::now());
         log_applied(&path, &first, first.snapshots.len());
         metrics.mesh_reloads.with_label_values(&["applied"]).inc();
         metrics.set_mesh_version(&first.mesh_version);
@@ -125,6 +151,7 @@ impl MeshSource {
         };
         Ok(MeshSource {
             path,
+            trust_roots,
             tx: watch::channel(Arc::new(first)).0,
             metrics,
             status: Arc::new(ArcSwap::from_pointee(status)),
@@ -157,7 +184,12 @@ impl MeshSource {
                 if version_of(&mesh) == current.mesh_version {
                     "unchanged"
                 } else {
-                    let next = Generation::build(&mesh, Some(&current), seen);
+                    let next = Generation::build_with_roots(
+                        &mesh,
+                        &self.trust_roots,
+                        Some(&current),
+                        seen,
+                    );
                     let changed = next
                         .snapshots
                         .iter()
@@ -249,7 +281,7 @@ mod tests {
         let path = dir.path().join("mesh.yaml");
         std::fs::write(&path, MESH).unwrap();
         let metrics = Metrics::new();
-        let source = MeshSource::load(path.clone(), metrics.clone()).unwrap();
+        let source = MeshSource::load(path.clone(), Vec::new(), metrics.clone()).unwrap();
         let mut gens = source.subscribe();
         let first = gens.borrow_and_update().clone();
         let reloads = |r: &str| metrics.mesh_reloads.with_label_values(&[r]).get();

@@ -8,8 +8,12 @@
 //! each new version as the mesh changes. An unknown workload gets a 404.
 //! Each subscription is a [`Session`] task that owns its entry in
 //! [`Proxies`], so the entry goes when the stream ends.
+//!
+//! The same listener serves certificate requests, `POST /v1/certify`
+//! ([`crate::certify`]).
 
 use crate::app::stopped;
+use crate::certify::{Certifier, CERTIFY};
 use crate::metrics::Metrics;
 use crate::ndjson::Lines;
 use crate::proxies::{Connection, Proxies};
@@ -45,6 +49,7 @@ pub struct Stream {
     pub proxies: Arc<Proxies>,
     pub metrics: Arc<Metrics>,
     pub stop: watch::Receiver<bool>,
+    pub certifier: Arc<Certifier>,
 }
 
 /// Serves subscriptions until `stop`; then ends every stream and gives the
@@ -107,10 +112,11 @@ impl Stream {
                     text(e.status(), format!("{e}\n"))
                 }
             },
-            (_, SUBSCRIBE) => text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n".into()),
+            (&Method::POST, CERTIFY) => self.certifier.handle(req, peer).await,
+            (_, SUBSCRIBE | CERTIFY) => text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n".into()),
             _ => text(
                 StatusCode::NOT_FOUND,
-                format!("not found; try POST {SUBSCRIBE}\n"),
+                format!("not found; try POST {SUBSCRIBE} or POST {CERTIFY}\n"),
             ),
         }
     }

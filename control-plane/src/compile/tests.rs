@@ -164,3 +164,20 @@ fn version_is_fnv1a_of_the_compact_json() {
     let json = serde_json::to_vec(&msg.config).unwrap();
     assert_eq!(msg.version, format!("{:016x}", fnv1a64(&json)));
 }
+
+#[test]
+fn trust_roots_reach_every_config_and_change_its_version() {
+    let mesh = parse(MESH);
+    let without = compile(&mesh);
+    assert!(without.values().all(|m| m.config.identity.is_none()));
+    let roots = ["ROOT A".to_string(), "ROOT B".to_string()];
+    let with = compile_with_roots(&mesh, &roots);
+    assert_eq!(with, compile_with_roots(&mesh, &roots), "deterministic");
+    for (workload, msg) in &with {
+        let id = msg.config.identity.as_ref().unwrap();
+        assert_eq!(id.trust_roots, roots);
+        assert_eq!((&id.trust_roots_file, &id.certificate), (&None, &None));
+        assert_ne!(msg.version, without[workload].version);
+        assert_eq!(msg.version, version_of(&msg.config));
+    }
+}

@@ -92,6 +92,36 @@ fn table_of_invalid_meshes() {
             "needs exactly one of",
         ),
         (
+            "trust domain that is not a DNS name",
+            format!("trust_domain: Example_Org\n{w}"),
+            "trust_domain",
+            "lowercase DNS name",
+        ),
+        (
+            "namespace that is not a DNS label",
+            "workloads: [{name: w, namespace: shop.prod, outbound: 127.0.0.1:1}]".into(),
+            "workloads[0].namespace",
+            "must be a DNS label",
+        ),
+        (
+            "service account that is not a DNS name",
+            "workloads: [{name: w, service_account: Web_SA, outbound: 127.0.0.1:1}]".into(),
+            "workloads[0].service_account",
+            "lowercase DNS name",
+        ),
+        (
+            "a workload name that cannot be its service account",
+            "workloads: [{name: Web_1, outbound: 127.0.0.1:1}]".into(),
+            "workloads[0].name",
+            "set `service_account`",
+        ),
+        (
+            "the old free-form identity",
+            "workloads: [{name: w, identity: spiffe://x/ns/a/sa/b, outbound: 127.0.0.1:1}]".into(),
+            "workloads[0]",
+            "unknown field `identity`",
+        ),
+        (
             "unknown field",
             "services: [{name: a, colour: red}]".into(),
             "services[0]",
@@ -118,6 +148,33 @@ fn table_of_invalid_meshes() {
             "{what}: no line in {problems:#?}"
         );
     }
+}
+
+#[test]
+fn workload_identities() {
+    let mesh = parse(
+        "trust_domain: example.org\n\
+         workloads:\n\
+         - {name: web, outbound: 127.0.0.1:1}\n\
+         - {name: Batch_1, namespace: jobs, service_account: batch, outbound: 127.0.0.1:2}",
+    )
+    .unwrap_or_else(|p| panic!("{p:?}"));
+    let ids: Vec<String> = mesh.workloads.iter().map(|w| mesh.spiffe_id(w)).collect();
+    assert_eq!(
+        ids,
+        [
+            "spiffe://example.org/ns/default/sa/web",
+            "spiffe://example.org/ns/jobs/sa/batch"
+        ]
+    );
+    for id in &ids {
+        assert!(remora_api::identity::parse_spiffe(id).is_some(), "{id}");
+    }
+    let default = parse("workloads: [{name: w, outbound: 127.0.0.1:1}]").unwrap();
+    assert_eq!(
+        default.spiffe_id(&default.workloads[0]),
+        "spiffe://cluster.local/ns/default/sa/w"
+    );
 }
 
 #[test]
