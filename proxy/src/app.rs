@@ -6,6 +6,8 @@
 use crate::admin::{self, Admin, Readiness};
 use crate::drain::Drain;
 use crate::http::server::ListenerCtx;
+use crate::identity::issuer::{self, Issuer};
+use crate::identity::Identity;
 use crate::listen::accept_loop;
 use crate::metrics::Metrics;
 use crate::snapshot::control::{Settings, Subscriber};
@@ -26,6 +28,8 @@ pub struct App {
     pub listeners: Vec<(Arc<str>, SocketAddr)>,
     pub store: Store,
     pub metrics: Arc<Metrics>,
+    /// The proxy's mesh certificate (from files or the control plane's CA).
+    pub identity: Arc<Identity>,
     readiness: Arc<Readiness>,
     drain: Drain,
     stop: watch::Sender<bool>,
@@ -47,6 +51,17 @@ impl App {
     /// answers (not ready) at once and this returns once a first snapshot
     /// (from the control plane or the cache) is being served.
     pub async fn start(source: Source, log_level: LogLevel) -> anyhow::Result<App> {
+        Self::start_with_issuer(source, None, log_level).await
+    }
+
+    /// Like [`App::start`]; with `issuer` (sidecar mode) the proxy also gets
+    /// its certificate from the control plane's CA and renews it, and is
+    /// ready once it has both a snapshot and a first certificate.
+    pub async fn start_with_issuer(
+        source: Source,
+        issuer: Option<issuer::Settings>,
+        log_level: LogLevel,
+    ) -> anyhow::Result<App> {
         let metrics = Metrics::new();
         let (stop, stop_rx) = watch::channel(false);
         let readiness = Arc::new(Readiness::default());
@@ -63,10 +78,19 @@ impl App {
                     &stop_rx,
                 )
                 .await?;
+                let first_cert = issuer.map(|s| {
+                    let identity = crate::identity::global().clone();
+                    let (issuer, first) = Issuer::new(s, identity, metrics.clone());
+                    tokio::spawn(issuer.run(stop_rx.clone()));
+                    first
+                });
                 let (first, answer) = first_snapshot(settings, &store, &metrics, &stop_rx).await?;
                 let app =
                     Self::serve(first, admin_addr, store, metrics, readiness, stop, stop_rx).await;
                 let _ = answer.send(app.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")));
+                if let Ok(app) = &app {
+                    app.set_ready_after(first_cert);
+                }
                 return app;
             }
         };
@@ -75,11 +99,31 @@ impl App {
         let admin_addr =
             bind_admin(admin_at, &store, &metrics, &readiness, log_level, &stop_rx).await?;
         tokio::spawn(FileSource::new(path, store.clone(), metrics.clone()).watch(stop_rx.clone()));
-        Self::serve(first, admin_addr, store, metrics, readiness, stop, stop_rx).await
+        let app = Self::serve(first, admin_addr, store, metrics, readiness, stop, stop_rx).await?;
+        app.set_ready_after(None);
+        Ok(app)
+    }
+
+    /// Ready now, or once `first_cert` resolves (the first certificate
+    /// from the control plane's CA is installed).
+    fn set_ready_after(&self, first_cert: Option<tokio::sync::oneshot::Receiver<()>>) {
+        let Some(first_cert) = first_cert else {
+            self.readiness.set_ready();
+            return;
+        };
+        if self.identity.current().is_none() {
+            tracing::info!("waiting for the first certificate from the control plane's CA");
+        }
+        let readiness = self.readiness.clone();
+        tokio::spawn(async move {
+            if first_cert.await.is_ok() {
+                readiness.set_ready();
+            }
+        });
     }
 
     /// Swaps in the first snapshot, binds its listeners and starts the
-    /// background tasks.
+    /// background tasks. The caller then sets the app ready.
     async fn serve(
         first: Snapshot,
         admin_addr: SocketAddr,
@@ -117,12 +161,12 @@ impl App {
             metrics.clone(),
             stop_rx,
         ));
-        readiness.set_ready();
         Ok(App {
             admin_addr,
             listeners,
             store,
             metrics,
+            identity: crate::identity::global().clone(),
             readiness,
             drain,
             stop,

@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 use remora_proxy::app::Source;
+use remora_proxy::identity::issuer::Settings as IssuerSettings;
 use remora_proxy::snapshot::control::Settings;
 use remora_proxy::telemetry::{self, LogFormat};
 use std::path::{Path, PathBuf};
@@ -67,6 +68,10 @@ struct ControlPlaneArgs {
     /// control plane is down.
     #[arg(long, env = "REMORA_SNAPSHOT_CACHE")]
     snapshot_cache: Option<PathBuf>,
+    /// File holding a join token: get this proxy's certificate from the
+    /// control plane's CA (`POST /v1/certify` on --control-plane) and renew it.
+    #[arg(long, env = "REMORA_IDENTITY_TOKEN", requires = "control_plane")]
+    identity_token: Option<PathBuf>,
     /// Admin server address in sidecar mode (file mode reads it from the config).
     #[arg(long, env = "REMORA_ADMIN", default_value = "127.0.0.1:4191")]
     admin: std::net::SocketAddr,
@@ -83,6 +88,18 @@ fn main() -> ExitCode {
             log_format,
             workers,
         } => {
+            let issuer = match (
+                control.identity_token,
+                control.control_plane,
+                &control.workload,
+            ) {
+                (Some(token_file), Some(address), Some(workload)) => Some(IssuerSettings {
+                    address,
+                    workload: workload.clone(),
+                    token_file,
+                }),
+                _ => None,
+            };
             let source = match (config, control.control_plane, control.workload) {
                 (Some(path), _, _) => Source::File(path),
                 (None, Some(address), Some(workload)) => Source::ControlPlane {
@@ -113,7 +130,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(run(source, log_level)) {
+            match rt.block_on(run(source, issuer, log_level)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -125,14 +142,18 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(source: Source, log_level: telemetry::LogLevel) -> anyhow::Result<()> {
+async fn run(
+    source: Source,
+    issuer: Option<IssuerSettings>,
+    log_level: telemetry::LogLevel,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     // With a control plane, starting may wait for a first snapshot: a
     // signal meanwhile stops the proxy.
     let app = tokio::select! {
-        app = remora_proxy::App::start(source, log_level) => app?,
+        app = remora_proxy::App::start_with_issuer(source, issuer, log_level) => app?,
         _ = term.recv() => return Ok(()),
         _ = int.recv() => return Ok(()),
     };

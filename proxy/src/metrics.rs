@@ -4,8 +4,8 @@
 
 use crate::http::client::Proto;
 use prometheus::{
-    Counter, Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Counter, Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::sync::Arc;
 
@@ -32,6 +32,9 @@ pub struct Metrics {
     pub config_info: IntGaugeVec,
     pub config_last_applied: Gauge,
     pub control_plane_connected: IntGauge,
+    pub identity_expiry: Gauge,
+    pub identity_renewals: IntCounter,
+    pub identity_renewal_failures: IntCounter,
     process: Process,
 }
 
@@ -190,6 +193,30 @@ impl Metrics {
                 IntGauge::new(
                     "remora_control_plane_connected",
                     "1 while the proxy holds a subscription to its control plane.",
+                )
+                .expect("valid metric"),
+            ),
+            identity_expiry: reg(
+                &r,
+                Gauge::new(
+                    "remora_identity_certificate_expiry_timestamp_seconds",
+                    "When the proxy's mesh certificate from the control plane's CA expires, as a Unix time (0 before the first).",
+                )
+                .expect("valid metric"),
+            ),
+            identity_renewals: reg(
+                &r,
+                IntCounter::new(
+                    "remora_identity_renewals_total",
+                    "Certificates obtained from the control plane's CA, the first included.",
+                )
+                .expect("valid metric"),
+            ),
+            identity_renewal_failures: reg(
+                &r,
+                IntCounter::new(
+                    "remora_identity_renewal_failures_total",
+                    "Failed attempts to get a certificate from the control plane's CA.",
                 )
                 .expect("valid metric"),
             ),
