@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod app;
 pub mod balance;
+pub mod detect;
 pub mod drain;
 pub mod http;
 pub mod identity;
