@@ -1,6 +1,7 @@
 //! remora-proxy: Remora's data plane, a library with a thin binary.
 //!
 //! Request flow (see ARCHITECTURE.md): [`listen`] accepts and terminates TLS,
+//! [`detect`] tells HTTP from opaque TCP ([`tcp`]) where the listener asks,
 //! [`http::server`] serves HTTP/1.1 and HTTP/2, [`http::proxy`] routes with
 //! the snapshot loaded once per request ([`snapshot`]), [`balance`] picks an
 //! endpoint, [`http::client`] sends over a pooled connection. Failures the
@@ -18,6 +19,7 @@ pub mod listen;
 pub mod metrics;
 pub mod policy;
 pub mod snapshot;
+pub mod tcp;
 pub mod telemetry;
 pub mod tls;
 

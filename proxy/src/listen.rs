@@ -1,17 +1,35 @@
 //! Accept loops: one per listener. Each accepted connection is checked
 //! against the listener's connection limit, TLS-terminated when configured
 //! (the handshake bounded by the header-read timeout; failures are counted,
-//! logged and dropped) and served on a task of its own.
+//! logged and dropped), then given a [`Decision`] by the listener's
+//! `protocol` and served on a task of its own by [`dispatch`]: HTTP
+//! (`http/server.rs`) or opaque TCP (`tcp.rs`).
+//!
+//! `protocol: http` never looks at the bytes; `tcp` sends every connection
+//! to `tcp_backend`; `detect` classifies the first bytes (`detect.rs`):
+//! HTTP/1 and HTTP/2 go to the routes, anything else (TLS this listener does
+//! not terminate, other protocols, silence) to `tcp_backend`. With `tls`,
+//! `detect` looks at the decrypted stream: ALPN `h2` or `http/1.1` means
+//! HTTP at once, else the first decrypted bytes decide.
 
+use crate::balance::Backend;
+use crate::detect::{self, Detection, Reason, Rewind};
 use crate::drain::Watch;
 use crate::http::proxy::Downstream;
 use crate::http::server::{serve, ListenerCtx};
+use crate::snapshot::ListenerTable;
+use remora_api::ListenerProtocol;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
 pub async fn accept_loop(listener: TcpListener, ctx: Arc<ListenerCtx>, mut drain: Watch) {
+    // The destination port of every connection: where the server-speaks-
+    // first ports are checked.
+    let dst_port = listener.local_addr().map_or(0, |a| a.port());
     loop {
         let accepted = tokio::select! {
             // A drain wins over a connection waiting to be accepted.
@@ -39,35 +57,151 @@ pub async fn accept_loop(listener: TcpListener, ctx: Arc<ListenerCtx>, mut drain
             drop(tcp);
             continue;
         }
-        let tls = table.tls.clone();
-        let limits = table.limits.clone();
+        let plan = Plan::new(table);
         drop(snapshot);
         let guard = OpenConnection::new(ctx.clone());
         let drain = drain.clone();
         tokio::spawn(async move {
-            let ctx = guard.0.clone();
             let _ = tcp.set_nodelay(true);
-            match tls {
-                None => serve(ctx, tcp, Downstream { client, tls: false }, &limits, drain).await,
-                Some(config) => {
-                    let Some(stream) =
-                        handshake(&ctx, tcp, config, limits.header_read_timeout.get(), client)
-                            .await
-                    else {
-                        return;
-                    };
-                    serve(
-                        ctx,
-                        stream,
-                        Downstream { client, tls: true },
-                        &limits,
-                        drain,
-                    )
-                    .await
-                }
-            }
+            connection(&guard.0, tcp, client, dst_port, plan, drain).await;
             drop(guard);
         });
+    }
+}
+
+/// What the snapshot at accept time says about one connection.
+pub struct Plan {
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub limits: remora_api::Limits,
+    pub protocol: ListenerProtocol,
+    pub detect_timeout: Duration,
+    pub tcp_backend: Option<Arc<Backend>>,
+}
+
+impl Plan {
+    pub fn new(table: &ListenerTable) -> Self {
+        Plan {
+            tls: table.tls.clone(),
+            limits: table.limits.clone(),
+            protocol: table.protocol,
+            detect_timeout: table.detect_timeout,
+            tcp_backend: table.tcp_backend.clone(),
+        }
+    }
+}
+
+/// Where a connection goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// The HTTP server and the listener's routes.
+    Http,
+    /// Opaque TCP to `tcp_backend`.
+    Opaque,
+}
+
+/// Terminates TLS if the listener has it, decides, and dispatches.
+async fn connection(
+    ctx: &Arc<ListenerCtx>,
+    tcp: TcpStream,
+    client: SocketAddr,
+    dst_port: u16,
+    plan: Plan,
+    drain: Watch,
+) {
+    let Some(config) = plan.tls.clone() else {
+        let decision = match plan.protocol {
+            ListenerProtocol::Detect => {
+                decided(ctx, detect::peek(&tcp, dst_port, plan.detect_timeout).await)
+            }
+            configured => without_looking(ctx, configured),
+        };
+        let down = Downstream { client, tls: false };
+        return dispatch(ctx, tcp, down, decision, plan, drain).await;
+    };
+    let timeout = plan.limits.header_read_timeout.get();
+    let Some(mut stream) = handshake(ctx, tcp, config, timeout, client).await else {
+        return;
+    };
+    let down = Downstream { client, tls: true };
+    if plan.protocol != ListenerProtocol::Detect {
+        let decision = without_looking(ctx, plan.protocol);
+        return dispatch(ctx, stream, down, decision, plan, drain).await;
+    }
+    let alpn = match stream.get_ref().1.alpn_protocol() {
+        Some(b"h2") => Some(detect::Protocol::Http2),
+        Some(b"http/1.1") => Some(detect::Protocol::Http1),
+        _ => None,
+    };
+    let (detection, prefix) = match alpn {
+        Some(protocol) => (
+            Detection {
+                protocol,
+                reason: Reason::Detected,
+                took: None,
+            },
+            bytes::Bytes::new(),
+        ),
+        None => match detect::read(&mut stream, dst_port, plan.detect_timeout).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::debug!(listener = %ctx.name, %client, error = %e, "connection ended during protocol detection");
+                return;
+            }
+        },
+    };
+    let decision = decided(ctx, detection);
+    dispatch(
+        ctx,
+        Rewind::new(prefix, stream),
+        down,
+        decision,
+        plan,
+        drain,
+    )
+    .await
+}
+
+/// The decision for a listener that does not look: `http` or `tcp`.
+fn without_looking(ctx: &ListenerCtx, protocol: ListenerProtocol) -> Decision {
+    if protocol == ListenerProtocol::Http {
+        return Decision::Http;
+    }
+    ctx.metrics
+        .detected(&ctx.name, &Detection::opaque(Reason::Configured));
+    Decision::Opaque
+}
+
+/// Counts a detection and turns it into a decision.
+fn decided(ctx: &ListenerCtx, d: Detection) -> Decision {
+    ctx.metrics.detected(&ctx.name, &d);
+    if d.protocol.is_http() {
+        Decision::Http
+    } else {
+        Decision::Opaque
+    }
+}
+
+/// Serves an accepted (and, with TLS, decrypted) connection as `decision`
+/// says: HTTP through the routes, or opaque TCP to `tcp_backend`.
+pub async fn dispatch<I>(
+    ctx: &Arc<ListenerCtx>,
+    io: I,
+    down: Downstream,
+    decision: Decision,
+    plan: Plan,
+    drain: Watch,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match (decision, plan.tcp_backend) {
+        (Decision::Http, _) => serve(ctx.clone(), io, down, &plan.limits, drain).await,
+        (Decision::Opaque, Some(backend)) => {
+            crate::tcp::forward(ctx, io, down, backend, drain).await
+        }
+        // Validation gives `tcp` and `detect` listeners a `tcp_backend`.
+        (Decision::Opaque, None) => {
+            tracing::warn!(listener = %ctx.name, client = %down.client, "opaque connection on a listener without `tcp_backend`; closed")
+        }
     }
 }
 

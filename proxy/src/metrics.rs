@@ -35,6 +35,12 @@ pub struct Metrics {
     pub identity_expiry: Gauge,
     pub identity_renewals: IntCounter,
     pub identity_renewal_failures: IntCounter,
+    pub detections: IntCounterVec,
+    pub detection_duration: HistogramVec,
+    pub tcp_connections: IntCounterVec,
+    pub tcp_open_connections: IntGaugeVec,
+    pub tcp_bytes: IntCounterVec,
+    pub tcp_connect_errors: IntCounterVec,
     process: Process,
 }
 
@@ -50,6 +56,12 @@ struct Process {
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// First bytes usually come with the connection (microseconds); a silent
+/// client costs the whole `detect_timeout`.
+const DETECTION_BUCKETS: &[f64] = &[
+    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -196,6 +208,48 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            detections: counter(
+                &r,
+                "remora_protocol_detections_total",
+                "Connections classified by protocol detection, by listener, protocol (http1, http2, tls, opaque) and reason (detected, timeout, server-speaks-first, configured).",
+                &["listener", "protocol", "reason"],
+            ),
+            detection_duration: reg(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "remora_protocol_detection_seconds",
+                        "Time spent looking at a connection's first bytes, by listener.",
+                    )
+                    .buckets(DETECTION_BUCKETS.to_vec()),
+                    &["listener"],
+                )
+                .expect("valid metric"),
+            ),
+            tcp_connections: counter(
+                &r,
+                "remora_tcp_connections_total",
+                "Client connections forwarded as opaque TCP, by listener and backend.",
+                &["listener", "backend"],
+            ),
+            tcp_open_connections: gauge_vec(
+                &r,
+                "remora_tcp_open_connections",
+                "Opaque TCP connections open now, by listener and backend.",
+                &["listener", "backend"],
+            ),
+            tcp_bytes: counter(
+                &r,
+                "remora_tcp_bytes_total",
+                "Bytes forwarded by opaque TCP, by listener, backend and direction (to_upstream, to_client).",
+                &["listener", "backend", "direction"],
+            ),
+            tcp_connect_errors: counter(
+                &r,
+                "remora_tcp_connect_errors_total",
+                "Failed attempts to open an opaque TCP connection to a backend, by backend and cause.",
+                &["backend", "cause"],
+            ),
             identity_expiry: reg(
                 &r,
                 Gauge::new(
@@ -267,6 +321,47 @@ impl Metrics {
             metrics: self.clone(),
         }
     }
+}
+
+impl Metrics {
+    /// Counts a detection outcome, and times it when bytes were looked at.
+    pub fn detected(&self, listener: &str, d: &crate::detect::Detection) {
+        self.detections
+            .with_label_values(&[listener, d.protocol.as_str(), d.reason.as_str()])
+            .inc();
+        if let Some(took) = d.took {
+            self.detection_duration
+                .with_label_values(&[listener])
+                .observe(took.as_secs_f64());
+        }
+    }
+
+    /// Handles for one opaque TCP connection from `listener` to `backend`.
+    pub fn tcp(&self, listener: &str, backend: &str) -> TcpMetrics {
+        TcpMetrics {
+            connections: self.tcp_connections.with_label_values(&[listener, backend]),
+            open: self
+                .tcp_open_connections
+                .with_label_values(&[listener, backend]),
+            to_upstream: self
+                .tcp_bytes
+                .with_label_values(&[listener, backend, "to_upstream"]),
+            to_client: self
+                .tcp_bytes
+                .with_label_values(&[listener, backend, "to_client"]),
+            connect_errors: self.tcp_connect_errors.clone(),
+        }
+    }
+}
+
+/// Metrics of one opaque TCP connection, bound to its listener and backend.
+pub struct TcpMetrics {
+    pub connections: prometheus::IntCounter,
+    pub open: IntGauge,
+    pub to_upstream: prometheus::IntCounter,
+    pub to_client: prometheus::IntCounter,
+    /// By backend and cause; looked up only when a connect fails.
+    pub connect_errors: IntCounterVec,
 }
 
 /// Metrics an endpoint client records, already bound to its backend.

@@ -311,6 +311,14 @@ pub fn compile(
             |name| backends.get(name).cloned(),
             before.map(|b| &b.router),
         );
+        let tcp_backend = l.tcp_backend.as_deref().map(|b| backends.get(b).cloned());
+        if let Some(None) = tcp_backend {
+            problems.push(Problem {
+                path: format!("listeners[{i}].tcp_backend"),
+                message: "no backend has this name".into(),
+                line: None,
+            });
+        }
         match routes {
             Ok(router) => listeners.push(ListenerTable {
                 name: l.name.as_str().into(),
@@ -319,6 +327,9 @@ pub fn compile(
                 access_log: l.access_log,
                 rate_limit,
                 tls,
+                protocol: l.protocol,
+                detect_timeout: l.detect_timeout.get(),
+                tcp_backend: tcp_backend.flatten(),
             }),
             Err(message) => problems.push(Problem {
                 path: format!("listeners[{i}].routes"),

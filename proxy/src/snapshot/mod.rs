@@ -41,6 +41,12 @@ pub struct ListenerTable {
         Arc<crate::policy::ratelimit::RateLimiter>,
     )>,
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// How connections are read: `http`, `tcp` or `detect`.
+    pub protocol: remora_api::ListenerProtocol,
+    /// How long `detect` waits for a client's first bytes.
+    pub detect_timeout: std::time::Duration,
+    /// Where opaque TCP goes (`tcp_backend`); set for `tcp` and `detect`.
+    pub tcp_backend: Option<Arc<Backend>>,
 }
 
 impl Snapshot {

@@ -1,0 +1,257 @@
+//! Opaque TCP: a client connection forwarded byte for byte to one endpoint
+//! of the listener's `tcp_backend`.
+//!
+//! The endpoint is chosen per connection by the backend's balancer, skipping
+//! ejected and unhealthy endpoints. The connection holds a slot of the
+//! backend's circuit breaker (`max_connections`) and counts as in flight on
+//! its endpoint for as long as it lives. A failed connect (refused, timed
+//! out, TLS) is reported to outlier detection and another endpoint is tried,
+//! up to [`MAX_ATTEMPTS`] in all. Endpoints reached over TLS (a backend's
+//! `tls`, or mesh identities) get TLS here too, without ALPN.
+//!
+//! Bytes are copied both ways with half-close: when one side ends its
+//! writing, the other side's write half is shut down and the copy goes on
+//! the other way until that side ends too.
+
+use crate::balance::{now_ns, Backend, Endpoint, InFlight, Overflow};
+use crate::drain::Watch;
+use crate::http::client::Conn;
+use crate::http::error::ProxyError;
+use crate::http::proxy::Downstream;
+use crate::http::server::ListenerCtx;
+use crate::metrics::TcpMetrics;
+use prometheus::{IntCounter, IntGauge};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// Endpoints tried for one connection (fewer if the backend has fewer).
+pub const MAX_ATTEMPTS: usize = 3;
+
+/// Forwards `client` to an endpoint of `backend` until both sides are done.
+/// `_drain` is held for the connection's life: a drain waits for it until
+/// the drain deadline, when the process exits and closes it.
+pub async fn forward<I>(
+    ctx: &ListenerCtx,
+    client: I,
+    down: Downstream,
+    backend: Arc<Backend>,
+    _drain: Watch,
+) where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let m = ctx.metrics.tcp(&ctx.name, &backend.name);
+    m.connections.inc();
+    let _open = Open::new(m.open.clone());
+    let (upstream, endpoint, in_flight) = match connect(&backend, &m).await {
+        Ok(c) => c,
+        Err(e) => {
+            match e {
+                ProxyError::Overloaded { .. } => tracing::debug!(
+                    listener = %ctx.name, backend = %backend.name, client = %down.client,
+                    error = e.cause(), detail = %e, "opaque TCP connection refused"
+                ),
+                _ => tracing::warn!(
+                    listener = %ctx.name, backend = %backend.name, client = %down.client,
+                    error = e.cause(), detail = %e, "opaque TCP connection failed"
+                ),
+            }
+            return;
+        }
+    };
+    let mut client = Counted::new(client, m.to_upstream);
+    let mut upstream = Counted::new(upstream, m.to_client);
+    let result = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    match result {
+        Ok((sent, received)) => tracing::debug!(
+            listener = %ctx.name, backend = %backend.name, %endpoint, client = %down.client,
+            sent, received, "opaque TCP connection closed"
+        ),
+        Err(e) => tracing::debug!(
+            listener = %ctx.name, backend = %backend.name, %endpoint, client = %down.client,
+            error = %e, "opaque TCP connection ended with an error"
+        ),
+    }
+    drop(in_flight);
+}
+
+/// Opens a connection to an endpoint of `backend`, trying others when one
+/// fails; holds a circuit-breaker connection slot for the connection's life.
+async fn connect(
+    backend: &Backend,
+    m: &TcpMetrics,
+) -> Result<(Conn, SocketAddr, InFlight), ProxyError> {
+    let slot = backend
+        .breaker
+        .acquire(Overflow::Connections, backend.limits.max_connections)
+        .map_err(|limit| {
+            backend
+                .metrics
+                .overflows
+                .with_label_values(&[&*backend.name, limit.as_str()])
+                .inc();
+            ProxyError::Overloaded {
+                backend: backend.name.clone(),
+                limit: limit.as_str(),
+            }
+        });
+    let slot = match slot {
+        Ok(s) => s,
+        Err(e) => {
+            m.connect_errors
+                .with_label_values(&[&*backend.name, e.cause()])
+                .inc();
+            return Err(e);
+        }
+    };
+    let mut rng = fastrand::Rng::new();
+    let mut tried: Vec<&Arc<Endpoint>> = Vec::new();
+    let mut last = ProxyError::NoEndpoints {
+        backend: backend.name.clone(),
+    };
+    for _ in 0..backend.endpoints.len().min(MAX_ATTEMPTS) {
+        let Some(ep) = next_endpoint(backend, &tried, &mut rng) else {
+            break;
+        };
+        tried.push(ep);
+        let started = Instant::now();
+        match open(ep).await {
+            Ok(conn) => {
+                ep.load.observe(started.elapsed());
+                backend.report(ep, true);
+                return Ok((conn, ep.addr, InFlight::start(ep, slot)));
+            }
+            Err(e) => {
+                m.connect_errors
+                    .with_label_values(&[&*backend.name, e.cause()])
+                    .inc();
+                ep.load.observe_failure(started.elapsed());
+                backend.report(ep, false);
+                tracing::debug!(backend = %backend.name, endpoint = %ep.addr, error = %e, "opaque TCP connect failed; trying another endpoint");
+                last = e;
+            }
+        }
+    }
+    if tried.is_empty() {
+        m.connect_errors
+            .with_label_values(&[&*backend.name, last.cause()])
+            .inc();
+    }
+    Err(last)
+}
+
+/// The balancer's choice, unless it was tried already: then any endpoint
+/// not tried yet, available ones first.
+fn next_endpoint<'a>(
+    backend: &'a Backend,
+    tried: &[&Arc<Endpoint>],
+    rng: &mut fastrand::Rng,
+) -> Option<&'a Arc<Endpoint>> {
+    let was_tried = |e: &Arc<Endpoint>| tried.iter().any(|t| Arc::ptr_eq(t, e));
+    let ep = backend.pick(&http::HeaderMap::new(), rng)?;
+    if !was_tried(ep) {
+        return Some(ep);
+    }
+    let now = now_ns();
+    let mut untried = backend.endpoints.iter().filter(|e| !was_tried(e));
+    let first = untried.clone().next();
+    untried.find(|e| e.available(now)).or(first)
+}
+
+/// Connects to `ep` the way its backend says (plain or TLS), within the
+/// backend's connect timeout.
+async fn open(ep: &Endpoint) -> Result<Conn, ProxyError> {
+    let addr = ep.addr;
+    let transport = ep.client.transport();
+    let after = transport.connect_timeout;
+    let connect = async {
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|source| ProxyError::Connect { addr, source })?;
+        let _ = tcp.set_nodelay(true);
+        let Some(tls) = &transport.tls else {
+            return Ok(Conn::Plain(tcp));
+        };
+        // The same trust and identity checks as for HTTP; no ALPN, as the
+        // bytes inside are not HTTP.
+        let mut config = (*tls.h1).clone();
+        config.alpn_protocols.clear();
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(tls.server_name.clone(), tcp)
+            .await
+            .map(|s| Conn::Tls(Box::new(s)))
+            .map_err(|source| ProxyError::UpstreamTls { addr, source })
+    };
+    tokio::time::timeout(after, connect)
+        .await
+        .unwrap_or(Err(ProxyError::ConnectTimeout { addr, after }))
+}
+
+/// Holds the open-connections gauge up while it lives.
+struct Open(IntGauge);
+
+impl Open {
+    fn new(gauge: IntGauge) -> Self {
+        gauge.inc();
+        Open(gauge)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// A stream that counts the bytes read from it as they arrive (so a long
+/// connection's byte counters move while it lives, not only at its end).
+struct Counted<S> {
+    inner: S,
+    read: IntCounter,
+}
+
+impl<S> Counted<S> {
+    fn new(inner: S, read: IntCounter) -> Self {
+        Counted { inner, read }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            this.read.inc_by(n as u64);
+        }
+        poll
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
