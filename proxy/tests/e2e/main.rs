@@ -16,6 +16,7 @@ mod resilience;
 mod routing;
 mod shutdown;
 mod streaming;
+mod tcp;
 mod tls;
 mod websocket;
 
