@@ -5,6 +5,7 @@
 //! speaks the snapshot stream like a proxy. One test binary, many modules.
 
 mod check;
+mod identity;
 mod mesh;
 mod stream;
 
@@ -36,6 +37,18 @@ pub fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_remora-control-plane"))
 }
 
+/// The proxy binary, built beside the control plane's by `cargo test
+/// --workspace` (integration tests of both crates need their binaries).
+pub fn proxy_bin() -> PathBuf {
+    let path = bin().with_file_name("remora-proxy");
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` (or `cargo build -p remora-proxy` first)",
+        path.display()
+    );
+    path
+}
+
 /// How long anything the tests wait for may take.
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -57,11 +70,21 @@ impl ControlPlane {
     /// Starts with the snapshot stream on `listen` (e.g. the address of a
     /// control plane that was killed, which its proxies keep dialling).
     pub async fn start_at(mesh: &str, listen: SocketAddr) -> ControlPlane {
+        Self::start_with(mesh, listen, &[]).await
+    }
+
+    /// Starts with more arguments to `run` (such as `--ca-cert FILE`).
+    pub async fn start_with(
+        mesh: &str,
+        listen: SocketAddr,
+        extra: &[&std::ffi::OsStr],
+    ) -> ControlPlane {
         let dir = tempdir();
         let path = dir.path().join("mesh.yaml");
         std::fs::write(&path, mesh).unwrap();
         let mut child = Command::new(bin())
             .args(["run", "--listen", &listen.to_string()])
+            .args(extra)
             .args(["--admin", "127.0.0.1:0"])
             .args(["--log-format", "json", "--mesh"])
             .arg(&path)

@@ -10,18 +10,6 @@ use remora_test_support::load::Tally;
 use remora_test_support::{Load, ProxyProcess, Upstream};
 use std::ffi::OsStr;
 
-/// The proxy binary, built beside the control plane's by `cargo test
-/// --workspace` (integration tests of both crates need their binaries).
-fn proxy_bin() -> PathBuf {
-    let path = bin().with_file_name("remora-proxy");
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with `cargo test --workspace` (or `cargo build -p remora-proxy` first)",
-        path.display()
-    );
-    path
-}
-
 /// Workloads `web` and `batch` both call `api`, whose one route goes to
 /// the service `target`.
 fn mesh(a: &Upstream, b: &Upstream, target: &str) -> String {

@@ -1,0 +1,464 @@
+//! Identity with real processes: `ca init` writes a development root, the
+//! control plane signs with it (join tokens, a 6 s certificate lifetime),
+//! a sidecar proxy with `--identity-token` gets its certificate, becomes
+//! ready and renews; a request made here with its own CSR gets a
+//! certificate that `openssl` reads as a SPIFFE SVID; bad credentials are
+//! refused, and a proxy with a wrong token reports failures and stays
+//! not ready.
+
+use super::*;
+use remora_test_support::ProxyProcess;
+use std::ffi::OsStr;
+
+const WEB_TOKEN: &str = "e2e-web-token-0123456789abcdef";
+const BATCH_TOKEN: &str = "e2e-batch-token-0123456789abcdef";
+const WEB_ID: &str = "spiffe://example.org/ns/shop/sa/web-sa";
+
+const MESH_WITH_IDENTITIES: &str = "trust_domain: example.org
+services:
+  - name: api
+    endpoints: [{ address: 127.0.0.1:9 }]
+workloads:
+  - { name: web, namespace: shop, service_account: web-sa, outbound: 127.0.0.1:0, calls: [api] }
+  - { name: batch, namespace: jobs, outbound: 127.0.0.1:0 }
+";
+
+/// A directory with a CA from `ca init`, the join tokens, and a control
+/// plane started with them.
+struct Mesh {
+    dir: TempDir,
+    cp: ControlPlane,
+}
+
+impl Mesh {
+    async fn start(lifetime: &str) -> Mesh {
+        let dir = tempdir();
+        let out = std::process::Command::new(bin())
+            .args(["ca", "init", "--trust-domain", "example.org", "--dir"])
+            .arg(dir.path().join("ca"))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "ca init: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("--ca-cert") && stdout.contains("mode 0600"),
+            "{stdout}"
+        );
+        let tokens = dir.path().join("tokens.yaml");
+        std::fs::write(
+            &tokens,
+            format!("tokens:\n  - {{ token: {WEB_TOKEN}, workload: web }}\n  - {{ token: {BATCH_TOKEN}, workload: batch }}\n"),
+        )
+        .unwrap();
+        let (cert, key) = (dir.path().join("ca/ca.crt"), dir.path().join("ca/ca.key"));
+        let args: [&OsStr; 8] = [
+            "--ca-cert".as_ref(),
+            cert.as_ref(),
+            "--ca-key".as_ref(),
+            key.as_ref(),
+            "--join-tokens".as_ref(),
+            tokens.as_ref(),
+            "--cert-lifetime".as_ref(),
+            lifetime.as_ref(),
+        ];
+        let listen = "127.0.0.1:0".parse().unwrap();
+        let cp = ControlPlane::start_with(MESH_WITH_IDENTITIES, listen, &args).await;
+        Mesh { dir, cp }
+    }
+
+    fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("ca/ca.crt")).unwrap()
+    }
+
+    /// A file holding `token`, for `--identity-token`.
+    fn token_file(&self, name: &str, token: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, format!("{token}\n")).unwrap();
+        path
+    }
+
+    async fn certify(&self, auth: Option<&str>, body: &str) -> (u16, String) {
+        let mut req = Request::new("POST", &format!("http://{}/v1/certify", self.cp.listen))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let rsp = req.send().await;
+        (rsp.status, rsp.text())
+    }
+}
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+fn csr_for(names: &[&str]) -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let params = rcgen::CertificateParams::new(names).unwrap();
+    params.serialize_request(&key).unwrap().pem().unwrap()
+}
+
+fn request(workload: &str, csr: &str) -> String {
+    serde_json::json!({ "workload": workload, "csr": csr }).to_string()
+}
+
+/// Runs `openssl` with `args`; its stdout, or a panic with its stderr.
+fn openssl(args: &[&OsStr]) -> String {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_gets_a_certificate_renews_it_and_trusts_the_ca() {
+    let mesh = Mesh::start("6s").await;
+    let token = mesh.token_file("web.token", WEB_TOKEN);
+    let args: [&OsStr; 2] = ["--identity-token".as_ref(), token.as_ref()];
+    // Returns once /ready answers 200: a snapshot and a certificate.
+    let proxy = ProxyProcess::start_sidecar(&proxy_bin(), mesh.cp.listen, "web", &args)
+        .await
+        .unwrap();
+
+    let issued = |from: usize| {
+        proxy
+            .logs_json()
+            .into_iter()
+            .skip(from)
+            .filter(|v| v["message"] == "certificate issued")
+            .collect::<Vec<_>>()
+    };
+    let first = issued(0);
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0]["spiffe_id"], WEB_ID);
+    let serial = first[0]["serial"].as_str().unwrap().to_string();
+    assert_eq!(serial.len(), 32, "{serial}");
+    let cp_logs = mesh.cp.logs();
+    assert!(
+        cp_logs.contains(&format!("\"serial\":\"{serial}\"")) && cp_logs.contains(WEB_ID),
+        "the control plane logged another certificate:\n{cp_logs}"
+    );
+    assert!(!cp_logs.contains(WEB_TOKEN), "a token in the logs");
+
+    let metrics = proxy.metrics().await;
+    let expiry = metric(
+        &metrics,
+        "remora_identity_certificate_expiry_timestamp_seconds",
+    );
+    assert!(
+        expiry > now_secs() && expiry < now_secs() + 7.0,
+        "expiry {expiry}"
+    );
+    assert_eq!(metric(&metrics, "remora_identity_renewals_total"), 1.0);
+    assert_eq!(
+        metric(&metrics, "remora_identity_renewal_failures_total"),
+        0.0
+    );
+
+    // The snapshot carries the CA as the trust root.
+    let (_, config) = proxy.admin_get("/config").await;
+    let config: Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(
+        config["config"]["identity"]["trust_roots"],
+        serde_json::json!([mesh.ca_pem()])
+    );
+
+    // Renewal at ~70% of 6 s, with a new certificate.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let renewed = loop {
+        let m = proxy.metrics().await;
+        if metric(&m, "remora_identity_renewals_total") >= 2.0 {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "no renewal; metrics:\n{m}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let next = metric(
+        &renewed,
+        "remora_identity_certificate_expiry_timestamp_seconds",
+    );
+    assert!(next > expiry, "the expiry did not move: {expiry} -> {next}");
+    assert_eq!(
+        metric(&renewed, "remora_identity_renewal_failures_total"),
+        0.0
+    );
+    let second = issued(0);
+    assert!(second.len() >= 2, "{second:?}");
+    assert_ne!(second[1]["serial"], first[0]["serial"]);
+    assert_eq!(second[1]["spiffe_id"], WEB_ID);
+    assert_eq!(proxy.admin_get("/ready").await.0, 200);
+
+    let cp_metrics = mesh.cp.metrics().await;
+    assert!(metric(&cp_metrics, "remora_cp_certificates_issued_total") >= 2.0);
+    let (_, status) = mesh.cp.get("/status").await;
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["workloads"]["web"]["identity"], WEB_ID);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issued_certificate_is_a_spiffe_svid_and_bad_credentials_are_refused() {
+    require("openssl");
+    let mesh = Mesh::start("1h").await;
+    let web = format!("Bearer {WEB_TOKEN}");
+    // The CSR asks for a DNS name: the certificate has the SPIFFE ID only.
+    let (status, body) = mesh
+        .certify(Some(&web), &request("web", &csr_for(&["evil.example"])))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let rsp: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(rsp["trust_roots"], serde_json::json!([mesh.ca_pem()]));
+    let leaf = mesh.dir.path().join("leaf.pem");
+    std::fs::write(&leaf, rsp["certificate_chain"].as_str().unwrap()).unwrap();
+    let text = openssl(&[
+        "x509".as_ref(),
+        "-noout".as_ref(),
+        "-text".as_ref(),
+        "-in".as_ref(),
+        leaf.as_ref(),
+    ]);
+    for want in [
+        &format!("URI:{WEB_ID}") as &str,
+        "CA:FALSE",
+        "Digital Signature",
+        "TLS Web Server Authentication, TLS Web Client Authentication",
+    ] {
+        assert!(text.contains(want), "no {want:?} in\n{text}");
+    }
+    assert!(!text.contains("evil.example"), "{text}");
+    let ca = mesh.dir.path().join("ca/ca.crt");
+    let verified = openssl(&[
+        "verify".as_ref(),
+        "-CAfile".as_ref(),
+        ca.as_ref(),
+        leaf.as_ref(),
+    ]);
+    assert!(verified.trim().ends_with("OK"), "{verified}");
+    let expires = rsp["expires_at"].as_str().unwrap();
+    assert!(expires.ends_with('Z') && expires.len() == 20, "{expires}");
+
+    let batch = format!("Bearer {BATCH_TOKEN}");
+    let cases = [
+        (
+            "no token",
+            None,
+            request("web", &csr_for(&[])),
+            401,
+            "Bearer <token>",
+        ),
+        (
+            "an unknown token",
+            Some("Bearer e2e-web-token-0123456789abcdeX"),
+            request("web", &csr_for(&[])),
+            401,
+            "unknown token",
+        ),
+        (
+            "another workload's token",
+            Some(batch.as_str()),
+            request("web", &csr_for(&[])),
+            403,
+            "does not allow workload `web`",
+        ),
+        (
+            "not a CSR",
+            Some(web.as_str()),
+            request("web", "hello"),
+            400,
+            "bad CSR",
+        ),
+    ];
+    for (what, auth, body, status, want) in cases {
+        let (got, text) = mesh.certify(auth, &body).await;
+        assert_eq!(got, status, "{what}: {text}");
+        assert!(
+            text.contains(want) && text.trim().lines().count() == 1,
+            "{what}: {text}"
+        );
+    }
+    let metrics = mesh.cp.metrics().await;
+    let failures = |reason: &str| {
+        metric(
+            &metrics,
+            &format!("remora_cp_certificate_failures_total{{reason=\"{reason}\"}}"),
+        )
+    };
+    assert_eq!(failures("unauthenticated"), 2.0);
+    assert_eq!(failures("forbidden"), 1.0);
+    assert_eq!(failures("bad_csr"), 1.0);
+    assert_eq!(metric(&metrics, "remora_cp_certificates_issued_total"), 1.0);
+
+    // Without a CA: 503, and snapshots carry no trust roots.
+    let plain = ControlPlane::start(MESH_WITH_IDENTITIES).await;
+    let rsp = Request::new("POST", &format!("http://{}/v1/certify", plain.listen))
+        .header("authorization", &web)
+        .body(request("web", &csr_for(&[])))
+        .send()
+        .await;
+    assert_eq!(rsp.status, 503, "{}", rsp.text());
+    assert!(rsp.text().contains("no CA"), "{}", rsp.text());
+    let mut sub = Subscriber::connect(plain.listen, &hello("web", None))
+        .await
+        .unwrap();
+    let snap = sub.next(WAIT).await.unwrap();
+    assert!(snap.config.identity.is_none());
+}
+
+/// A sidecar that is not waited for: a wrong token keeps it from ever
+/// being ready.
+struct Unready {
+    child: Child,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Unready {
+    fn start(cp: SocketAddr, workload: &str, token: &Path) -> Unready {
+        let mut child = Command::new(proxy_bin())
+            .args([
+                "run",
+                "--control-plane",
+                &cp.to_string(),
+                "--workload",
+                workload,
+            ])
+            .args([
+                "--admin",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+                "--identity-token",
+            ])
+            .arg(token)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        for pipe in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let logs = logs.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(pipe).lines();
+                while let Ok(Some(l)) = lines.next_line().await {
+                    logs.lock().unwrap().push(l);
+                }
+            });
+        }
+        Unready { child, logs }
+    }
+
+    fn dump(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    /// Waits for a JSON log line with `message`.
+    async fn wait_log(&self, message: &str) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let found = self.logs.lock().unwrap().iter().find_map(|l| {
+                let v: Value = serde_json::from_str(l).ok()?;
+                (v["message"] == message).then_some(v)
+            });
+            if let Some(v) = found {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {message:?} line; logs:\n{}",
+                self.dump()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    async fn admin_get(&self, admin: SocketAddr, path: &str) -> (u16, String) {
+        let rsp = Request::new("GET", &format!("http://{admin}{path}"))
+            .send()
+            .await;
+        (rsp.status, rsp.text())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_with_a_wrong_token_reports_failures_and_is_not_ready() {
+    let mesh = Mesh::start("1h").await;
+    let token = mesh.token_file("wrong.token", "e2e-wrong-token-0123456789abcdef");
+    let mut proxy = Unready::start(mesh.cp.listen, "web", &token);
+    let admin: SocketAddr = proxy.wait_log("admin bound").await["address"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let failed = proxy.wait_log("certificate renewal failed").await;
+    let reason = failed["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("401") && reason.contains("unknown token"),
+        "{reason}"
+    );
+    // The snapshot arrives, but without a certificate the proxy is not ready.
+    proxy.wait_log("snapshot applied").await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, m) = proxy.admin_get(admin, "/metrics").await;
+        if metric(&m, "remora_identity_renewal_failures_total") >= 2.0 {
+            assert_eq!(metric(&m, "remora_identity_renewals_total"), 0.0);
+            assert_eq!(
+                metric(&m, "remora_identity_certificate_expiry_timestamp_seconds"),
+                0.0
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no retry; logs:\n{}",
+            proxy.dump()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        proxy.admin_get(admin, "/ready").await,
+        (503, "starting\n".to_string())
+    );
+    assert!(
+        !proxy.dump().contains("e2e-wrong-token"),
+        "the token was logged"
+    );
+    let cp_metrics = mesh.cp.metrics().await;
+    assert!(
+        metric(
+            &cp_metrics,
+            "remora_cp_certificate_failures_total{reason=\"unauthenticated\"}"
+        ) >= 2.0
+    );
+    proxy.child.kill().await.unwrap();
+}
