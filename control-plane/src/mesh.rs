@@ -15,8 +15,16 @@ use remora_api::mesh::{Mesh, Workload};
 use remora_api::Problem;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Parses and validates a mesh; on failure, every problem with its line.
+/// Parses and validates a mesh, as for a control plane with a CA; on
+/// failure, every problem with its line.
 pub fn parse(text: &str) -> Result<Mesh, Vec<Problem>> {
+    parse_for(text, true)
+}
+
+/// Parses and validates a mesh for a control plane with or without a CA
+/// (`with_ca`): without one, an endpoint `identity` is a problem, since
+/// mutual TLS needs the proxies' certificates and trust roots.
+pub fn parse_for(text: &str, with_ca: bool) -> Result<Mesh, Vec<Problem>> {
     let de = serde_yaml_ng::Deserializer::from_str(text);
     let mesh: Mesh = match serde_yaml_ng::with::singleton_map_recursive::deserialize(de) {
         Ok(m) => m,
@@ -31,6 +39,9 @@ pub fn parse(text: &str) -> Result<Mesh, Vec<Problem>> {
         }
     };
     let mut problems = validate(&mesh);
+    if !with_ca {
+        problems.extend(identities_without_ca(&mesh));
+    }
     if problems.is_empty() {
         return Ok(mesh);
     }
@@ -185,6 +196,25 @@ fn check_workloads(found: &mut Found, mesh: &Mesh, services: &Services<'_>) {
     }
 }
 
+/// Every endpoint `identity`, as a problem for a control plane without a CA.
+fn identities_without_ca(mesh: &Mesh) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for (i, s) in mesh.services.iter().enumerate() {
+        for (j, e) in s.endpoints.iter().enumerate() {
+            if e.identity.is_some() {
+                problems.push(Problem {
+                    path: format!("services[{i}].endpoints[{j}].identity"),
+                    message:
+                        "mutual TLS needs a CA: start the control plane with --ca-cert and --ca-key"
+                            .into(),
+                    line: None,
+                });
+            }
+        }
+    }
+    problems
+}
+
 /// The workload's namespace and service account, the last two parts of
 /// its SPIFFE ID, are Kubernetes names.
 fn check_identity(found: &mut Found, at: &str, w: &Workload) {
@@ -235,7 +265,13 @@ fn dns_name(name: &str) -> bool {
 /// at index `wi`, or `None` for the probe that calls every service).
 fn check_compiled(found: &mut Found, services: &Services<'_>, w: &Workload, wi: Option<usize>) {
     let mut origins = Origins::default();
-    let config = compile::workload_config(services, w, &mut origins);
+    let mut config = compile::workload_config(services, w, &mut origins);
+    // As sent with a CA, whose roots are not the mesh's: endpoint identities
+    // need the proxy's own (`parse_for` says when there is no CA).
+    config.identity = Some(remora_api::IdentityConfig {
+        trust_roots: vec![String::new()],
+        ..Default::default()
+    });
     for p in remora_api::validate(&config) {
         match (mesh_path(&origins, &p.path), wi) {
             (Some(path), _) => found.add(path, p.message),

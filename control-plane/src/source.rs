@@ -107,8 +107,14 @@ pub struct MeshStatus {
     pub problems: Vec<String>,
 }
 
-/// Reads and validates a mesh file.
+/// Reads and validates a mesh file, as for a control plane with a CA.
 pub fn read(path: &Path) -> Result<Mesh, Vec<Problem>> {
+    read_for(path, true)
+}
+
+/// Reads and validates a mesh file for a control plane with or without a
+/// CA (see [`crate::mesh::parse_for`]).
+pub fn read_for(path: &Path, with_ca: bool) -> Result<Mesh, Vec<Problem>> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         vec![Problem {
             path: String::new(),
@@ -116,7 +122,7 @@ pub fn read(path: &Path) -> Result<Mesh, Vec<Problem>> {
             line: None,
         }]
     })?;
-    crate::mesh::parse(&text)
+    crate::mesh::parse_for(&text, with_ca)
 }
 
 pub struct MeshSource {
@@ -136,7 +142,7 @@ impl MeshSource {
         trust_roots: Vec<String>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<MeshSource> {
-        let mesh = read(&path).map_err(|problems| {
+        let mesh = read_for(&path, !trust_roots.is_empty()).map_err(|problems| {
             let list: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
             anyhow::anyhow!("invalid mesh {}:\n{}", path.display(), list.join("\n"))
         })?;
@@ -168,7 +174,7 @@ impl MeshSource {
     pub fn reload(&self, seen: Instant) {
         let mut status = MeshStatus::clone(&self.status.load());
         let now = rfc3339(SystemTime::now());
-        let result = match read(&self.path) {
+        let result = match read_for(&self.path, !self.trust_roots.is_empty()) {
             Err(problems) => {
                 for p in &problems {
                     tracing::error!(problem = %p, path = %self.path.display(), "mesh rejected");

@@ -151,6 +151,24 @@ fn table_of_invalid_meshes() {
 }
 
 #[test]
+fn endpoint_identities_need_a_ca() {
+    let text = "services:\n  - name: api\n    endpoints:\n      - address: 127.0.0.1:9\n        identity: spiffe://cluster.local/ns/default/sa/api\n\
+                workloads: [{name: web, outbound: 127.0.0.1:1}]";
+    parse_for(text, true).unwrap_or_else(|p| panic!("{p:?}"));
+    let problems = parse_for(text, false).unwrap_err();
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert_eq!(problems[0].path, "services[0].endpoints[0].identity");
+    assert!(problems[0].message.contains("--ca-cert"), "{problems:?}");
+    assert_eq!(problems[0].line, Some(5));
+    let bad = text.replace("spiffe://cluster.local/ns/default/sa/api", "api");
+    let problems = parse(&bad).unwrap_err();
+    assert!(
+        problems[0].message.contains("must be a SPIFFE ID"),
+        "{problems:?}"
+    );
+}
+
+#[test]
 fn workload_identities() {
     let mesh = parse(
         "trust_domain: example.org\n\
