@@ -17,7 +17,7 @@ use crate::detect::{self, Detection, Reason, Rewind};
 use crate::drain::Watch;
 use crate::http::proxy::Downstream;
 use crate::http::server::{serve, ListenerCtx};
-use crate::snapshot::ListenerTable;
+use crate::snapshot::{InboundTable, ListenerTable};
 use remora_api::ListenerProtocol;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -76,6 +76,7 @@ pub struct Plan {
     pub protocol: ListenerProtocol,
     pub detect_timeout: Duration,
     pub tcp_backend: Option<Arc<Backend>>,
+    pub inbound: Option<Arc<InboundTable>>,
 }
 
 impl Plan {
@@ -86,6 +87,7 @@ impl Plan {
             protocol: table.protocol,
             detect_timeout: table.detect_timeout,
             tcp_backend: table.tcp_backend.clone(),
+            inbound: table.inbound.clone(),
         }
     }
 }
@@ -108,6 +110,9 @@ async fn connection(
     plan: Plan,
     drain: Watch,
 ) {
+    if let Some(inbound) = plan.inbound.clone() {
+        return inbound_connection(ctx, tcp, client, dst_port, plan, &inbound, drain).await;
+    }
     let Some(config) = plan.tls.clone() else {
         let decision = match plan.protocol {
             ListenerProtocol::Detect => {
@@ -115,14 +120,84 @@ async fn connection(
             }
             configured => without_looking(ctx, configured),
         };
-        let down = Downstream { client, tls: false };
+        let down = Downstream::new(client, false);
         return dispatch(ctx, tcp, down, decision, plan, drain).await;
     };
     let timeout = plan.limits.header_read_timeout.get();
-    let Some(mut stream) = handshake(ctx, tcp, config, timeout, client).await else {
+    let Some(stream) = handshake(ctx, tcp, config, timeout, client).await else {
         return;
     };
-    let down = Downstream { client, tls: true };
+    let down = Downstream::new(client, true);
+    decrypted(ctx, stream, down, dst_port, plan, drain).await
+}
+
+/// A connection to an inbound listener: mutual TLS from another proxy (its
+/// identity then known), or plaintext, which strict mode refuses. The first
+/// byte tells them apart (a TLS record starts with 0x16); a client that
+/// sends nothing within `detect_timeout` is plaintext.
+async fn inbound_connection(
+    ctx: &Arc<ListenerCtx>,
+    tcp: TcpStream,
+    client: SocketAddr,
+    dst_port: u16,
+    plan: Plan,
+    inbound: &InboundTable,
+    drain: Watch,
+) {
+    let mut first = [0u8; 1];
+    let peeked = tokio::time::timeout(plan.detect_timeout, tcp.peek(&mut first)).await;
+    let tls = matches!(peeked, Ok(Ok(1))) && first[0] == 0x16;
+    let m = &ctx.metrics;
+    if !tls {
+        if inbound.strict {
+            m.inbound_refused
+                .with_label_values(&[&*ctx.name, "plaintext"])
+                .inc();
+            tracing::info!(listener = %ctx.name, %client, "plaintext connection refused: the inbound listener is strict (mutual TLS only)");
+            return;
+        }
+        m.inbound_connections
+            .with_label_values(&[&*ctx.name, "-"])
+            .inc();
+        let decision = match plan.protocol {
+            ListenerProtocol::Detect => {
+                decided(ctx, detect::peek(&tcp, dst_port, plan.detect_timeout).await)
+            }
+            configured => without_looking(ctx, configured),
+        };
+        let down = Downstream::new(client, false);
+        return dispatch(ctx, tcp, down, decision, plan, drain).await;
+    }
+    let timeout = plan.limits.header_read_timeout.get();
+    let Some(stream) = handshake(ctx, tcp, inbound.tls.clone(), timeout, client).await else {
+        m.inbound_refused
+            .with_label_values(&[&*ctx.name, "handshake"])
+            .inc();
+        return;
+    };
+    let id = crate::identity::tls::client_id(stream.get_ref().1);
+    m.inbound_connections
+        .with_label_values(&[&*ctx.name, id.as_deref().unwrap_or("-")])
+        .inc();
+    let down = Downstream {
+        client,
+        tls: true,
+        client_id: id.map(Arc::from),
+    };
+    decrypted(ctx, stream, down, dst_port, plan, drain).await
+}
+
+/// Serves a connection whose TLS was terminated: ALPN, else (for `detect`)
+/// the first decrypted bytes, decide how.
+async fn decrypted(
+    ctx: &Arc<ListenerCtx>,
+    mut stream: tokio_rustls::server::TlsStream<TcpStream>,
+    down: Downstream,
+    dst_port: u16,
+    plan: Plan,
+    drain: Watch,
+) {
+    let client = down.client;
     if plan.protocol != ListenerProtocol::Detect {
         let decision = without_looking(ctx, plan.protocol);
         return dispatch(ctx, stream, down, decision, plan, drain).await;
@@ -193,6 +268,27 @@ pub async fn dispatch<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    if let (Decision::Opaque, Some(inbound)) = (decision, &plan.inbound) {
+        let peer = crate::policy::authz::Peer {
+            id: down.client_id.as_deref(),
+            addr: down.client.ip(),
+        };
+        if !inbound.authz.allows(peer) {
+            let m = &ctx.metrics;
+            m.authorization_denials
+                .with_label_values(&[&*ctx.name, "-"])
+                .inc();
+            m.inbound_refused
+                .with_label_values(&[&*ctx.name, "denied"])
+                .inc();
+            tracing::info!(
+                listener = %ctx.name, client = %down.client,
+                client_id = down.client_id.as_deref().unwrap_or("none"),
+                "connection denied by the authorization policy"
+            );
+            return;
+        }
+    }
     match (decision, plan.tcp_backend) {
         (Decision::Http, _) => serve(ctx.clone(), io, down, &plan.limits, drain).await,
         (Decision::Opaque, Some(backend)) => {

@@ -18,10 +18,23 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 /// Where a client connection came from.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Downstream {
     pub client: SocketAddr,
     pub tls: bool,
+    /// The client's mesh identity (SPIFFE ID), proved with mutual TLS on an
+    /// inbound listener.
+    pub client_id: Option<Arc<str>>,
+}
+
+impl Downstream {
+    pub fn new(client: SocketAddr, tls: bool) -> Self {
+        Downstream {
+            client,
+            tls,
+            client_id: None,
+        }
+    }
 }
 
 /// What happened to a request: the response (or the proxy's error) and the
@@ -70,7 +83,7 @@ fn request_host(req: &Request<Incoming>) -> Option<&str> {
 
 pub async fn handle(
     listener: &ListenerTable,
-    down: Downstream,
+    down: &Downstream,
     mut req: Request<Incoming>,
 ) -> Outcome {
     let limits = &listener.limits;
@@ -124,6 +137,20 @@ pub async fn handle(
             let mut outcome = Outcome::route(route, Err(ProxyError::FaultInjected(status)));
             outcome.delayed = delayed;
             return outcome;
+        }
+    }
+    if let Some(inbound) = &listener.inbound {
+        let authz = route.authz.as_ref().unwrap_or(&inbound.authz);
+        let peer = crate::policy::authz::Peer {
+            id: down.client_id.as_deref(),
+            addr: down.client.ip(),
+        };
+        if !authz.allows(peer) {
+            let client = down.client_id.as_deref().map_or_else(
+                || format!("{} (no mesh identity)", down.client.ip()),
+                str::to_string,
+            );
+            return Outcome::route(route, Err(ProxyError::Forbidden { client }));
         }
     }
     let route_name = Some(route.name.clone());
@@ -189,7 +216,7 @@ async fn forward(
     backend: &Backend,
     route: &Route,
     body_limit: Option<u64>,
-    down: Downstream,
+    down: &Downstream,
     req: Request<Incoming>,
     on_upgrade: Option<hyper::upgrade::OnUpgrade>,
     rng: &mut fastrand::Rng,
@@ -250,7 +277,7 @@ fn upstream_head(
     route: &Route,
     backend: &Backend,
     proto: Proto,
-    down: Downstream,
+    down: &Downstream,
     upgrade: bool,
 ) -> Result<(), ProxyError> {
     let authority = match &route.rewrite_host {

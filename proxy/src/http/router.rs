@@ -41,6 +41,9 @@ pub struct Route {
     /// The limit as configured, and its buckets.
     pub rate_limit: Option<(api::RateLimit, Arc<RateLimiter>)>,
     pub fault: Option<FaultInjector>,
+    /// On an inbound listener: who may use this route, instead of the
+    /// listener's policy.
+    pub authz: Option<crate::policy::authz::Authz>,
 }
 
 pub enum Action {
@@ -329,6 +332,10 @@ fn compile_route(
         retry: r.retry.clone(),
         rate_limit: None,
         fault: r.fault.as_ref().map(FaultInjector::new),
+        authz: r
+            .authorization
+            .as_ref()
+            .map(crate::policy::authz::Authz::new),
     })
 }
 

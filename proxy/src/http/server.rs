@@ -44,7 +44,7 @@ impl ListenerCtx {
         }
     }
 
-    async fn handle(&self, down: Downstream, req: Request<Incoming>) -> Response<ResponseBody> {
+    async fn handle(&self, down: &Downstream, req: Request<Incoming>) -> Response<ResponseBody> {
         let started = Instant::now();
         self.requests.inc();
         // The one snapshot load of this request: kept to its end.
@@ -76,6 +76,7 @@ impl ListenerCtx {
             tracing::info!(
                 target: "remora_proxy::access",
                 listener = %self.name, route, backend, client = %down.client, tls = down.tls,
+                client_id = down.client_id.as_deref().unwrap_or(""),
                 method = %method, path = uri.path(), version = ?version,
                 status = rsp.status().as_u16(), error = cause,
                 duration_ms = started.elapsed().as_secs_f64() * 1000.0,
@@ -92,6 +93,16 @@ impl ListenerCtx {
                 .faults
                 .with_label_values(&[&*self.name, route, "abort"])
                 .inc(),
+            "forbidden" => {
+                m.authorization_denials
+                    .with_label_values(&[&*self.name, route])
+                    .inc();
+                tracing::info!(
+                    listener = %self.name, route, client = %down.client,
+                    client_id = down.client_id.as_deref().unwrap_or("none"),
+                    "request denied by the authorization policy"
+                );
+            }
             _ => {}
         }
         if outcome.delayed {
@@ -120,9 +131,11 @@ pub async fn serve<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let client = down.client;
     let svc = hyper::service::service_fn(move |req| {
         let ctx = ctx.clone();
-        async move { Ok::<_, Infallible>(ctx.handle(down, req).await) }
+        let down = down.clone();
+        async move { Ok::<_, Infallible>(ctx.handle(&down, req).await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -144,6 +157,6 @@ pub async fn serve<I>(
         }
     };
     if let Err(e) = result {
-        tracing::debug!(client = %down.client, error = %e, "client connection ended with an error");
+        tracing::debug!(%client, error = %e, "client connection ended with an error");
     }
 }

@@ -4,13 +4,14 @@
 //! settings) keeps its latency estimate, in-flight count and pooled
 //! connections.
 
-use super::{version, ListenerTable, Snapshot};
+use super::{version, InboundTable, ListenerTable, Snapshot};
 use crate::balance::{Backend, Endpoint};
 use crate::http::client::{EndpointClient, Transport, UpstreamTls};
 use crate::http::retry::RetryBudget;
 use crate::http::router::Router;
 use crate::identity::tls::MeshRoots;
 use crate::metrics::Metrics;
+use crate::policy::authz::Authz;
 use crate::policy::ratelimit::RateLimiter;
 use remora_api::{Config, Problem};
 use std::collections::HashMap;
@@ -319,6 +320,34 @@ pub fn compile(
                 line: None,
             });
         }
+        let inbound = match (&l.inbound, &materials.mesh) {
+            (None, _) => None,
+            (Some(inbound), Some(roots)) => {
+                match crate::identity::tls::server_config(crate::identity::global(), roots) {
+                    Ok(tls) => Some(Arc::new(InboundTable {
+                        tls,
+                        strict: inbound.mode == remora_api::InboundMode::Strict,
+                        authz: Authz::new(&inbound.authorization),
+                    })),
+                    Err(message) => {
+                        problems.push(Problem {
+                            path: format!("listeners[{i}].inbound"),
+                            message,
+                            line: None,
+                        });
+                        None
+                    }
+                }
+            }
+            (Some(_), None) => {
+                problems.push(Problem {
+                    path: format!("listeners[{i}].inbound"),
+                    message: "needs the proxy's own `identity` (mutual TLS)".into(),
+                    line: None,
+                });
+                None
+            }
+        };
         match routes {
             Ok(router) => listeners.push(ListenerTable {
                 name: l.name.as_str().into(),
@@ -330,6 +359,7 @@ pub fn compile(
                 protocol: l.protocol,
                 detect_timeout: l.detect_timeout.get(),
                 tcp_backend: tcp_backend.flatten(),
+                inbound,
             }),
             Err(message) => problems.push(Problem {
                 path: format!("listeners[{i}].routes"),

@@ -47,6 +47,17 @@ pub struct ListenerTable {
     pub detect_timeout: std::time::Duration,
     /// Where opaque TCP goes (`tcp_backend`); set for `tcp` and `detect`.
     pub tcp_backend: Option<Arc<Backend>>,
+    /// Traffic from other proxies: mutual TLS and authorization.
+    pub inbound: Option<Arc<InboundTable>>,
+}
+
+/// An `inbound` listener's mutual TLS and authorization, compiled.
+pub struct InboundTable {
+    /// Presents the mesh certificate; requires and verifies the client's.
+    pub tls: Arc<rustls::ServerConfig>,
+    /// Plaintext is refused.
+    pub strict: bool,
+    pub authz: crate::policy::authz::Authz,
 }
 
 impl Snapshot {

@@ -415,3 +415,76 @@ async fn the_circuit_breaker_caps_tcp_connections() {
     let got = exchange(addr, b"c").await;
     assert_eq!(got, [b"c", bye("e0").as_bytes()].concat());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opaque_tcp_between_two_proxies_is_authorized_by_identity() {
+    let ca = TestCa::new("mesh root");
+    let app = TcpServer::start("app", false).await;
+    // The inbound proxy (identity API) lets only WEB in.
+    let dir = tempdir();
+    let inbound = format!(
+        "{}{}",
+        yaml(
+            &[listener(
+                "inbound",
+                "127.0.0.1:0",
+                &format!(
+                    "{}    inbound: {{ mode: strict, authorization: {{ allow: [{{ identities: [\"{WEB}\"] }}] }} }}\n",
+                    tcp_to("app")
+                )
+            )],
+            &[backend("app", &[app.addr])],
+        ),
+        identity_section(dir.path(), &ca, &ca.issue_spiffe(API))
+    );
+    let inbound = ProxyProcess::start_in(dir, bin(), &inbound).await.unwrap();
+    let outbound = |me: &'static str| {
+        let dir = tempdir();
+        let yaml = format!(
+            "{}{}",
+            yaml(
+                &[listener("edge", "127.0.0.1:0", &tcp_to("api"))],
+                &[format!(
+                    "  - name: api\n    endpoints: [{{ address: {}, identity: \"{API}\" }}]\n",
+                    inbound.listener("inbound")
+                )],
+            ),
+            identity_section(dir.path(), &ca, &ca.issue_spiffe(me))
+        );
+        async move { ProxyProcess::start_in(dir, bin(), &yaml).await.unwrap() }
+    };
+    let web = outbound(WEB).await;
+    let data = pattern(64 * 1024);
+    let got = exchange(web.listener("edge"), &data).await;
+    assert_eq!(got.len(), data.len() + bye("app").len());
+    assert!(got.ends_with(bye("app").as_bytes()));
+
+    let payments = outbound("spiffe://cluster.local/ns/shop/sa/payments").await;
+    assert!(try_exchange(payments.listener("edge"), b"hello")
+        .await
+        .is_empty());
+    let m = assert_metrics(
+        &inbound,
+        &[
+            (
+                "remora_authorization_denials_total{listener=\"inbound\",route=\"-\"}",
+                1.0,
+            ),
+            (
+                "remora_inbound_refused_total{listener=\"inbound\",reason=\"denied\"}",
+                1.0,
+            ),
+        ],
+    )
+    .await;
+    assert!(
+        m.contains(&format!(
+            "remora_inbound_connections_total{{client_id=\"{WEB}\",listener=\"inbound\"}} 1"
+        )),
+        "{m}"
+    );
+    inbound
+        .wait_for_log("connection denied by the authorization policy", WAIT)
+        .await
+        .unwrap();
+}
