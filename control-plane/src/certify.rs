@@ -54,8 +54,15 @@ impl Certifier {
             }
             Err(e) => Err(Error::Body(e.to_string())),
         };
+        // For the refusal's log line, when the body says.
+        let mut asked = None;
         let result = match body {
-            Ok(body) => self.certify(&parts.headers, &body, SystemTime::now()).await,
+            Ok(body) => {
+                asked = serde_json::from_slice::<CertifyRequest>(&body)
+                    .ok()
+                    .map(|r| r.workload);
+                self.certify(&parts.headers, &body, SystemTime::now()).await
+            }
             Err(e) => Err(e),
         };
         match result {
@@ -77,7 +84,8 @@ impl Certifier {
                     .certificate_failures
                     .with_label_values(&[e.reason()])
                     .inc();
-                tracing::warn!(error = %e, peer = %peer, "certificate refused");
+                let workload = asked.as_deref().unwrap_or("");
+                tracing::warn!(error = %e, workload = %workload, peer = %peer, "certificate refused");
                 let mut r = Response::new(Full::new(Bytes::from(format!("{e}\n"))).boxed_unsync());
                 *r.status_mut() = e.status();
                 r.headers_mut().insert(
