@@ -97,6 +97,10 @@ pub struct ServiceEndpoint {
     /// The workload identity expected at this endpoint (used with mTLS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
+    /// The workload whose proxy's inbound side this endpoint is: its
+    /// identity is expected here (instead of writing `identity`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -136,6 +140,31 @@ pub struct Workload {
     pub calls: Vec<String>,
     #[serde(default)]
     pub access_log: bool,
+    /// The proxy's inbound side: calls from other proxies, over mutual TLS,
+    /// to the workload's app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbound: Option<WorkloadInbound>,
+}
+
+/// Where a workload's proxy takes calls from other proxies, and where it
+/// sends them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadInbound {
+    /// The inbound listener (4143 in a pod): what other proxies connect to,
+    /// so what the workload's service endpoints are.
+    pub address: SocketAddr,
+    /// The workload's app.
+    pub app: SocketAddr,
+    /// How the proxy speaks HTTP to the app.
+    #[serde(default)]
+    pub app_protocol: UpstreamProtocol,
+    /// `strict`: mutual TLS only; `permissive` (default): plaintext too.
+    #[serde(default)]
+    pub mode: crate::InboundMode,
+    /// Who may call the workload.
+    #[serde(default)]
+    pub authorization: crate::Authorization,
 }
 
 impl Workload {

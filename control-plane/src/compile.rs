@@ -10,15 +10,20 @@
 //! after it, to itself. The backends are the services those routes reach.
 //! With a CA, every config also carries `identity: { trust_roots }`.
 
-use remora_api::mesh::{Mesh, Service, SnapshotMsg, Workload};
+use remora_api::mesh::{Mesh, Service, SnapshotMsg, Workload, WorkloadInbound};
 use remora_api::{
-    defaults, Admin, Backend, Config, IdentityConfig, Limits, Listener, Route, RouteMatch,
-    WeightedBackend,
+    defaults, Admin, Backend, Config, Endpoint, IdentityConfig, Inbound, Limits, Listener,
+    ListenerProtocol, Route, RouteMatch, WeightedBackend,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
-/// The name of the one listener of a compiled workload config.
+/// The listener for the workload's calls out.
 pub const OUTBOUND: &str = "outbound";
+/// The listener for calls from other proxies (workloads with `inbound`).
+pub const INBOUND: &str = "inbound";
+/// The backend of the workload's own app, behind `inbound`. Not a DNS name,
+/// so no service can have it.
+pub const APP: &str = "local_app";
 
 /// Every workload's snapshot, by workload name, without trust roots (a
 /// control plane without a CA). Pure and deterministic.
@@ -30,6 +35,7 @@ pub fn compile(mesh: &Mesh) -> BTreeMap<String, SnapshotMsg> {
 /// the CA's) each config carries them as its `identity`. Pure and
 /// deterministic.
 pub fn compile_with_roots(mesh: &Mesh, trust_roots: &[String]) -> BTreeMap<String, SnapshotMsg> {
+    let mesh = &resolve(mesh);
     let services = index(mesh);
     mesh.workloads
         .iter()
@@ -48,6 +54,32 @@ pub fn compile_with_roots(mesh: &Mesh, trust_roots: &[String]) -> BTreeMap<Strin
             (w.name.clone(), msg)
         })
         .collect()
+}
+
+/// The mesh with every endpoint's `workload` turned into the `identity` of
+/// that workload (names that resolve to nothing are left for validation).
+pub(crate) fn resolve(mesh: &Mesh) -> std::borrow::Cow<'_, Mesh> {
+    let named =
+        |e: &remora_api::mesh::ServiceEndpoint| e.workload.is_some() && e.identity.is_none();
+    if !mesh.services.iter().any(|s| s.endpoints.iter().any(named)) {
+        return std::borrow::Cow::Borrowed(mesh);
+    }
+    let ids: BTreeMap<&str, String> = mesh
+        .workloads
+        .iter()
+        .map(|w| (w.name.as_str(), mesh.spiffe_id(w)))
+        .collect();
+    let mut resolved = mesh.clone();
+    for e in resolved
+        .services
+        .iter_mut()
+        .flat_map(|s| s.endpoints.iter_mut())
+    {
+        if let (Some(w), None) = (&e.workload, &e.identity) {
+            e.identity = ids.get(w.as_str()).cloned();
+        }
+    }
+    std::borrow::Cow::Owned(resolved)
 }
 
 /// The version of a config: FNV-1a 64 of its compact JSON, as 16 hex digits.
@@ -135,37 +167,90 @@ pub(crate) fn workload_config(
             origins.backends.push(*si);
         }
     }
+    let mut listeners = vec![Listener {
+        name: OUTBOUND.to_string(),
+        address: w.outbound,
+        tls: None,
+        limits: Limits::default(),
+        access_log: w.access_log,
+        rate_limit: None,
+        routes,
+        protocol: Default::default(),
+        tcp_backend: None,
+        detect_timeout: Listener::default_detect_timeout(),
+        inbound: None,
+    }];
+    if let Some(inbound) = &w.inbound {
+        let (listener, app) = inbound_side(inbound);
+        listeners.push(listener);
+        backends.push(app);
+    }
     Config {
         admin: Admin { address: w.admin },
         drain_timeout: defaults::drain_timeout(),
-        listeners: vec![Listener {
-            name: OUTBOUND.to_string(),
-            address: w.outbound,
-            tls: None,
-            limits: Limits::default(),
-            access_log: w.access_log,
-            rate_limit: None,
-            routes,
-            protocol: Default::default(),
-            tcp_backend: None,
-            detect_timeout: Listener::default_detect_timeout(),
-            inbound: None,
-        }],
+        listeners,
         backends,
         identity: None,
     }
 }
 
+/// The inbound listener and the backend of the app behind it: HTTP (told
+/// apart by protocol detection, after mutual TLS) through one route to the
+/// app, anything else as opaque TCP to it.
+fn inbound_side(inbound: &WorkloadInbound) -> (Listener, Backend) {
+    let mut route = default_route_to(APP, Vec::new());
+    route.name = "app".to_string();
+    let listener = Listener {
+        name: INBOUND.to_string(),
+        address: inbound.address,
+        tls: None,
+        limits: Limits::default(),
+        access_log: false,
+        rate_limit: None,
+        routes: vec![route],
+        protocol: ListenerProtocol::Detect,
+        tcp_backend: Some(APP.to_string()),
+        detect_timeout: Listener::default_detect_timeout(),
+        inbound: Some(Inbound {
+            mode: inbound.mode,
+            authorization: inbound.authorization.clone(),
+        }),
+    };
+    let app = Backend {
+        name: APP.to_string(),
+        endpoints: vec![Endpoint {
+            address: inbound.app,
+            weight: defaults::weight(),
+            identity: None,
+        }],
+        balancer: Default::default(),
+        protocol: inbound.app_protocol,
+        tls: None,
+        connect_timeout: defaults::connect_timeout(),
+        pool: Default::default(),
+        retry_budget: Default::default(),
+        outlier_detection: Default::default(),
+        circuit_breaker: Default::default(),
+        health_check: None,
+    };
+    (listener, app)
+}
+
 /// Everything for the service's host goes to the service.
 fn default_route(s: &Service, hosts: Vec<String>) -> Route {
+    default_route_to(&s.name, hosts)
+}
+
+/// A route named after `backend`, for `hosts`, to `backend`.
+fn default_route_to(backend: &str, hosts: Vec<String>) -> Route {
     Route {
-        name: s.name.clone(),
+        name: backend.to_string(),
         matches: RouteMatch {
             hosts,
             ..RouteMatch::default()
         },
         backends: vec![WeightedBackend {
-            name: s.name.clone(),
+            name: backend.to_string(),
             weight: defaults::weight(),
         }],
         direct_response: None,

@@ -85,7 +85,11 @@ pub fn validate(mesh: &Mesh) -> Vec<Problem> {
         admin: remora_api::defaults::admin_address(),
         calls: Vec::new(),
         access_log: false,
+        inbound: None,
     };
+    // Compiled as the control plane compiles: endpoint `workload`s resolved.
+    let resolved = compile::resolve(mesh);
+    let services = compile::index(&resolved);
     check_compiled(&mut found, &services, &everything, None);
     for (wi, w) in mesh.workloads.iter().enumerate() {
         check_compiled(&mut found, &services, w, Some(wi));
@@ -146,6 +150,27 @@ fn check_services(found: &mut Found, mesh: &Mesh, services: &Services<'_>) {
                 None => {}
             }
         }
+        for (j, e) in s.endpoints.iter().enumerate() {
+            let Some(name) = &e.workload else { continue };
+            let at = format!("{at}.endpoints[{j}].workload");
+            if e.identity.is_some() {
+                found.add(at.clone(), "give `workload` or `identity`, not both");
+            }
+            match mesh.workloads.iter().find(|w| &w.name == name) {
+                None => found.add(at, format!("no workload is named `{name}`")),
+                Some(w) => match &w.inbound {
+                    None => found.add(at, format!("workload `{name}` has no `inbound`")),
+                    Some(inbound) if inbound.address != e.address => found.add(
+                        at,
+                        format!(
+                            "workload `{name}` takes calls at {}, not {}",
+                            inbound.address, e.address
+                        ),
+                    ),
+                    Some(_) => {}
+                },
+            }
+        }
         for (j, r) in s.routes.iter().enumerate() {
             let at = format!("{at}.routes[{j}]");
             if !r.matches.hosts.is_empty() {
@@ -201,15 +226,31 @@ fn identities_without_ca(mesh: &Mesh) -> Vec<Problem> {
     let mut problems = Vec::new();
     for (i, s) in mesh.services.iter().enumerate() {
         for (j, e) in s.endpoints.iter().enumerate() {
-            if e.identity.is_some() {
+            let field = match (&e.identity, &e.workload) {
+                (Some(_), _) => "identity",
+                (None, Some(_)) => "workload",
+                (None, None) => continue,
+            };
+            {
                 problems.push(Problem {
-                    path: format!("services[{i}].endpoints[{j}].identity"),
+                    path: format!("services[{i}].endpoints[{j}].{field}"),
                     message:
                         "mutual TLS needs a CA: start the control plane with --ca-cert and --ca-key"
                             .into(),
                     line: None,
                 });
             }
+        }
+    }
+    for (i, w) in mesh.workloads.iter().enumerate() {
+        if w.inbound.is_some() {
+            problems.push(Problem {
+                path: format!("workloads[{i}].inbound"),
+                message:
+                    "mutual TLS needs a CA: start the control plane with --ca-cert and --ca-key"
+                        .into(),
+                line: None,
+            });
         }
     }
     problems
@@ -313,6 +354,7 @@ fn workload_path(wi: usize, path: &str) -> String {
         p if p.starts_with("admin") => ".admin",
         "listeners[0].address" => ".outbound",
         "listeners[0].access_log" => ".access_log",
+        p if p.starts_with("listeners[1]") => ".inbound",
         _ => "",
     };
     format!("workloads[{wi}]{field}")

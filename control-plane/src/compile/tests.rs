@@ -181,3 +181,58 @@ fn trust_roots_reach_every_config_and_change_its_version() {
         assert_eq!(msg.version, version_of(&msg.config));
     }
 }
+
+/// `web` calls `api`; `api`'s proxy takes calls on 127.0.0.1:4143.
+const MTLS_MESH: &str = "
+trust_domain: example.org
+services:
+  - name: api
+    endpoints: [{ address: 127.0.0.1:4143, workload: api }]
+workloads:
+  - name: web
+    namespace: shop
+    outbound: 127.0.0.1:4140
+    calls: [api]
+  - name: api
+    namespace: shop
+    outbound: 127.0.0.1:4240
+    admin: 127.0.0.1:4291
+    inbound:
+      address: 127.0.0.1:4143
+      app: 127.0.0.1:8080
+      mode: strict
+      authorization: { allow: [{ identities: [\"spiffe://example.org/ns/shop/sa/web\"] }] }
+";
+
+#[test]
+fn an_inbound_workload_gets_an_inbound_listener_and_callers_expect_its_identity() {
+    let out = compile_with_roots(&parse(MTLS_MESH), &["ROOT".to_string()]);
+    let web = &out["web"].config;
+    let ep = &web.backends[0].endpoints[0];
+    assert_eq!(
+        ep.identity.as_deref(),
+        Some("spiffe://example.org/ns/shop/sa/api")
+    );
+    assert_eq!(web.listeners.len(), 1, "web has no inbound side");
+    assert_eq!(web.identity.as_ref().unwrap().trust_roots, ["ROOT"]);
+
+    let api = &out["api"].config;
+    let inbound = &api.listeners[1];
+    assert_eq!(
+        (inbound.name.as_str(), inbound.address.port()),
+        (INBOUND, 4143)
+    );
+    assert_eq!(inbound.protocol, ListenerProtocol::Detect);
+    assert_eq!(inbound.tcp_backend.as_deref(), Some(APP));
+    let policy = inbound.inbound.as_ref().unwrap();
+    assert_eq!(policy.mode, remora_api::InboundMode::Strict);
+    assert_eq!(policy.authorization.allow.len(), 1);
+    assert_eq!(inbound.routes[0].backends[0].name, APP);
+    let app = api.backends.iter().find(|b| b.name == APP).unwrap();
+    assert_eq!(app.endpoints[0].address.port(), 8080);
+    assert!(
+        remora_api::validate(api).is_empty(),
+        "{:?}",
+        remora_api::validate(api)
+    );
+}

@@ -212,3 +212,47 @@ fn problems_point_at_their_lines() {
     assert_eq!(problems[0].path, "services[1].routes[0].backends[1].name");
     assert_eq!(problems[0].line, Some(8));
 }
+
+#[test]
+fn endpoint_workloads_must_name_an_inbound_workload_at_that_address() {
+    let base = "workloads:\n  - { name: web, outbound: 127.0.0.1:4140 }\n  - { name: api, outbound: 127.0.0.1:4240, admin: 127.0.0.1:4291, inbound: { address: 127.0.0.1:4143, app: 127.0.0.1:8080 } }\n";
+    let cases = [
+        (
+            "127.0.0.1:4143, workload: nope",
+            "no workload is named `nope`",
+        ),
+        (
+            "127.0.0.1:4143, workload: web",
+            "workload `web` has no `inbound`",
+        ),
+        (
+            "127.0.0.1:9999, workload: api",
+            "takes calls at 127.0.0.1:4143, not 127.0.0.1:9999",
+        ),
+        (
+            "127.0.0.1:4143, workload: api, identity: \"spiffe://a/ns/b/sa/c\"",
+            "not both",
+        ),
+    ];
+    for (endpoint, message) in cases {
+        let mesh =
+            format!("services:\n  - name: api\n    endpoints: [{{ address: {endpoint} }}]\n{base}");
+        let problems = parse(&mesh).expect_err(endpoint);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.path == "services[0].endpoints[0].workload"
+                    && p.message.contains(message)),
+            "{endpoint}: {problems:?}"
+        );
+    }
+    let good = format!("services:\n  - name: api\n    endpoints: [{{ address: 127.0.0.1:4143, workload: api }}]\n{base}");
+    parse(&good).unwrap_or_else(|p| panic!("{p:?}"));
+    let without_ca = parse_for(&good, false).expect_err("needs a CA");
+    let paths: Vec<&str> = without_ca.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["services[0].endpoints[0].workload", "workloads[1].inbound"],
+        "{without_ca:?}"
+    );
+}
