@@ -2,16 +2,18 @@
 //! control plane signs with it (join tokens, a 6 s certificate lifetime),
 //! a sidecar proxy with `--identity-token` gets its certificate, becomes
 //! ready and renews; a request made here with its own CSR gets a
-//! certificate that `openssl` reads as a SPIFFE SVID; bad credentials are
-//! refused, and a proxy with a wrong token reports failures and stays
-//! not ready.
+//! certificate that `openssl` reads as a SPIFFE SVID; issued certificates
+//! carry mutual TLS between a sidecar and an endpoint with an identity,
+//! across a renewal, without a failed request; bad credentials are refused,
+//! and a proxy with a wrong token reports failures and stays not ready.
 
 use super::*;
-use remora_test_support::ProxyProcess;
+use remora_test_support::{Load, ProxyProcess, Upstream};
 use std::ffi::OsStr;
 
 const WEB_TOKEN: &str = "e2e-web-token-0123456789abcdef";
 const BATCH_TOKEN: &str = "e2e-batch-token-0123456789abcdef";
+const API_TOKEN: &str = "e2e-api-token-0123456789abcdef";
 const WEB_ID: &str = "spiffe://example.org/ns/shop/sa/web-sa";
 
 const MESH_WITH_IDENTITIES: &str = "trust_domain: example.org
@@ -32,6 +34,10 @@ struct Mesh {
 
 impl Mesh {
     async fn start(lifetime: &str) -> Mesh {
+        Self::start_with(lifetime, MESH_WITH_IDENTITIES).await
+    }
+
+    async fn start_with(lifetime: &str, mesh: &str) -> Mesh {
         let dir = tempdir();
         let out = std::process::Command::new(bin())
             .args(["ca", "init", "--trust-domain", "example.org", "--dir"])
@@ -51,10 +57,17 @@ impl Mesh {
         let tokens = dir.path().join("tokens.yaml");
         std::fs::write(
             &tokens,
-            format!("tokens:\n  - {{ token: {WEB_TOKEN}, workload: web }}\n  - {{ token: {BATCH_TOKEN}, workload: batch }}\n"),
+            format!("tokens:\n  - {{ token: {WEB_TOKEN}, workload: web }}\n  - {{ token: {BATCH_TOKEN}, workload: batch }}\n  - {{ token: {API_TOKEN}, workload: api }}\n"),
         )
         .unwrap();
-        let (cert, key) = (dir.path().join("ca/ca.crt"), dir.path().join("ca/ca.key"));
+        let cp = Self::control_plane(dir.path(), mesh, lifetime).await;
+        Mesh { dir, cp }
+    }
+
+    /// A control plane on the CA and tokens in `dir`.
+    async fn control_plane(dir: &Path, mesh: &str, lifetime: &str) -> ControlPlane {
+        let tokens = dir.join("tokens.yaml");
+        let (cert, key) = (dir.join("ca/ca.crt"), dir.join("ca/ca.key"));
         let args: [&OsStr; 8] = [
             "--ca-cert".as_ref(),
             cert.as_ref(),
@@ -66,8 +79,7 @@ impl Mesh {
             lifetime.as_ref(),
         ];
         let listen = "127.0.0.1:0".parse().unwrap();
-        let cp = ControlPlane::start_with(MESH_WITH_IDENTITIES, listen, &args).await;
-        Mesh { dir, cp }
+        ControlPlane::start_with(mesh, listen, &args).await
     }
 
     fn ca_pem(&self) -> String {
@@ -113,10 +125,16 @@ fn now_secs() -> f64 {
 }
 
 fn csr_for(names: &[&str]) -> String {
+    csr_and_key(names).0
+}
+
+/// A CSR and its private key, PEM.
+fn csr_and_key(names: &[&str]) -> (String, String) {
     let key = rcgen::KeyPair::generate().unwrap();
     let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     let params = rcgen::CertificateParams::new(names).unwrap();
-    params.serialize_request(&key).unwrap().pem().unwrap()
+    let csr = params.serialize_request(&key).unwrap().pem().unwrap();
+    (csr, key.serialize_pem())
 }
 
 fn request(workload: &str, csr: &str) -> String {
@@ -461,4 +479,66 @@ async fn a_proxy_with_a_wrong_token_reports_failures_and_is_not_ready() {
         ) >= 2.0
     );
     proxy.child.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issued_certificates_carry_mutual_tls_across_a_renewal_without_a_failed_request() {
+    let api_id = "spiffe://example.org/ns/shop/sa/api";
+    let mesh_with = |endpoint: &str| {
+        format!(
+            "trust_domain: example.org
+services:
+  - name: api
+    endpoints: [{endpoint}]
+workloads:
+  - {{ name: web, namespace: shop, service_account: web-sa, outbound: 127.0.0.1:0, calls: [api] }}
+  - {{ name: api, namespace: shop, outbound: 127.0.0.1:0 }}
+"
+        )
+    };
+    // The endpoint's certificate, long-lived, from a first control plane on the CA.
+    let long = Mesh::start_with("1h", &mesh_with("")).await;
+    let (csr, key) = csr_and_key(&[]);
+    let bearer = format!("Bearer {API_TOKEN}");
+    let (status, body) = long.certify(Some(&bearer), &request("api", &csr)).await;
+    assert_eq!(status, 200, "{body}");
+    let rsp: Value = serde_json::from_str(&body).unwrap();
+    let chain = rsp["certificate_chain"].as_str().unwrap();
+    // It demands a client certificate from the same CA.
+    let up = Upstream::start_mtls("api", chain, &key, &long.ca_pem()).await;
+
+    // The sidecar's, short-lived, from a second control plane on the same CA.
+    let endpoint = format!("{{ address: {}, identity: \"{api_id}\" }}", up.addr());
+    let cp = Mesh::control_plane(long.dir.path(), &mesh_with(&endpoint), "6s").await;
+    let token = long.token_file("web.token", WEB_TOKEN);
+    let args: [&OsStr; 2] = ["--identity-token".as_ref(), token.as_ref()];
+    let proxy = ProxyProcess::start_sidecar(&proxy_bin(), cp.listen, "web", &args)
+        .await
+        .unwrap();
+    let load = Load::start(proxy.listener("outbound"), Some("api"), 2);
+    load.wait_for_upstream("api").await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let m = proxy.metrics().await;
+        if metric(&m, "remora_identity_renewals_total") >= 2.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no renewal; metrics:\n{m}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    load.wait_for_requests(20).await;
+    let tally = load.finish().await;
+    assert_eq!(
+        tally.failures, 0,
+        "requests failed across the renewal: {tally:?}"
+    );
+    assert!(tally.total > 20, "too little traffic ran: {tally:?}");
+    assert_eq!(up.failures(), 0);
+    assert_eq!(
+        metric(
+            &proxy.metrics().await,
+            "remora_identity_renewal_failures_total"
+        ),
+        0.0
+    );
 }
