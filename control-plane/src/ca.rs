@@ -88,34 +88,7 @@ impl Ca {
             return Err("the certificate lifetime must be more than 0".into());
         }
         let chain = pem_certificates(cert)?;
-        let (_, ca_der) = chain.first().ok_or("no certificate in the file")?;
-        let ca = parse(ca_der)?;
-        if !ca.is_ca() {
-            return Err("the certificate is not a CA (basicConstraints CA:TRUE is missing)".into());
-        }
-        if ca
-            .key_usage()
-            .ok()
-            .flatten()
-            .is_some_and(|ku| !ku.value.key_cert_sign())
-        {
-            return Err("the CA certificate's keyUsage lacks keyCertSign".into());
-        }
-        let not_after = unix(ca.validity().not_after.timestamp());
-        if not_after <= SystemTime::now() {
-            return Err("the CA certificate has expired".into());
-        }
-        let key = PrivateKeyDer::from_pem_slice(key.as_bytes())
-            .map_err(|e| format!("no private key: {e}"))?;
-        if !matches!(key, PrivateKeyDer::Pkcs8(_)) {
-            return Err("the key must be PKCS#8 (`BEGIN PRIVATE KEY`); convert it with `openssl pkcs8 -topk8 -nocrypt -in KEY -out KEY.pk8`".into());
-        }
-        let key = KeyPair::try_from(&key).map_err(|e| format!("unusable key: {e}"))?;
-        if key.subject_public_key_info() != ca.public_key().raw {
-            return Err("the key does not belong to the CA certificate".into());
-        }
-        let issuer = Issuer::from_ca_cert_der(ca_der, key)
-            .map_err(|e| format!("cannot sign with this certificate: {e}"))?;
+        let (issuer, not_after) = signer(&chain[0].1, key)?;
         // The chain a leaf needs: every certificate of the file but a root.
         let mut intermediates = String::new();
         for (pem, der) in &chain {
@@ -123,23 +96,7 @@ impl Ca {
                 intermediates.push_str(pem);
             }
         }
-        let (top_pem, top_der) = &chain[chain.len() - 1];
-        let top = parse(top_der)?;
-        let trust_roots = match roots {
-            Some(text) => pem_certificates(text)
-                .map_err(|e| format!("trust roots: {e}"))?
-                .into_iter()
-                .map(|(pem, _)| pem)
-                .collect(),
-            None if self_signed(&top) => vec![top_pem.clone()],
-            None => return Err("the file ends with an intermediate, not a root: give --trust-roots with the root it chains to".into()),
-        };
-        if trust_roots.is_empty() {
-            return Err("trust roots: no certificate in the file".into());
-        }
-        if !leads_to(&top, top_der, &trust_roots)? {
-            return Err("the CA chain does not lead to any of the trust roots".into());
-        }
+        let trust_roots = trust_roots(&chain[chain.len() - 1], roots)?;
         Ok(Ca {
             issuer,
             intermediates,
@@ -196,6 +153,65 @@ impl Ca {
             serial: serial.iter().map(|b| format!("{b:02X}")).collect(),
         })
     }
+}
+
+/// The CA certificate checked (a CA that may sign, not expired) with its
+/// key checked (PKCS#8, the certificate's): an issuer, and its expiry.
+fn signer(
+    der: &CertificateDer<'_>,
+    key: &str,
+) -> Result<(Issuer<'static, KeyPair>, SystemTime), String> {
+    let ca = parse(der)?;
+    if !ca.is_ca() {
+        return Err("the certificate is not a CA (basicConstraints CA:TRUE is missing)".into());
+    }
+    if ca
+        .key_usage()
+        .ok()
+        .flatten()
+        .is_some_and(|ku| !ku.value.key_cert_sign())
+    {
+        return Err("the CA certificate's keyUsage lacks keyCertSign".into());
+    }
+    let not_after = unix(ca.validity().not_after.timestamp());
+    if not_after <= SystemTime::now() {
+        return Err("the CA certificate has expired".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes())
+        .map_err(|e| format!("no private key: {e}"))?;
+    if !matches!(key, PrivateKeyDer::Pkcs8(_)) {
+        return Err("the key must be PKCS#8 (`BEGIN PRIVATE KEY`); convert it with `openssl pkcs8 -topk8 -nocrypt -in KEY -out KEY.pk8`".into());
+    }
+    let key = KeyPair::try_from(&key).map_err(|e| format!("unusable key: {e}"))?;
+    if key.subject_public_key_info() != ca.public_key().raw {
+        return Err("the key does not belong to the CA certificate".into());
+    }
+    let issuer = Issuer::from_ca_cert_der(der, key)
+        .map_err(|e| format!("cannot sign with this certificate: {e}"))?;
+    Ok((issuer, not_after))
+}
+
+/// The trust roots: the `roots` bundle, or else `top` (the last
+/// certificate of the CA file) if it is a root; checked to be where `top`
+/// leads.
+fn trust_roots(
+    (top_pem, top_der): &(String, CertificateDer<'static>),
+    roots: Option<&str>,
+) -> Result<Vec<String>, String> {
+    let top = parse(top_der)?;
+    let roots: Vec<String> = match roots {
+        Some(text) => pem_certificates(text)
+            .map_err(|e| format!("trust roots: {e}"))?
+            .into_iter()
+            .map(|(pem, _)| pem)
+            .collect(),
+        None if self_signed(&top) => vec![top_pem.clone()],
+        None => return Err("the file ends with an intermediate, not a root: give --trust-roots with the root it chains to".into()),
+    };
+    if !leads_to(&top, top_der, &roots)? {
+        return Err("the CA chain does not lead to any of the trust roots".into());
+    }
+    Ok(roots)
 }
 
 /// Writes a development root CA (ECDSA P-256, valid 10 years) into `dir` as

@@ -10,7 +10,7 @@
 //! counted by reason.
 
 use crate::auth::{Authenticator, Denied};
-use crate::ca::{Ca, Issued};
+use crate::ca::Ca;
 use crate::metrics::Metrics;
 use crate::proxies::rfc3339;
 use crate::source::Generation;
@@ -66,13 +66,11 @@ impl Certifier {
             Err(e) => Err(e),
         };
         match result {
-            Ok((workload, spiffe_id, issued, rsp)) => {
+            Ok(c) => {
                 self.metrics.certificates_issued.inc();
-                tracing::info!(workload = %workload, spiffe_id = %spiffe_id, serial = %issued.serial, expires_at = %rsp.expires_at, peer = %peer, "certificate issued");
-                let mut r = Response::new(
-                    Full::new(Bytes::from(serde_json::to_vec(&rsp).unwrap_or_default()))
-                        .boxed_unsync(),
-                );
+                tracing::info!(workload = %c.workload, spiffe_id = %c.spiffe_id, serial = %c.serial, expires_at = %c.response.expires_at, peer = %peer, "certificate issued");
+                let json = serde_json::to_vec(&c.response).unwrap_or_default();
+                let mut r = Response::new(Full::new(Bytes::from(json)).boxed_unsync());
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
                     header::HeaderValue::from_static("application/json"),
@@ -97,14 +95,13 @@ impl Certifier {
         }
     }
 
-    /// The checks and the signing, without the HTTP around them. Returns the
-    /// workload, its SPIFFE ID, the certificate and the response body.
+    /// The checks and the signing, without the HTTP around them.
     pub async fn certify(
         &self,
         headers: &HeaderMap,
         body: &[u8],
         now: SystemTime,
-    ) -> Result<(String, String, Issued, CertifyResponse), Error> {
+    ) -> Result<Certified, Error> {
         let ca = self.ca.as_ref().ok_or(Error::NoCa)?;
         let token = bearer(headers).ok_or(Error::NoToken)?;
         let req: CertifyRequest =
@@ -134,13 +131,27 @@ impl Certifier {
             Err(Denied::NotFor) => return Err(Error::Forbidden(req.workload)),
         }
         let issued = ca.issue(&req.csr, &spiffe_id, now)?;
-        let rsp = CertifyResponse {
-            certificate_chain: issued.chain.clone(),
-            trust_roots: ca.trust_roots().to_vec(),
-            expires_at: rfc3339(issued.not_after),
-        };
-        Ok((req.workload, spiffe_id, issued, rsp))
+        Ok(Certified {
+            workload: req.workload,
+            spiffe_id,
+            serial: issued.serial,
+            response: CertifyResponse {
+                certificate_chain: issued.chain,
+                trust_roots: ca.trust_roots().to_vec(),
+                expires_at: rfc3339(issued.not_after),
+            },
+        })
     }
+}
+
+/// A certificate request that succeeded.
+#[derive(Debug)]
+pub struct Certified {
+    pub workload: String,
+    pub spiffe_id: String,
+    /// As `openssl x509 -serial` prints it.
+    pub serial: String,
+    pub response: CertifyResponse,
 }
 
 /// The token of `authorization: Bearer <token>` (the scheme in any case).

@@ -115,12 +115,14 @@ impl Issuer {
 
     /// One request: new key, CSR, certificate, installed.
     async fn renew(&mut self) -> Result<Arc<Credential>, String> {
-        let token = std::fs::read_to_string(&self.settings.token_file).map_err(|e| {
-            format!(
-                "cannot read the identity token {}: {e}",
-                self.settings.token_file.display()
-            )
-        })?;
+        let token = tokio::fs::read_to_string(&self.settings.token_file)
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot read the identity token {}: {e}",
+                    self.settings.token_file.display()
+                )
+            })?;
         let token = token.trim();
         if token.is_empty() {
             return Err(format!(
