@@ -17,6 +17,7 @@ pub mod identity;
 pub mod init;
 pub mod listen;
 pub mod metrics;
+pub mod orig_dst;
 pub mod policy;
 pub mod snapshot;
 pub mod tcp;
