@@ -19,6 +19,7 @@ pub mod auth;
 pub mod ca;
 pub mod certify;
 pub mod compile;
+pub mod demo;
 pub mod error;
 pub mod mesh;
 pub mod metrics;

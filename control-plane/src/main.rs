@@ -46,6 +46,23 @@ enum Command {
         /// The mesh file.
         file: PathBuf,
     },
+    /// A local mesh in one command: this control plane with a fresh CA, two
+    /// demo apps, a `remora-proxy` sidecar per workload (mutual TLS between
+    /// all of them) and light traffic. Ctrl-C stops everything.
+    Demo {
+        /// Stop after this long (e.g. `30s`); default: run until Ctrl-C.
+        #[arg(long)]
+        duration: Option<remora_api::Duration>,
+        /// Requests per second from the traffic generator.
+        #[arg(long, default_value_t = 5)]
+        rate: u32,
+        /// The `remora-proxy` binary; default: the one beside this executable.
+        #[arg(long)]
+        proxy_bin: Option<PathBuf>,
+        /// Keep the demo's directory (CA, mesh file, logs) after stopping.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Certificate authority tools.
     Ca {
         #[command(subcommand)]
@@ -107,6 +124,38 @@ fn main() -> ExitCode {
         Command::Ca {
             command: CaCommand::Init { dir, trust_domain },
         } => ca_init(&dir, &trust_domain),
+        Command::Demo {
+            duration,
+            rate,
+            proxy_bin,
+            keep,
+        } => {
+            // The demo prints what matters; logs only when something is wrong.
+            telemetry::init_with_default(LogFormat::Text, "warn");
+            let args = remora_control_plane::demo::DemoArgs {
+                duration: duration.map(|d| d.get()),
+                rate,
+                proxy_bin,
+                keep,
+            };
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(remora_control_plane::demo::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run {
             mesh,
             listen,

@@ -5,6 +5,7 @@
 //! speaks the snapshot stream like a proxy. One test binary, many modules.
 
 mod check;
+mod demo;
 mod identity;
 mod mesh;
 mod stream;
