@@ -78,6 +78,15 @@ pub struct Listener {
     /// who may come in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inbound: Option<Inbound>,
+    /// Transparent mode: opaque connections go where the client meant them
+    /// to go before iptables redirected them here (`SO_ORIGINAL_DST`). On
+    /// the outbound side, to that address (a known endpoint with its
+    /// backend's transport, else directly); on an `inbound` listener, to
+    /// the local app at `127.0.0.1:<that port>`. Needs `protocol: tcp` or
+    /// `detect`; `tcp_backend` then only takes connections that were not
+    /// redirected.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub original_destination: bool,
 }
 
 impl Listener {

@@ -154,7 +154,8 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     p.0
 }
 
-/// The listener's protocol, opaque TCP backend and inbound (mesh) settings.
+/// The listener's protocol, opaque TCP backend, original destination and
+/// inbound (mesh) settings.
 fn check_listener_mesh(
     p: &mut Problems,
     at: &str,
@@ -165,6 +166,8 @@ fn check_listener_mesh(
     use crate::identity::ListenerProtocol;
     let opaque = matches!(l.protocol, ListenerProtocol::Tcp | ListenerProtocol::Detect);
     match (&l.tcp_backend, opaque) {
+        // Transparent: opaque connections go to their original destination.
+        (None, true) if l.original_destination => {}
         (None, true) => p.add(
             format!("{at}.tcp_backend"),
             "`protocol: tcp` and `protocol: detect` need a backend for opaque TCP",
@@ -184,6 +187,20 @@ fn check_listener_mesh(
             format!("{at}.routes"),
             "a `protocol: tcp` listener has no HTTP routes",
         );
+    }
+    if l.original_destination {
+        if l.protocol == ListenerProtocol::Http {
+            p.add(
+                format!("{at}.original_destination"),
+                "needs `protocol: tcp` or `protocol: detect`: with `http` every connection goes through the routes",
+            );
+        }
+        if l.tls.is_some() {
+            p.add(
+                format!("{at}.original_destination"),
+                "a transparent listener passes the app's own TLS through: leave `tls` out",
+            );
+        }
     }
     if l.detect_timeout.get().is_zero() {
         p.add(format!("{at}.detect_timeout"), "must be > 0");
@@ -534,5 +551,59 @@ fn rustls_name_ok(name: &str) -> Result<(), ()> {
         Ok(())
     } else {
         Err(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The problems of a config with one listener whose fields are `fields`.
+    fn problems(fields: &str) -> Vec<String> {
+        let yaml = format!(
+            "listeners:\n  - name: out\n    address: 127.0.0.1:4140\n{fields}backends:\n  - name: db\n    endpoints: [{{ address: 10.0.0.2:5432 }}]\n"
+        );
+        match crate::parse_yaml(&yaml) {
+            Ok(_) => Vec::new(),
+            Err(p) => p.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn original_destination_needs_an_opaque_protocol_not_a_tcp_backend() {
+        for ok in [
+            "    protocol: tcp\n    original_destination: true\n",
+            "    protocol: detect\n    original_destination: true\n",
+            "    protocol: detect\n    original_destination: true\n    tcp_backend: db\n",
+        ] {
+            assert_eq!(problems(ok), Vec::<String>::new(), "{ok}");
+        }
+        let cases = [
+            (
+                "    original_destination: true\n",
+                "listeners[0].original_destination: needs `protocol: tcp` or `protocol: detect`",
+            ),
+            (
+                "    protocol: tcp\n",
+                "listeners[0].tcp_backend: `protocol: tcp` and `protocol: detect` need",
+            ),
+            (
+                "    protocol: tcp\n    original_destination: true\n    tls: { certificates: [{ cert: c.pem, key: k.pem }] }\n",
+                "listeners[0].original_destination: a transparent listener passes the app's own TLS through",
+            ),
+        ];
+        for (fields, want) in cases {
+            let found = problems(fields);
+            assert!(
+                found.iter().any(|p| p.contains(want)),
+                "{want:?} in {found:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn original_destination_is_left_out_of_the_json_when_off() {
+        let yaml = "listeners:\n  - name: out\n    address: 127.0.0.1:4140\n";
+        let config = crate::parse_yaml(yaml).unwrap();
+        let json = serde_json::to_string(&config).unwrap();
+        assert!(!json.contains("original_destination"), "{json}");
     }
 }

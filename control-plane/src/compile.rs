@@ -179,6 +179,7 @@ pub(crate) fn workload_config(
         tcp_backend: None,
         detect_timeout: Listener::default_detect_timeout(),
         inbound: None,
+        original_destination: false,
     }];
     if let Some(inbound) = &w.inbound {
         let (listener, app) = inbound_side(inbound);
@@ -215,6 +216,7 @@ fn inbound_side(inbound: &WorkloadInbound) -> (Listener, Backend) {
             mode: inbound.mode,
             authorization: inbound.authorization.clone(),
         }),
+        original_destination: false,
     };
     let app = Backend {
         name: APP.to_string(),
