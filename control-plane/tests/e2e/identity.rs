@@ -517,6 +517,13 @@ workloads:
         .unwrap();
     let load = Load::start(proxy.listener("outbound"), Some("api"), 2);
     load.wait_for_upstream("api").await;
+    // A long-lived client connection, opened before the renewal.
+    let mut kept = remora_test_support::Http1Conn::connect(proxy.listener("outbound")).await;
+    let before = kept
+        .try_send("GET", "/", &[("host", "api")], bytes::Bytes::new())
+        .await
+        .unwrap();
+    assert_eq!(before.status, 200);
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let m = proxy.metrics().await;
@@ -534,6 +541,13 @@ workloads:
     );
     assert!(tally.total > 20, "too little traffic ran: {tally:?}");
     assert_eq!(up.failures(), 0);
+    // The same connection still works after the renewal.
+    let after = kept
+        .try_send("GET", "/", &[("host", "api")], bytes::Bytes::new())
+        .await
+        .expect("the renewal dropped a long-lived connection");
+    assert_eq!(after.status, 200);
+    assert!(!kept.is_closed());
     assert_eq!(
         metric(
             &proxy.metrics().await,
