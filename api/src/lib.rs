@@ -12,6 +12,7 @@ mod locate;
 pub mod mesh;
 mod model;
 pub mod policy;
+mod time;
 mod validate;
 
 pub use duration::Duration;
@@ -24,6 +25,7 @@ pub use policy::{
     Backoff, CircuitBreaker, Fault, FaultAbort, FaultDelay, HealthCheck, OutlierDetection,
     RateLimit, RetryBudget, RetryOn, RetryPolicy,
 };
+pub use time::rfc3339;
 pub use validate::{validate, Problem};
 
 /// Parses a YAML config and validates it.

@@ -138,15 +138,8 @@ fn main() -> ExitCode {
                 proxy_bin,
                 keep,
             };
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+            let Some(rt) = runtime() else {
+                return ExitCode::FAILURE;
             };
             match rt.block_on(remora_control_plane::demo::run(args)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -164,15 +157,8 @@ fn main() -> ExitCode {
             log_format,
         } => {
             telemetry::init(log_format);
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+            let Some(rt) = runtime() else {
+                return ExitCode::FAILURE;
             };
             match rt.block_on(run(Settings {
                 mesh,
@@ -203,6 +189,15 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(signal = which, "shutting down");
     app.shutdown(Duration::from_secs(2)).await;
     Ok(())
+}
+
+/// The multi-threaded runtime; `None` (after saying why) if it cannot start.
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| eprintln!("error: cannot start the runtime: {e}"))
+        .ok()
 }
 
 fn ca_init(dir: &Path, trust_domain: &str) -> ExitCode {

@@ -92,7 +92,7 @@ impl Issuer {
                     failures += 1;
                     self.metrics.identity_renewal_failures.inc();
                     let current = self.identity.current();
-                    let expires_at = current.as_ref().map(|c| rfc3339(c.not_after));
+                    let expires_at = current.as_ref().map(|c| remora_api::rfc3339(c.not_after));
                     let expired = current.is_some_and(|c| c.not_after <= SystemTime::now());
                     tracing::warn!(
                         address = %self.settings.address,
@@ -161,7 +161,7 @@ impl Issuer {
         tracing::info!(
             spiffe_id = %credential.id,
             serial = %serial(&credential),
-            expires_at = %rfc3339(credential.not_after),
+            expires_at = %remora_api::rfc3339(credential.not_after),
             trust_roots = rsp.trust_roots.len(),
             "certificate issued"
         );
@@ -233,30 +233,6 @@ fn serial(c: &Credential) -> String {
         .unwrap_or_default()
 }
 
-/// `2025-01-02T03:04:05Z`.
-fn rfc3339(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,13 +242,5 @@ mod tests {
         let secs: Vec<f64> = (1..=9).map(|n| backoff(n).as_secs_f64()).collect();
         assert_eq!(secs, [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]);
         assert_eq!(backoff(u32::MAX), BACKOFF_MAX);
-    }
-
-    #[test]
-    fn rfc3339_dates() {
-        let at = |s: u64| rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(s));
-        assert_eq!(at(0), "1970-01-01T00:00:00Z");
-        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(at(1_735_787_045), "2025-01-02T03:04:05Z");
     }
 }
