@@ -11,13 +11,21 @@
 //! not terminate, other protocols, silence) to `tcp_backend`. With `tls`,
 //! `detect` looks at the decrypted stream: ALPN `h2` or `http/1.1` means
 //! HTTP at once, else the first decrypted bytes decide.
+//!
+//! A transparent listener (`original_destination`) reads each connection's
+//! original destination at accept (`orig_dst.rs`). Opaque connections that
+//! were redirected go there ([`opaque_target`]); one that was not (dialed
+//! at the listener itself) goes to `tcp_backend`, or is closed when there
+//! is none, as forwarding it to its own address would loop. Such a
+//! listener without routes forwards everything opaquely, without looking.
 
 use crate::balance::Backend;
 use crate::detect::{self, Detection, Reason, Rewind};
 use crate::drain::Watch;
 use crate::http::proxy::Downstream;
 use crate::http::server::{serve, ListenerCtx};
-use crate::snapshot::{InboundTable, ListenerTable};
+use crate::snapshot::{EndpointIndex, InboundTable, ListenerTable};
+use crate::tcp::Target;
 use remora_api::ListenerProtocol;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -77,17 +85,30 @@ pub struct Plan {
     pub detect_timeout: Duration,
     pub tcp_backend: Option<Arc<Backend>>,
     pub inbound: Option<Arc<InboundTable>>,
+    /// Set on a transparent listener: the snapshot's endpoints by address.
+    pub original_destination: Option<Arc<EndpointIndex>>,
+    /// Where the client meant to connect, when iptables redirected it to a
+    /// transparent listener; set per connection at accept.
+    pub destination: Option<SocketAddr>,
 }
 
 impl Plan {
     pub fn new(table: &ListenerTable) -> Self {
+        let transparent = table.original_destination.is_some();
         Plan {
             tls: table.tls.clone(),
             limits: table.limits.clone(),
-            protocol: table.protocol,
+            // Without routes, a transparent listener has no use for HTTP.
+            protocol: if transparent && table.router.routes().is_empty() {
+                ListenerProtocol::Tcp
+            } else {
+                table.protocol
+            },
             detect_timeout: table.detect_timeout,
             tcp_backend: table.tcp_backend.clone(),
             inbound: table.inbound.clone(),
+            original_destination: table.original_destination.clone(),
+            destination: None,
         }
     }
 }
@@ -101,27 +122,37 @@ pub enum Decision {
     Opaque,
 }
 
-/// Terminates TLS if the listener has it, decides, and dispatches.
+/// Reads the original destination on a transparent listener, terminates
+/// TLS if the listener has it, decides, and dispatches.
 async fn connection(
     ctx: &Arc<ListenerCtx>,
     tcp: TcpStream,
     client: SocketAddr,
-    dst_port: u16,
-    plan: Plan,
+    mut dst_port: u16,
+    mut plan: Plan,
     drain: Watch,
 ) {
+    if plan.original_destination.is_some() {
+        let local = tcp.local_addr();
+        match crate::orig_dst::original_dst(&tcp).and_then(|dst| Ok((dst, local?))) {
+            Ok((dst, local)) => {
+                // Detection checks the port the client meant.
+                dst_port = dst.port();
+                if crate::orig_dst::redirected(dst, local) {
+                    plan.destination = Some(dst);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(listener = %ctx.name, %client, error = %e, "cannot read the original destination (SO_ORIGINAL_DST); connection closed");
+                return;
+            }
+        }
+    }
     if let Some(inbound) = plan.inbound.clone() {
         return inbound_connection(ctx, tcp, client, dst_port, plan, &inbound, drain).await;
     }
     let Some(config) = plan.tls.clone() else {
-        let decision = match plan.protocol {
-            ListenerProtocol::Detect => {
-                decided(ctx, detect::peek(&tcp, dst_port, plan.detect_timeout).await)
-            }
-            configured => without_looking(ctx, configured),
-        };
-        let down = Downstream::new(client, false);
-        return dispatch(ctx, tcp, down, decision, plan, drain).await;
+        return plain(ctx, tcp, client, dst_port, plan, drain).await;
     };
     let timeout = plan.limits.header_read_timeout.get();
     let Some(stream) = handshake(ctx, tcp, config, timeout, client).await else {
@@ -129,6 +160,26 @@ async fn connection(
     };
     let down = Downstream::new(client, true);
     decrypted(ctx, stream, down, dst_port, plan, drain).await
+}
+
+/// Serves a plaintext connection: decided by the listener's protocol (for
+/// `detect`, by peeking at its first bytes).
+async fn plain(
+    ctx: &Arc<ListenerCtx>,
+    tcp: TcpStream,
+    client: SocketAddr,
+    dst_port: u16,
+    plan: Plan,
+    drain: Watch,
+) {
+    let decision = match plan.protocol {
+        ListenerProtocol::Detect => {
+            decided(ctx, detect::peek(&tcp, dst_port, plan.detect_timeout).await)
+        }
+        configured => without_looking(ctx, configured),
+    };
+    let down = Downstream::new(client, false);
+    dispatch(ctx, tcp, down, decision, plan, drain).await
 }
 
 /// A connection to an inbound listener: mutual TLS from another proxy (its
@@ -159,14 +210,7 @@ async fn inbound_connection(
         m.inbound_connections
             .with_label_values(&[&*ctx.name, "-"])
             .inc();
-        let decision = match plan.protocol {
-            ListenerProtocol::Detect => {
-                decided(ctx, detect::peek(&tcp, dst_port, plan.detect_timeout).await)
-            }
-            configured => without_looking(ctx, configured),
-        };
-        let down = Downstream::new(client, false);
-        return dispatch(ctx, tcp, down, decision, plan, drain).await;
+        return plain(ctx, tcp, client, dst_port, plan, drain).await;
     }
     let timeout = plan.limits.header_read_timeout.get();
     let Some(stream) = handshake(ctx, tcp, inbound.tls.clone(), timeout, client).await else {
@@ -289,15 +333,38 @@ pub async fn dispatch<I>(
             return;
         }
     }
-    match (decision, plan.tcp_backend) {
-        (Decision::Http, _) => serve(ctx.clone(), io, down, &plan.limits, drain).await,
-        (Decision::Opaque, Some(backend)) => {
-            crate::tcp::forward(ctx, io, down, backend, drain).await
-        }
-        // Validation gives `tcp` and `detect` listeners a `tcp_backend`.
-        (Decision::Opaque, None) => {
+    if decision == Decision::Http {
+        return serve(ctx.clone(), io, down, &plan.limits, drain).await;
+    }
+    match opaque_target(&plan) {
+        Some(target) => crate::tcp::forward(ctx, io, down, target, drain).await,
+        None if plan.original_destination.is_some() => tracing::warn!(
+            listener = %ctx.name, client = %down.client,
+            "connection refused: it was not redirected (addressed to this listener itself) \
+             and the listener has no `tcp_backend`; forwarding it to its own address would loop"
+        ),
+        // Validation gives other `tcp` and `detect` listeners a `tcp_backend`.
+        None => {
             tracing::warn!(listener = %ctx.name, client = %down.client, "opaque connection on a listener without `tcp_backend`; closed")
         }
+    }
+}
+
+/// Where an opaque connection goes. Redirected to a transparent listener:
+/// on an inbound listener the local app on `127.0.0.1` at the original
+/// port; else the original destination, as the snapshot's endpoint there
+/// when it has one. Otherwise `tcp_backend`.
+pub fn opaque_target(plan: &Plan) -> Option<Target> {
+    match (plan.destination, &plan.original_destination) {
+        (Some(dst), Some(_)) if plan.inbound.is_some() => Some(Target::Direct(SocketAddr::from((
+            [127, 0, 0, 1],
+            dst.port(),
+        )))),
+        (Some(dst), Some(index)) => Some(match index.get(&dst) {
+            Some((backend, ep)) => Target::Endpoint(backend.clone(), ep.clone()),
+            None => Target::Direct(dst),
+        }),
+        _ => plan.tcp_backend.clone().map(Target::Balanced),
     }
 }
 

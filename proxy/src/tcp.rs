@@ -1,13 +1,19 @@
-//! Opaque TCP: a client connection forwarded byte for byte to one endpoint
-//! of the listener's `tcp_backend`.
+//! Opaque TCP: a client connection forwarded byte for byte to a [`Target`]:
+//! one endpoint of the listener's `tcp_backend`, or, on a transparent
+//! (`original_destination`) listener, the address the client dialed.
 //!
-//! The endpoint is chosen per connection by the backend's balancer, skipping
-//! ejected and unhealthy endpoints. The connection holds a slot of the
-//! backend's circuit breaker (`max_connections`) and counts as in flight on
-//! its endpoint for as long as it lives. A failed connect (refused, timed
-//! out, TLS) is reported to outlier detection and another endpoint is tried,
-//! up to [`MAX_ATTEMPTS`] in all. Endpoints reached over TLS (a backend's
-//! `tls`, or mesh identities) get TLS here too, without ALPN.
+//! For `tcp_backend` the endpoint is chosen per connection by the backend's
+//! balancer, skipping ejected and unhealthy endpoints. The connection holds
+//! a slot of the backend's circuit breaker (`max_connections`) and counts as
+//! in flight on its endpoint for as long as it lives. A failed connect
+//! (refused, timed out, TLS) is reported to outlier detection and another
+//! endpoint is tried, up to [`MAX_ATTEMPTS`] in all. Endpoints reached over
+//! TLS (a backend's `tls`, or mesh identities) get TLS here too, without
+//! ALPN. An original destination that is an endpoint of the snapshot is
+//! that one endpoint, with the same transport, breaker and outlier
+//! reporting, and no other endpoint is tried; any other address is reached
+//! directly in plaintext and counted under the backend label
+//! [`PASSTHROUGH`].
 //!
 //! Bytes are copied both ways with half-close: when one side ends its
 //! writing, the other side's write half is shut down and the copy goes on
@@ -33,31 +39,65 @@ use tokio::time::Instant;
 /// Endpoints tried for one connection (fewer if the backend has fewer).
 pub const MAX_ATTEMPTS: usize = 3;
 
-/// Forwards `client` to an endpoint of `backend` until both sides are done.
-/// `_drain` is held for the connection's life: a drain waits for it until
-/// the drain deadline, when the process exits and closes it.
+/// The `backend` label of connections to a [`Target::Direct`] address.
+pub const PASSTHROUGH: &str = "passthrough";
+
+/// Where an opaque connection goes.
+pub enum Target {
+    /// An endpoint of this backend, chosen by its balancer (`tcp_backend`).
+    Balanced(Arc<Backend>),
+    /// This endpoint of its backend: an original destination the snapshot
+    /// knows.
+    Endpoint(Arc<Backend>, Arc<Endpoint>),
+    /// An address the snapshot does not know, connected to in plaintext:
+    /// an unmeshed original destination, or the local app behind a
+    /// transparent inbound listener.
+    Direct(SocketAddr),
+}
+
+impl Target {
+    /// The `backend` metric and log label.
+    fn label(&self) -> &str {
+        match self {
+            Target::Balanced(b) | Target::Endpoint(b, _) => &b.name,
+            Target::Direct(_) => PASSTHROUGH,
+        }
+    }
+}
+
+/// Forwards `client` to `target` until both sides are done. `_drain` is
+/// held for the connection's life: a drain waits for it until the drain
+/// deadline, when the process exits and closes it.
 pub async fn forward<I>(
     ctx: &ListenerCtx,
     client: I,
     down: Downstream,
-    backend: Arc<Backend>,
+    target: Target,
     _drain: Watch,
 ) where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let m = ctx.metrics.tcp(&ctx.name, &backend.name);
+    let backend = target.label();
+    let m = ctx.metrics.tcp(&ctx.name, backend);
     m.connections.inc();
     let _open = Open::new(m.open.clone());
-    let (upstream, endpoint, in_flight) = match connect(&backend, &m).await {
+    let connected = match &target {
+        Target::Balanced(b) => connect(b, &m).await.map(|(c, a, f)| (c, a, Some(f))),
+        Target::Endpoint(b, ep) => connect_to(b, ep, &m)
+            .await
+            .map(|(c, f)| (c, ep.addr, Some(f))),
+        Target::Direct(addr) => direct(*addr, &m).await.map(|c| (c, *addr, None)),
+    };
+    let (upstream, endpoint, in_flight) = match connected {
         Ok(c) => c,
         Err(e) => {
             match e {
                 ProxyError::Overloaded { .. } => tracing::debug!(
-                    listener = %ctx.name, backend = %backend.name, client = %down.client,
+                    listener = %ctx.name, backend, client = %down.client,
                     error = e.cause(), detail = %e, "opaque TCP connection refused"
                 ),
                 _ => tracing::warn!(
-                    listener = %ctx.name, backend = %backend.name, client = %down.client,
+                    listener = %ctx.name, backend, client = %down.client,
                     error = e.cause(), detail = %e, "opaque TCP connection failed"
                 ),
             }
@@ -69,11 +109,11 @@ pub async fn forward<I>(
     let result = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
     match result {
         Ok((sent, received)) => tracing::debug!(
-            listener = %ctx.name, backend = %backend.name, %endpoint, client = %down.client,
+            listener = %ctx.name, backend, %endpoint, client = %down.client,
             sent, received, "opaque TCP connection closed"
         ),
         Err(e) => tracing::debug!(
-            listener = %ctx.name, backend = %backend.name, %endpoint, client = %down.client,
+            listener = %ctx.name, backend, %endpoint, client = %down.client,
             error = %e, "opaque TCP connection ended with an error"
         ),
     }
@@ -86,6 +126,67 @@ async fn connect(
     backend: &Backend,
     m: &TcpMetrics,
 ) -> Result<(Conn, SocketAddr, InFlight), ProxyError> {
+    let slot = slot(backend, m)?;
+    let mut rng = fastrand::Rng::new();
+    let mut tried: Vec<&Arc<Endpoint>> = Vec::new();
+    let mut last = ProxyError::NoEndpoints {
+        backend: backend.name.clone(),
+    };
+    for _ in 0..backend.endpoints.len().min(MAX_ATTEMPTS) {
+        let Some(ep) = next_endpoint(backend, &tried, &mut rng) else {
+            break;
+        };
+        tried.push(ep);
+        match attempt(backend, ep, m).await {
+            Ok(conn) => return Ok((conn, ep.addr, InFlight::start(ep, slot))),
+            Err(e) => {
+                tracing::debug!(backend = %backend.name, endpoint = %ep.addr, error = %e, "opaque TCP connect failed; trying another endpoint");
+                last = e;
+            }
+        }
+    }
+    if tried.is_empty() {
+        m.connect_errors
+            .with_label_values(&[&*backend.name, last.cause()])
+            .inc();
+    }
+    Err(last)
+}
+
+/// Opens a connection to `ep` of `backend` (an original destination): the
+/// same breaker slot and outlier reporting, and no other endpoint.
+async fn connect_to(
+    backend: &Backend,
+    ep: &Arc<Endpoint>,
+    m: &TcpMetrics,
+) -> Result<(Conn, InFlight), ProxyError> {
+    let slot = slot(backend, m)?;
+    let conn = attempt(backend, ep, m).await?;
+    Ok((conn, InFlight::start(ep, slot)))
+}
+
+/// Connects to an address outside the snapshot, in plaintext, within the
+/// default connect timeout.
+async fn direct(addr: SocketAddr, m: &TcpMetrics) -> Result<Conn, ProxyError> {
+    let after = remora_api::defaults::connect_timeout().get();
+    let connect = TcpStream::connect(addr);
+    let result = match tokio::time::timeout(after, connect).await {
+        Ok(Ok(tcp)) => {
+            let _ = tcp.set_nodelay(true);
+            return Ok(Conn::Plain(tcp));
+        }
+        Ok(Err(source)) => ProxyError::Connect { addr, source },
+        Err(_) => ProxyError::ConnectTimeout { addr, after },
+    };
+    m.connect_errors
+        .with_label_values(&[PASSTHROUGH, result.cause()])
+        .inc();
+    Err(result)
+}
+
+/// A slot of the backend's circuit breaker for one connection, or the
+/// overflow, counted.
+fn slot(backend: &Backend, m: &TcpMetrics) -> Result<crate::balance::Slot, ProxyError> {
     let slot = backend
         .breaker
         .acquire(Overflow::Connections, backend.limits.max_connections)
@@ -100,49 +201,29 @@ async fn connect(
                 limit: limit.as_str(),
             }
         });
-    let slot = match slot {
-        Ok(s) => s,
+    slot.inspect_err(|e| {
+        m.connect_errors
+            .with_label_values(&[&*backend.name, e.cause()])
+            .inc();
+    })
+}
+
+/// One connect to `ep`; the outcome feeds its latency estimate and outlier
+/// detection, a failure the connect-error counter.
+async fn attempt(backend: &Backend, ep: &Endpoint, m: &TcpMetrics) -> Result<Conn, ProxyError> {
+    let started = Instant::now();
+    let result = open(ep).await;
+    match &result {
+        Ok(_) => ep.load.observe(started.elapsed()),
         Err(e) => {
             m.connect_errors
                 .with_label_values(&[&*backend.name, e.cause()])
                 .inc();
-            return Err(e);
-        }
-    };
-    let mut rng = fastrand::Rng::new();
-    let mut tried: Vec<&Arc<Endpoint>> = Vec::new();
-    let mut last = ProxyError::NoEndpoints {
-        backend: backend.name.clone(),
-    };
-    for _ in 0..backend.endpoints.len().min(MAX_ATTEMPTS) {
-        let Some(ep) = next_endpoint(backend, &tried, &mut rng) else {
-            break;
-        };
-        tried.push(ep);
-        let started = Instant::now();
-        match open(ep).await {
-            Ok(conn) => {
-                ep.load.observe(started.elapsed());
-                backend.report(ep, true);
-                return Ok((conn, ep.addr, InFlight::start(ep, slot)));
-            }
-            Err(e) => {
-                m.connect_errors
-                    .with_label_values(&[&*backend.name, e.cause()])
-                    .inc();
-                ep.load.observe_failure(started.elapsed());
-                backend.report(ep, false);
-                tracing::debug!(backend = %backend.name, endpoint = %ep.addr, error = %e, "opaque TCP connect failed; trying another endpoint");
-                last = e;
-            }
+            ep.load.observe_failure(started.elapsed());
         }
     }
-    if tried.is_empty() {
-        m.connect_errors
-            .with_label_values(&[&*backend.name, last.cause()])
-            .inc();
-    }
-    Err(last)
+    backend.report(ep, result.is_ok());
+    result
 }
 
 /// The balancer's choice, unless it was tried already: then any endpoint

@@ -4,7 +4,7 @@
 //! settings) keeps its latency estimate, in-flight count and pooled
 //! connections.
 
-use super::{version, InboundTable, ListenerTable, Snapshot};
+use super::{version, EndpointIndex, InboundTable, ListenerTable, Snapshot};
 use crate::balance::{Backend, Endpoint};
 use crate::http::client::{EndpointClient, Transport, UpstreamTls};
 use crate::http::retry::RetryBudget;
@@ -286,6 +286,11 @@ pub fn compile(
         };
         backends.insert(name, Arc::new(backend));
     }
+    let index = config
+        .listeners
+        .iter()
+        .any(|l| l.original_destination)
+        .then(|| Arc::new(endpoint_index(&config, &backends)));
     let mut listeners = Vec::new();
     let mut problems = Vec::new();
     for (i, (l, tls)) in config
@@ -360,6 +365,7 @@ pub fn compile(
                 detect_timeout: l.detect_timeout.get(),
                 tcp_backend: tcp_backend.flatten(),
                 inbound,
+                original_destination: index.clone().filter(|_| l.original_destination),
             }),
             Err(message) => problems.push(Problem {
                 path: format!("listeners[{i}].routes"),
@@ -381,6 +387,23 @@ pub fn compile(
         listeners,
         backends,
     })
+}
+
+/// Every endpoint address of the config with its backend and endpoint; the
+/// first backend listing an address wins.
+fn endpoint_index(config: &Config, backends: &HashMap<Arc<str>, Arc<Backend>>) -> EndpointIndex {
+    let mut index = EndpointIndex::new();
+    for b in &config.backends {
+        let Some(backend) = backends.get(b.name.as_str()) else {
+            continue;
+        };
+        for ep in &backend.endpoints {
+            index
+                .entry(ep.addr)
+                .or_insert_with(|| (backend.clone(), ep.clone()));
+        }
+    }
+    index
 }
 
 /// Identifies how a backend's endpoints are reached: TLS settings and file

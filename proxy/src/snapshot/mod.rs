@@ -11,7 +11,7 @@ pub use compile::{compile, load_materials, Materials};
 pub use file::{load_file, FileSource};
 pub use swap::{swap_in, Reload};
 
-use crate::balance::Backend;
+use crate::balance::{Backend, Endpoint};
 use crate::http::router::Router;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
@@ -49,7 +49,16 @@ pub struct ListenerTable {
     pub tcp_backend: Option<Arc<Backend>>,
     /// Traffic from other proxies: mutual TLS and authorization.
     pub inbound: Option<Arc<InboundTable>>,
+    /// Set on `original_destination` (transparent) listeners: the
+    /// snapshot's endpoints by address, built once and shared.
+    pub original_destination: Option<Arc<EndpointIndex>>,
 }
+
+/// Every endpoint of the snapshot by address, with its backend: an original
+/// destination found here is reached as that endpoint (its transport, its
+/// backend's breaker and metrics). An address in several backends belongs
+/// to the first in config order.
+pub type EndpointIndex = HashMap<std::net::SocketAddr, (Arc<Backend>, Arc<Endpoint>)>;
 
 /// An `inbound` listener's mutual TLS and authorization, compiled.
 pub struct InboundTable {
