@@ -18,6 +18,7 @@ mod shutdown;
 mod streaming;
 mod tcp;
 mod tls;
+mod transparent;
 mod websocket;
 
 use remora_test_support::ProxyProcess;

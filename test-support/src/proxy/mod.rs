@@ -5,6 +5,11 @@
 //! admin and listener addresses from its `"admin bound"` / `"listener bound"`
 //! log lines, and returns once `GET /ready` on the admin port answers 200.
 //! It signals and kills only the process it started, by PID.
+//!
+//! [`ProxyProcess::start_in_netns`] runs the proxy inside a network
+//! namespace (`ip netns exec`, which execs: the PID is the proxy's). Its
+//! admin address is then only reachable from inside that namespace, so the
+//! harness asks it with `ip netns exec <ns> curl`.
 
 mod logs;
 
@@ -40,6 +45,8 @@ pub struct ProxyProcess {
     pid: u32,
     logs: Arc<LogStore>,
     config_path: PathBuf,
+    /// The network namespace the proxy runs in, if not the test's own.
+    netns: Option<String>,
     // Last, so the files outlive the process that reads them.
     dir: TempDir,
 }
@@ -86,6 +93,27 @@ impl ProxyProcess {
         Self::start_with(tempfile::tempdir()?, bin, args).await
     }
 
+    /// Like [`ProxyProcess::start_in`], inside the network namespace
+    /// `netns`: `ip netns exec <netns> <wrapper...> <bin> run --config ...`.
+    /// `wrapper` is a command that execs the rest, such as `setpriv --reuid
+    /// 2102 ...` to run the proxy as another user (who must be able to read
+    /// `dir`). The config's admin address must be reachable inside `netns`
+    /// (`127.0.0.1:0` is); [`ProxyProcess::admin_get`] asks it from there.
+    pub async fn start_in_netns(
+        dir: TempDir,
+        bin: &Path,
+        config_yaml: &str,
+        netns: &str,
+        wrapper: &[&str],
+    ) -> anyhow::Result<ProxyProcess> {
+        let config_path = dir.path().join("config.yaml");
+        std::fs::write(&config_path, config_yaml).context("write config.yaml")?;
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", netns]).args(wrapper).arg(bin);
+        let args = vec!["--config".into(), config_path.into_os_string()];
+        Self::launch(cmd, dir, args, Some(netns.to_string())).await
+    }
+
     /// Runs `<bin> run <args> --log-format json` in `dir` with
     /// `RUST_LOG=info,remora=debug` and waits up to [`READY_TIMEOUT`] for the
     /// admin address and a 200 from `GET /ready`. The error carries the
@@ -95,8 +123,20 @@ impl ProxyProcess {
         bin: &Path,
         args: Vec<std::ffi::OsString>,
     ) -> anyhow::Result<ProxyProcess> {
+        Self::launch(Command::new(bin), dir, args, None).await
+    }
+
+    /// Appends `run <args> --log-format json` to `cmd` (the proxy binary,
+    /// or a command that execs it) and starts it as [`Self::start_with`] says.
+    async fn launch(
+        mut cmd: Command,
+        dir: TempDir,
+        args: Vec<std::ffi::OsString>,
+        netns: Option<String>,
+    ) -> anyhow::Result<ProxyProcess> {
         let config_path = dir.path().join("config.yaml");
-        let mut child = Command::new(bin)
+        let program = format!("{:?}", cmd.as_std());
+        let mut child = cmd
             .arg("run")
             .args(&args)
             .arg("--log-format")
@@ -107,7 +147,7 @@ impl ProxyProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .with_context(|| format!("spawn {}", bin.display()))?;
+            .with_context(|| format!("spawn {program}"))?;
         let pid = child.id().context("child has no pid")?;
         let logs = Arc::new(LogStore::new());
         let stdout = child.stdout.take().context("stdout piped")?;
@@ -122,6 +162,7 @@ impl ProxyProcess {
             pid,
             logs,
             config_path,
+            netns,
             dir,
         };
         proxy.wait_ready(READY_TIMEOUT).await?;
@@ -140,16 +181,10 @@ impl ProxyProcess {
                     self.logs.dump()
                 );
             }
-            if let Some(admin) = self.logs.with(|s| s.admin) {
-                let ready = Request::new("GET", &format!("http://{admin}/ready"))
-                    .timeout(Duration::from_secs(1))
-                    .try_send()
-                    .await;
-                match ready {
-                    Ok(resp) if resp.status == 200 => return Ok(()),
-                    Ok(resp) => {
-                        last = format!("GET /ready answered {}: {}", resp.status, resp.text())
-                    }
+            if self.logs.with(|s| s.admin).is_some() {
+                match self.try_admin_get("/ready", Duration::from_secs(1)).await {
+                    Ok((200, _)) => return Ok(()),
+                    Ok((status, body)) => last = format!("GET /ready answered {status}: {body}"),
                     Err(e) => last = format!("GET /ready failed: {e:#}"),
                 }
             }
@@ -311,11 +346,48 @@ impl ProxyProcess {
 
     /// `GET <path>` on the admin port: status and body as text.
     pub async fn admin_get(&self, path: &str) -> (u16, String) {
-        let resp = Request::new("GET", &format!("http://{}{}", self.admin(), path))
-            .try_send()
+        self.try_admin_get(path, crate::client::DEFAULT_TIMEOUT)
             .await
-            .unwrap_or_else(|e| panic!("admin GET {path}: {e:#}; logs:\n{}", self.logs.dump()));
-        (resp.status, resp.text())
+            .unwrap_or_else(|e| panic!("admin GET {path}: {e:#}; logs:\n{}", self.logs.dump()))
+    }
+
+    /// `GET <path>` on the admin port, from inside the proxy's network
+    /// namespace when it has its own (with curl there).
+    async fn try_admin_get(&self, path: &str, timeout: Duration) -> anyhow::Result<(u16, String)> {
+        let url = format!("http://{}{}", self.admin(), path);
+        let Some(netns) = &self.netns else {
+            let resp = Request::new("GET", &url)
+                .timeout(timeout)
+                .try_send()
+                .await?;
+            return Ok((resp.status, resp.text()));
+        };
+        let max_time = format!("{}", timeout.as_secs_f64());
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                netns,
+                "curl",
+                "-sS",
+                "--max-time",
+                &max_time,
+            ])
+            .args(["-w", "\n%{http_code}", &url])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .context("run curl in the proxy's network namespace")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            bail!(
+                "curl {url} in {netns}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+        Ok((status.trim().parse()?, body.to_string()))
     }
 
     /// The Prometheus text from `GET /metrics`; panics unless it is a 200.
