@@ -232,7 +232,13 @@ pub async fn peek(tcp: &TcpStream, dst_port: u16, timeout: Duration) -> Detectio
         if n == buf.len() {
             break (guess(&buf), Reason::Detected);
         }
-        if Instant::now() + pause >= deadline {
+        // Undecided bytes and the client waits: peeking again would return
+        // at once, so the deadline must end the loop here.
+        let now = Instant::now();
+        if now >= deadline {
+            break (guess(&buf[..seen]), Reason::Timeout);
+        }
+        if now + pause >= deadline {
             tokio::time::sleep_until(deadline).await;
         } else {
             tokio::time::sleep(pause).await;

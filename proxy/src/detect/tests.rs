@@ -130,6 +130,21 @@ async fn peek_consumes_nothing_and_waits_for_a_split_line() {
 }
 
 #[tokio::test]
+async fn undecided_bytes_then_silence_end_at_the_timeout() {
+    // `ping` without a newline could still become a request line: wait for
+    // more, and at the deadline give a verdict (this once spun forever).
+    let (mut client, server) = pair().await;
+    client.write_all(b"ping").await.unwrap();
+    let d = tokio::time::timeout(
+        Duration::from_secs(5),
+        peek(&server, 8080, Duration::from_millis(100)),
+    )
+    .await
+    .expect("detection ends at its deadline");
+    assert_eq!((d.protocol, d.reason), (Protocol::Opaque, Reason::Timeout));
+}
+
+#[tokio::test]
 async fn silence_is_opaque_after_the_timeout() {
     let (_client, server) = pair().await;
     let d = peek(&server, 8080, Duration::from_millis(100)).await;
