@@ -144,6 +144,11 @@ pub struct Workload {
     /// to the workload's app.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inbound: Option<WorkloadInbound>,
+    /// The workload's traffic is redirected to its proxy by iptables
+    /// (`remora-proxy init`): both listeners read the original destination
+    /// (`SO_ORIGINAL_DST`); HTTP still routes by host.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub transparent: bool,
 }
 
 /// Where a workload's proxy takes calls from other proxies, and where it

@@ -175,14 +175,22 @@ pub(crate) fn workload_config(
         access_log: w.access_log,
         rate_limit: None,
         routes,
-        protocol: Default::default(),
+        // Redirected: any TCP may come; HTTP is detected and routed by host,
+        // the rest goes to where it was headed.
+        protocol: if w.transparent {
+            ListenerProtocol::Detect
+        } else {
+            ListenerProtocol::Http
+        },
         tcp_backend: None,
         detect_timeout: Listener::default_detect_timeout(),
         inbound: None,
-        original_destination: false,
+        original_destination: w.transparent,
     }];
     if let Some(inbound) = &w.inbound {
-        let (listener, app) = inbound_side(inbound);
+        let (mut listener, app) = inbound_side(inbound);
+        // Redirected opaque connections go to 127.0.0.1:<original port>.
+        listener.original_destination = w.transparent;
         listeners.push(listener);
         backends.push(app);
     }

@@ -86,6 +86,7 @@ pub fn validate(mesh: &Mesh) -> Vec<Problem> {
         calls: Vec::new(),
         access_log: false,
         inbound: None,
+        transparent: false,
     };
     // Compiled as the control plane compiles: endpoint `workload`s resolved.
     let resolved = compile::resolve(mesh);

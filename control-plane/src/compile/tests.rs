@@ -236,3 +236,25 @@ fn an_inbound_workload_gets_an_inbound_listener_and_callers_expect_its_identity(
         remora_api::validate(api)
     );
 }
+
+#[test]
+fn a_transparent_workload_reads_original_destinations_on_both_sides() {
+    let mesh = MTLS_MESH.replace(
+        "    admin: 127.0.0.1:4291\n",
+        "    admin: 127.0.0.1:4291\n    transparent: true\n",
+    );
+    let out = compile_with_roots(&parse(&mesh), &["ROOT".to_string()]);
+    let api = &out["api"].config;
+    let (outbound, inbound) = (&api.listeners[0], &api.listeners[1]);
+    assert!(outbound.original_destination && inbound.original_destination);
+    assert_eq!(outbound.protocol, ListenerProtocol::Detect);
+    assert!(
+        remora_api::validate(api).is_empty(),
+        "{:?}",
+        remora_api::validate(api)
+    );
+    // Not transparent: unchanged.
+    let web = &out["web"].config;
+    assert!(!web.listeners[0].original_destination);
+    assert_eq!(web.listeners[0].protocol, ListenerProtocol::Http);
+}
