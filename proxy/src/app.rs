@@ -84,7 +84,8 @@ impl App {
                     tokio::spawn(issuer.run(stop_rx.clone()));
                     first
                 });
-                let (first, answer) = first_snapshot(settings, &store, &metrics, &stop_rx).await?;
+                let (first, answer) =
+                    first_snapshot(settings, admin_addr, &store, &metrics, &stop_rx).await?;
                 let app =
                     Self::serve(first, admin_addr, store, metrics, readiness, stop, stop_rx).await;
                 let _ = answer.send(app.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")));
@@ -261,22 +262,36 @@ async fn bind_admin(
 /// Starts the subscription and waits for the first snapshot: the cached one
 /// if there is a usable cache, else the control plane's first. The returned
 /// sender takes the app's verdict (the first ACK or NACK).
+/// How long a proxy with a snapshot cache waits for the control plane's
+/// first snapshot before it starts from the cache instead.
+const CACHE_GRACE: Duration = Duration::from_secs(2);
+
 async fn first_snapshot(
     settings: Settings,
+    admin: SocketAddr,
     store: &Store,
     metrics: &Arc<Metrics>,
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<(Snapshot, tokio::sync::oneshot::Sender<Result<(), String>>)> {
     let (tx, mut rx) = tokio::sync::mpsc::channel(1);
-    let cached = Subscriber::cached(&settings, metrics);
-    let subscriber = Subscriber::new(settings, store.clone(), metrics.clone(), tx);
+    let cached = Subscriber::cached(&settings, admin, metrics);
+    let subscriber = Subscriber::new(settings, store.clone(), metrics.clone(), tx).admin(admin);
+    tokio::spawn(subscriber.run(stop.clone()));
+    tracing::info!("waiting for the first snapshot from the control plane");
     if let Some((version, snap)) = cached {
-        tokio::spawn(subscriber.serving(version).run(stop.clone()));
+        // The control plane's snapshot is newer than any cache: wait for it
+        // a little, and start from the cache only if it does not come.
+        if let Ok(Some(first)) = tokio::time::timeout(CACHE_GRACE, rx.recv()).await {
+            return Ok(first);
+        }
+        rx.close();
+        if let Ok(first) = rx.try_recv() {
+            return Ok(first);
+        }
+        tracing::info!(version = %version, "no snapshot from the control plane yet; serving the cached snapshot");
         let (answer, _) = tokio::sync::oneshot::channel();
         return Ok((snap, answer));
     }
-    tokio::spawn(subscriber.run(stop.clone()));
-    tracing::info!("waiting for the first snapshot from the control plane");
     rx.recv()
         .await
         .ok_or_else(|| anyhow::anyhow!("the subscription ended before a first snapshot"))

@@ -247,7 +247,10 @@ async fn proxies_ride_out_a_control_plane_restart_and_resync() {
     for p in [&web, &batch] {
         p.wait_for_log_where(
             0,
-            |l| l.contains("control plane unreachable") || l.contains("closed the subscription"),
+            |l| {
+                l.contains("subscription to the control plane failed")
+                    || l.contains("closed the subscription")
+            },
             WAIT,
         )
         .await
@@ -309,4 +312,58 @@ async fn a_proxy_restarted_while_the_control_plane_is_down_serves_from_its_cache
         .err()
         .expect("no snapshot, so never ready");
     assert!(err.to_string().contains("not ready"), "{err:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_proxy_prefers_the_control_plane_to_its_cache() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let cp = ControlPlane::start(&mesh(&a, &b, "api-v1")).await;
+    let cache_dir = tempdir();
+    let cache = cache_dir.path().join("web.snapshot.json");
+    let args = [OsStr::new("--snapshot-cache"), cache.as_os_str()];
+    let mut web = sidecar(cp.listen, "web", &args).await;
+    cp.wait_status("web in sync", |s| all_in_sync(s, 1)).await;
+    web.signal("TERM").unwrap();
+    assert!(web.wait_exit(WAIT).await.is_some_and(|s| s.success()));
+
+    // While it was down the route moved to b: the restarted proxy serves
+    // the control plane's snapshot, not its cache's.
+    cp.write_mesh(&mesh(&a, &b, "api-v2"));
+    cp.wait_status("the new mesh", |s| s["mesh"]["rejected_at"].is_null())
+        .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let web = sidecar(cp.listen, "web", &args).await;
+    let rsp = Request::new("GET", &format!("http://{}/", web.listener("outbound")))
+        .header("host", "api")
+        .send()
+        .await;
+    assert_eq!((rsp.status, rsp.upstream()), (200, Some("b")));
+    assert!(!web
+        .logs()
+        .iter()
+        .any(|l| l.contains("serving the cached snapshot")));
+
+    // The proxy serves its admin on --admin, whatever the mesh says, and a
+    // changed `admin` field in the mesh is no reason to refuse a snapshot.
+    let (_, config) = web.admin_get("/config").await;
+    let config: Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(
+        config["config"]["admin"]["address"],
+        web.admin().to_string().as_str(),
+        "{config}"
+    );
+    let before = cp.wait_status("web in sync", |s| all_in_sync(s, 1)).await;
+    let before = proxies(&before)[0]["applied"].clone();
+    // Only `admin` changes (the first workload is web).
+    cp.write_mesh(&mesh(&a, &b, "api-v2").replacen(
+        "    outbound: 127.0.0.1:0\n",
+        "    outbound: 127.0.0.1:0\n    admin: 127.0.0.1:1\n",
+        1,
+    ));
+    let status = cp
+        .wait_status("the admin change applied", |s| {
+            all_in_sync(s, 1) && proxies(s)[0]["applied"] != before
+        })
+        .await;
+    assert_eq!(proxies(&status)[0]["rejected"], Value::Null, "{status}");
 }
