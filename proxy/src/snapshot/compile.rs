@@ -209,9 +209,32 @@ pub fn compile(
     metrics: &Arc<Metrics>,
 ) -> Result<Snapshot, Vec<Problem>> {
     let version = version(&config, materials.digest);
+    compile_as(config, materials, version, prev, metrics)
+}
+
+/// [`compile`] with the config's [`version`] already computed (it
+/// serializes the whole config: worth doing once for a large snapshot).
+pub fn compile_as(
+    config: Config,
+    materials: Materials,
+    version: String,
+    prev: Option<&Snapshot>,
+    metrics: &Arc<Metrics>,
+) -> Result<Snapshot, Vec<Problem>> {
     let mesh_clients = mesh_clients(&config, materials.mesh.as_ref())?;
     let roots_digest = materials.mesh.as_ref().map_or(0, |m| m.digest);
     let mut backends: HashMap<Arc<str>, Arc<Backend>> = HashMap::new();
+    // The previous config's backends by name: one lookup per backend, not
+    // a scan (a 10k-backend snapshot would make that quadratic).
+    let prev_backends: HashMap<&str, &remora_api::Backend> = prev
+        .map(|p| {
+            p.config
+                .backends
+                .iter()
+                .map(|b| (b.name.as_str(), b))
+                .collect()
+        })
+        .unwrap_or_default();
     let tls_and_digest = materials
         .backend_tls
         .into_iter()
@@ -263,9 +286,8 @@ pub fn compile(
         backend.tls = b.tls.is_some();
         backend.outlier_detection = b.outlier_detection.clone();
         backend.health_check = b.health_check.clone();
-        let checks_before = prev
-            .and_then(|p| p.config.backends.iter().find(|pb| pb.name == b.name))
-            .and_then(|pb| pb.health_check.as_ref());
+        let prev_config = prev_backends.get(b.name.as_str()).copied();
+        let checks_before = prev_config.and_then(|pb| pb.health_check.as_ref());
         if checks_before != b.health_check.as_ref() {
             // Removed or changed checks: earlier verdicts must not linger.
             backend.endpoints.iter().for_each(|e| e.health.reset());
@@ -277,9 +299,7 @@ pub fn compile(
         if let Some(before) = before {
             backend.breaker = before.breaker.clone();
         }
-        let same_budget = prev
-            .and_then(|p| p.config.backends.iter().find(|pb| pb.name == b.name))
-            .is_some_and(|pb| pb.retry_budget == b.retry_budget);
+        let same_budget = prev_config.is_some_and(|pb| pb.retry_budget == b.retry_budget);
         backend.budget = match before {
             Some(before) if same_budget => before.budget.clone(),
             _ => Arc::new(RetryBudget::new(&b.retry_budget)),

@@ -1,7 +1,7 @@
 //! Swapping a new config in: the one path every source (file, control
 //! plane) takes after it has a validated config.
 
-use super::{compile, load_materials, Store};
+use super::{load_materials, Store};
 use crate::metrics::Metrics;
 use remora_api::{Config, Problem};
 use std::sync::Arc;
@@ -23,10 +23,11 @@ pub fn swap_in(
     let current = store.load_full();
     check_listeners_unchanged(&current.config, &config)?;
     let materials = load_materials(&config)?;
-    if super::version(&config, materials.digest()) == current.version {
+    let version = super::version(&config, materials.digest());
+    if version == current.version {
         return Ok(Reload::Unchanged);
     }
-    let next = compile(config, materials, Some(&current), metrics)?;
+    let next = super::compile::compile_as(config, materials, version, Some(&current), metrics)?;
     let version = next.version.clone();
     store.store(Arc::new(next));
     Ok(Reload::Applied(version))
