@@ -5,7 +5,7 @@
 # times in one run; prints medians as Markdown tables.
 #
 #   cargo build --release -p remora-proxy
-#   ROUNDS=5 benches/mesh.sh                 # ~2.5 min per round, plus waits for quiet
+#   ROUNDS=5 benches/mesh.sh                 # ~3 min per round, plus waits for quiet
 #   PROFILE=20 benches/mesh.sh               # then perf-profile both proxies for 20 s at RATE
 #
 # Per round, each path in turn (the order reverses every other round):
@@ -364,7 +364,7 @@ wait_quiet() { # bounded wait for others' CPU use to drop below 10% of a core
 record() { printf '%s\t%s\t%s\t%s\t%s\n' "$ROUND" "$1" "$2" "$3" "$4" >>"$RAW"; }
 # Opens a measured window: CPU of the proxies in $1 (space-separated PIDs).
 window_open() { W_PIDS=$1; W_T0=$(ticks $W_PIDS); W_F0=$(foreign_ticks); W_S0=$(now); }
-window_close() { # kind target -> records cpu_s, other_pct, secs
+window_close() { # kind target: records other_pct; sets W_CPU (s of proxy CPU), W_SECS
   local t1 f1 s1
   t1=$(ticks $W_PIDS); f1=$(foreign_ticks); s1=$(now)
   W_SECS=$(awk -v a="$W_S0" -v b="$s1" 'BEGIN {print b - a}')
@@ -438,7 +438,6 @@ tcp_target() { # target
   record tcp "$1" mib_s "$mibs"
   record tcp "$1" cpu_us_per_mib "$(awk -v c="$W_CPU" -v n="$TCP_MB" 'BEGIN {printf "%.0f", c * 1e6 / n}')"
 }
-
 
 : >"$RAW"
 for ROUND in $(seq "$ROUNDS"); do
