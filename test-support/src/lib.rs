@@ -11,6 +11,7 @@ pub mod client;
 pub mod load;
 pub mod proxy;
 pub mod tls;
+pub mod tools;
 pub mod upstream;
 
 pub use client::{Http1Conn, Http2Conn, HttpVersion, Response};

@@ -263,14 +263,4 @@ pub fn hello(workload: &str, version: Option<&str>) -> Hello {
     }
 }
 
-/// Fails the test unless `tool` is on PATH (scripts/install-test-deps.sh installs it).
-pub fn require(tool: &str) {
-    let found = std::process::Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "{tool} is not installed: run scripts/install-test-deps.sh"
-    );
-}
+pub use remora_test_support::tools::require;

@@ -3,7 +3,7 @@
 //! unknown workload; a rejected mesh.
 
 use super::*;
-use std::io::Write as _;
+use remora_test_support::tools::promtool_accepts;
 
 fn proxies(status: &Value) -> &Vec<Value> {
     status["proxies"].as_array().unwrap()
@@ -159,28 +159,4 @@ async fn an_unknown_workload_is_refused_with_404() {
     let (status, _) = cp.get("/ready").await;
     assert_eq!(status, 200);
     assert!(proxies(&cp.wait_status("no proxy", |_| true).await).is_empty());
-}
-
-fn promtool_accepts(metrics: &str) {
-    require("promtool");
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(metrics.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }

@@ -4,8 +4,6 @@
 use crate::{config, require, start};
 use remora_test_support::client::Request;
 use remora_test_support::Upstream;
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_config_and_log_level() {
@@ -90,26 +88,7 @@ async fn metrics_pass_promtool_and_keep_labels_bounded() {
         "an address leaked into a label"
     );
 
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(metrics.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    remora_test_support::tools::promtool_accepts(&metrics);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

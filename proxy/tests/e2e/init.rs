@@ -7,6 +7,7 @@
 //! namespaces. Needs root (namespaces, iptables): skips with a message
 //! otherwise.
 
+use crate::transparent::pods::root;
 use crate::{bin, require};
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Output, Stdio};
@@ -210,25 +211,6 @@ fn interception(mode: &str) {
     assert!(out.contains("IPv4: nothing to clean up"), "{out}");
     assert_eq!(get(&pod, None, "http://10.255.0.1/"), "peer");
     assert_eq!(get(&peer, None, "http://10.255.0.2:8080/"), "app");
-}
-
-/// True when running as root; otherwise says why the test is skipped.
-fn root(test: &str) -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let euid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1))
-        .unwrap_or("?")
-        .to_string();
-    if euid == "0" {
-        return true;
-    }
-    eprintln!(
-        "SKIPPED {test}: needs root to create network namespaces and program iptables \
-         (effective uid {euid}); run the tests as root, as CI does"
-    );
-    false
 }
 
 /// Whether this kernel has legacy iptables (x_tables); says so if not.

@@ -44,16 +44,4 @@ pub fn config(routes: &str, backends: &str) -> String {
     )
 }
 
-/// Whether an external tool is on PATH (tests that need it fail, not skip,
-/// when it is missing: the install script provides it).
-pub fn require(tool: &str) {
-    let found = std::process::Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        found,
-        "`{tool}` is not installed: run scripts/install-test-deps.sh"
-    );
-}
+pub use remora_test_support::tools::require;

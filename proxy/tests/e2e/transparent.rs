@@ -15,7 +15,7 @@
 //! `tcp_backend` or are refused, and HTTP on a transparent listener with
 //! routes goes through the routes.
 
-mod pods;
+pub(crate) mod pods;
 
 use crate::mesh_tls::{identity_section, API, WEB};
 use crate::{bin, require};

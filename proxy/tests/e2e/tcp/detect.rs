@@ -12,6 +12,7 @@ use crate::{bin, require, start};
 use remora_test_support::client::Request;
 use remora_test_support::proxy::tempdir;
 use remora_test_support::tls::rustls_client_config;
+use remora_test_support::tools::promtool_accepts;
 use remora_test_support::{HttpVersion, ProxyProcess, TestCa, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -116,31 +117,6 @@ async fn detect_sends_http_to_routes_and_the_rest_to_the_tcp_backend() {
     )
     .await;
     promtool_accepts(&metrics);
-}
-
-fn promtool_accepts(metrics: &str) {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(metrics.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
