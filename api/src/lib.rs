@@ -6,6 +6,7 @@
 //! problems ([`parse_yaml`]). It does no I/O: reading files and loading
 //! certificates belong to the proxy.
 
+pub mod delta;
 mod duration;
 pub mod identity;
 mod locate;
@@ -15,6 +16,7 @@ pub mod policy;
 mod time;
 mod validate;
 
+pub use delta::{Delta, RoutesDelta};
 pub use duration::Duration;
 pub use identity::{
     AllowRule, Authorization, DefaultPolicy, IdentityConfig, IdentityFiles, Inbound, InboundMode,

@@ -199,6 +199,55 @@ pub struct SnapshotMsg {
     pub config: crate::Config,
 }
 
+/// Control plane → proxy: the changes that turn the snapshot the proxy
+/// serves, version `base`, into version `version` (see [`crate::delta`]). A
+/// proxy that does not serve `base` NACKs it; the control plane then sends
+/// the whole snapshot.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeltaMsg {
+    pub version: String,
+    pub base: String,
+    pub delta: crate::Delta,
+}
+
+/// A line of the snapshot stream as the proxy reads it: a whole snapshot
+/// (`config`) or a delta (`base` and `delta`). One pass over the line, no
+/// buffering (an untagged enum would copy a 10 MB snapshot first).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamMsg {
+    pub version: String,
+    #[serde(default)]
+    pub config: Option<crate::Config>,
+    #[serde(default)]
+    pub base: Option<String>,
+    #[serde(default)]
+    pub delta: Option<crate::Delta>,
+}
+
+/// What a [`StreamMsg`] carries.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Update {
+    Snapshot(crate::Config),
+    Delta { base: String, delta: crate::Delta },
+}
+
+impl StreamMsg {
+    /// The version and what it carries; `Err` for a line that is neither a
+    /// snapshot nor a delta.
+    pub fn into_update(self) -> Result<(String, Update), String> {
+        match (self.config, self.base, self.delta) {
+            (Some(c), None, None) => Ok((self.version, Update::Snapshot(c))),
+            (None, Some(base), Some(delta)) => Ok((self.version, Update::Delta { base, delta })),
+            _ => Err(format!(
+                "version {}: a message has either `config`, or `base` and `delta`",
+                self.version
+            )),
+        }
+    }
+}
+
 /// Proxy → control plane: the verdict on one snapshot version.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]

@@ -68,8 +68,8 @@ impl Metrics {
             ),
             pushes: counter(
                 "remora_cp_pushes_total",
-                "Snapshots sent to proxies, by workload.",
-                &["workload"],
+                "Snapshots sent to proxies, by workload and kind (`snapshot`: whole; `delta`: the changes from the version the proxy has).",
+                &["workload", "kind"],
             ),
             acks: reg(
                 &r,

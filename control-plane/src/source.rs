@@ -9,17 +9,19 @@
 //! counted, shown on `/status`) and the last good one stays.
 
 use crate::app::stopped;
-use crate::compile::{compile_with_roots, version_of};
+use crate::compile::{
+    compile_parts, resolve, version_of, workload_snapshot, Parts, Shared, WorkloadSnapshot,
+};
 use crate::metrics::Metrics;
 use crate::proxies::rfc3339;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use remora_api::mesh::Mesh;
+use remora_api::mesh::{DeltaMsg, Mesh, SnapshotMsg};
 use remora_api::Problem;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -29,14 +31,59 @@ pub const POLL: Duration = Duration::from_millis(500);
 /// How long the file must stay unchanged before it is read.
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
 
-/// One workload's snapshot, ready to send.
+/// One workload's snapshot, ready to send: whole, or as a delta from the
+/// version a proxy has.
 #[derive(Clone, Debug)]
 pub struct Published {
     pub version: String,
-    /// The `SnapshotMsg` as one compact JSON line.
-    pub line: Bytes,
+    pub snapshot: Arc<WorkloadSnapshot>,
+    /// The `SnapshotMsg` as one compact JSON line, encoded the first time
+    /// it is sent whole (with 10k services, 10 MB and ~100 ms; most pushes
+    /// are deltas).
+    line: Arc<OnceLock<Bytes>>,
     /// When the change that produced this version was seen.
     pub since: Instant,
+}
+
+impl Published {
+    fn new(snapshot: WorkloadSnapshot, since: Instant) -> Published {
+        Published {
+            version: snapshot.version.clone(),
+            snapshot: Arc::new(snapshot),
+            line: Arc::default(),
+            since,
+        }
+    }
+
+    /// The whole snapshot as a line (a `SnapshotMsg` and a newline).
+    pub fn line(&self) -> Bytes {
+        self.line
+            .get_or_init(|| {
+                crate::ndjson::line(&SnapshotMsg {
+                    version: self.version.clone(),
+                    config: self.snapshot.config(),
+                })
+            })
+            .clone()
+    }
+
+    /// Whether [`Published::line`] is ready (no encoding to wait for).
+    pub fn encoded(&self) -> bool {
+        self.line.get().is_some()
+    }
+
+    /// The changes from `prev` as a line (a `DeltaMsg` and a newline), when
+    /// a delta can say them (see [`WorkloadSnapshot::delta_from`]).
+    pub fn delta_line(&self, prev: &Published) -> Option<(Bytes, usize)> {
+        let delta = self.snapshot.delta_from(&prev.snapshot)?;
+        let changes = delta.len();
+        let msg = DeltaMsg {
+            version: self.version.clone(),
+            base: prev.version.clone(),
+            delta,
+        };
+        Some((crate::ndjson::line(&msg), changes))
+    }
 }
 
 /// The mesh being served, compiled.
@@ -47,6 +94,8 @@ pub struct Generation {
     pub snapshots: BTreeMap<String, Published>,
     /// Each workload's SPIFFE ID.
     pub identities: BTreeMap<String, String>,
+    /// Every service compiled, for the next generation to reuse.
+    parts: Parts,
 }
 
 impl Generation {
@@ -56,30 +105,31 @@ impl Generation {
         Self::build_with_roots(mesh, &[], prev, seen)
     }
 
-    /// Compiles `mesh`, every snapshot carrying `trust_roots` (if any); a
-    /// snapshot whose version is unchanged from `prev` keeps its `since`, so
-    /// convergence is timed from the change that made it.
+    /// Compiles `mesh`, every snapshot carrying `trust_roots` (if any),
+    /// reusing what `prev` compiled of the services that did not change; a
+    /// snapshot whose version is unchanged from `prev` is `prev`'s (its
+    /// `since` kept, so convergence is timed from the change that made it).
     pub fn build_with_roots(
         mesh: &Mesh,
         trust_roots: &[String],
         prev: Option<&Generation>,
         seen: Instant,
     ) -> Generation {
-        let snapshots = compile_with_roots(mesh, trust_roots)
-            .into_iter()
-            .map(|(workload, msg)| {
+        let parts = compile_parts(&resolve(mesh), prev.map(|g| &g.parts));
+        let mut shared = Shared::default();
+        let snapshots = mesh
+            .workloads
+            .iter()
+            .map(|w| {
+                let snap = workload_snapshot(&parts, w, trust_roots, &mut shared);
                 let kept = prev
-                    .and_then(|g| g.snapshots.get(&workload))
-                    .filter(|p| p.version == msg.version);
+                    .and_then(|g| g.snapshots.get(&w.name))
+                    .filter(|p| p.version == snap.version);
                 let published = match kept {
                     Some(p) => p.clone(),
-                    None => Published {
-                        version: msg.version.clone(),
-                        line: crate::ndjson::line(&msg),
-                        since: seen,
-                    },
+                    None => Published::new(snap, seen),
                 };
-                (workload, published)
+                (w.name.clone(), published)
             })
             .collect();
         Generation {
@@ -91,6 +141,7 @@ impl Generation {
                 .iter()
                 .map(|w| (w.name.clone(), mesh.spiffe_id(w)))
                 .collect(),
+            parts,
         }
     }
 }

@@ -345,7 +345,7 @@ async fn an_issued_certificate_is_a_spiffe_svid_and_bad_credentials_are_refused(
         .await
         .unwrap();
     let snap = sub.next(WAIT).await.unwrap();
-    assert!(snap.config.identity.is_none());
+    assert!(snap.config.unwrap().identity.is_none());
 }
 
 /// A sidecar that is not waited for: a wrong token keeps it from ever

@@ -15,7 +15,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use remora_api::mesh::{Ack, Hello, SnapshotMsg};
+use remora_api::mesh::{Ack, Hello, StreamMsg};
 use remora_control_plane::ndjson::{line, Lines};
 use remora_test_support::client::Request;
 use remora_test_support::proxy::{tempdir, TempDir};
@@ -243,8 +243,8 @@ impl Subscriber {
         })
     }
 
-    /// The next snapshot, or `None` if none comes within `wait`.
-    pub async fn next(&mut self, wait: Duration) -> Option<SnapshotMsg> {
+    /// The next snapshot or delta, or `None` if none comes within `wait`.
+    pub async fn next(&mut self, wait: Duration) -> Option<StreamMsg> {
         let line = tokio::time::timeout(wait, self.lines.next()).await.ok()?;
         let line = line.unwrap().expect("the stream ended");
         Some(serde_json::from_slice(&line).unwrap())

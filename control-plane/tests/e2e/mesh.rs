@@ -129,6 +129,20 @@ async fn a_route_change_reaches_every_proxy_without_failing_a_request() {
         metric(&m, "remora_cp_convergence_seconds_count") >= 3.0,
         "{m}"
     );
+    // The change travelled as deltas, which the proxies applied.
+    assert_eq!(
+        metric(
+            &m,
+            "remora_cp_pushes_total{kind=\"delta\",workload=\"web\"}"
+        ),
+        2.0,
+        "{m}"
+    );
+    let logs = web1.logs();
+    assert!(
+        logs.iter().any(|l| l.contains("delta applied")),
+        "{logs:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

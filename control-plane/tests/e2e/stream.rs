@@ -17,7 +17,8 @@ async fn ack_then_nack_shows_on_status_and_metrics() {
         .unwrap();
     let v1 = web.next(WAIT).await.expect("a first snapshot at once");
     assert_eq!(v1.version.len(), 16);
-    let outbound = &v1.config.listeners[0];
+    let config = v1.config.as_ref().expect("a whole snapshot first");
+    let outbound = &config.listeners[0];
     assert_eq!(
         (outbound.name.as_str(), outbound.address.port()),
         ("outbound", 4140)
@@ -32,17 +33,30 @@ async fn ack_then_nack_shows_on_status_and_metrics() {
     })
     .await;
 
-    // api moves: web's snapshot changes and is pushed.
+    // api moves: web's snapshot changes and is pushed, as a delta from v1.
     cp.write_mesh(&MESH.replace("127.0.0.1:7002", "127.0.0.1:17002"));
     let v2 = web.next(WAIT).await.expect("the changed snapshot");
     assert_ne!(v2.version, v1.version);
-    assert_eq!(v2.config.backends[0].endpoints[0].address.port(), 17002);
+    assert_eq!(v2.base.as_deref(), Some(v1.version.as_str()));
+    let delta = v2.delta.as_ref().expect("a delta");
+    assert_eq!(delta.backends.len(), 1, "{delta:?}");
+    assert_eq!(delta.backends[0].name, "api");
+    assert_eq!(delta.backends[0].endpoints[0].address.port(), 17002);
+    assert!(delta.routes.is_empty() && delta.remove_backends.is_empty());
     let error = "backends[0]: the test says no";
-    web.answer(&Ack::Nack {
+    let nack = Ack::Nack {
         version: v2.version.clone(),
         errors: vec![error.into()],
-    })
-    .await;
+    };
+    web.answer(&nack).await;
+    // A NACKed delta: the proxy may not hold its base, so v2 comes whole.
+    let whole = web.next(WAIT).await.expect("v2 again, whole");
+    assert_eq!(whole.version, v2.version);
+    let config = whole.config.as_ref().expect("whole");
+    assert_eq!(config.backends[0].endpoints[0].address.port(), 17002);
+    // NACKed whole too: nothing more is sent.
+    web.answer(&nack).await;
+    assert!(web.next(Duration::from_millis(300)).await.is_none());
 
     let status = cp
         .wait_status("the NACK", |s| {
@@ -73,10 +87,11 @@ async fn ack_then_nack_shows_on_status_and_metrics() {
     let metrics = cp.metrics().await;
     for family in [
         "remora_cp_connected_proxies 1",
-        "remora_cp_pushes_total{workload=\"web\"} 2",
+        "remora_cp_pushes_total{kind=\"snapshot\",workload=\"web\"} 2",
+        "remora_cp_pushes_total{kind=\"delta\",workload=\"web\"} 1",
         "remora_cp_acks_total 1",
-        "remora_cp_nacks_total{workload=\"web\"} 1",
-        "remora_cp_push_bytes_count 2",
+        "remora_cp_nacks_total{workload=\"web\"} 2",
+        "remora_cp_push_bytes_count 3",
         "remora_cp_convergence_seconds_count 1",
         "remora_cp_mesh_reloads_total{result=\"applied\"} 2",
     ] {
@@ -125,8 +140,10 @@ async fn a_replica_that_has_the_version_waits_for_the_next_one() {
     cp.write_mesh(&MESH.replace("127.0.0.1:7003", "127.0.0.1:17003"));
     let va = a.next(WAIT).await.unwrap();
     let vb = b.next(WAIT).await.unwrap();
+    // Both get the same delta: b's Hello said it had v1.
     assert_eq!(va, vb);
     assert_ne!(va.version, v1.version);
+    assert_eq!(va.base.as_deref(), Some(v1.version.as_str()));
 
     // An invalid mesh is rejected; nothing is pushed, the last good one stays.
     cp.write_mesh("services:\n  - name: Bad\n");

@@ -3,7 +3,10 @@
 //!
 //! Wire format (both directions newline-delimited JSON on one HTTP/2
 //! stream, `POST /v1/subscribe`): the proxy sends a [`Hello`] then one
-//! [`Ack`] per snapshot; the control plane sends [`SnapshotMsg`]s. The proxy
+//! [`Ack`] per snapshot; the control plane sends whole snapshots
+//! ([`SnapshotMsg`]) and deltas ([`remora_api::mesh::DeltaMsg`]: the
+//! changes from the version the proxy serves, applied to a copy of its
+//! config, validated whole, and swapped in like any snapshot). The proxy
 //! reconnects with capped exponential backoff and jitter, keeps serving its
 //! last good snapshot while the control plane is away, and, with a cache
 //! file, can start from its last good snapshot when the control plane is
@@ -15,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use remora_api::mesh::{Ack, Hello, SnapshotMsg};
+use remora_api::mesh::{Ack, Hello, SnapshotMsg, StreamMsg, Update};
 use remora_api::{Config, Problem};
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -55,6 +58,8 @@ pub struct Subscriber {
     first: Option<mpsc::Sender<First>>,
     /// The control-plane version the proxy serves now.
     version: Option<String>,
+    /// The version last written to the cache.
+    saved: Option<String>,
 }
 
 impl Subscriber {
@@ -72,6 +77,7 @@ impl Subscriber {
             metrics,
             first: Some(first),
             version: None,
+            saved: None,
         }
     }
 
@@ -112,6 +118,7 @@ impl Subscriber {
     /// Starts from a snapshot already being served (e.g. the cache).
     pub fn serving(mut self, version: String) -> Self {
         self.first = None;
+        self.saved = Some(version.clone());
         self.version = Some(version);
         self
     }
@@ -206,11 +213,24 @@ impl Subscriber {
                 let msg = buf.split_to(searched + end + 1).freeze();
                 searched = 0;
                 // Decoding and validating a large snapshot takes tens of
-                // milliseconds: not on a runtime worker.
-                let decoded =
-                    tokio::task::spawn_blocking(move || decode(&msg[..msg.len() - 1])).await??;
+                // milliseconds: not on a runtime worker. A delta applies to
+                // the config served now.
+                let (store, has) = (self.store.clone(), self.version.clone());
+                let decoded = tokio::task::spawn_blocking(move || {
+                    let current = store.load_full();
+                    decode_against(&msg[..msg.len() - 1], has.as_deref(), &current.config)
+                })
+                .await??;
                 let verdict = self.apply(decoded).await;
                 tx.send(line(&verdict)).await?;
+                // The cache is written after the ACK: it does not delay
+                // convergence.
+                if let Ack::Ack { version } = &verdict {
+                    if self.saved.as_ref() != Some(version) {
+                        self.save(version).await;
+                        self.saved = Some(version.clone());
+                    }
+                }
             }
             searched = buf.len();
         }
@@ -222,6 +242,7 @@ impl Subscriber {
             config.admin.address = admin;
         }
         let version = decoded.version;
+        let delta = decoded.delta;
         let result = self.try_apply(decoded.config).await;
         let label = match &result {
             Ok(_) => "applied",
@@ -233,9 +254,15 @@ impl Subscriber {
             .inc();
         match result {
             Ok(Reload::Applied(local)) => {
-                tracing::info!(version = %version, local_version = %local, "snapshot applied");
+                match delta {
+                    Some(changes) => {
+                        tracing::info!(version = %version, local_version = %local, changes, "delta applied")
+                    }
+                    None => {
+                        tracing::info!(version = %version, local_version = %local, "snapshot applied")
+                    }
+                }
                 self.metrics.set_config_version(&local);
-                self.save(&version).await;
                 self.version = Some(version.clone());
                 Ack::Ack { version }
             }
@@ -320,29 +347,65 @@ impl Subscriber {
     }
 }
 
-/// One snapshot line, decoded and validated: its version, and its config or
-/// every problem found in it (the NACK's errors).
+/// One line of the stream, decoded and validated: its version, and the
+/// whole config it makes (a delta applied to the config served) or every
+/// problem found (the NACK's errors).
 #[derive(Debug)]
 pub struct Decoded {
     pub version: String,
     pub config: Result<Config, Vec<String>>,
+    /// For a delta, how many routes and backends it changed.
+    pub delta: Option<usize>,
 }
 
-/// Decodes and validates a snapshot line (without its newline); `Err` when
-/// it is not a snapshot at all, which ends the subscription. With
-/// [`swap_in`], the whole of applying a snapshot after the first (the apply
-/// bench measures the two together).
+/// Decodes and validates a whole-snapshot line (without its newline); see
+/// [`decode_against`].
 pub fn decode(line: &[u8]) -> Result<Decoded, serde_json::Error> {
-    let msg: SnapshotMsg = serde_json::from_slice(line)?;
-    let problems = remora_api::validate(&msg.config);
-    let config = if problems.is_empty() {
-        Ok(msg.config)
-    } else {
-        Err(strings(problems))
+    decode_against(line, None, &Config::default())
+}
+
+/// Decodes and validates a line (without its newline): a whole snapshot, or
+/// a delta applied to `config`, the config of version `has` served now. A
+/// delta from any other version is refused (NACKed: the control plane then
+/// sends the whole snapshot). `Err` when the line is not a message at all,
+/// which ends the subscription. With [`swap_in`], the whole of applying a
+/// snapshot after the first (the apply bench measures the two together).
+pub fn decode_against(
+    line: &[u8],
+    has: Option<&str>,
+    config: &Config,
+) -> Result<Decoded, serde_json::Error> {
+    let msg: StreamMsg = serde_json::from_slice(line)?;
+    let version = msg.version.clone();
+    let (config, delta) = match msg.into_update() {
+        Err(e) => (Err(vec![e]), None),
+        Ok((_, Update::Snapshot(config))) => (Ok(config), None),
+        Ok((_, Update::Delta { base, delta })) => {
+            let changes = delta.len();
+            let patched = if has != Some(base.as_str()) {
+                Err(vec![format!(
+                    "a delta from version {base}, but this proxy serves {}",
+                    has.unwrap_or("nothing yet")
+                )])
+            } else {
+                let mut next = config.clone();
+                delta.apply(&mut next).map(|()| next)
+            };
+            (patched, Some(changes))
+        }
     };
+    let config = config.and_then(|c| {
+        let problems = remora_api::validate(&c);
+        if problems.is_empty() {
+            Ok(c)
+        } else {
+            Err(strings(problems))
+        }
+    });
     Ok(Decoded {
-        version: msg.version,
+        version,
         config,
+        delta,
     })
 }
 
@@ -368,5 +431,52 @@ impl hyper::body::Body for Lines {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = "listeners: [{name: out, address: '127.0.0.1:1', routes: [{name: a, backends: [{name: b}]}]}]\nbackends: [{name: b, endpoints: [{address: '127.0.0.1:2'}]}]";
+
+    fn delta_line(base: &str, delta: &str) -> Vec<u8> {
+        format!(r#"{{"version":"v2","base":"{base}","delta":{delta}}}"#).into_bytes()
+    }
+
+    #[test]
+    fn a_delta_applies_to_the_config_served_and_is_validated_whole() {
+        let config = remora_api::parse_yaml(CONFIG).unwrap();
+        let moved = r#"{"backends":[{"name":"b","endpoints":[{"address":"127.0.0.1:3"}]}]}"#;
+        let d = decode_against(&delta_line("v1", moved), Some("v1"), &config).unwrap();
+        assert_eq!((d.version.as_str(), d.delta), ("v2", Some(1)));
+        let next = d.config.unwrap();
+        assert_eq!(next.backends[0].endpoints[0].address.port(), 3);
+        assert_eq!(next.listeners, config.listeners);
+
+        // From a version this proxy does not serve: refused, so the control
+        // plane sends the whole snapshot.
+        let d = decode_against(&delta_line("v0", moved), Some("v1"), &config).unwrap();
+        assert_eq!(
+            d.config.unwrap_err(),
+            ["a delta from version v0, but this proxy serves v1"]
+        );
+        let d = decode_against(&delta_line("v0", moved), None, &config).unwrap();
+        assert!(d.config.unwrap_err()[0].ends_with("serves nothing yet"));
+
+        // The result is validated whole: a route left without its backend.
+        let gone = r#"{"remove_backends":["b"]}"#;
+        let d = decode_against(&delta_line("v1", gone), Some("v1"), &config).unwrap();
+        let errors = d.config.unwrap_err();
+        assert!(
+            errors[0].contains("listeners[0].routes[0].backends[0]"),
+            "{errors:?}"
+        );
+
+        // Neither a snapshot nor a delta: NACKed, the stream goes on.
+        let d = decode_against(br#"{"version":"v3"}"#, Some("v1"), &config).unwrap();
+        assert!(d.config.unwrap_err()[0].contains("either `config`"));
+        // Not a message at all: the subscription ends.
+        assert!(decode_against(b"{", Some("v1"), &config).is_err());
     }
 }
