@@ -16,7 +16,7 @@
 //! Two triggers, each `--rounds` times:
 //!
 //! * `file`: the mesh file is replaced (write, rename). The control plane
-//!   polls every 500 ms, then waits 100 ms for the writes to settle. Rounds
+//!   polls every 100 ms, then waits 100 ms for the writes to settle. Rounds
 //!   start at random points of the poll cycle.
 //! * `sighup`: the file is replaced and SIGHUP sent to this process at once:
 //!   no poll wait, the 100 ms settle wait remains.
@@ -161,14 +161,14 @@ async fn run(s: &Scenario) {
         sizes[sizes.len() - 1],
         sizes.iter().sum::<usize>() / 1_000_000,
     );
-    println!("\n| trigger | rounds | first snapshot p50 / p90 / max ms | all ACKed p50 / p90 / max ms | push+ACK p50 / p90 / max ms | CP convergence mean ms, p50 / p90 bucket |");
-    println!("|---|---:|---|---|---|---|");
+    println!("\n| trigger | rounds | bytes pushed per change (p50) | first snapshot p50 / p90 / max ms | all ACKed p50 / p90 / max ms | push+ACK p50 / p90 / max ms | CP convergence mean ms, p50 / p90 bucket |");
+    println!("|---|---:|---:|---|---|---|---|");
     for trigger in ["file", "sighup"] {
         let before = convergence(&app).await;
         let mut rounds = Vec::new();
         for _ in 0..s.rounds {
-            // Start anywhere in the 500 ms poll cycle.
-            tokio::time::sleep(Duration::from_millis(300 + fastrand_ms(500))).await;
+            // Start anywhere in the 100 ms poll cycle.
+            tokio::time::sleep(Duration::from_millis(300 + fastrand_ms(100))).await;
             split = if split == 90 { 60 } else { split + 1 };
             let yaml = mesh_yaml(s.services, &specs, split);
             let acks = app.metrics.acks.get();
@@ -180,13 +180,15 @@ async fn run(s: &Scenario) {
             let round = tokio::time::timeout(ROUND_LIMIT, async {
                 let mut first = None;
                 let mut updated = BTreeSet::new();
+                let mut bytes = 0;
                 while updated.len() < WORKLOADS {
                     let r = rx.recv().await.unwrap();
                     first.get_or_insert(r.at);
                     updated.insert(r.subscriber);
+                    bytes += r.bytes;
                 }
                 wait_acks(&app, acks + WORKLOADS as u64).await;
-                (first.unwrap() - start, start.elapsed())
+                (first.unwrap() - start, start.elapsed(), bytes)
             })
             .await
             .expect("a round took too long");
@@ -229,7 +231,12 @@ async fn wait_acks(app: &App, count: u64) {
     }
 }
 
-fn report(trigger: &str, rounds: &[(Duration, Duration)], before: &Histogram, after: &Histogram) {
+fn report(
+    trigger: &str,
+    rounds: &[(Duration, Duration, usize)],
+    before: &Histogram,
+    after: &Histogram,
+) {
     let stats = |mut v: Vec<Duration>| {
         v.sort();
         let at = |q: f64| ms(v[((v.len() - 1) as f64 * q).round() as usize]);
@@ -238,6 +245,8 @@ fn report(trigger: &str, rounds: &[(Duration, Duration)], before: &Histogram, af
     let first: Vec<Duration> = rounds.iter().map(|r| r.0).collect();
     let all: Vec<Duration> = rounds.iter().map(|r| r.1).collect();
     let push: Vec<Duration> = rounds.iter().map(|r| r.1 - r.0).collect();
+    let mut bytes: Vec<usize> = rounds.iter().map(|r| r.2).collect();
+    bytes.sort();
     let count = after.count - before.count;
     let mean = (after.sum - before.sum) / count.max(1) as f64 * 1000.0;
     let buckets: Vec<(f64, u64)> = after
@@ -252,8 +261,9 @@ fn report(trigger: &str, rounds: &[(Duration, Duration)], before: &Histogram, af
         le.map_or("+Inf".into(), |le| format!("≤{}", le * 1000.0))
     };
     println!(
-        "| {trigger} | {} | {} | {} | {} | {mean:.0}, {} / {} ({count} ACKs) |",
+        "| {trigger} | {} | {} | {} | {} | {} | {mean:.0}, {} / {} ({count} ACKs) |",
         rounds.len(),
+        bytes[bytes.len() / 2],
         stats(first),
         stats(all),
         stats(push),
@@ -301,13 +311,18 @@ async fn convergence(app: &App) -> Histogram {
     h
 }
 
-/// The part of a snapshot line a subscriber reads: the version; the config
-/// is checked to be JSON and skipped.
+/// The part of a line a subscriber reads: the version; the config (a whole
+/// snapshot) or the delta is checked to be JSON and skipped.
 #[derive(serde::Deserialize)]
+#[allow(dead_code)]
 struct Head {
     version: String,
-    #[allow(dead_code)]
-    config: serde::de::IgnoredAny,
+    #[serde(default)]
+    config: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    base: Option<String>,
+    #[serde(default)]
+    delta: Option<serde::de::IgnoredAny>,
 }
 
 /// Subscribes as `workload`; every snapshot received is ACKed and reported

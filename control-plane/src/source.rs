@@ -2,9 +2,9 @@
 //! publishes each new [`Generation`] on a `watch` channel that every
 //! subscription follows.
 //!
-//! The file is polled (modification time and length) every 500 ms, like the
-//! proxy's config file; a change starts a debounce that waits until the file
-//! has been still for 100 ms, so an editor's burst of writes is read once.
+//! The file is polled (modification time and length) every 100 ms; a
+//! change starts a debounce that waits until the file has been still for
+//! 100 ms, so an editor's burst of writes is read once.
 //! SIGHUP reloads at once. An invalid mesh is rejected (every problem logged,
 //! counted, shown on `/status`) and the last good one stays.
 
@@ -26,8 +26,8 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-/// How often the file is checked for changes.
-pub const POLL: Duration = Duration::from_millis(500);
+/// How often the file is checked for changes (a `stat`: cheap).
+pub const POLL: Duration = Duration::from_millis(100);
 /// How long the file must stay unchanged before it is read.
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
 
