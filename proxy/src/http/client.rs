@@ -4,7 +4,10 @@
 //! The pool is a lock-free queue of idle HTTP/1.1 senders. A sender goes back
 //! to it when its connection is ready for the next request (after the
 //! response body was read to its end); connections idle longer than the idle
-//! timeout are closed by [`EndpointClient::evict_idle`] or on checkout.
+//! timeout are closed by [`EndpointClient::evict_idle`] or on checkout. The
+//! queue is allocated when the first sender goes back to it: most endpoints
+//! of a large snapshot are never used, and 100,000 queues of 64 slots would
+//! take about 400 MB.
 
 use super::body::RequestBody;
 use super::error::ProxyError;
@@ -21,7 +24,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -64,7 +67,8 @@ struct Idle {
 pub struct EndpointClient {
     addr: SocketAddr,
     transport: Transport,
-    idle: Arc<ArrayQueue<Idle>>,
+    /// The pool; empty until a connection is first checked in.
+    idle: OnceLock<Arc<ArrayQueue<Idle>>>,
     h2: ArcSwapOption<http2::SendRequest<RequestBody>>,
     h2_connecting: tokio::sync::Mutex<()>,
     /// When the HTTP/2 connection last started a request ([`now_ns`]).
@@ -76,7 +80,7 @@ impl EndpointClient {
     pub fn new(addr: SocketAddr, transport: Transport, metrics: UpstreamMetrics) -> Self {
         EndpointClient {
             addr,
-            idle: Arc::new(ArrayQueue::new(transport.max_idle.max(1))),
+            idle: OnceLock::new(),
             transport,
             h2: ArcSwapOption::empty(),
             h2_connecting: tokio::sync::Mutex::new(()),
@@ -90,7 +94,7 @@ impl EndpointClient {
     }
 
     pub fn idle_connections(&self) -> usize {
-        self.idle.len()
+        self.idle.get().map_or(0, |pool| pool.len())
     }
 
     /// Sends a request; `upgrade` requests get a connection of their own.
@@ -147,7 +151,8 @@ impl EndpointClient {
     }
 
     fn checkout(&self) -> Option<http1::SendRequest<RequestBody>> {
-        while let Some(idle) = self.idle.pop() {
+        let pool = self.idle.get()?;
+        while let Some(idle) = pool.pop() {
             if idle.since.elapsed() < self.transport.idle_timeout && idle.tx.is_ready() {
                 return Some(idle.tx);
             }
@@ -161,11 +166,14 @@ impl EndpointClient {
         if self.transport.max_idle == 0 {
             return; // pooling is off: the connection closes after this response
         }
-        let idle = self.idle.clone();
+        // Allocated once per endpoint, with its first pooled connection.
+        let size = self.transport.max_idle;
+        let pool = self.idle.get_or_init(|| Arc::new(ArrayQueue::new(size)));
+        let pool = pool.clone();
         tokio::spawn(async move {
             if tx.ready().await.is_ok() {
                 // A full pool drops (closes) the extra connection.
-                let _ = idle.push(Idle {
+                let _ = pool.push(Idle {
                     tx,
                     since: Instant::now(),
                 });
@@ -183,10 +191,13 @@ impl EndpointClient {
         {
             self.h2.store(None);
         }
-        for _ in 0..self.idle.len() {
-            match self.idle.pop() {
+        let Some(pool) = self.idle.get() else {
+            return;
+        };
+        for _ in 0..pool.len() {
+            match pool.pop() {
                 Some(i) if i.since.elapsed() < self.transport.idle_timeout && !i.tx.is_closed() => {
-                    let _ = self.idle.push(i);
+                    let _ = pool.push(i);
                 }
                 Some(_) => {}
                 None => break,
