@@ -35,6 +35,9 @@ pub struct Backend {
     /// How endpoints are reached (see `snapshot::compile`); endpoint state
     /// is carried across a swap only when this is unchanged.
     pub transport_key: u64,
+    /// The digest of the files behind that transport (TLS files, and the
+    /// mesh roots when endpoints have an identity); part of the key.
+    pub transport_files: u64,
     /// Whether endpoints are reached over TLS.
     pub tls: bool,
     balancer: Balancer,
@@ -148,6 +151,7 @@ impl Backend {
             weights,
             protocol,
             transport_key: 0,
+            transport_files: 0,
             tls: false,
             balancer,
             outlier_detection: api::OutlierDetection::default(),

@@ -2,7 +2,8 @@
 //! [`compile`] is pure apart from reusing endpoint state from the previous
 //! snapshot: an endpoint that remains (same backend, address and transport
 //! settings) keeps its latency estimate, in-flight count and pooled
-//! connections.
+//! connections; a backend whose settings and files are unchanged is kept
+//! whole (the same `Arc`).
 
 use super::{version, EndpointIndex, InboundTable, ListenerTable, Snapshot};
 use crate::balance::{Backend, Endpoint};
@@ -167,37 +168,73 @@ fn mesh_roots(id: &remora_api::IdentityConfig) -> Result<Arc<MeshRoots>, (String
         .map_err(|e| (at.to_string(), e))
 }
 
-/// Client TLS for every endpoint identity in the config (one per identity,
-/// shared by its endpoints).
-fn mesh_clients(
-    config: &Config,
-    mesh: Option<&Arc<MeshRoots>>,
-) -> Result<HashMap<String, UpstreamTls>, Vec<Problem>> {
-    let mut clients = HashMap::new();
-    let mut problems = Vec::new();
-    for (i, b) in config.backends.iter().enumerate() {
+/// Client TLS for endpoints with an identity: one per identity, shared by
+/// its endpoints, built only for the backends a compile builds (a backend
+/// kept whole from the previous snapshot needs none).
+struct MeshClients<'a> {
+    roots: Option<&'a Arc<MeshRoots>>,
+    clients: HashMap<&'a str, UpstreamTls>,
+}
+
+impl<'a> MeshClients<'a> {
+    fn new(roots: Option<&'a Arc<MeshRoots>>) -> Self {
+        MeshClients {
+            roots,
+            clients: HashMap::new(),
+        }
+    }
+
+    /// Builds the clients for the identities of `b` (`backends[i]`): every
+    /// one, even for endpoints that keep their state, so that a backend
+    /// compiled again is checked again.
+    fn prepare(&mut self, i: usize, b: &'a remora_api::Backend, problems: &mut Vec<Problem>) {
         for (k, e) in b.endpoints.iter().enumerate() {
-            let Some(id) = &e.identity else { continue };
-            if clients.contains_key(id) {
+            let Some(id) = e.identity.as_deref() else {
+                continue;
+            };
+            if self.clients.contains_key(id) {
                 continue;
             }
             let at = format!("backends[{i}].endpoints[{k}].identity");
-            let Some(roots) = mesh else {
+            let Some(roots) = self.roots else {
                 problems.push(problem((at, "needs the proxy's own `identity`".into())));
                 continue;
             };
             match crate::identity::tls::client_tls(crate::identity::global(), roots, id) {
                 Ok(tls) => {
-                    clients.insert(id.clone(), tls);
+                    self.clients.insert(id, tls);
                 }
                 Err(e) => problems.push(problem((at, e))),
             }
         }
     }
-    if problems.is_empty() {
-        Ok(clients)
-    } else {
-        Err(problems)
+}
+
+/// The previous config's backends, found by name: at the same position
+/// while the order is unchanged (the usual case), else through an index
+/// built once (a scan per backend would make 10k backends quadratic).
+struct PrevConfigs<'a> {
+    list: &'a [remora_api::Backend],
+    by_name: std::cell::OnceCell<HashMap<&'a str, &'a remora_api::Backend>>,
+}
+
+impl<'a> PrevConfigs<'a> {
+    fn new(list: &'a [remora_api::Backend]) -> Self {
+        PrevConfigs {
+            list,
+            by_name: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The backend called `name`; `i` is where the new config has it.
+    fn get(&self, i: usize, name: &str) -> Option<&'a remora_api::Backend> {
+        if let Some(b) = self.list.get(i).filter(|b| b.name == name) {
+            return Some(b);
+        }
+        let by_name = self
+            .by_name
+            .get_or_init(|| self.list.iter().map(|b| (b.name.as_str(), b)).collect());
+        by_name.get(name).copied()
     }
 }
 
@@ -221,90 +258,40 @@ pub fn compile_as(
     prev: Option<&Snapshot>,
     metrics: &Arc<Metrics>,
 ) -> Result<Snapshot, Vec<Problem>> {
-    let mesh_clients = mesh_clients(&config, materials.mesh.as_ref())?;
+    let mut mesh = MeshClients::new(materials.mesh.as_ref());
     let roots_digest = materials.mesh.as_ref().map_or(0, |m| m.digest);
-    let mut backends: HashMap<Arc<str>, Arc<Backend>> = HashMap::new();
-    // The previous config's backends by name: one lookup per backend, not
-    // a scan (a 10k-backend snapshot would make that quadratic).
-    let prev_backends: HashMap<&str, &remora_api::Backend> = prev
-        .map(|p| {
-            p.config
-                .backends
-                .iter()
-                .map(|b| (b.name.as_str(), b))
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut backends: HashMap<Arc<str>, Arc<Backend>> =
+        HashMap::with_capacity(config.backends.len());
+    let prev_configs = PrevConfigs::new(prev.map_or(&[], |p| &p.config.backends[..]));
+    let mut problems = Vec::new();
     let tls_and_digest = materials
         .backend_tls
         .into_iter()
         .zip(materials.backend_digest);
-    for (b, (tls, digest)) in config.backends.iter().zip(tls_and_digest) {
-        let name: Arc<str> = b.name.as_str().into();
+    for (i, (b, (tls, digest))) in config.backends.iter().zip(tls_and_digest).enumerate() {
         // New roots: endpoints reached with mesh TLS get new connections.
         let meshed = b.endpoints.iter().any(|e| e.identity.is_some());
-        let key = transport_key(b, digest ^ if meshed { roots_digest } else { 0 });
-        let transport = Transport {
-            tls,
-            identity: None,
-            connect_timeout: b.connect_timeout.get(),
-            idle_timeout: b.pool.idle_timeout.get(),
-            max_idle: b.pool.max_idle_per_endpoint,
-        };
-        // Endpoints keep their state only if they are reached the same way.
-        let old = prev
-            .and_then(|p| p.backends.get(&name))
-            .filter(|o| o.transport_key == key);
-        let endpoints = b
-            .endpoints
-            .iter()
-            .map(|e| {
-                let identity = e.identity.as_deref();
-                let ep = old
-                    .and_then(|o| {
-                        o.endpoints.iter().find(|oe| {
-                            oe.addr == e.address
-                                && oe.client.transport().identity.as_deref() == identity
-                        })
-                    })
-                    .cloned()
-                    .unwrap_or_else(|| {
-                        let mut transport = transport.clone();
-                        if let Some(id) = identity {
-                            transport.tls = mesh_clients.get(id).cloned();
-                            transport.identity = Some(id.into());
-                        }
-                        let client =
-                            EndpointClient::new(e.address, transport, metrics.upstream(&b.name));
-                        Arc::new(Endpoint::new(e.address, client))
-                    });
-                (ep, e.weight)
-            })
-            .collect();
-        let mut backend = Backend::new(name.clone(), endpoints, &b.balancer, b.protocol);
-        backend.transport_key = key;
-        backend.tls = b.tls.is_some();
-        backend.outlier_detection = b.outlier_detection.clone();
-        backend.health_check = b.health_check.clone();
-        let prev_config = prev_backends.get(b.name.as_str()).copied();
-        let checks_before = prev_config.and_then(|pb| pb.health_check.as_ref());
-        if checks_before != b.health_check.as_ref() {
-            // Removed or changed checks: earlier verdicts must not linger.
-            backend.endpoints.iter().for_each(|e| e.health.reset());
+        let files = digest ^ if meshed { roots_digest } else { 0 };
+        let before = prev.and_then(|p| p.backends.get(b.name.as_str()));
+        let prev_config = prev_configs.get(i, &b.name);
+        // The same settings reached the same way: compiling it again would
+        // give the same endpoints (all kept), breaker, budget, checks (not
+        // reset) and metric handles, so the backend is kept whole.
+        let same = before.filter(|o| {
+            o.transport_files == files
+                && prev_config == Some(b)
+                && (!meshed || mesh.roots.is_some())
+        });
+        if let Some(same) = same {
+            backends.insert(same.name.clone(), same.clone());
+            continue;
         }
-        backend.limits = b.circuit_breaker.clone();
-        backend.metrics = metrics.backend(&b.name);
-        // Circuit-breaker counts and the retry budget outlive a swap.
-        let before = prev.and_then(|p| p.backends.get(&name));
-        if let Some(before) = before {
-            backend.breaker = before.breaker.clone();
-        }
-        let same_budget = prev_config.is_some_and(|pb| pb.retry_budget == b.retry_budget);
-        backend.budget = match before {
-            Some(before) if same_budget => before.budget.clone(),
-            _ => Arc::new(RetryBudget::new(&b.retry_budget)),
-        };
-        backends.insert(name, Arc::new(backend));
+        mesh.prepare(i, b, &mut problems);
+        let backend = build_backend(b, tls, files, before, prev_config, &mesh, metrics);
+        backends.insert(backend.name.clone(), Arc::new(backend));
+    }
+    if !problems.is_empty() {
+        return Err(problems);
     }
     let index = config
         .listeners
@@ -312,7 +299,6 @@ pub fn compile_as(
         .any(|l| l.original_destination)
         .then(|| Arc::new(endpoint_index(&config, &backends)));
     let mut listeners = Vec::new();
-    let mut problems = Vec::new();
     for (i, (l, tls)) in config
         .listeners
         .iter()
@@ -407,6 +393,80 @@ pub fn compile_as(
         listeners,
         backends,
     })
+}
+
+/// A backend compiled from `b`, keeping what `before` (the previous
+/// snapshot's backend of that name, configured as `prev_config`) may lend:
+/// endpoints reached the same way, the breaker, an unchanged retry budget.
+/// `files` is the digest of the TLS files (and mesh roots) it uses.
+fn build_backend(
+    b: &remora_api::Backend,
+    tls: Option<UpstreamTls>,
+    files: u64,
+    before: Option<&Arc<Backend>>,
+    prev_config: Option<&remora_api::Backend>,
+    mesh: &MeshClients,
+    metrics: &Arc<Metrics>,
+) -> Backend {
+    let key = transport_key(b, files);
+    let transport = Transport {
+        tls,
+        identity: None,
+        connect_timeout: b.connect_timeout.get(),
+        idle_timeout: b.pool.idle_timeout.get(),
+        max_idle: b.pool.max_idle_per_endpoint,
+    };
+    // Endpoints keep their state only if they are reached the same way.
+    let old = before.filter(|o| o.transport_key == key);
+    let endpoints = b
+        .endpoints
+        .iter()
+        .map(|e| {
+            let identity = e.identity.as_deref();
+            let ep = old
+                .and_then(|o| {
+                    o.endpoints.iter().find(|oe| {
+                        oe.addr == e.address
+                            && oe.client.transport().identity.as_deref() == identity
+                    })
+                })
+                .cloned()
+                .unwrap_or_else(|| {
+                    let mut transport = transport.clone();
+                    if let Some(id) = identity {
+                        transport.tls = mesh.clients.get(id).cloned();
+                        transport.identity = Some(id.into());
+                    }
+                    let client =
+                        EndpointClient::new(e.address, transport, metrics.upstream(&b.name));
+                    Arc::new(Endpoint::new(e.address, client))
+                });
+            (ep, e.weight)
+        })
+        .collect();
+    let mut backend = Backend::new(b.name.as_str().into(), endpoints, &b.balancer, b.protocol);
+    backend.transport_key = key;
+    backend.transport_files = files;
+    backend.tls = b.tls.is_some();
+    backend.outlier_detection = b.outlier_detection.clone();
+    backend.health_check = b.health_check.clone();
+    let checks_before = prev_config.and_then(|pb| pb.health_check.as_ref());
+    if checks_before != b.health_check.as_ref() {
+        // Removed or changed checks: earlier verdicts must not linger.
+        backend.endpoints.iter().for_each(|e| e.health.reset());
+    }
+    backend.limits = b.circuit_breaker.clone();
+    backend.metrics = metrics.backend(&b.name);
+    // Circuit-breaker counts and the retry budget outlive a swap.
+    if let Some(before) = before {
+        backend.breaker = before.breaker.clone();
+    }
+    let same_budget = prev_config.is_some_and(|pb| pb.retry_budget == b.retry_budget);
+    backend.budget = match before {
+        Some(before) if same_budget => before.budget.clone(),
+        _ => Arc::new(RetryBudget::new(&b.retry_budget)),
+    };
+    backend
 }
 
 /// Every endpoint address of the config with its backend and endpoint; the

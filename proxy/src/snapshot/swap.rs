@@ -61,3 +61,86 @@ fn check_listeners_unchanged(running: &Config, next: &Config) -> Result<(), Vec<
         Err(problems)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::compile;
+    use arc_swap::ArcSwap;
+
+    /// Two backends; `b_extra` is appended to backend `b`'s settings.
+    fn config(b_extra: &str) -> Config {
+        let yaml = format!(
+            "admin: {{ address: 127.0.0.1:0 }}
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+    routes:
+      - name: a
+        match: {{ hosts: [a] }}
+        backends: [{{ name: a }}]
+      - name: b
+        match: {{ hosts: [b] }}
+        backends: [{{ name: b }}]
+backends:
+  - name: a
+    endpoints: [{{ address: 127.0.0.1:1001 }}, {{ address: 127.0.0.1:1002 }}]
+  - name: b
+    endpoints: [{{ address: 127.0.0.1:1003 }}]
+{b_extra}"
+        );
+        remora_api::parse_yaml(&yaml).unwrap()
+    }
+
+    fn serving(config: Config, metrics: &Arc<Metrics>) -> Store {
+        let materials = load_materials(&config).unwrap();
+        let snap = compile(config, materials, None, metrics).unwrap();
+        Arc::new(ArcSwap::from_pointee(snap))
+    }
+
+    #[test]
+    fn an_unchanged_backend_is_kept_whole() {
+        let metrics = Metrics::new();
+        let store = serving(config(""), &metrics);
+        let before = store.load_full();
+        let next = config("    outlier_detection: { consecutive_failures: 3 }");
+        let applied = swap_in(&store, &metrics, next);
+        assert!(matches!(applied, Ok(Reload::Applied(_))));
+        let after = store.load_full();
+        let (a0, a1) = (&before.backends["a"], &after.backends["a"]);
+        assert!(Arc::ptr_eq(a0, a1));
+        let (b0, b1) = (&before.backends["b"], &after.backends["b"]);
+        assert!(!Arc::ptr_eq(b0, b1));
+        assert_eq!(b1.outlier_detection.consecutive_failures, 3);
+        // Rebuilt, but reached the same way: its endpoint and breaker live on.
+        assert!(Arc::ptr_eq(&b0.endpoints[0], &b1.endpoints[0]));
+        assert!(Arc::ptr_eq(&b0.breaker, &b1.breaker));
+        // The routes send to the backends of the new snapshot.
+        let route = |host: &str| {
+            let (method, headers) = (http::Method::GET, http::HeaderMap::new());
+            let r = after.listeners[0].router.find(host, &method, "/", &headers);
+            match &r.unwrap().action {
+                crate::http::router::Action::Forward(split) => split.backends().next().cloned(),
+                _ => None,
+            }
+            .unwrap()
+        };
+        assert!(Arc::ptr_eq(&route("a"), a1));
+        assert!(Arc::ptr_eq(&route("b"), b1));
+    }
+
+    #[test]
+    fn backends_in_another_order_are_kept_whole() {
+        let metrics = Metrics::new();
+        let store = serving(config(""), &metrics);
+        let before = store.load_full();
+        let mut next = config("");
+        next.backends.reverse();
+        let applied = swap_in(&store, &metrics, next);
+        assert!(matches!(applied, Ok(Reload::Applied(_))));
+        let after = store.load_full();
+        for name in ["a", "b"] {
+            assert!(Arc::ptr_eq(&before.backends[name], &after.backends[name]));
+        }
+    }
+}
