@@ -18,8 +18,9 @@
 //! |---|---|
 //! | `apply/10k/parse` | the line deserialized into a `SnapshotMsg` |
 //! | `apply/10k/validate` | `remora_api::validate` of its config |
-//! | `apply/10k/build+swap` | `swap_in` of an already validated config: listener check, versioning, compiling the routers and backends against the running snapshot (endpoint state kept), the store, and dropping the old snapshot |
-//! | `apply/10k/total` | line in, config stored: `control::decode` then `swap_in`, exactly what the subscriber runs (it runs both on blocking threads) |
+//! | `apply/10k/build+swap` | `swap_in_versioned` of an already validated config with the line's version: listener check, versioning, compiling the routers and backends against the running snapshot (unchanged backends kept whole, endpoint state kept), the store, and dropping the old snapshot |
+//! | `apply/10k/build+swap/serialized` | the same with no version given (`swap_in`, as for a file): the version hashes the config serialized |
+//! | `apply/10k/total` | line in, config stored: `control::decode` then `swap_in_versioned` with the line's version, what the subscriber runs (it runs both on blocking threads) |
 //! | `apply/10k/unchanged` | the same, for a line whose version is already served |
 //! | `apply/10k/first` | the first snapshot, nothing to reuse: every endpoint and its client built |
 //! | `apply/10k/drop` | dropping a snapshot that owns its endpoints (as at shutdown, or when every endpoint changed) |
@@ -39,7 +40,7 @@ use remora_api::mesh::SnapshotMsg;
 use remora_api::Config;
 use remora_proxy::metrics::Metrics;
 use remora_proxy::snapshot::control::decode;
-use remora_proxy::snapshot::{compile, load_materials, swap_in, Reload, Store};
+use remora_proxy::snapshot::{compile, load_materials, swap_in, swap_in_versioned, Reload, Store};
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -107,6 +108,12 @@ fn line(config: Config) -> Vec<u8> {
     v
 }
 
+/// The control plane's version of a line (its `version` field).
+fn version_of(line: &[u8]) -> String {
+    let body = line.strip_suffix(b"\n").unwrap_or(line);
+    serde_json::from_slice::<SnapshotMsg>(body).unwrap().version
+}
+
 /// A store serving `config`, as after the first snapshot.
 fn serving(config: Config, metrics: &Arc<Metrics>) -> Store {
     let materials = load_materials(&config).unwrap();
@@ -128,7 +135,8 @@ fn rss_mb() -> u64 {
 /// the first.
 fn apply(store: &Store, metrics: &Arc<Metrics>, line: &[u8]) -> Reload {
     let decoded = decode(line.strip_suffix(b"\n").unwrap_or(line)).unwrap();
-    swap_in(store, metrics, decoded.config.unwrap()).unwrap()
+    let version = Some(decoded.version.as_str());
+    swap_in_versioned(store, metrics, decoded.config.unwrap(), version).unwrap()
 }
 
 fn bench_apply(c: &mut Criterion) {
@@ -157,8 +165,26 @@ fn bench_apply(c: &mut Criterion) {
         bench.iter(|| assert!(remora_api::validate(black_box(&a)).is_empty()))
     });
     let configs = [a.clone(), b.clone()];
+    let versions = [version_of(&lines[0]), version_of(&lines[1])];
+    // Every swap takes the other config than the one served: `i` counts
+    // them across the benches below.
     let mut i = 0;
     g.bench_function("build+swap", |bench| {
+        bench.iter_batched(
+            || {
+                i += 1;
+                (configs[i % 2].clone(), &versions[i % 2])
+            },
+            |(config, version)| {
+                assert!(matches!(
+                    swap_in_versioned(&store, &metrics, config, Some(version)),
+                    Ok(Reload::Applied(_))
+                ))
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("build+swap/serialized", |bench| {
         bench.iter_batched(
             || {
                 i += 1;

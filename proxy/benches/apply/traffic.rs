@@ -24,7 +24,7 @@ use remora_proxy::app::{App, Source};
 use remora_proxy::metrics::Metrics;
 use remora_proxy::snapshot::control::decode;
 use remora_proxy::snapshot::control::Settings;
-use remora_proxy::snapshot::{swap_in, Store};
+use remora_proxy::snapshot::{swap_in_versioned, Store};
 use remora_proxy::telemetry::LogLevel;
 use remora_test_support::{Http1Conn, Upstream};
 use std::convert::Infallible;
@@ -129,7 +129,8 @@ pub fn run() {
 /// the cache file.
 fn apply_outside(store: &Store, metrics: &Arc<Metrics>, line: &[u8], cache: &Path) {
     let decoded = decode(&line[..line.len() - 1]).unwrap();
-    swap_in(store, metrics, decoded.config.unwrap()).unwrap();
+    let version = Some(decoded.version.as_str());
+    swap_in_versioned(store, metrics, decoded.config.unwrap(), version).unwrap();
     let json = serde_json::to_vec(&*store.load_full().config).unwrap();
     std::fs::write(cache, json).unwrap();
 }

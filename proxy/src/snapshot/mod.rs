@@ -9,7 +9,7 @@ mod swap;
 
 pub use compile::{compile, load_materials, Materials};
 pub use file::{load_file, FileSource};
-pub use swap::{swap_in, Reload};
+pub use swap::{swap_in, swap_in_versioned, Reload};
 
 use crate::balance::{Backend, Endpoint};
 use crate::http::router::Router;
@@ -22,7 +22,10 @@ pub type Store = Arc<ArcSwap<Snapshot>>;
 /// A config compiled into lookup tables, with the runtime state of its
 /// endpoints (carried over from the snapshot it replaced).
 pub struct Snapshot {
-    /// Derived from content: the same config has the same version.
+    /// Derived from content: the same config (and files) has the same
+    /// version. Either from the config itself ([`version`]) or from a
+    /// version its source gave it ([`content_version`]); the two differ
+    /// for the same config.
     pub version: String,
     pub config: Arc<remora_api::Config>,
     /// In config order; listener tasks find theirs by index.
@@ -86,6 +89,16 @@ impl Snapshot {
 /// contents of the files it names (`files_digest`).
 pub fn version(config: &remora_api::Config, files_digest: u64) -> String {
     let mut bytes = serde_json::to_vec(config).unwrap_or_default();
+    bytes.extend_from_slice(&files_digest.to_le_bytes());
+    format!("{:016x}", crate::balance::content_hash(&bytes))
+}
+
+/// The version of a config that came with a version of its content
+/// (`content_version`, e.g. the control plane's): a hash of that and of the
+/// contents of the files the config names, without serializing the config.
+pub fn content_version(content_version: &str, files_digest: u64) -> String {
+    let mut bytes = b"content:".to_vec();
+    bytes.extend_from_slice(content_version.as_bytes());
     bytes.extend_from_slice(&files_digest.to_le_bytes());
     format!("{:016x}", crate::balance::content_hash(&bytes))
 }

@@ -15,21 +15,40 @@ pub enum Reload {
 /// Loads the files a validated `config` names, compiles it against the
 /// running snapshot (whose endpoint state it keeps) and swaps it in; or
 /// says it is unchanged; or returns every problem and changes nothing.
+/// The version is the config's own (see [`super::version`]).
 pub fn swap_in(
     store: &Store,
     metrics: &Arc<Metrics>,
     config: Config,
 ) -> Result<Reload, Vec<Problem>> {
+    swap_in_versioned(store, metrics, config, None)
+}
+
+/// [`swap_in`] for a config that comes with a version of its content (the
+/// control plane's): the local version is derived from it and the files'
+/// digest ([`super::content_version`]) instead of from the whole config
+/// serialized. `None` versions the config itself, as [`swap_in`] does.
+pub fn swap_in_versioned(
+    store: &Store,
+    metrics: &Arc<Metrics>,
+    config: Config,
+    content_version: Option<&str>,
+) -> Result<Reload, Vec<Problem>> {
     let current = store.load_full();
     check_listeners_unchanged(&current.config, &config)?;
     let materials = load_materials(&config)?;
-    let version = super::version(&config, materials.digest());
+    let version = match content_version {
+        Some(v) => super::content_version(v, materials.digest()),
+        None => super::version(&config, materials.digest()),
+    };
     if version == current.version {
         return Ok(Reload::Unchanged);
     }
     let next = super::compile::compile_as(config, materials, version, Some(&current), metrics)?;
     let version = next.version.clone();
     store.store(Arc::new(next));
+    // The replaced snapshot is freed here, with `current` (unless a
+    // request still holds it): its backends that were kept live on.
     Ok(Reload::Applied(version))
 }
 
@@ -65,7 +84,7 @@ fn check_listeners_unchanged(running: &Config, next: &Config) -> Result<(), Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::compile;
+    use crate::snapshot::{compile, content_version};
     use arc_swap::ArcSwap;
 
     /// Two backends; `b_extra` is appended to backend `b`'s settings.
@@ -142,5 +161,22 @@ backends:
         for name in ["a", "b"] {
             assert!(Arc::ptr_eq(&before.backends[name], &after.backends[name]));
         }
+    }
+
+    #[test]
+    fn a_content_version_stands_for_the_config() {
+        let metrics = Metrics::new();
+        let store = serving(config(""), &metrics);
+        let next = config("    connect_timeout: 3s");
+        let applied = swap_in_versioned(&store, &metrics, next.clone(), Some("v2"));
+        let Ok(Reload::Applied(local)) = applied else {
+            panic!("not applied: {applied:?}");
+        };
+        assert_eq!(local, store.load().version);
+        let digest = load_materials(&next).unwrap().digest();
+        assert_eq!(local, content_version("v2", digest));
+        assert_ne!(local, crate::snapshot::version(&next, digest));
+        let again = swap_in_versioned(&store, &metrics, next, Some("v2"));
+        assert_eq!(again, Ok(Reload::Unchanged));
     }
 }
