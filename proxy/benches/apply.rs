@@ -21,6 +21,7 @@
 //! | `apply/10k/build+swap` | `swap_in_versioned` of an already validated config with the line's version: listener check, versioning, compiling the routers and backends against the running snapshot (unchanged backends kept whole, endpoint state kept), the store, and dropping the old snapshot |
 //! | `apply/10k/build+swap/serialized` | the same with no version given (`swap_in`, as for a file): the version hashes the config serialized |
 //! | `apply/10k/total` | line in, config stored: `control::decode` then `swap_in_versioned` with the line's version, what the subscriber runs (it runs both on blocking threads) |
+//! | `apply/10k/delta` | a one-route change as a delta line: `control::decode_against` (parse, apply to a copy of the served config, validate the whole) then `swap_in_versioned`, what the subscriber runs for a delta |
 //! | `apply/10k/unchanged` | the same, for a line whose version is already served |
 //! | `apply/10k/first` | the first snapshot, nothing to reuse: every endpoint and its client built |
 //! | `apply/10k/drop` | dropping a snapshot that owns its endpoints (as at shutdown, or when every endpoint changed) |
@@ -36,10 +37,10 @@
 mod traffic;
 
 use criterion::{BatchSize, Criterion, SamplingMode};
-use remora_api::mesh::SnapshotMsg;
-use remora_api::Config;
+use remora_api::mesh::{DeltaMsg, SnapshotMsg};
+use remora_api::{Config, Delta, RoutesDelta};
 use remora_proxy::metrics::Metrics;
-use remora_proxy::snapshot::control::decode;
+use remora_proxy::snapshot::control::{decode, decode_against};
 use remora_proxy::snapshot::{compile, load_materials, swap_in, swap_in_versioned, Reload, Store};
 use std::fmt::Write as _;
 use std::hint::black_box;
@@ -205,6 +206,45 @@ fn bench_apply(c: &mut Criterion) {
             assert!(matches!(
                 apply(&store, &metrics, &lines[i % 2]),
                 Reload::Applied(_)
+            ));
+        })
+    });
+    // Deltas between the two versions: svc-0's route, as the control plane
+    // sends a one-route change.
+    let deltas: Vec<Vec<u8>> = (0..2)
+        .map(|k| {
+            let route = configs[k].listeners[0].routes[0].clone();
+            let msg = DeltaMsg {
+                version: versions[k].clone(),
+                base: versions[1 - k].clone(),
+                delta: Delta {
+                    routes: [(
+                        "outbound".to_string(),
+                        RoutesDelta {
+                            remove: Vec::new(),
+                            upsert: vec![route],
+                        },
+                    )]
+                    .into(),
+                    ..Delta::default()
+                },
+            };
+            serde_json::to_vec(&msg).unwrap()
+        })
+        .collect();
+    g.bench_function("delta", |bench| {
+        bench.iter(|| {
+            i += 1;
+            let k = i % 2;
+            let served = store.load_full();
+            let decoded = decode_against(&deltas[k], Some(&versions[1 - k]), &served.config);
+            let decoded = decoded.unwrap();
+            let config = decoded.config.unwrap();
+            drop(served);
+            let version = Some(decoded.version.as_str());
+            assert!(matches!(
+                swap_in_versioned(&store, &metrics, config, version),
+                Ok(Reload::Applied(_))
             ));
         })
     });

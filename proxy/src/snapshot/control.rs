@@ -12,7 +12,9 @@
 //! file, can start from its last good snapshot when the control plane is
 //! down.
 
-use super::{compile, load_materials, swap_in, Reload, Snapshot, Store};
+use super::{
+    compile_as, content_version, load_materials, swap_in_versioned, Reload, Snapshot, Store,
+};
 use crate::metrics::Metrics;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
@@ -110,7 +112,8 @@ impl Subscriber {
         }
         msg.config.admin.address = admin;
         let materials = load_materials(&msg.config).ok()?;
-        let snap = compile(msg.config, materials, None, metrics).ok()?;
+        let local = content_version(&msg.version, materials.digest());
+        let snap = compile_as(msg.config, materials, local, None, metrics).ok()?;
         tracing::info!(path = %path.display(), version = %msg.version, "read the cached snapshot");
         Some((msg.version, snap))
     }
@@ -243,7 +246,7 @@ impl Subscriber {
         }
         let version = decoded.version;
         let delta = decoded.delta;
-        let result = self.try_apply(decoded.config).await;
+        let result = self.try_apply(decoded.config, version.clone()).await;
         let label = match &result {
             Ok(_) => "applied",
             Err(_) => "rejected",
@@ -279,9 +282,13 @@ impl Subscriber {
         }
     }
 
+    /// Swaps `config` in, or hands it to the app as the first snapshot. Its
+    /// local version derives from the control plane's `version` (no 10 MB
+    /// serialization to hash).
     async fn try_apply(
         &mut self,
         config: Result<Config, Vec<String>>,
+        version: String,
     ) -> Result<Reload, Vec<String>> {
         let config = config?;
         let (store, metrics) = (self.store.clone(), self.metrics.clone());
@@ -290,14 +297,18 @@ impl Subscriber {
         let first = self.first.take().filter(|f| !f.is_closed());
         let Some(first) = first else {
             // Compiling a large snapshot must not stall the runtime.
-            return tokio::task::spawn_blocking(move || swap_in(&store, &metrics, config))
-                .await
-                .map_err(|e| vec![e.to_string()])?
-                .map_err(strings);
+            return tokio::task::spawn_blocking(move || {
+                swap_in_versioned(&store, &metrics, config, Some(&version))
+            })
+            .await
+            .map_err(|e| vec![e.to_string()])?
+            .map_err(strings);
         };
+        let content = version.clone();
         let snap = tokio::task::spawn_blocking(move || {
             let materials = load_materials(&config)?;
-            compile(config, materials, None, &metrics)
+            let local = content_version(&content, materials.digest());
+            compile_as(config, materials, local, None, &metrics)
         })
         .await
         .map_err(|e| vec![e.to_string()])?
@@ -308,10 +319,12 @@ impl Subscriber {
             // The app stopped waiting (it started from the cache) just now.
             let (store, metrics) = (self.store.clone(), self.metrics.clone());
             let config = (*snap.config).clone();
-            return tokio::task::spawn_blocking(move || swap_in(&store, &metrics, config))
-                .await
-                .map_err(|e| vec![e.to_string()])?
-                .map_err(strings);
+            return tokio::task::spawn_blocking(move || {
+                swap_in_versioned(&store, &metrics, config, Some(&version))
+            })
+            .await
+            .map_err(|e| vec![e.to_string()])?
+            .map_err(strings);
         }
         match bound.await {
             Ok(Ok(())) => Ok(Reload::Applied(local)),
@@ -368,7 +381,7 @@ pub fn decode(line: &[u8]) -> Result<Decoded, serde_json::Error> {
 /// a delta applied to `config`, the config of version `has` served now. A
 /// delta from any other version is refused (NACKed: the control plane then
 /// sends the whole snapshot). `Err` when the line is not a message at all,
-/// which ends the subscription. With [`swap_in`], the whole of applying a
+/// which ends the subscription. With [`swap_in_versioned`], the whole of applying a
 /// snapshot after the first (the apply bench measures the two together).
 pub fn decode_against(
     line: &[u8],

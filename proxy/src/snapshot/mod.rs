@@ -7,7 +7,7 @@ pub mod control;
 mod file;
 mod swap;
 
-pub use compile::{compile, load_materials, Materials};
+pub use compile::{compile, compile_as, load_materials, Materials};
 pub use file::{load_file, FileSource};
 pub use swap::{swap_in, swap_in_versioned, Reload};
 
