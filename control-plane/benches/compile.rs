@@ -13,10 +13,13 @@
 //! | bench | what |
 //! |---|---|
 //! | `cp/parse/N` | `mesh::parse` of the YAML text: deserialize and validate, as a reload does |
-//! | `cp/validate/N` | `mesh::validate` alone: the mesh rules, then the proxy's validation of the config compiled for each workload and for a probe that calls everything |
-//! | `cp/compile/N` | `compile`: both workloads' snapshots, versions included |
-//! | `cp/validate+compile/N` | both, the CPU a reload spends between the text and the snapshots |
-//! | `cp/publish/N` | `Generation::build`: `compile` plus each snapshot encoded as its line (what a reload hands the streams) |
+//! | `cp/validate/N` | `mesh::validate` alone: the mesh rules, then the proxy's validation of one config that calls everything and of each workload's own part |
+//! | `cp/compile/N` | `compile`: both workloads' whole snapshots, versions included |
+//! | `cp/validate+compile/N` | both |
+//! | `cp/publish/N` | `Generation::build` with nothing to reuse: every service compiled into its part, each workload's snapshot put together from the parts and versioned (what a reload hands the streams; no line encoded yet) |
+//! | `cp/republish/N` | `Generation::build` after a one-service change (`svc-0`'s split), reusing the previous generation: what a reload after a small change does |
+//! | `cp/encode/N` | both workloads' whole snapshot lines encoded (done once per version, when first sent whole) |
+//! | `cp/delta/N` | the delta line for `all` after the one-service change (done per subscription) |
 
 mod common;
 
@@ -84,6 +87,23 @@ fn bench_compile(c: &mut Criterion) {
         });
         g.bench_with_input(BenchmarkId::new("publish", n), &mesh, |b, mesh| {
             b.iter(|| Generation::build(black_box(mesh), None, Instant::now()))
+        });
+        let first = Generation::build(&mesh, None, Instant::now());
+        let changed = mesh::parse(&mesh_yaml(n, &two_workloads(n), 60)).unwrap();
+        g.bench_with_input(BenchmarkId::new("republish", n), &changed, |b, changed| {
+            b.iter(|| Generation::build(black_box(changed), Some(&first), Instant::now()))
+        });
+        g.bench_with_input(BenchmarkId::new("encode", n), &mesh, |b, mesh| {
+            b.iter_batched(
+                || Generation::build(mesh, None, Instant::now()),
+                |g| g.snapshots.values().map(|p| p.line().len()).sum::<usize>(),
+                criterion::BatchSize::PerIteration,
+            )
+        });
+        let second = Generation::build(&changed, Some(&first), Instant::now());
+        let (was, now) = (&first.snapshots["all"], &second.snapshots["all"]);
+        g.bench_function(BenchmarkId::new("delta", n), |b| {
+            b.iter(|| now.delta_line(black_box(was)).unwrap().0.len())
         });
     }
     g.finish();
