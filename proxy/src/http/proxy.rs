@@ -6,7 +6,7 @@ use super::client::Proto;
 use super::error::ProxyError;
 use super::headers::{add_forwarded, is_upgrade, remove_hop_by_hop};
 use super::retry;
-use super::router::{rewrite_prefix, Action, Route};
+use super::router::{rewrite_prefix, Action, Route, RouteMetrics};
 use crate::balance::{now_ns, Backend, InFlight, Overflow};
 use crate::snapshot::ListenerTable;
 use http::header::{self, HeaderValue};
@@ -39,20 +39,23 @@ impl Downstream {
 
 /// What happened to a request: the response (or the proxy's error) and the
 /// route and backend that served it, for metrics and logs.
-pub struct Outcome {
+pub struct Outcome<'a> {
     pub result: Result<Response<ResponseBody>, ProxyError>,
     pub route: Option<Arc<str>>,
     pub backend: Option<Arc<str>>,
+    /// The route-and-backend's metric handles, when it was forwarded.
+    pub metrics: Option<&'a RouteMetrics>,
     /// A fault delay was injected.
     pub delayed: bool,
 }
 
-impl Outcome {
+impl Outcome<'_> {
     fn err(e: ProxyError) -> Self {
         Outcome {
             result: Err(e),
             route: None,
             backend: None,
+            metrics: None,
             delayed: false,
         }
     }
@@ -62,6 +65,7 @@ impl Outcome {
             result,
             route: Some(route.name.clone()),
             backend: None,
+            metrics: None,
             delayed: false,
         }
     }
@@ -81,11 +85,11 @@ fn request_host(req: &Request<Incoming>) -> Option<&str> {
     })
 }
 
-pub async fn handle(
-    listener: &ListenerTable,
+pub async fn handle<'a>(
+    listener: &'a ListenerTable,
     down: &Downstream,
     mut req: Request<Incoming>,
-) -> Outcome {
+) -> Outcome<'a> {
     let limits = &listener.limits;
     let limit = limits.max_request_header_bytes;
     if (limit < 8192 || req.version() == Version::HTTP_2) && head_size(&req) > limit {
@@ -169,6 +173,7 @@ pub async fn handle(
                 result: Ok(rsp),
                 route: route_name,
                 backend: None,
+                metrics: None,
                 delayed,
             };
         }
@@ -177,12 +182,13 @@ pub async fn handle(
                 result: redirect(rd, &req, down.tls, route),
                 route: route_name,
                 backend: None,
+                metrics: None,
                 delayed,
             }
         }
         Action::Forward(split) => split,
     };
-    let backend = split.pick(&mut rng);
+    let (backend, metrics) = split.pick_with_metrics(&mut rng);
     let on_upgrade = (req.version() == Version::HTTP_11 && is_upgrade(req.headers()))
         .then(|| hyper::upgrade::on(&mut req));
     let result = forward(
@@ -199,6 +205,7 @@ pub async fn handle(
         result,
         route: route_name,
         backend: Some(backend.name.clone()),
+        metrics: Some(metrics),
         delayed,
     }
 }

@@ -15,7 +15,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use regex::Regex;
 use remora_api as api;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 pub struct Router {
@@ -56,30 +56,52 @@ pub enum Action {
     Redirect(api::Redirect),
 }
 
-/// Weighted backends of a route (a traffic split).
+/// Weighted backends of a route (a traffic split), each with the metric
+/// handles of its (listener, route, backend).
 pub struct Split {
-    backends: Vec<(Arc<Backend>, u32)>,
+    backends: Vec<(Arc<Backend>, u32, RouteMetrics)>,
     total: u32,
 }
 
 impl Split {
     pub fn pick(&self, rng: &mut fastrand::Rng) -> &Arc<Backend> {
+        self.pick_with_metrics(rng).0
+    }
+
+    /// A backend by weight, with its metric handles for this route.
+    pub fn pick_with_metrics(&self, rng: &mut fastrand::Rng) -> (&Arc<Backend>, &RouteMetrics) {
+        let (b, _, m) = self.entry(rng);
+        (b, m)
+    }
+
+    fn entry(&self, rng: &mut fastrand::Rng) -> &(Arc<Backend>, u32, RouteMetrics) {
         if self.backends.len() == 1 {
-            return &self.backends[0].0;
+            return &self.backends[0];
         }
         let mut n = rng.u32(0..self.total);
-        for (b, w) in &self.backends {
-            if n < *w {
-                return b;
+        for e in &self.backends {
+            if n < e.1 {
+                return e;
             }
-            n -= w;
+            n -= e.1;
         }
-        &self.backends[self.backends.len() - 1].0
+        &self.backends[self.backends.len() - 1]
     }
 
     pub fn backends(&self) -> impl Iterator<Item = &Arc<Backend>> {
-        self.backends.iter().map(|(b, _)| b)
+        self.backends.iter().map(|(b, _, _)| b)
     }
+}
+
+/// The metric series a request through one route to one backend ends in,
+/// looked up once (on the first such request after a swap) and kept: the
+/// request path then counts without hashing labels or taking the metric
+/// vector's lock. Only the common outcome is kept (a 200 without a proxy
+/// error); others are looked up each time.
+#[derive(Default)]
+pub struct RouteMetrics {
+    pub ok: OnceLock<prometheus::IntCounter>,
+    pub duration: OnceLock<prometheus::Histogram>,
 }
 
 struct Matcher {
@@ -292,9 +314,9 @@ fn compile_route(
         for wb in &r.backends {
             let b =
                 backend(&wb.name).ok_or_else(|| format!("no backend is named `{}`", wb.name))?;
-            backends.push((b, wb.weight));
+            backends.push((b, wb.weight, RouteMetrics::default()));
         }
-        let total = backends.iter().map(|(_, w)| *w).sum();
+        let total = backends.iter().map(|(_, w, _)| *w).sum();
         Action::Forward(Split { backends, total })
     };
     let rewrite_prefix = match (

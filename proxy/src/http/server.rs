@@ -110,12 +110,23 @@ impl ListenerCtx {
                 .with_label_values(&[&*self.name, route, "delay"])
                 .inc();
         }
-        m.responses
-            .with_label_values(&[&*self.name, route, backend, rsp.status().as_str(), cause])
-            .inc();
-        m.duration
-            .with_label_values(&[&*self.name, route, backend])
-            .observe(started.elapsed().as_secs_f64());
+        let elapsed = started.elapsed().as_secs_f64();
+        // The route's handles for the common outcome; else a label lookup.
+        let status = rsp.status();
+        let responses = || {
+            m.responses
+                .with_label_values(&[&*self.name, route, backend, status.as_str(), cause])
+        };
+        let ok = status == http::StatusCode::OK && cause.is_empty();
+        match outcome.metrics {
+            Some(h) if ok => h.ok.get_or_init(responses).inc(),
+            _ => responses().inc(),
+        }
+        let duration = || m.duration.with_label_values(&[&*self.name, route, backend]);
+        match outcome.metrics {
+            Some(h) => h.duration.get_or_init(duration).observe(elapsed),
+            None => duration().observe(elapsed),
+        }
         rsp
     }
 }
