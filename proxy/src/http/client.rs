@@ -8,6 +8,13 @@
 //! queue is allocated when the first sender goes back to it: most endpoints
 //! of a large snapshot are never used, and 100,000 queues of 64 slots would
 //! take about 400 MB.
+//!
+//! A sender goes back a moment after its response ended (its connection task
+//! must see the end first), so a request that finds the pool empty while a
+//! sender is on its way back races the two: it opens a new connection and
+//! takes the returning sender if that comes first. Without that, a client
+//! sending request after request on one connection would now and then open a
+//! second upstream connection.
 
 use super::body::RequestBody;
 use super::error::ProxyError;
@@ -23,7 +30,9 @@ use rustls_pki_types::ServerName;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -64,11 +73,22 @@ struct Idle {
     since: Instant,
 }
 
+/// The idle senders of one endpoint, and the ones on their way back.
+struct Pool {
+    idle: ArrayQueue<Idle>,
+    /// Senders whose response was handed out and that will come back when
+    /// their connection is ready (or go, if it closed).
+    returning: AtomicUsize,
+    /// Requests waiting for one of those (while connecting).
+    waiting: AtomicUsize,
+    returned: tokio::sync::Notify,
+}
+
 pub struct EndpointClient {
     addr: SocketAddr,
     transport: Transport,
     /// The pool; empty until a connection is first checked in.
-    idle: OnceLock<Arc<ArrayQueue<Idle>>>,
+    idle: OnceLock<Arc<Pool>>,
     h2: ArcSwapOption<http2::SendRequest<RequestBody>>,
     h2_connecting: tokio::sync::Mutex<()>,
     /// When the HTTP/2 connection last started a request ([`now_ns`]).
@@ -94,7 +114,7 @@ impl EndpointClient {
     }
 
     pub fn idle_connections(&self) -> usize {
-        self.idle.get().map_or(0, |pool| pool.len())
+        self.idle.get().map_or(0, |pool| pool.idle.len())
     }
 
     /// Sends a request; `upgrade` requests get a connection of their own.
@@ -127,7 +147,7 @@ impl EndpointClient {
     ) -> Result<http::Response<Incoming>, ProxyError> {
         let (mut tx, reused) = match self.checkout() {
             Some(tx) => (tx, true),
-            None => (self.connect_h1(limits).await?, false),
+            None => self.connect_or_returned(limits).await?,
         };
         let req = match tx.try_send_request(req).await {
             Ok(rsp) => {
@@ -150,8 +170,38 @@ impl EndpointClient {
         Ok(rsp)
     }
 
+    /// A new connection, or a pooled one that comes back first (`true`).
+    async fn connect_or_returned(
+        &self,
+        limits: Limits<'_>,
+    ) -> Result<(http1::SendRequest<RequestBody>, bool), ProxyError> {
+        let pool = match self.idle.get() {
+            Some(pool) if pool.returning.load(SeqCst) > 0 => pool,
+            _ => return Ok((self.connect_h1(limits).await?, false)),
+        };
+        let connect = self.connect_h1(limits);
+        tokio::pin!(connect);
+        pool.waiting.fetch_add(1, SeqCst);
+        let _waiting = Waiting(&pool.waiting);
+        loop {
+            let returned = pool.returned.notified();
+            tokio::pin!(returned);
+            returned.as_mut().enable();
+            if let Some(tx) = self.checkout() {
+                return Ok((tx, true));
+            }
+            if pool.returning.load(SeqCst) == 0 {
+                return Ok(((&mut connect).await?, false));
+            }
+            tokio::select! {
+                tx = &mut connect => return Ok((tx?, false)),
+                () = returned => {}
+            }
+        }
+    }
+
     fn checkout(&self) -> Option<http1::SendRequest<RequestBody>> {
-        let pool = self.idle.get()?;
+        let pool = &self.idle.get()?.idle;
         while let Some(idle) = pool.pop() {
             if idle.since.elapsed() < self.transport.idle_timeout && idle.tx.is_ready() {
                 return Some(idle.tx);
@@ -168,15 +218,28 @@ impl EndpointClient {
         }
         // Allocated once per endpoint, with its first pooled connection.
         let size = self.transport.max_idle;
-        let pool = self.idle.get_or_init(|| Arc::new(ArrayQueue::new(size)));
+        let pool = self.idle.get_or_init(|| {
+            Arc::new(Pool {
+                idle: ArrayQueue::new(size),
+                returning: AtomicUsize::new(0),
+                waiting: AtomicUsize::new(0),
+                returned: tokio::sync::Notify::new(),
+            })
+        });
         let pool = pool.clone();
+        pool.returning.fetch_add(1, SeqCst);
         tokio::spawn(async move {
             if tx.ready().await.is_ok() {
                 // A full pool drops (closes) the extra connection.
-                let _ = pool.push(Idle {
+                let _ = pool.idle.push(Idle {
                     tx,
                     since: Instant::now(),
                 });
+            }
+            pool.returning.fetch_sub(1, SeqCst);
+            // Only a request racing a connect waits: no lock otherwise.
+            if pool.waiting.load(SeqCst) > 0 {
+                pool.returned.notify_waiters();
             }
         });
     }
@@ -191,7 +254,7 @@ impl EndpointClient {
         {
             self.h2.store(None);
         }
-        let Some(pool) = self.idle.get() else {
+        let Some(pool) = self.idle.get().map(|p| &p.idle) else {
             return;
         };
         for _ in 0..pool.len() {
@@ -395,5 +458,14 @@ impl AsyncWrite for Conn {
             Conn::Plain(s) => s.is_write_vectored(),
             Conn::Tls(s) => s.is_write_vectored(),
         }
+    }
+}
+
+/// Counts a request among a pool's waiters while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, SeqCst);
     }
 }

@@ -224,3 +224,23 @@ type Case<'a> = (
     &'a [(&'a str, &'a str)],
     Option<&'a str>,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_one_after_another_reuse_one_upstream_connection() {
+    use remora_test_support::Http1Conn;
+    let a = Upstream::start("a").await;
+    let routes = "      - name: main\n        backends: [{ name: a }]";
+    let backends = format!("  - name: a\n    endpoints: [{{ address: {} }}]", a.addr());
+    let proxy = start(&config(routes, &backends)).await;
+    let mut conn = Http1Conn::connect(proxy.listener("edge")).await;
+    // The next request often arrives before the upstream connection is back
+    // in the pool: it must wait for it rather than open another.
+    for _ in 0..300 {
+        assert_eq!(conn.get("/").await.upstream(), Some("a"));
+    }
+    assert_eq!(
+        a.connections(),
+        1,
+        "one upstream connection for 300 requests"
+    );
+}
