@@ -22,7 +22,7 @@
 use crate::balance::Backend;
 use crate::detect::{self, Detection, Reason, Rewind};
 use crate::drain::Watch;
-use crate::http::proxy::Downstream;
+use crate::http::proxy::{Downstream, Passthrough};
 use crate::http::server::{serve, ListenerCtx};
 use crate::snapshot::{EndpointIndex, InboundTable, ListenerTable};
 use crate::tcp::Target;
@@ -224,9 +224,8 @@ async fn inbound_connection(
         .with_label_values(&[&*ctx.name, id.as_deref().unwrap_or("-")])
         .inc();
     let down = Downstream {
-        client,
-        tls: true,
         client_id: id.map(Arc::from),
+        ..Downstream::new(client, true)
     };
     decrypted(ctx, stream, down, dst_port, plan, drain).await
 }
@@ -334,6 +333,14 @@ pub async fn dispatch<I>(
         }
     }
     if decision == Decision::Http {
+        let mut down = down;
+        // Redirected out of the pod: a host no route knows goes on to where
+        // the client was headed.
+        if let (Some(dst), Some(_), None) =
+            (plan.destination, &plan.original_destination, &plan.inbound)
+        {
+            down.passthrough = Some(Arc::new(Passthrough::new(dst, ctx.metrics.clone())));
+        }
         return serve(ctx.clone(), io, down, &plan.limits, drain).await;
     }
     match opaque_target(&plan) {

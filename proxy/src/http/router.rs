@@ -56,6 +56,36 @@ pub enum Action {
     Redirect(api::Redirect),
 }
 
+impl Route {
+    /// What a request that matches no route of a transparent listener goes
+    /// through on its way to its original destination: no timeout, no
+    /// retries, no header operations, no rewrites.
+    pub fn passthrough() -> Route {
+        Route {
+            name: "".into(),
+            matcher: Matcher {
+                path: PathMatcher::Any,
+                methods: Vec::new(),
+                headers: Vec::new(),
+            },
+            action: Action::Forward(Split {
+                backends: Vec::new(),
+                total: 0,
+            }),
+            request_headers: HeaderOps::default(),
+            response_headers: HeaderOps::default(),
+            rewrite_host: None,
+            rewrite_prefix: None,
+            timeout: None,
+            idle_timeout: None,
+            retry: None,
+            rate_limit: None,
+            fault: None,
+            authz: None,
+        }
+    }
+}
+
 /// Weighted backends of a route (a traffic split), each with the metric
 /// handles of its (listener, route, backend).
 pub struct Split {
