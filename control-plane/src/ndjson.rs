@@ -20,6 +20,9 @@ pub fn line<T: serde::Serialize>(msg: &T) -> Bytes {
 pub struct Lines<B> {
     body: B,
     buf: BytesMut,
+    /// Bytes at the start of `buf` known to hold no newline: each byte is
+    /// searched once, however many frames a line takes.
+    searched: usize,
     max: usize,
     done: bool,
 }
@@ -33,6 +36,7 @@ where
         Lines {
             body,
             buf: BytesMut::new(),
+            searched: 0,
             max: MAX_LINE,
             done: false,
         }
@@ -42,17 +46,21 @@ where
     /// at the end of the body. A last line without a newline still counts.
     pub async fn next(&mut self) -> Result<Option<Bytes>, Error> {
         loop {
-            if let Some(end) = self.buf.iter().position(|b| *b == b'\n') {
+            if let Some(at) = self.buf[self.searched..].iter().position(|b| *b == b'\n') {
+                let end = self.searched + at;
+                self.searched = 0;
                 let line = self.buf.split_to(end + 1).freeze().slice(..end);
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
                 return Ok(Some(line));
             }
+            self.searched = self.buf.len();
             if self.buf.len() > self.max {
                 return Err(Error::LineTooLong(self.max));
             }
             if self.done {
+                self.searched = 0;
                 let rest = self.buf.split().freeze();
                 let blank = rest.iter().all(u8::is_ascii_whitespace);
                 return Ok((!blank).then_some(rest));
