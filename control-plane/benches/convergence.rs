@@ -137,6 +137,7 @@ async fn run(s: &Scenario) {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         admin: SocketAddr::from(([127, 0, 0, 1], 0)),
         ca: None,
+        tls: None,
     })
     .await
     .unwrap();

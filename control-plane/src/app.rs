@@ -30,6 +30,42 @@ pub struct Settings {
     pub admin: SocketAddr,
     /// `None`: no CA; certificate requests get a 503.
     pub ca: Option<CaSettings>,
+    /// The certificate `listen` serves with; `None`: plain TCP.
+    pub tls: Option<ServingTls>,
+}
+
+/// The certificate and key (PEM) of the snapshot stream's port.
+#[derive(Clone, Debug)]
+pub struct ServingTls {
+    /// The leaf first, then its intermediates.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl ServingTls {
+    /// The TLS server config: HTTP/2 and HTTP/1.1 by ALPN.
+    pub fn load(&self) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = CertificateDer::pem_file_iter(&self.cert)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| anyhow::anyhow!("--tls-cert {}: {e}", self.cert.display()))?;
+        anyhow::ensure!(
+            !certs.is_empty(),
+            "--tls-cert {}: no certificate in the file",
+            self.cert.display()
+        );
+        let key = PrivateKeyDer::from_pem_file(&self.key)
+            .map_err(|e| anyhow::anyhow!("--tls-key {}: {e}", self.key.display()))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| anyhow::anyhow!("--tls-key {}: {e}", self.key.display()))?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
 }
 
 pub struct App {
@@ -73,6 +109,7 @@ impl App {
         let proxies = Proxies::new(metrics.clone());
         let readiness = Arc::new(Readiness::default());
 
+        let tls = settings.tls.as_ref().map(ServingTls::load).transpose()?;
         let tcp = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot bind the snapshot stream to {}", settings.listen))?;
@@ -103,8 +140,9 @@ impl App {
                 metrics: metrics.clone(),
             }),
         });
-        let stream = tokio::spawn(stream::serve(tcp, streams, stop_rx.clone()));
-        tracing::info!(address = %listen_addr, "control plane bound");
+        let tls_on = tls.is_some();
+        let stream = tokio::spawn(stream::serve(tcp, tls, streams, stop_rx.clone()));
+        tracing::info!(address = %listen_addr, tls = tls_on, "control plane bound");
         tokio::spawn(source.watch(stop_rx));
         readiness.set_ready();
         Ok(App {

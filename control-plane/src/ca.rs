@@ -155,6 +155,51 @@ impl Ca {
     }
 }
 
+impl Ca {
+    /// A server certificate for the control plane's own port (`run
+    /// --tls-cert`), for `names` (IP addresses and DNS names), with a new
+    /// key: the chain PEM (leaf, then intermediates) and the PKCS#8 key PEM.
+    /// Valid as long as workload certificates are, at most to the CA's expiry.
+    pub fn serving_certificate(
+        &self,
+        names: &[String],
+        now: SystemTime,
+    ) -> Result<(String, String), Error> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| Error::Internal(format!("key: {e}")))?;
+        let mut params = CertificateParams::new(Vec::<String>::new())
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "remora-control-plane");
+        for n in names {
+            params.subject_alt_names.push(match n.parse() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(
+                    n.as_str()
+                        .try_into()
+                        .map_err(|e| Error::Internal(format!("name `{n}`: {e}")))?,
+                ),
+            });
+        }
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        params.not_before = asn1_time(now - BACKDATE);
+        params.not_after = asn1_time((now + self.lifetime).min(self.not_after));
+        params.serial_number = Some(SerialNumber::from_slice(&random_serial()));
+        let leaf = params
+            .signed_by(&key, &self.issuer)
+            .map_err(|e| Error::Internal(format!("signing: {e}")))?;
+        Ok((
+            format!("{}{}", leaf.pem(), self.intermediates),
+            key.serialize_pem(),
+        ))
+    }
+}
+
 /// The CA certificate checked (a CA that may sign, not expired) with its
 /// key checked (PKCS#8, the certificate's): an issuer, and its expiry.
 fn signer(

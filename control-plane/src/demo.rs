@@ -11,6 +11,7 @@
 //! started (by PID), the apps and the control plane, and removes the
 //! directory.
 
+use crate::app::ServingTls;
 use crate::ca::CaSettings;
 use crate::{App, Settings};
 use anyhow::{bail, Context as _};
@@ -193,17 +194,29 @@ async fn run_in(args: &DemoArgs, proxy_bin: &Path, dir: &Path) -> anyhow::Result
     std::fs::write(dir.join("tokens.yaml"), tokens)?;
     let mesh_path = dir.join("mesh.yaml");
     std::fs::write(&mesh_path, mesh_yaml(&workloads))?;
+    let ca = CaSettings {
+        cert: ca_cert.clone(),
+        key: ca_key,
+        trust_roots: None,
+        join_tokens: dir.join("tokens.yaml"),
+        lifetime: Duration::from_secs(3600),
+    };
+    // The control plane's port serves TLS with a certificate from the same
+    // CA: sidecars verify it, so their join tokens never travel in clear.
+    let (chain, key) = crate::ca::Ca::from_files(&ca)?
+        .serving_certificate(&["127.0.0.1".to_string()], std::time::SystemTime::now())?;
+    let tls = ServingTls {
+        cert: dir.join("control-plane.crt"),
+        key: dir.join("control-plane.key"),
+    };
+    std::fs::write(&tls.cert, chain)?;
+    std::fs::write(&tls.key, key)?;
     let cp = App::start(Settings {
         mesh: mesh_path.clone(),
         listen: "127.0.0.1:0".parse()?,
         admin: "127.0.0.1:0".parse()?,
-        ca: Some(CaSettings {
-            cert: ca_cert,
-            key: ca_key,
-            trust_roots: None,
-            join_tokens: dir.join("tokens.yaml"),
-            lifetime: Duration::from_secs(3600),
-        }),
+        ca: Some(ca),
+        tls: Some(tls),
     })
     .await
     .context("start the control plane")?;
@@ -223,7 +236,14 @@ async fn run_in(args: &DemoArgs, proxy_bin: &Path, dir: &Path) -> anyhow::Result
     ];
 
     let mut sidecars = Vec::new();
-    let started = start_sidecars(&workloads, proxy_bin, dir, cp.listen_addr, &mut sidecars).await;
+    let started = start_sidecars(
+        &workloads,
+        proxy_bin,
+        dir,
+        (cp.listen_addr, &ca_cert),
+        &mut sidecars,
+    )
+    .await;
     let outcome = match started {
         Ok(()) => {
             print_intro(&workloads, &sidecars, &cp, dir);
@@ -246,7 +266,7 @@ async fn start_sidecars(
     workloads: &[Ports],
     proxy_bin: &Path,
     dir: &Path,
-    cp: SocketAddr,
+    (cp, cp_ca): (SocketAddr, &Path),
     sidecars: &mut Vec<Sidecar>,
 ) -> anyhow::Result<()> {
     for w in workloads {
@@ -254,6 +274,8 @@ async fn start_sidecars(
         let out = std::fs::File::create(&log)?;
         let child = Command::new(proxy_bin)
             .args(["run", "--control-plane", &cp.to_string()])
+            .arg("--control-plane-ca")
+            .arg(cp_ca)
             .args(["--workload", w.name, "--admin", &w.admin.to_string()])
             .arg("--identity-token")
             .arg(dir.join(format!("{}.token", w.name)))

@@ -2,6 +2,7 @@
 //! for a signal, stop; or `check` a mesh file; or `ca init` a development CA.
 
 use clap::{Parser, Subcommand};
+use remora_control_plane::app::ServingTls;
 use remora_control_plane::ca::{self, CaSettings};
 use remora_control_plane::telemetry::{self, LogFormat};
 use remora_control_plane::{App, Settings};
@@ -34,6 +35,15 @@ enum Command {
         listen: SocketAddr,
         #[command(flatten)]
         ca: CaArgs,
+        /// The certificate (PEM, leaf then intermediates) --listen serves
+        /// TLS with; proxies verify it with --control-plane-ca. Without it,
+        /// --listen is plain TCP: keep it on loopback or a trusted network,
+        /// as join tokens then travel in clear.
+        #[arg(long, env = "REMORA_CP_TLS_CERT", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key of --tls-cert (PEM).
+        #[arg(long, env = "REMORA_CP_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
         /// Address of the admin server (`/live`, `/ready`, `/status`, `/metrics`).
         #[arg(long, env = "REMORA_CP_ADMIN", default_value = "127.0.0.1:9990")]
         admin: SocketAddr,
@@ -81,6 +91,27 @@ enum CaCommand {
         /// The trust domain, shown in the CA's name (set the same in the mesh).
         #[arg(long, default_value = "cluster.local")]
         trust_domain: String,
+    },
+    /// Write a certificate for the control plane's own port (`run
+    /// --tls-cert`), signed by the CA, as DIR/control-plane.crt and
+    /// DIR/control-plane.key (mode 0600).
+    ServingCert {
+        /// The CA certificate (PEM), as for `run`.
+        #[arg(long)]
+        ca_cert: PathBuf,
+        /// The CA's private key (PEM, PKCS#8).
+        #[arg(long)]
+        ca_key: PathBuf,
+        /// A name proxies dial the control plane by: an IP address or a DNS
+        /// name (repeat for several).
+        #[arg(long = "name", required = true)]
+        names: Vec<String>,
+        /// How long the certificate is valid.
+        #[arg(long, default_value = "8760h")]
+        lifetime: remora_api::Duration,
+        /// The directory to write into (created if missing).
+        #[arg(long)]
+        dir: PathBuf,
     },
 }
 
@@ -149,10 +180,22 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Ca {
+            command:
+                CaCommand::ServingCert {
+                    ca_cert,
+                    ca_key,
+                    names,
+                    lifetime,
+                    dir,
+                },
+        } => serving_cert(&ca_cert, &ca_key, &names, lifetime.get(), &dir),
         Command::Run {
             mesh,
             listen,
             ca,
+            tls_cert,
+            tls_key,
             admin,
             log_format,
         } => {
@@ -165,6 +208,9 @@ fn main() -> ExitCode {
                 listen,
                 admin,
                 ca: ca.settings(),
+                tls: tls_cert
+                    .zip(tls_key)
+                    .map(|(cert, key)| ServingTls { cert, key }),
             })) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -198,6 +244,63 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
         .build()
         .map_err(|e| eprintln!("error: cannot start the runtime: {e}"))
         .ok()
+}
+
+fn serving_cert(
+    ca_cert: &Path,
+    ca_key: &Path,
+    names: &[String],
+    lifetime: std::time::Duration,
+    dir: &Path,
+) -> ExitCode {
+    let settings = CaSettings {
+        cert: ca_cert.to_path_buf(),
+        key: ca_key.to_path_buf(),
+        trust_roots: None,
+        join_tokens: PathBuf::new(),
+        lifetime,
+    };
+    let written = ca::Ca::from_files(&settings).and_then(|ca| {
+        let (chain, key) = ca.serving_certificate(names, std::time::SystemTime::now())?;
+        std::fs::create_dir_all(dir)?;
+        let (cert_path, key_path) = (dir.join("control-plane.crt"), dir.join("control-plane.key"));
+        std::fs::write(&cert_path, chain)?;
+        write_secret(&key_path, key.as_bytes())?;
+        Ok((cert_path, key_path))
+    });
+    match written {
+        Ok((cert, key)) => {
+            println!("wrote {} (for {})", cert.display(), names.join(", "));
+            println!("  and {} (its private key, mode 0600)", key.display());
+            println!(
+                "Serve with: remora-control-plane run ... --tls-cert {} --tls-key {}",
+                cert.display(),
+                key.display()
+            );
+            println!(
+                "Proxies verify it with: remora-proxy run ... --control-plane-ca {}",
+                ca_cert.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes a file only its owner may read.
+fn write_secret(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
 }
 
 fn ca_init(dir: &Path, trust_domain: &str) -> ExitCode {

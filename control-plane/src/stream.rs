@@ -28,7 +28,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use remora_api::mesh::{Ack, Hello};
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -56,10 +56,19 @@ pub struct Stream {
     pub certifier: Arc<Certifier>,
 }
 
-/// Serves subscriptions until `stop`; then ends every stream and gives the
-/// connections a second to close.
-pub async fn serve(listener: TcpListener, stream: Arc<Stream>, mut stop: watch::Receiver<bool>) {
+/// How long a client has for its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves subscriptions until `stop`, over TLS when `tls` is given; then
+/// ends every stream and gives the connections a second to close.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    stream: Arc<Stream>,
+    mut stop: watch::Receiver<bool>,
+) {
     let graceful = GracefulShutdown::new();
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
         let (tcp, peer) = tokio::select! {
             a = listener.accept() => match a {
@@ -73,27 +82,48 @@ pub async fn serve(listener: TcpListener, stream: Arc<Stream>, mut stop: watch::
             _ = stopped(&mut stop) => break,
         };
         let _ = tcp.set_nodelay(true);
-        let stream = stream.clone();
-        let svc = hyper::service::service_fn(move |req| {
-            let stream = stream.clone();
-            async move { Ok::<_, Infallible>(stream.handle(req, peer).await) }
-        });
-        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .keep_alive_interval(KEEPALIVE);
-        let conn = builder
-            .serve_connection(TokioIo::new(tcp), svc)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let (stream, watcher) = (stream.clone(), graceful.watcher());
+        let Some(acceptor) = acceptor.clone() else {
+            connection(tcp, peer, stream, watcher);
+            continue;
+        };
+        // The handshake runs in its own task: a slow client holds up no one.
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "subscriber connection ended");
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => connection(tls, peer, stream, watcher),
+                Ok(Err(e)) => {
+                    tracing::info!(peer = %peer, error = %e, "TLS handshake failed; connection dropped")
+                }
+                Err(_) => {
+                    tracing::info!(peer = %peer, "TLS handshake timed out; connection dropped")
+                }
             }
         });
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), graceful.shutdown()).await;
+}
+
+/// Serves one connection (HTTP/2 or HTTP/1.1) in a task of its own.
+fn connection<I>(io: I, peer: SocketAddr, stream: Arc<Stream>, watcher: Watcher)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| {
+        let stream = stream.clone();
+        async move { Ok::<_, Infallible>(stream.handle(req, peer).await) }
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(KEEPALIVE);
+    let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
+    let conn = watcher.watch(conn);
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "subscriber connection ended");
+        }
+    });
 }
 
 fn text(status: StatusCode, body: String) -> Response<Body> {

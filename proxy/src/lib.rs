@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod app;
 pub mod balance;
+pub mod control_plane;
 pub mod detect;
 pub mod drain;
 pub mod http;

@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 use remora_proxy::app::Source;
+use remora_proxy::control_plane::Dial;
 use remora_proxy::identity::issuer::Settings as IssuerSettings;
 use remora_proxy::snapshot::control::Settings;
 use remora_proxy::telemetry::{self, LogFormat};
@@ -72,6 +73,15 @@ struct ControlPlaneArgs {
     /// control plane's CA (`POST /v1/certify` on --control-plane) and renew it.
     #[arg(long, env = "REMORA_IDENTITY_TOKEN", requires = "control_plane")]
     identity_token: Option<PathBuf>,
+    /// The roots (PEM) the control plane's certificate chains to: connect to
+    /// it over TLS. Without it, plain TCP (keep the control plane on
+    /// loopback or a trusted network then: join tokens travel in clear).
+    #[arg(long, env = "REMORA_CONTROL_PLANE_CA", requires = "control_plane")]
+    control_plane_ca: Option<PathBuf>,
+    /// The name the control plane's certificate is for (a DNS name or an IP
+    /// address). Default: the IP address of --control-plane.
+    #[arg(long, env = "REMORA_CONTROL_PLANE_NAME", requires = "control_plane_ca")]
+    control_plane_name: Option<String>,
     /// Admin server address in sidecar mode (file mode reads it from the config).
     #[arg(long, env = "REMORA_ADMIN", default_value = "127.0.0.1:4191")]
     admin: std::net::SocketAddr,
@@ -88,23 +98,32 @@ fn main() -> ExitCode {
             log_format,
             workers,
         } => {
-            let issuer = match (
-                control.identity_token,
-                control.control_plane,
-                &control.workload,
-            ) {
-                (Some(token_file), Some(address), Some(workload)) => Some(IssuerSettings {
-                    address,
+            let dial = match (control.control_plane, &control.control_plane_ca) {
+                (None, _) => None,
+                (Some(address), None) => Some(Dial::plain(address)),
+                (Some(address), Some(ca)) => {
+                    match Dial::tls(address, ca, control.control_plane_name.as_deref()) {
+                        Ok(dial) => Some(dial),
+                        Err(e) => {
+                            eprintln!("error: --control-plane-ca: {e}");
+                            return ExitCode::from(2);
+                        }
+                    }
+                }
+            };
+            let issuer = match (control.identity_token, &dial, &control.workload) {
+                (Some(token_file), Some(dial), Some(workload)) => Some(IssuerSettings {
+                    control_plane: dial.clone(),
                     workload: workload.clone(),
                     token_file,
                 }),
                 _ => None,
             };
-            let source = match (config, control.control_plane, control.workload) {
+            let source = match (config, dial, control.workload) {
                 (Some(path), _, _) => Source::File(path),
-                (None, Some(address), Some(workload)) => Source::ControlPlane {
+                (None, Some(control_plane), Some(workload)) => Source::ControlPlane {
                     settings: Settings {
-                        address,
+                        control_plane,
                         workload,
                         identity: control.identity,
                         cache: control.snapshot_cache,

@@ -30,7 +30,7 @@ fn key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
         .map_err(|e| format!("{}: no usable private key: {e}", path.display()))
 }
 
-fn roots(path: &Path) -> Result<rustls::RootCertStore, String> {
+pub fn roots(path: &Path) -> Result<rustls::RootCertStore, String> {
     let mut store = rustls::RootCertStore::empty();
     for c in certs(path)? {
         store

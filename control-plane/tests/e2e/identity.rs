@@ -10,6 +10,8 @@
 use super::*;
 use remora_test_support::{Load, ProxyProcess, Upstream};
 use std::ffi::OsStr;
+use std::os::unix::fs::PermissionsExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WEB_TOKEN: &str = "e2e-web-token-0123456789abcdef";
 const BATCH_TOKEN: &str = "e2e-batch-token-0123456789abcdef";
@@ -357,6 +359,10 @@ struct Unready {
 
 impl Unready {
     fn start(cp: SocketAddr, workload: &str, token: &Path) -> Unready {
+        Self::start_with(cp, workload, token, &[])
+    }
+
+    fn start_with(cp: SocketAddr, workload: &str, token: &Path, extra: &[&OsStr]) -> Unready {
         let mut child = Command::new(proxy_bin())
             .args([
                 "run",
@@ -373,6 +379,7 @@ impl Unready {
                 "--identity-token",
             ])
             .arg(token)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -554,5 +561,124 @@ workloads:
             "remora_identity_renewal_failures_total"
         ),
         0.0
+    );
+}
+
+/// The control plane's port over TLS: `ca serving-cert` makes its
+/// certificate from the mesh CA, a sidecar that verifies it gets its
+/// certificate and snapshots over it, `openssl s_client` verifies it too,
+/// plaintext is refused, and a sidecar trusting another CA never connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_plane_port_serves_tls_that_sidecars_verify() {
+    require("openssl");
+    let mesh = Mesh::start("1h").await;
+    let dir = mesh.dir.path();
+    let (ca_cert, ca_key) = (dir.join("ca/ca.crt"), dir.join("ca/ca.key"));
+    let out = std::process::Command::new(bin())
+        .args(["ca", "serving-cert", "--name", "127.0.0.1", "--ca-cert"])
+        .arg(&ca_cert)
+        .arg("--ca-key")
+        .arg(&ca_key)
+        .arg("--dir")
+        .arg(dir.join("cp"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("--tls-cert") && stdout.contains("--control-plane-ca"),
+        "{stdout}"
+    );
+    let (cert, key) = (
+        dir.join("cp/control-plane.crt"),
+        dir.join("cp/control-plane.key"),
+    );
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the key is private");
+    let tokens = dir.join("tokens.yaml");
+    let args: [&OsStr; 10] = [
+        "--ca-cert".as_ref(),
+        ca_cert.as_ref(),
+        "--ca-key".as_ref(),
+        ca_key.as_ref(),
+        "--join-tokens".as_ref(),
+        tokens.as_ref(),
+        "--tls-cert".as_ref(),
+        cert.as_ref(),
+        "--tls-key".as_ref(),
+        key.as_ref(),
+    ];
+    let cp =
+        ControlPlane::start_with(MESH_WITH_IDENTITIES, "127.0.0.1:0".parse().unwrap(), &args).await;
+
+    // A sidecar that verifies the port: certificate and snapshot over TLS.
+    let token = mesh.token_file("web.token", WEB_TOKEN);
+    let args: [&OsStr; 4] = [
+        "--identity-token".as_ref(),
+        token.as_ref(),
+        "--control-plane-ca".as_ref(),
+        ca_cert.as_ref(),
+    ];
+    let proxy = ProxyProcess::start_sidecar(&proxy_bin(), cp.listen, "web", &args)
+        .await
+        .unwrap();
+    let metrics = proxy.metrics().await;
+    assert_eq!(metric(&metrics, "remora_identity_renewals_total"), 1.0);
+    assert_eq!(metric(&metrics, "remora_control_plane_connected"), 1.0);
+    assert!(cp.logs().contains("certificate issued"));
+
+    // openssl checks the port's certificate against the CA.
+    let address = cp.listen.to_string();
+    // (-verify_return_error: a failed verification fails the command.)
+    openssl(&[
+        "s_client".as_ref(),
+        "-connect".as_ref(),
+        address.as_ref(),
+        "-CAfile".as_ref(),
+        ca_cert.as_ref(),
+        "-verify_ip".as_ref(),
+        "127.0.0.1".as_ref(),
+        "-verify_return_error".as_ref(),
+        "-brief".as_ref(),
+    ]);
+
+    // Plaintext gets no HTTP answer: the port speaks TLS only.
+    let mut tcp = tokio::net::TcpStream::connect(cp.listen).await.unwrap();
+    tcp.write_all(b"POST /v1/certify HTTP/1.1\r\nhost: cp\r\ncontent-length: 0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(WAIT, tcp.read_to_end(&mut answer)).await;
+    assert!(
+        !String::from_utf8_lossy(&answer).contains("HTTP/1.1"),
+        "{answer:?}"
+    );
+
+    // Trusting another CA: the handshake fails, no token is sent.
+    let other = tempdir();
+    let out = std::process::Command::new(bin())
+        .args(["ca", "init", "--dir"])
+        .arg(other.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let wrong_ca = other.path().join("ca.crt");
+    let batch = mesh.token_file("batch.token", BATCH_TOKEN);
+    let unready = Unready::start_with(
+        cp.listen,
+        "batch",
+        &batch,
+        &["--control-plane-ca".as_ref(), wrong_ca.as_ref()],
+    );
+    let failed = unready.wait_log("certificate renewal failed").await;
+    let reason = failed["reason"].as_str().unwrap_or_default().to_string();
+    assert!(reason.contains("certificate"), "{failed}");
+    assert!(
+        !cp.logs().contains("\"workload\":\"batch\""),
+        "no request reached the control plane"
     );
 }

@@ -71,7 +71,7 @@ pub fn run() {
     let dir = remora_test_support::proxy::tempdir();
     let source = Source::ControlPlane {
         settings: Settings {
-            address: cp.addr,
+            control_plane: remora_proxy::control_plane::Dial::plain(cp.addr),
             workload: "all".into(),
             identity: None,
             cache: Some(dir.path().join("snapshot.json")),

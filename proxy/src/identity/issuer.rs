@@ -21,7 +21,6 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 use rcgen::{CertificateParams, DistinguishedName, KeyPair};
 use remora_api::mesh::{CertifyRequest, CertifyResponse};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -30,8 +29,9 @@ use tokio::sync::{oneshot, watch};
 /// Where the CA is and what this proxy asks it for.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// The control plane (`--control-plane`); `POST /v1/certify` there.
-    pub address: SocketAddr,
+    /// The control plane (`--control-plane`, TLS with
+    /// `--control-plane-ca`); `POST /v1/certify` there.
+    pub control_plane: crate::control_plane::Dial,
     pub workload: String,
     /// The file holding the join token (`--identity-token`).
     pub token_file: PathBuf,
@@ -95,7 +95,7 @@ impl Issuer {
                     let expires_at = current.as_ref().map(|c| remora_api::rfc3339(c.not_after));
                     let expired = current.is_some_and(|c| c.not_after <= SystemTime::now());
                     tracing::warn!(
-                        address = %self.settings.address,
+                        address = %self.settings.control_plane.address,
                         workload = %self.settings.workload,
                         reason = %e,
                         failures,
@@ -142,9 +142,12 @@ impl Issuer {
             workload: self.settings.workload.clone(),
             csr,
         };
-        let rsp = tokio::time::timeout(REQUEST_TIMEOUT, post(self.settings.address, token, &req))
-            .await
-            .map_err(|_| format!("no answer within {REQUEST_TIMEOUT:?}"))??;
+        let rsp = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            post(&self.settings.control_plane, token, &req),
+        )
+        .await
+        .map_err(|_| format!("no answer within {REQUEST_TIMEOUT:?}"))??;
         let credential = self
             .identity
             .install(
@@ -181,14 +184,15 @@ fn backoff(failures: u32) -> Duration {
 
 /// `POST /v1/certify` over HTTP/1.1; a refusal becomes its status and text.
 async fn post(
-    address: SocketAddr,
+    control_plane: &crate::control_plane::Dial,
     token: &str,
     req: &CertifyRequest,
 ) -> Result<CertifyResponse, String> {
-    let tcp = tokio::net::TcpStream::connect(address)
+    let address = control_plane.address;
+    let tcp = control_plane
+        .connect()
         .await
         .map_err(|e| format!("cannot connect to {address}: {e}"))?;
-    let _ = tcp.set_nodelay(true);
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
         .await
         .map_err(|e| e.to_string())?;

@@ -32,7 +32,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 /// How a proxy finds and identifies itself to its control plane.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    pub address: SocketAddr,
+    /// The control plane (`--control-plane`, TLS with `--control-plane-ca`).
+    pub control_plane: crate::control_plane::Dial,
     pub workload: String,
     pub identity: Option<String>,
     /// Where the last good snapshot is kept across restarts.
@@ -143,11 +144,11 @@ impl Subscriber {
             let serving = !self.store.load().version.is_empty();
             match result {
                 Ok(()) => {
-                    tracing::warn!(address = %self.settings.address, serving, "control plane closed the subscription; reconnecting");
+                    tracing::warn!(address = %self.settings.control_plane.address, serving, "control plane closed the subscription; reconnecting");
                 }
                 Err(e) => {
                     failures += 1;
-                    tracing::warn!(address = %self.settings.address, error = %e, serving, "subscription to the control plane failed; retrying");
+                    tracing::warn!(address = %self.settings.control_plane.address, error = %e, serving, "subscription to the control plane failed; retrying");
                 }
             }
             let ceiling = BACKOFF_BASE
@@ -163,8 +164,7 @@ impl Subscriber {
 
     /// One subscription: hello, then snapshots in and verdicts out.
     async fn session(&mut self) -> anyhow::Result<()> {
-        let tcp = tokio::net::TcpStream::connect(self.settings.address).await?;
-        let _ = tcp.set_nodelay(true);
+        let tcp = self.settings.control_plane.connect().await?;
         // Pings find a control plane that vanished without closing.
         let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(hyper_util::rt::TokioTimer::new())
@@ -199,7 +199,7 @@ impl Subscriber {
                 String::from_utf8_lossy(&text).trim()
             );
         }
-        tracing::info!(address = %self.settings.address, workload = %self.settings.workload, "subscribed to the control plane");
+        tracing::info!(address = %self.settings.control_plane.address, workload = %self.settings.workload, "subscribed to the control plane");
         self.metrics.control_plane_connected.set(1);
         self.subscribed = true;
         let mut body = rsp.into_body();
