@@ -1,6 +1,8 @@
 use super::*;
 use crate::mesh;
 use remora_api::mesh::Mesh;
+use remora_api::Delta;
+use std::sync::Arc;
 
 const MESH: &str = include_str!("../../../examples/mesh.yaml");
 
