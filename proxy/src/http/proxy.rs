@@ -5,6 +5,7 @@ use super::body::{BodyTooLarge, Prepared, RequestBody, ResponseBody};
 use super::client::Proto;
 use super::error::ProxyError;
 use super::headers::{add_forwarded, is_upgrade, remove_hop_by_hop};
+use super::passthrough::Passthrough;
 use super::retry;
 use super::router::{rewrite_prefix, Action, Route, RouteMetrics};
 use crate::balance::{now_ns, Backend, InFlight, Overflow};
@@ -15,7 +16,6 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::OnceLock;
 use tokio::time::Instant;
 
 /// Where a client connection came from.
@@ -41,69 +41,6 @@ impl Downstream {
         }
     }
 }
-
-/// The original destination of a redirected connection, for its HTTP
-/// requests that match no route: the snapshot's backend with an endpoint
-/// there (mutual TLS as that backend says), else the address itself in
-/// plaintext, through a backend named `passthrough` made for the
-/// connection on its first such request (its upstream connection pooled).
-pub struct Passthrough {
-    addr: SocketAddr,
-    direct: OnceLock<Arc<Backend>>,
-    metrics: Arc<crate::metrics::Metrics>,
-}
-
-impl std::fmt::Debug for Passthrough {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Passthrough")
-            .field("addr", &self.addr)
-            .finish()
-    }
-}
-
-impl Passthrough {
-    pub fn new(addr: SocketAddr, metrics: Arc<crate::metrics::Metrics>) -> Self {
-        Passthrough {
-            addr,
-            direct: OnceLock::new(),
-            metrics,
-        }
-    }
-
-    fn backend<'a>(&'a self, listener: &'a ListenerTable) -> &'a Arc<Backend> {
-        let known = listener.original_destination.as_ref();
-        match known.and_then(|index| index.get(&self.addr)) {
-            Some((backend, _)) => backend,
-            None => self.direct.get_or_init(|| {
-                let name = crate::tcp::PASSTHROUGH;
-                let transport = super::client::Transport {
-                    tls: None,
-                    identity: None,
-                    connect_timeout: remora_api::defaults::connect_timeout().get(),
-                    idle_timeout: remora_api::defaults::idle_timeout().get(),
-                    max_idle: 1,
-                };
-                let client = super::client::EndpointClient::new(
-                    self.addr,
-                    transport,
-                    self.metrics.upstream(name),
-                );
-                let ep = Arc::new(crate::balance::Endpoint::new(self.addr, client));
-                let mut backend = Backend::new(
-                    name.into(),
-                    vec![(ep, 1)],
-                    &remora_api::Balancer::default(),
-                    remora_api::UpstreamProtocol::Auto,
-                );
-                backend.metrics = self.metrics.backend(name);
-                Arc::new(backend)
-            }),
-        }
-    }
-}
-
-/// The route of requests to an original destination.
-static PASSTHROUGH: std::sync::LazyLock<Route> = std::sync::LazyLock::new(Route::passthrough);
 
 /// What happened to a request: the response (or the proxy's error) and the
 /// route and backend that served it, for metrics and logs.
@@ -186,7 +123,7 @@ pub async fn handle<'a>(
         .find(host, req.method(), req.uri().path(), req.headers())
     else {
         return match &down.passthrough {
-            Some(p) => passthrough(p, listener, down, req).await,
+            Some(p) => super::passthrough::forward_to(p, listener, down, req).await,
             None => Outcome::err(ProxyError::NoRoute),
         };
     };
@@ -281,30 +218,6 @@ pub async fn handle<'a>(
     }
 }
 
-/// A request that matched no route of a transparent listener, to its
-/// original destination.
-async fn passthrough(
-    p: &Passthrough,
-    listener: &ListenerTable,
-    down: &Downstream,
-    mut req: Request<Incoming>,
-) -> Outcome<'static> {
-    let backend = p.backend(listener);
-    let on_upgrade = (req.version() == Version::HTTP_11 && is_upgrade(req.headers()))
-        .then(|| hyper::upgrade::on(&mut req));
-    let body_limit = listener.limits.max_request_body_bytes;
-    let mut rng = fastrand::Rng::new();
-    let route = &*PASSTHROUGH;
-    let result = forward(backend, route, body_limit, down, req, on_upgrade, &mut rng).await;
-    Outcome {
-        result,
-        route: None,
-        backend: Some(backend.name.clone()),
-        metrics: None,
-        delayed: false,
-    }
-}
-
 fn head_size(req: &Request<Incoming>) -> usize {
     let uri = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     req.headers()
@@ -314,7 +227,7 @@ fn head_size(req: &Request<Incoming>) -> usize {
         + uri
 }
 
-async fn forward(
+pub(super) async fn forward(
     backend: &Backend,
     route: &Route,
     body_limit: Option<u64>,
