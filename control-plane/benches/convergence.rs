@@ -138,6 +138,7 @@ async fn run(s: &Scenario) {
         admin: SocketAddr::from(([127, 0, 0, 1], 0)),
         ca: None,
         tls: None,
+        require_proxy_identity: false,
     })
     .await
     .unwrap();

@@ -32,6 +32,9 @@ pub struct Settings {
     pub ca: Option<CaSettings>,
     /// The certificate `listen` serves with; `None`: plain TCP.
     pub tls: Option<ServingTls>,
+    /// Subscriptions must present the proxy's mesh certificate, for the
+    /// workload they name (needs `tls` and `ca`).
+    pub require_proxy_identity: bool,
 }
 
 /// The certificate and key (PEM) of the snapshot stream's port.
@@ -43,8 +46,10 @@ pub struct ServingTls {
 }
 
 impl ServingTls {
-    /// The TLS server config: HTTP/2 and HTTP/1.1 by ALPN.
-    pub fn load(&self) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    /// The TLS server config: HTTP/2 and HTTP/1.1 by ALPN. With the mesh's
+    /// `client_roots` (PEM), a client may present a certificate that chains
+    /// to them (a proxy's mesh certificate); clients without one are let in.
+    pub fn load(&self, client_roots: &[String]) -> anyhow::Result<Arc<rustls::ServerConfig>> {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let certs = CertificateDer::pem_file_iter(&self.cert)
@@ -58,12 +63,33 @@ impl ServingTls {
         let key = PrivateKeyDer::from_pem_file(&self.key)
             .map_err(|e| anyhow::anyhow!("--tls-key {}: {e}", self.key.display()))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?;
+        let builder = if client_roots.is_empty() {
+            builder.with_no_client_auth()
+        } else {
+            let mut roots = rustls::RootCertStore::empty();
+            for pem in client_roots {
+                for der in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                    roots.add(der?)?;
+                }
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()?;
+            builder.with_client_cert_verifier(verifier)
+        };
+        let mut config = builder
             .with_single_cert(certs, key)
             .map_err(|e| anyhow::anyhow!("--tls-key {}: {e}", self.key.display()))?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        // No resumption: a resumed session would carry its first handshake's
+        // client certificate (or its absence). Connections are few and long.
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
         Ok(Arc::new(config))
     }
 }
@@ -109,7 +135,15 @@ impl App {
         let proxies = Proxies::new(metrics.clone());
         let readiness = Arc::new(Readiness::default());
 
-        let tls = settings.tls.as_ref().map(ServingTls::load).transpose()?;
+        anyhow::ensure!(
+            !settings.require_proxy_identity || (settings.tls.is_some() && ca.is_some()),
+            "--require-proxy-identity needs --tls-cert and a CA (--ca-cert)"
+        );
+        let client_roots = ca.as_ref().map_or(&[][..], |ca| ca.trust_roots());
+        let tls = match &settings.tls {
+            Some(t) => Some(t.load(client_roots)?),
+            None => None,
+        };
         let tcp = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot bind the snapshot stream to {}", settings.listen))?;
@@ -129,6 +163,7 @@ impl App {
         tokio::spawn(admin::serve(admin_tcp, admin, stop_rx.clone()));
         tracing::info!(address = %admin_addr, "admin bound");
         let streams = Arc::new(Stream {
+            require_identity: settings.require_proxy_identity,
             generations: source.subscribe(),
             proxies: proxies.clone(),
             metrics: metrics.clone(),

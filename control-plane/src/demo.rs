@@ -217,6 +217,8 @@ async fn run_in(args: &DemoArgs, proxy_bin: &Path, dir: &Path) -> anyhow::Result
         admin: "127.0.0.1:0".parse()?,
         ca: Some(ca),
         tls: Some(tls),
+        // Each sidecar subscribes with its own certificate, for its workload.
+        require_proxy_identity: true,
     })
     .await
     .context("start the control plane")?;

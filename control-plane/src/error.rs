@@ -37,6 +37,16 @@ pub enum Error {
     BadCsr(String),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("a client certificate is required: the proxy's mesh certificate (this control plane runs with --require-proxy-identity)")]
+    IdentityRequired,
+    #[error(
+        "the client certificate is for {presented}, not for workload `{workload}` ({expected})"
+    )]
+    WrongIdentity {
+        presented: String,
+        workload: String,
+        expected: String,
+    },
 }
 
 impl Error {
@@ -50,7 +60,10 @@ impl Error {
             | Error::Body(_)
             | Error::BadRequest(_)
             | Error::BadCsr(_) => StatusCode::BAD_REQUEST,
-            Error::NoToken | Error::UnknownToken => StatusCode::UNAUTHORIZED,
+            Error::NoToken | Error::UnknownToken | Error::IdentityRequired => {
+                StatusCode::UNAUTHORIZED
+            }
+            Error::WrongIdentity { .. } => StatusCode::FORBIDDEN,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::NoCa => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -61,7 +74,8 @@ impl Error {
     pub fn reason(&self) -> &'static str {
         match self {
             Error::NoCa => "no_ca",
-            Error::NoToken | Error::UnknownToken => "unauthenticated",
+            Error::NoToken | Error::UnknownToken | Error::IdentityRequired => "unauthenticated",
+            Error::WrongIdentity { .. } => "forbidden",
             Error::Forbidden(_) => "forbidden",
             Error::UnknownWorkload { .. } => "unknown_workload",
             Error::BadCsr(_) => "bad_csr",

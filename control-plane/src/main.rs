@@ -44,6 +44,11 @@ enum Command {
         /// The private key of --tls-cert (PEM).
         #[arg(long, env = "REMORA_CP_TLS_KEY", requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// Refuse subscriptions that do not present the mesh certificate of
+        /// the workload they name (a proxy's, from this CA). Needs --tls-cert
+        /// and --ca-cert.
+        #[arg(long, env = "REMORA_REQUIRE_PROXY_IDENTITY", requires_all = ["tls_cert", "ca_cert"])]
+        require_proxy_identity: bool,
         /// Address of the admin server (`/live`, `/ready`, `/status`, `/metrics`).
         #[arg(long, env = "REMORA_CP_ADMIN", default_value = "127.0.0.1:9990")]
         admin: SocketAddr,
@@ -196,6 +201,7 @@ fn main() -> ExitCode {
             ca,
             tls_cert,
             tls_key,
+            require_proxy_identity,
             admin,
             log_format,
         } => {
@@ -211,6 +217,7 @@ fn main() -> ExitCode {
                 tls: tls_cert
                     .zip(tls_key)
                     .map(|(cert, key)| ServingTls { cert, key }),
+                require_proxy_identity,
             })) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

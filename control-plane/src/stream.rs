@@ -49,6 +49,8 @@ type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// What every subscription shares.
 pub struct Stream {
+    /// Subscriptions must present the mesh certificate of their workload.
+    pub require_identity: bool,
     pub generations: watch::Receiver<Arc<Generation>>,
     pub proxies: Arc<Proxies>,
     pub metrics: Arc<Metrics>,
@@ -84,13 +86,16 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         let (stream, watcher) = (stream.clone(), graceful.watcher());
         let Some(acceptor) = acceptor.clone() else {
-            connection(tcp, peer, stream, watcher);
+            connection(tcp, peer, None, stream, watcher);
             continue;
         };
         // The handshake runs in its own task: a slow client holds up no one.
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => connection(tls, peer, stream, watcher),
+                Ok(Ok(tls)) => {
+                    let id = tls.get_ref().1.peer_certificates().and_then(spiffe_id);
+                    connection(tls, peer, id.map(Arc::from), stream, watcher)
+                }
                 Ok(Err(e)) => {
                     tracing::info!(peer = %peer, error = %e, "TLS handshake failed; connection dropped")
                 }
@@ -104,13 +109,20 @@ pub async fn serve(
 }
 
 /// Serves one connection (HTTP/2 or HTTP/1.1) in a task of its own.
-fn connection<I>(io: I, peer: SocketAddr, stream: Arc<Stream>, watcher: Watcher)
-where
+/// `client_id`: the SPIFFE ID of the client's certificate, verified against
+/// the mesh roots in the handshake.
+fn connection<I>(
+    io: I,
+    peer: SocketAddr,
+    client_id: Option<Arc<str>>,
+    stream: Arc<Stream>,
+    watcher: Watcher,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let svc = hyper::service::service_fn(move |req| {
-        let stream = stream.clone();
-        async move { Ok::<_, Infallible>(stream.handle(req, peer).await) }
+        let (stream, client_id) = (stream.clone(), client_id.clone());
+        async move { Ok::<_, Infallible>(stream.handle(req, peer, client_id.as_deref()).await) }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
@@ -137,9 +149,14 @@ fn text(status: StatusCode, body: String) -> Response<Body> {
 }
 
 impl Stream {
-    async fn handle(self: &Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    async fn handle(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        client_id: Option<&str>,
+    ) -> Response<Body> {
         match (req.method(), req.uri().path()) {
-            (&Method::POST, SUBSCRIBE) => match self.subscribe(req, peer).await {
+            (&Method::POST, SUBSCRIBE) => match self.subscribe(req, peer, client_id).await {
                 Ok(rsp) => rsp,
                 Err(e) => {
                     tracing::warn!(error = %e, peer = %peer, "subscription refused");
@@ -159,6 +176,7 @@ impl Stream {
         self: &Arc<Self>,
         req: Request<Incoming>,
         peer: SocketAddr,
+        client_id: Option<&str>,
     ) -> Result<Response<Body>, Error> {
         let mut lines = Lines::new(req.into_body());
         let first = tokio::time::timeout(HELLO_TIMEOUT, lines.next())
@@ -176,6 +194,18 @@ impl Stream {
                     known: known.join(", "),
                 });
             }
+            let expected = current.identities.get(&hello.workload);
+            match (client_id, expected) {
+                (Some(id), Some(expected)) if id != expected => {
+                    return Err(Error::WrongIdentity {
+                        presented: id.to_string(),
+                        workload: hello.workload,
+                        expected: expected.clone(),
+                    });
+                }
+                (None, _) if self.require_identity => return Err(Error::IdentityRequired),
+                _ => {}
+            }
         }
         let conn = self.proxies.connect(
             &hello.workload,
@@ -183,7 +213,7 @@ impl Stream {
             hello.version.clone(),
             peer,
         );
-        tracing::info!(id = conn.id, workload = %hello.workload, peer = %peer, version = %hello.version.as_deref().unwrap_or("none"), "proxy subscribed");
+        tracing::info!(id = conn.id, workload = %hello.workload, peer = %peer, version = %hello.version.as_deref().unwrap_or("none"), verified_identity = client_id.unwrap_or("none"), "proxy subscribed");
         let (tx, rx) = mpsc::channel::<Bytes>(4);
         let session = Session {
             conn,
@@ -382,4 +412,16 @@ impl Session {
             }
         }
     }
+}
+
+/// The SPIFFE ID (URI SAN `spiffe://...`) of a verified client chain's leaf.
+fn spiffe_id(chain: &[rustls::pki_types::CertificateDer<'_>]) -> Option<String> {
+    let (_, leaf) = x509_parser::parse_x509_certificate(chain.first()?).ok()?;
+    let san = leaf.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|n| match n {
+        x509_parser::extensions::GeneralName::URI(u) if u.starts_with("spiffe://") => {
+            Some(u.to_string())
+        }
+        _ => None,
+    })
 }

@@ -1,7 +1,8 @@
 //! Dialing the control plane, for the snapshot stream and for certificate
 //! requests: plain TCP, or TLS when `--control-plane-ca` names the roots its
 //! certificate chains to. The certificate must be for `--control-plane-name`,
-//! by default the IP address of `--control-plane` (an IP SAN).
+//! by default the IP address of `--control-plane` (an IP SAN). Over TLS the
+//! proxy presents its mesh certificate when it has one.
 
 use crate::http::client::Conn;
 use rustls::pki_types::ServerName;
@@ -35,11 +36,18 @@ impl Dial {
     /// roots in `ca`, for `name` (default: the address's IP).
     pub fn tls(address: SocketAddr, ca: &Path, name: Option<&str>) -> Result<Dial, String> {
         let roots = crate::tls::roots(ca)?;
-        let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        let mut config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
             .with_root_certificates(roots)
-            .with_no_client_auth();
+            // The proxy's mesh certificate, once it has one: a control plane
+            // that asks checks it is the workload's.
+            .with_client_cert_resolver(crate::identity::tls::client_cert_resolver(
+                crate::identity::global(),
+            ));
+        // A resumed session keeps the first handshake's client certificate
+        // (or its absence): every connection does a full handshake instead.
+        config.resumption = rustls::client::Resumption::disabled();
         let name = match name {
             Some(n) => ServerName::try_from(n.to_string())
                 .map_err(|e| format!("--control-plane-name {n}: {e}"))?,

@@ -88,6 +88,55 @@ impl Mesh {
         std::fs::read_to_string(self.dir.path().join("ca/ca.crt")).unwrap()
     }
 
+    /// A second control plane on the same CA and tokens whose port serves
+    /// TLS with a certificate from `ca serving-cert` (its output checked),
+    /// with more `run` arguments.
+    async fn tls_control_plane(&self, extra: &[&OsStr]) -> ControlPlane {
+        let dir = self.dir.path();
+        let (ca_cert, ca_key) = (dir.join("ca/ca.crt"), dir.join("ca/ca.key"));
+        let out = std::process::Command::new(bin())
+            .args(["ca", "serving-cert", "--name", "127.0.0.1", "--ca-cert"])
+            .arg(&ca_cert)
+            .arg("--ca-key")
+            .arg(&ca_key)
+            .arg("--dir")
+            .arg(dir.join("cp"))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("--tls-cert") && stdout.contains("--control-plane-ca"),
+            "{stdout}"
+        );
+        let (cert, key) = (
+            dir.join("cp/control-plane.crt"),
+            dir.join("cp/control-plane.key"),
+        );
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the key is private");
+        let tokens = dir.join("tokens.yaml");
+        let mut args: Vec<&OsStr> = vec![
+            "--ca-cert".as_ref(),
+            ca_cert.as_ref(),
+            "--ca-key".as_ref(),
+            ca_key.as_ref(),
+            "--join-tokens".as_ref(),
+            tokens.as_ref(),
+            "--tls-cert".as_ref(),
+            cert.as_ref(),
+            "--tls-key".as_ref(),
+            key.as_ref(),
+        ];
+        args.extend_from_slice(extra);
+        let listen = "127.0.0.1:0".parse().unwrap();
+        ControlPlane::start_with(MESH_WITH_IDENTITIES, listen, &args).await
+    }
+
     /// A file holding `token`, for `--identity-token`.
     fn token_file(&self, name: &str, token: &str) -> PathBuf {
         let path = self.dir.path().join(name);
@@ -572,48 +621,8 @@ workloads:
 async fn the_control_plane_port_serves_tls_that_sidecars_verify() {
     require("openssl");
     let mesh = Mesh::start("1h").await;
-    let dir = mesh.dir.path();
-    let (ca_cert, ca_key) = (dir.join("ca/ca.crt"), dir.join("ca/ca.key"));
-    let out = std::process::Command::new(bin())
-        .args(["ca", "serving-cert", "--name", "127.0.0.1", "--ca-cert"])
-        .arg(&ca_cert)
-        .arg("--ca-key")
-        .arg(&ca_key)
-        .arg("--dir")
-        .arg(dir.join("cp"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout.contains("--tls-cert") && stdout.contains("--control-plane-ca"),
-        "{stdout}"
-    );
-    let (cert, key) = (
-        dir.join("cp/control-plane.crt"),
-        dir.join("cp/control-plane.key"),
-    );
-    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600, "the key is private");
-    let tokens = dir.join("tokens.yaml");
-    let args: [&OsStr; 10] = [
-        "--ca-cert".as_ref(),
-        ca_cert.as_ref(),
-        "--ca-key".as_ref(),
-        ca_key.as_ref(),
-        "--join-tokens".as_ref(),
-        tokens.as_ref(),
-        "--tls-cert".as_ref(),
-        cert.as_ref(),
-        "--tls-key".as_ref(),
-        key.as_ref(),
-    ];
-    let cp =
-        ControlPlane::start_with(MESH_WITH_IDENTITIES, "127.0.0.1:0".parse().unwrap(), &args).await;
+    let cp = mesh.tls_control_plane(&[]).await;
+    let ca_cert = mesh.dir.path().join("ca/ca.crt");
 
     // A sidecar that verifies the port: certificate and snapshot over TLS.
     let token = mesh.token_file("web.token", WEB_TOKEN);
@@ -681,4 +690,107 @@ async fn the_control_plane_port_serves_tls_that_sidecars_verify() {
         !cp.logs().contains("\"workload\":\"batch\""),
         "no request reached the control plane"
     );
+}
+
+/// `curl` over TLS to the control plane (verified against the mesh CA),
+/// POSTing `body` to `path`, with a client certificate if given: the
+/// status and the body.
+fn curl_tls(
+    mesh: &Mesh,
+    cp: &ControlPlane,
+    path: &str,
+    body: &str,
+    client: Option<(&Path, &Path)>,
+    header: Option<&str>,
+) -> (u16, String) {
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sS", "--max-time", "5", "-w", "\n%{http_code}", "--cacert"])
+        .arg(mesh.dir.path().join("ca/ca.crt"));
+    if let Some((cert, key)) = client {
+        cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+    }
+    if let Some(h) = header {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd
+        .args(["--data-binary", body])
+        .arg(format!("https://{}{path}", cp.listen))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (status.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// With `--require-proxy-identity`, a subscription must present the mesh
+/// certificate of the workload it names: sidecars do (once they have one),
+/// a client without one gets a 401, a certificate of another workload a 403.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_can_be_required_to_prove_their_workload() {
+    require("curl");
+    let mesh = Mesh::start("1h").await;
+    let cp = mesh
+        .tls_control_plane(&["--require-proxy-identity".as_ref()])
+        .await;
+    let ca_cert = mesh.dir.path().join("ca/ca.crt");
+    let token = mesh.token_file("web.token", WEB_TOKEN);
+    let args: [&OsStr; 4] = [
+        "--identity-token".as_ref(),
+        token.as_ref(),
+        "--control-plane-ca".as_ref(),
+        ca_cert.as_ref(),
+    ];
+    let _web = ProxyProcess::start_sidecar(&proxy_bin(), cp.listen, "web", &args)
+        .await
+        .unwrap();
+    assert!(
+        cp.logs()
+            .contains(&format!("\"verified_identity\":\"{WEB_ID}\"")),
+        "{}",
+        cp.logs()
+    );
+
+    // No client certificate.
+    let hello = r#"{"workload":"web"}"#;
+    let (status, body) = curl_tls(&mesh, &cp, "/v1/subscribe", hello, None, None);
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("a client certificate is required"), "{body}");
+
+    // batch's certificate, from the certify API over TLS.
+    let (csr, key) = csr_and_key(&["ignored.example"]);
+    let auth = format!("authorization: Bearer {BATCH_TOKEN}");
+    let (status, body) = curl_tls(
+        &mesh,
+        &cp,
+        "/v1/certify",
+        &request("batch", &csr),
+        None,
+        Some(&auth),
+    );
+    assert_eq!(status, 200, "{body}");
+    let issued: Value = serde_json::from_str(&body).unwrap();
+    let (cert_path, key_path) = (
+        mesh.dir.path().join("batch.crt"),
+        mesh.dir.path().join("batch.key"),
+    );
+    std::fs::write(&cert_path, issued["certificate_chain"].as_str().unwrap()).unwrap();
+    std::fs::write(&key_path, key).unwrap();
+    let batch = Some((cert_path.as_path(), key_path.as_path()));
+
+    // As web with batch's certificate: refused.
+    let (status, body) = curl_tls(&mesh, &cp, "/v1/subscribe", hello, batch, None);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("not for workload `web`"), "{body}");
+    // As batch: its snapshot (the body ends after the Hello: a one-shot dump).
+    let (status, body) = curl_tls(
+        &mesh,
+        &cp,
+        "/v1/subscribe",
+        r#"{"workload":"batch"}"#,
+        batch,
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let snapshot: Value = serde_json::from_str(body.lines().next().unwrap()).unwrap();
+    assert!(snapshot["config"]["listeners"].is_array(), "{snapshot}");
 }

@@ -115,6 +115,12 @@ impl ResolvesClientCert for CurrentCert {
     }
 }
 
+/// Presents the proxy's current mesh certificate, when it has one, as a
+/// TLS client (to the control plane).
+pub fn client_cert_resolver(identity: &Arc<Identity>) -> Arc<dyn ResolvesClientCert> {
+    Arc::new(CurrentCert(identity.clone()))
+}
+
 /// Verifies a server's chain against the mesh roots and that its SPIFFE ID
 /// is the expected one.
 #[derive(Debug)]
