@@ -76,6 +76,10 @@ async fn sighup_reloads_and_keeps_pooled_connections() {
     for _ in 0..5 {
         assert_eq!(conn.get("/").await.upstream(), Some("a"));
     }
+    // Every upstream connection back in the pool (a request that races a
+    // returning one may have opened a second).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pooled = a.connections();
     // Change the route only; backend a's endpoint state must survive.
     let path = proxy.config_path().to_path_buf();
     let text = std::fs::read_to_string(&path)
@@ -92,14 +96,13 @@ async fn sighup_reloads_and_keeps_pooled_connections() {
         )
         .await
         .unwrap();
-    // The client connection survived the reload, and so did the upstream pool.
-    for _ in 0..5 {
-        assert_eq!(conn.get("/").await.upstream(), Some("a"));
-    }
+    // The client connection survived the reload, and so did the upstream
+    // pool: the next request takes a pooled connection.
+    assert_eq!(conn.get("/").await.upstream(), Some("a"));
     assert_eq!(
         a.connections(),
-        1,
-        "pooled upstream connection kept across the reload"
+        pooled,
+        "pooled upstream connections kept across the reload"
     );
     let metrics = proxy.metrics().await;
     assert!(metrics.contains("route=\"renamed\""), "{metrics}");
