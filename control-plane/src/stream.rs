@@ -321,9 +321,8 @@ impl Session {
     }
 
     /// `p` as a delta from what the proxy has, when that can be said; else
-    /// whole (encoded on a blocking thread the first time: 10 MB for a
-    /// snapshot with 10k services). With the number of changes a delta
-    /// carries.
+    /// whole (put together on a blocking thread: 10 MB for a snapshot with
+    /// 10k services). With the number of changes a delta carries.
     async fn encode(&self, p: &Published) -> Result<(Bytes, Option<usize>), String> {
         let base = self
             .sent
@@ -332,9 +331,7 @@ impl Session {
         if let Some(delta) = base.and_then(|b| p.delta_line(b)) {
             return Ok((delta.0, Some(delta.1)));
         }
-        if p.encoded() {
-            return Ok((p.line(), None));
-        }
+        // A whole line is a copy of up to 10 MB: not on a runtime worker.
         let p = p.clone();
         tokio::task::spawn_blocking(move || p.line())
             .await

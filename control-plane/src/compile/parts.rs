@@ -22,6 +22,10 @@ pub struct ServicePart {
     /// The services its routes send to, sorted, without duplicates.
     reaches: Vec<String>,
     pub(crate) backend: Backend,
+    /// The routes' compact JSON without the brackets (elements joined by
+    /// commas), and the backend's: a whole line is put together from these.
+    routes_json: Vec<u8>,
+    backend_json: Vec<u8>,
     /// FNV-1a 64 of the routes' and of the backend's compact JSON.
     routes_hash: u64,
     backend_hash: u64,
@@ -53,14 +57,23 @@ fn part(s: &Service) -> ServicePart {
         .flat_map(|r| r.backends.iter().map(|b| b.name.as_str()))
         .collect();
     let backend = backend(s);
+    let routes_array = json(&routes);
+    let backend_json = json(&backend);
     ServicePart {
         source: s.clone(),
         reaches: reaches.into_iter().map(str::to_string).collect(),
-        routes_hash: hash_of(&routes),
-        backend_hash: hash_of(&backend),
+        routes_hash: fnv1a64(&routes_array),
+        backend_hash: fnv1a64(&backend_json),
+        // `[...]` → `...`
+        routes_json: routes_array[1..routes_array.len() - 1].to_vec(),
+        backend_json,
         routes,
         backend,
     }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("config types serialize")
 }
 
 /// What a set of callers shares: the parts whose routes it has and the
@@ -70,6 +83,9 @@ pub struct Outbound {
     pub(crate) routes: Vec<Arc<ServicePart>>,
     pub(crate) backends: Vec<Arc<ServicePart>>,
     hash: u64,
+    /// The routes' and the backends' JSON elements, joined once when a
+    /// workload with this outbound side is first sent whole, and shared.
+    json: std::sync::OnceLock<(Vec<u8>, Vec<u8>)>,
 }
 
 /// Outbound sides already built in this compile, by the sorted list of
@@ -88,6 +104,11 @@ pub struct WorkloadSnapshot {
     /// version.
     pub version: String,
     own: Config,
+    /// The own part's compact JSON with no backends (`"backends":[]`), and
+    /// the app's backend's JSON (empty without one): where the whole line
+    /// starts from.
+    own_json: Vec<u8>,
+    app_json: Vec<u8>,
     own_hash: u64,
     pub(crate) outbound: Arc<Outbound>,
 }
@@ -126,12 +147,18 @@ pub fn workload_snapshot(
         .entry(calls)
         .or_insert_with_key(|calls| Arc::new(outbound(parts, w.calls.is_empty(), calls)))
         .clone();
-    let own_hash = hash_of(&own);
+    let mut bare = own.clone();
+    let app = std::mem::take(&mut bare.backends);
+    let own_json = json(&bare);
+    let app_json = app.first().map(json).unwrap_or_default();
+    let own_hash = fnv1a64(&[&own_json[..], &app_json[..]].concat());
     let mut bytes = own_hash.to_le_bytes().to_vec();
     bytes.extend_from_slice(&outbound.hash.to_le_bytes());
     WorkloadSnapshot {
         version: format!("{:016x}", fnv1a64(&bytes)),
         own,
+        own_json,
+        app_json,
         own_hash,
         outbound,
     }
@@ -164,10 +191,65 @@ fn outbound(parts: &Parts, everything: bool, calls: &[String]) -> Outbound {
         hash: fnv1a64(&bytes),
         routes,
         backends,
+        json: std::sync::OnceLock::new(),
+    }
+}
+
+impl Outbound {
+    /// The routes' JSON elements and the backends', each joined by commas.
+    fn json(&self) -> &(Vec<u8>, Vec<u8>) {
+        self.json.get_or_init(|| {
+            let join = |items: &mut dyn Iterator<Item = &[u8]>| {
+                let mut out = Vec::new();
+                for item in items.filter(|i| !i.is_empty()) {
+                    if !out.is_empty() {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(item);
+                }
+                out
+            };
+            let routes = join(&mut self.routes.iter().map(|p| &p.routes_json[..]));
+            let backends = join(&mut self.backends.iter().map(|p| &p.backend_json[..]));
+            (routes, backends)
+        })
     }
 }
 
 impl WorkloadSnapshot {
+    /// The whole snapshot as it is sent: a `SnapshotMsg` of [`Self::config`]
+    /// as compact JSON and a newline, byte for byte, put together from the
+    /// own part's JSON and the outbound side's (joined once, shared by every
+    /// workload with the same calls) rather than by building and encoding
+    /// the config.
+    pub fn line(&self) -> Vec<u8> {
+        let (routes, backends) = self.outbound.json();
+        let own = &self.own_json;
+        // The first `"routes":[]` is the outbound listener's (listeners
+        // come before backends, `outbound` first, and a JSON string cannot
+        // hold an unescaped quote); the only `"backends":[]` is the top-level
+        // one (the inbound listener's route has a backend).
+        let at_routes = find(own, br#""routes":[]"#).expect("the outbound listener has no routes");
+        let at_backends = find(own, br#""backends":[]"#).expect("the own part has no backends");
+        let mut line = Vec::with_capacity(own.len() + routes.len() + backends.len() + 64);
+        line.extend_from_slice(br#"{"version":""#);
+        line.extend_from_slice(self.version.as_bytes());
+        line.extend_from_slice(br#"","config":"#);
+        line.extend_from_slice(&own[..at_routes + 10]);
+        line.extend_from_slice(routes);
+        line.extend_from_slice(&own[at_routes + 10..at_backends + 12]);
+        line.extend_from_slice(backends);
+        if !self.app_json.is_empty() {
+            if !backends.is_empty() {
+                line.push(b',');
+            }
+            line.extend_from_slice(&self.app_json);
+        }
+        line.extend_from_slice(&own[at_backends + 12..]);
+        line.extend_from_slice(b"}\n");
+        line
+    }
+
     /// The whole config: the own part with the outbound routes (by service
     /// name, each service's routes in order) and the backends they reach
     /// (by name), then the app's.
@@ -282,6 +364,6 @@ fn merge<'a>(
     steps
 }
 
-fn hash_of<T: serde::Serialize>(value: &T) -> u64 {
-    fnv1a64(&serde_json::to_vec(value).unwrap_or_default())
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }

@@ -178,9 +178,58 @@ fn version_is_fnv1a_of_the_content() {
         outbound
             .extend_from_slice(&fnv1a64(&serde_json::to_vec(&p.backend).unwrap()).to_le_bytes());
     }
-    let own = fnv1a64(&serde_json::to_vec(&own_config(web)).unwrap());
-    let bytes = [own.to_le_bytes(), fnv1a64(&outbound).to_le_bytes()].concat();
+    // The own part: its JSON without backends, then the app's backend's.
+    let mut own = own_config(web);
+    let app = std::mem::take(&mut own.backends);
+    let mut own_bytes = serde_json::to_vec(&own).unwrap();
+    if let Some(app) = app.first() {
+        own_bytes.extend_from_slice(&serde_json::to_vec(app).unwrap());
+    }
+    let bytes = [
+        fnv1a64(&own_bytes).to_le_bytes(),
+        fnv1a64(&outbound).to_le_bytes(),
+    ]
+    .concat();
     assert_eq!(snap.version, format!("{:016x}", fnv1a64(&bytes)));
+}
+
+#[test]
+fn the_whole_line_is_the_encoded_snapshot_byte_for_byte() {
+    let transparent = MTLS_MESH.replace(
+        "    admin: 127.0.0.1:4291\n",
+        "    admin: 127.0.0.1:4291\n    transparent: true\n",
+    );
+    let meshes = [
+        parse(MESH),
+        parse(MTLS_MESH),
+        parse(&transparent),
+        big_mesh(30, |i, s| {
+            if i == 3 {
+                s.push_str("    routes:\n      - name: a\n        match: {path: {prefix: /a}}\n        backends: [{name: svc-4}]\n      - name: b\n        backends: [{name: svc-3}]\n");
+            }
+        }),
+    ];
+    for mesh in &meshes {
+        let parts = compile_parts(&resolve(mesh), None);
+        for roots in [&[][..], &["ROOT A".to_string(), "ROOT B".to_string()][..]] {
+            let mut shared = Shared::default();
+            for w in &mesh.workloads {
+                let snap = workload_snapshot(&parts, w, roots, &mut shared);
+                let msg = SnapshotMsg {
+                    version: snap.version.clone(),
+                    config: snap.config(),
+                };
+                let mut expected = serde_json::to_vec(&msg).unwrap();
+                expected.push(b'\n');
+                assert_eq!(
+                    String::from_utf8(snap.line()).unwrap(),
+                    String::from_utf8(expected).unwrap(),
+                    "workload {}",
+                    w.name
+                );
+            }
+        }
+    }
 }
 
 /// A mesh of `n` services (`svc-<i>`, two endpoints each) and two workloads:
