@@ -111,6 +111,8 @@ fn main() -> ExitCode {
                     }
                 }
             };
+            let await_identity =
+                control.identity_token.is_some() && dial.as_ref().is_some_and(Dial::is_tls);
             let issuer = match (control.identity_token, &dial, &control.workload) {
                 (Some(token_file), Some(dial), Some(workload)) => Some(IssuerSettings {
                     control_plane: dial.clone(),
@@ -127,6 +129,7 @@ fn main() -> ExitCode {
                         workload,
                         identity: control.identity,
                         cache: control.snapshot_cache,
+                        await_identity,
                     },
                     admin: control.admin,
                 },

@@ -740,9 +740,16 @@ async fn subscriptions_can_be_required_to_prove_their_workload() {
         "--control-plane-ca".as_ref(),
         ca_cert.as_ref(),
     ];
-    let _web = ProxyProcess::start_sidecar(&proxy_bin(), cp.listen, "web", &args)
+    let web = ProxyProcess::start_sidecar(&proxy_bin(), cp.listen, "web", &args)
         .await
         .unwrap();
+    // It waited for its certificate: its first subscription proved itself.
+    let refused = web
+        .logs()
+        .into_iter()
+        .filter(|l| l.contains("subscription to the control plane failed"))
+        .collect::<Vec<_>>();
+    assert!(refused.is_empty(), "{refused:#?}");
     assert!(
         cp.logs()
             .contains(&format!("\"verified_identity\":\"{WEB_ID}\"")),

@@ -75,6 +75,7 @@ pub fn run() {
             workload: "all".into(),
             identity: None,
             cache: Some(dir.path().join("snapshot.json")),
+            await_identity: false,
         },
         admin: SocketAddr::from(([127, 0, 0, 1], 0)),
     };

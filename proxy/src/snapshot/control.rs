@@ -38,7 +38,15 @@ pub struct Settings {
     pub identity: Option<String>,
     /// Where the last good snapshot is kept across restarts.
     pub cache: Option<PathBuf>,
+    /// The proxy gets its mesh certificate from the control plane (over
+    /// TLS): a subscription waits a little for it, to present it.
+    pub await_identity: bool,
 }
+
+/// How long a subscription waits for the first certificate before it goes
+/// without one (a control plane that requires it then refuses, and the
+/// subscription is tried again).
+const AWAIT_IDENTITY: Duration = Duration::from_secs(5);
 
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
@@ -164,6 +172,16 @@ impl Subscriber {
 
     /// One subscription: hello, then snapshots in and verdicts out.
     async fn session(&mut self) -> anyhow::Result<()> {
+        if self.settings.await_identity {
+            // The certificate request goes out at the same time, and takes
+            // a few milliseconds: then the subscription can prove its
+            // workload from the start.
+            let identity = crate::identity::global();
+            let deadline = tokio::time::Instant::now() + AWAIT_IDENTITY;
+            while identity.current().is_none() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
         let tcp = self.settings.control_plane.connect().await?;
         // Pings find a control plane that vanished without closing.
         let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
