@@ -141,7 +141,7 @@ impl Ca {
         let not_after = (now + self.lifetime).min(self.not_after);
         params.not_before = asn1_time(now - BACKDATE);
         params.not_after = asn1_time(not_after);
-        let serial = random_serial();
+        let serial = random_serial()?;
         params.serial_number = Some(SerialNumber::from_slice(&serial));
         let leaf = params
             .signed_by(&csr.public_key, &self.issuer)
@@ -189,7 +189,7 @@ impl Ca {
         params.use_authority_key_identifier_extension = true;
         params.not_before = asn1_time(now - BACKDATE);
         params.not_after = asn1_time((now + self.lifetime).min(self.not_after));
-        params.serial_number = Some(SerialNumber::from_slice(&random_serial()));
+        params.serial_number = Some(SerialNumber::from_slice(&random_serial()?));
         let leaf = params
             .signed_by(&key, &self.issuer)
             .map_err(|e| Error::Internal(format!("signing: {e}")))?;
@@ -316,7 +316,8 @@ pub fn dev_root(
     let not_after = unix(asn1_time(now + DEV_ROOT_LIFETIME).unix_timestamp());
     params.not_before = asn1_time(now - BACKDATE);
     params.not_after = asn1_time(not_after);
-    params.serial_number = Some(SerialNumber::from_slice(&random_serial()));
+    let serial = random_serial().map_err(|_| rcgen::Error::RingUnspecified)?;
+    params.serial_number = Some(SerialNumber::from_slice(&serial));
     let cert = params.self_signed(&key)?;
     Ok((cert.pem(), key.serialize_pem(), not_after))
 }
@@ -377,12 +378,16 @@ fn leads_to(
 
 /// 16 random bytes, the first in 0x10..0x80: positive, and printed by
 /// OpenSSL with exactly 32 hex digits.
-fn random_serial() -> [u8; 16] {
-    let mut rng = fastrand::Rng::new();
+/// 16 bytes from the system's CSPRNG (serials must be unpredictable), the
+/// first one in 0x10..0x80: positive, and always 16 bytes long.
+fn random_serial() -> Result<[u8; 16], Error> {
     let mut serial = [0u8; 16];
-    rng.fill(&mut serial);
-    serial[0] = rng.u8(0x10..0x80);
-    serial
+    rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut serial)
+        .map_err(|_| Error::Internal("the system's random source failed".into()))?;
+    serial[0] = 0x10 + serial[0] % 0x70;
+    Ok(serial)
 }
 
 fn asn1_time(t: SystemTime) -> time::OffsetDateTime {
