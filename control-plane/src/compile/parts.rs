@@ -293,7 +293,9 @@ impl WorkloadSnapshot {
                     };
                     let (was, now) = (names(before), names(after));
                     // In place when the routes that stay keep their order
-                    // and the first stays first; else all out, all back in.
+                    // and the new list starts with one of them (new routes
+                    // then follow the one before them); else all out and
+                    // all back in, in the new order.
                     let stays: Vec<&String> = was.iter().filter(|n| now.contains(n)).collect();
                     let kept: Vec<&String> = now.iter().filter(|n| was.contains(n)).collect();
                     if stays == kept && now.first().is_some_and(|f| was.contains(f)) {
