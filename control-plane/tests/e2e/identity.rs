@@ -137,6 +137,22 @@ impl Mesh {
         ControlPlane::start_with(MESH_WITH_IDENTITIES, listen, &args).await
     }
 
+    /// `web`'s sidecar with its join token, verifying `cp`'s port against
+    /// the CA; returns once it is ready.
+    async fn tls_sidecar(&self, cp: &ControlPlane) -> ProxyProcess {
+        let token = self.token_file("web.token", WEB_TOKEN);
+        let ca_cert = self.dir.path().join("ca/ca.crt");
+        let args: [&OsStr; 4] = [
+            "--identity-token".as_ref(),
+            token.as_ref(),
+            "--control-plane-ca".as_ref(),
+            ca_cert.as_ref(),
+        ];
+        ProxyProcess::start_sidecar(&proxy_bin(), cp.listen, "web", &args)
+            .await
+            .unwrap()
+    }
+
     /// A file holding `token`, for `--identity-token`.
     fn token_file(&self, name: &str, token: &str) -> PathBuf {
         let path = self.dir.path().join(name);
@@ -625,16 +641,7 @@ async fn the_control_plane_port_serves_tls_that_sidecars_verify() {
     let ca_cert = mesh.dir.path().join("ca/ca.crt");
 
     // A sidecar that verifies the port: certificate and snapshot over TLS.
-    let token = mesh.token_file("web.token", WEB_TOKEN);
-    let args: [&OsStr; 4] = [
-        "--identity-token".as_ref(),
-        token.as_ref(),
-        "--control-plane-ca".as_ref(),
-        ca_cert.as_ref(),
-    ];
-    let proxy = ProxyProcess::start_sidecar(&proxy_bin(), cp.listen, "web", &args)
-        .await
-        .unwrap();
+    let proxy = mesh.tls_sidecar(&cp).await;
     let metrics = proxy.metrics().await;
     assert_eq!(metric(&metrics, "remora_identity_renewals_total"), 1.0);
     assert_eq!(metric(&metrics, "remora_control_plane_connected"), 1.0);
@@ -732,17 +739,7 @@ async fn subscriptions_can_be_required_to_prove_their_workload() {
     let cp = mesh
         .tls_control_plane(&["--require-proxy-identity".as_ref()])
         .await;
-    let ca_cert = mesh.dir.path().join("ca/ca.crt");
-    let token = mesh.token_file("web.token", WEB_TOKEN);
-    let args: [&OsStr; 4] = [
-        "--identity-token".as_ref(),
-        token.as_ref(),
-        "--control-plane-ca".as_ref(),
-        ca_cert.as_ref(),
-    ];
-    let web = ProxyProcess::start_sidecar(&proxy_bin(), cp.listen, "web", &args)
-        .await
-        .unwrap();
+    let web = mesh.tls_sidecar(&cp).await;
     // It waited for its certificate: its first subscription proved itself.
     let refused = web
         .logs()
