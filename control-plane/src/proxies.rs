@@ -17,6 +17,9 @@ pub struct ProxyState {
     pub workload: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
+    /// The SPIFFE ID of the client certificate it subscribed with (over
+    /// TLS), checked to be its workload's; `null` without one.
+    pub verified_identity: Option<String>,
     /// The proxy's address as this control plane sees it.
     pub peer: String,
     /// RFC 3339, UTC.
@@ -53,6 +56,7 @@ impl Proxies {
         self: &Arc<Self>,
         workload: &str,
         identity: Option<String>,
+        verified_identity: Option<String>,
         serving: Option<String>,
         peer: std::net::SocketAddr,
     ) -> Connection {
@@ -61,6 +65,7 @@ impl Proxies {
             id,
             workload: workload.to_string(),
             identity,
+            verified_identity,
             peer: peer.to_string(),
             connected_since: rfc3339(SystemTime::now()),
             sent: None,
@@ -145,8 +150,8 @@ mod tests {
     fn replicas_are_separate_and_forgotten_on_drop() {
         let proxies = Proxies::new(Metrics::new());
         let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
-        let a = proxies.connect("web", None, None, peer);
-        let b = proxies.connect("web", None, Some("v0".into()), peer);
+        let a = proxies.connect("web", None, None, None, peer);
+        let b = proxies.connect("web", None, None, Some("v0".into()), peer);
         a.sent("v1");
         a.rejected("v1", vec!["bad".into()]);
         b.sent("v1");

@@ -210,6 +210,7 @@ impl Stream {
         let conn = self.proxies.connect(
             &hello.workload,
             hello.identity.clone(),
+            client_id.map(str::to_string),
             hello.version.clone(),
             peer,
         );
