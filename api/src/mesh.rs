@@ -72,6 +72,15 @@ pub struct Service {
     pub aliases: Vec<String>,
     #[serde(default)]
     pub protocol: UpstreamProtocol,
+    /// How callers spread requests over the endpoints.
+    #[serde(default)]
+    pub balancer: crate::Balancer,
+    /// How long a caller's proxy waits for a connection to an endpoint.
+    #[serde(default = "crate::model::defaults::connect_timeout")]
+    pub connect_timeout: crate::Duration,
+    /// Callers' pooled connections to each endpoint.
+    #[serde(default)]
+    pub pool: crate::Pool,
     #[serde(default)]
     pub endpoints: Vec<ServiceEndpoint>,
     /// Routes for calls to this service, in order; each route's backends

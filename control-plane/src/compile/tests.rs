@@ -472,3 +472,37 @@ fn a_transparent_workload_reads_original_destinations_on_both_sides() {
     assert!(!web.listeners[0].original_destination);
     assert_eq!(web.listeners[0].protocol, ListenerProtocol::Http);
 }
+
+#[test]
+fn a_service_sets_how_callers_balance_connect_and_pool() {
+    let mesh = parse(
+        "services:
+  - name: api
+    balancer: round_robin
+    connect_timeout: 3s
+    pool: { idle_timeout: 30s, max_idle_per_endpoint: 8 }
+    endpoints: [{ address: 127.0.0.1:7002 }]
+  - name: users
+    balancer: { ring_hash: { header: x-user } }
+    endpoints: [{ address: 127.0.0.1:7005 }]
+workloads:
+  - name: web
+    outbound: 127.0.0.1:4140
+",
+    );
+    let web = &compile(&mesh)["web"].config;
+    let (api, users) = (&web.backends[0], &web.backends[1]);
+    assert_eq!(api.balancer, remora_api::Balancer::RoundRobin);
+    assert_eq!(api.connect_timeout.to_string(), "3s");
+    assert_eq!(
+        (
+            api.pool.idle_timeout.to_string(),
+            api.pool.max_idle_per_endpoint
+        ),
+        ("30s".to_string(), 8)
+    );
+    assert!(matches!(users.balancer, remora_api::Balancer::RingHash(_)));
+    // Unset: the proxy's defaults.
+    assert_eq!(users.connect_timeout, defaults::connect_timeout());
+    assert_eq!(users.pool, remora_api::Pool::default());
+}

@@ -74,6 +74,12 @@ fn table_of_invalid_meshes() {
             "must be > 0",
         ),
         (
+            "a balancer the proxy refuses",
+            format!("services: [{{name: a, balancer: {{ring_hash: {{}}}}}}]\n{w}"),
+            "services[0].balancer.ring_hash",
+            "header",
+        ),
+        (
             "a proxy problem in an endpoint",
             format!("services: [{{name: a, endpoints: [{{address: 127.0.0.1:1}}, {{address: 127.0.0.1:1}}]}}]\n{w}"),
             "services[0].endpoints[1].address",
