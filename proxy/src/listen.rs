@@ -156,7 +156,7 @@ async fn connection(
         return plain(ctx, tcp, client, dst_port, plan, drain).await;
     };
     let timeout = plan.limits.header_read_timeout.get();
-    let Some(stream) = handshake(ctx, tcp, config, timeout, client).await else {
+    let Ok(stream) = handshake(ctx, tcp, config, timeout, client).await else {
         return;
     };
     let down = Downstream::new(client, true);
@@ -198,6 +198,11 @@ async fn inbound_connection(
 ) {
     let mut first = [0u8; 1];
     let peeked = tokio::time::timeout(plan.detect_timeout, tcp.peek(&mut first)).await;
+    if matches!(peeked, Ok(Ok(0))) {
+        // Connected and closed without a byte: a TCP health check.
+        tracing::debug!(listener = %ctx.name, %client, "connection closed before its first byte");
+        return;
+    }
     let tls = matches!(peeked, Ok(Ok(1))) && first[0] == 0x16;
     let m = &ctx.metrics;
     if !tls {
@@ -214,11 +219,15 @@ async fn inbound_connection(
         return plain(ctx, tcp, client, dst_port, plan, drain).await;
     }
     let timeout = plan.limits.header_read_timeout.get();
-    let Some(stream) = handshake(ctx, tcp, inbound.tls.clone(), timeout, client).await else {
-        m.inbound_refused
-            .with_label_values(&[&*ctx.name, "handshake"])
-            .inc();
-        return;
+    let stream = match handshake(ctx, tcp, inbound.tls.clone(), timeout, client).await {
+        Ok(stream) => stream,
+        Err(Handshake::ClientLeft) => return,
+        Err(Handshake::Failed) => {
+            m.inbound_refused
+                .with_label_values(&[&*ctx.name, "handshake"])
+                .inc();
+            return;
+        }
     };
     let id = crate::identity::tls::client_id(stream.get_ref().1);
     m.inbound_connections
@@ -376,16 +385,25 @@ pub fn opaque_target(plan: &Plan) -> Option<Target> {
     }
 }
 
+/// Terminates TLS. A client that goes away during the handshake (a TCP
+/// health check that connects and closes, a client that gives up) is no
+/// TLS failure: logged at debug, not counted. Anything else (no shared
+/// version or cipher, a bad or missing client certificate, a timeout) is
+/// counted in `remora_tls_handshake_errors_total` and logged.
 async fn handshake(
     ctx: &ListenerCtx,
     tcp: TcpStream,
     config: Arc<rustls::ServerConfig>,
     timeout: Duration,
     client: std::net::SocketAddr,
-) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+) -> Result<tokio_rustls::server::TlsStream<TcpStream>, Handshake> {
     let accept = tokio_rustls::TlsAcceptor::from(config).accept(tcp);
     let error = match tokio::time::timeout(timeout, accept).await {
-        Ok(Ok(stream)) => return Some(stream),
+        Ok(Ok(stream)) => return Ok(stream),
+        Ok(Err(e)) if client_went_away(&e) => {
+            tracing::debug!(listener = %ctx.name, %client, error = %e, "client closed the connection during the TLS handshake");
+            return Err(Handshake::ClientLeft);
+        }
         Ok(Err(e)) => e.to_string(),
         Err(_) => "handshake timed out".to_string(),
     };
@@ -394,7 +412,23 @@ async fn handshake(
         .with_label_values(&[&*ctx.name])
         .inc();
     tracing::info!(listener = %ctx.name, %client, error, "TLS handshake failed; connection dropped");
-    None
+    Err(Handshake::Failed)
+}
+
+/// Why a handshake did not give a connection.
+#[derive(Debug, PartialEq, Eq)]
+enum Handshake {
+    /// The client closed or reset the connection.
+    ClientLeft,
+    Failed,
+}
+
+fn client_went_away(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+    )
 }
 
 /// Counts a client connection as open for as long as it lives.

@@ -181,6 +181,11 @@ async fn strict_mode_refuses_plaintext_and_tls_without_a_mesh_certificate() {
     )
     .await;
     assert!(raw.is_empty(), "{}", String::from_utf8_lossy(&raw));
+    // A TCP health check (connect, close) is neither plaintext nor TLS:
+    // not counted as refused.
+    for _ in 0..3 {
+        drop(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
 
     // TLS without a client certificate, then with one from another CA.
     let dir = tempdir();

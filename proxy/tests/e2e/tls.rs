@@ -300,6 +300,11 @@ async fn garbage_on_the_tls_port_is_dropped_and_counted() {
         );
     }
 
+    // TCP health checks connect and close: no TLS failure, nothing logged.
+    let mark = proxy.log_mark();
+    for _ in 0..3 {
+        drop(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
     let out = curl_https(&ca_pem, "g.test", addr.port(), &[]).await;
     out.assert_served_by_up("after the garbage");
     let metrics = proxy.metrics().await;
@@ -308,5 +313,10 @@ async fn garbage_on_the_tls_port_is_dropped_and_counted() {
         .find_map(|l| l.strip_prefix("remora_tls_handshake_errors_total{listener=\"secure\"} "))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no handshake error count in:\n{metrics}"));
-    assert!(count >= 2.0, "{count}");
+    assert_eq!(count, 2.0, "the two garbage clients, not the health checks");
+    let logged = proxy.logs()[mark..]
+        .iter()
+        .filter(|l| l.contains("TLS handshake failed"))
+        .count();
+    assert_eq!(logged, 0, "{:#?}", &proxy.logs()[mark..]);
 }
