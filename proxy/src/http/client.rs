@@ -12,9 +12,10 @@
 //! A sender goes back a moment after its response ended (its connection task
 //! must see the end first), so a request that finds the pool empty while a
 //! sender is on its way back races the two: it opens a new connection and
-//! takes the returning sender if that comes first. Without that, a client
-//! sending request after request on one connection would now and then open a
-//! second upstream connection.
+//! takes the returning sender if that comes first. A client sending request
+//! after request on one connection then mostly keeps one upstream
+//! connection; on a busy machine the new connection can still win, and both
+//! stay pooled.
 
 use super::body::RequestBody;
 use super::error::ProxyError;
