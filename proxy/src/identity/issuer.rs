@@ -189,11 +189,11 @@ async fn post(
     req: &CertifyRequest,
 ) -> Result<CertifyResponse, String> {
     let address = control_plane.address;
-    let tcp = control_plane
+    let io = control_plane
         .connect()
         .await
         .map_err(|e| format!("cannot connect to {address}: {e}"))?;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(conn);

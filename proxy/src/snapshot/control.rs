@@ -182,14 +182,14 @@ impl Subscriber {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
-        let tcp = self.settings.control_plane.connect().await?;
+        let io = self.settings.control_plane.connect().await?;
         // Pings find a control plane that vanished without closing.
         let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(hyper_util::rt::TokioTimer::new())
             .keep_alive_interval(KEEPALIVE)
             .keep_alive_timeout(KEEPALIVE)
             .keep_alive_while_idle(true)
-            .handshake(TokioIo::new(tcp))
+            .handshake(TokioIo::new(io))
             .await?;
         tokio::spawn(conn);
         let (tx, rx) = mpsc::channel::<Bytes>(16);
