@@ -5,10 +5,12 @@
 mod compile;
 pub mod control;
 mod file;
+mod materials;
 mod swap;
 
-pub use compile::{compile, compile_as, load_materials, Materials};
+pub use compile::{compile, compile_as};
 pub use file::{load_file, FileSource};
+pub use materials::{load_materials, Materials};
 pub use swap::{swap_in, swap_in_versioned, Reload};
 
 use crate::balance::{Backend, Endpoint};
