@@ -332,8 +332,18 @@ fn print_intro(workloads: &[Ports], sidecars: &[Sidecar], cp: &App, dir: &Path) 
     println!("Remora demo: a local mesh on loopback (trust domain {TRUST_DOMAIN})");
     println!("  client -> web -> api, every hop over mutual TLS; each app admits only its caller");
     println!();
-    println!("  control plane   status  http://{}/status", cp.admin_addr);
-    println!("                  metrics http://{}/metrics", cp.admin_addr);
+    println!(
+        "  control plane   snapshots https://{} (TLS; each sidecar subscribes with its own certificate)",
+        cp.listen_addr
+    );
+    println!(
+        "                  status    http://{}/status",
+        cp.admin_addr
+    );
+    println!(
+        "                  metrics   http://{}/metrics",
+        cp.admin_addr
+    );
     println!();
     println!(
         "  {:<7} {:<7} {:<38} {:<16} {:<16} sidecar admin",
