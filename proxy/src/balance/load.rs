@@ -102,6 +102,9 @@ impl Load {
 pub struct InFlight {
     ep: Arc<super::Endpoint>,
     _slot: Option<super::Slot>,
+    /// The pooled HTTP/1.1 connection the response came on: back to the
+    /// pool once its body has been read to the end ([`InFlight::body_done`]).
+    pub checkin: Option<crate::http::client::Checkin>,
 }
 
 impl InFlight {
@@ -110,6 +113,15 @@ impl InFlight {
         InFlight {
             ep: ep.clone(),
             _slot: slot.into(),
+            checkin: None,
+        }
+    }
+
+    /// The response body was read to its end: its connection can take the
+    /// next request.
+    pub fn body_done(&mut self) {
+        if let Some(c) = self.checkin.take() {
+            c.finish();
         }
     }
 }

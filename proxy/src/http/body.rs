@@ -77,7 +77,8 @@ impl Body for ResponseBody {
                 in_flight,
                 idle,
             } => {
-                let frame = match body.poll_frame(cx) {
+                let mut body = body;
+                let frame = match body.as_mut().poll_frame(cx) {
                     Poll::Ready(frame) => frame,
                     Poll::Pending => {
                         if let Some(idle) = idle {
@@ -93,7 +94,14 @@ impl Body for ResponseBody {
                     idle.fresh = true;
                 }
                 if frame.is_none() {
-                    in_flight.take();
+                    in_flight.take().as_mut().map(InFlight::body_done);
+                } else if body.is_end_stream() {
+                    // The last frame: the upstream connection goes back to
+                    // the pool before the client has it, so the client's
+                    // next request finds it there.
+                    if let Some(f) = in_flight.as_mut() {
+                        f.body_done();
+                    }
                 }
                 Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
             }

@@ -2,20 +2,17 @@
 //! multiplexed HTTP/2 connection, over TCP or TLS, opened with a timeout.
 //!
 //! The pool is a lock-free queue of idle HTTP/1.1 senders. A sender goes back
-//! to it when its connection is ready for the next request (after the
-//! response body was read to its end); connections idle longer than the idle
-//! timeout are closed by [`EndpointClient::evict_idle`] or on checkout. The
-//! queue is allocated when the first sender goes back to it: most endpoints
-//! of a large snapshot are never used, and 100,000 queues of 64 slots would
-//! take about 400 MB.
+//! to it as soon as its response body has been read to the end (the
+//! [`Checkin`] travels with the response, in its [`InFlight`]), before the
+//! last bytes reach the client: the client's next request on the same
+//! connection finds it there. A response dropped before its end takes its
+//! connection with it. Connections idle longer than the idle timeout are
+//! closed by [`EndpointClient::evict_idle`] or on checkout. The queue is
+//! allocated when the first sender goes back to it: most endpoints of a
+//! large snapshot are never used, and 100,000 queues of 64 slots would take
+//! about 400 MB.
 //!
-//! A sender goes back a moment after its response ended (its connection task
-//! must see the end first), so a request that finds the pool empty while a
-//! sender is on its way back races the two: it opens a new connection and
-//! takes the returning sender if that comes first. A client sending request
-//! after request on one connection then mostly keeps one upstream
-//! connection; on a busy machine the new connection can still win, and both
-//! stay pooled.
+//! [`InFlight`]: crate::balance::InFlight
 
 use super::body::RequestBody;
 use super::error::ProxyError;
@@ -31,9 +28,7 @@ use rustls_pki_types::ServerName;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::AtomicU64;
-use std::sync::atomic::AtomicUsize;
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -74,22 +69,28 @@ struct Idle {
     since: Instant,
 }
 
-/// The idle senders of one endpoint, and the ones on their way back.
-struct Pool {
-    idle: ArrayQueue<Idle>,
-    /// Senders whose response was handed out and that will come back when
-    /// their connection is ready (or go, if it closed).
-    returning: AtomicUsize,
-    /// Requests waiting for one of those (while connecting).
-    waiting: AtomicUsize,
-    returned: tokio::sync::Notify,
+/// An HTTP/1.1 sender on loan to a response.
+pub struct Checkin {
+    tx: http1::SendRequest<RequestBody>,
+    pool: Arc<ArrayQueue<Idle>>,
+}
+
+impl Checkin {
+    /// Back to the pool (a full pool drops, so closes, the connection). The
+    /// connection may take a moment to be ready again: checkout waits.
+    pub fn finish(self) {
+        let _ = self.pool.push(Idle {
+            tx: self.tx,
+            since: Instant::now(),
+        });
+    }
 }
 
 pub struct EndpointClient {
     addr: SocketAddr,
     transport: Transport,
     /// The pool; empty until a connection is first checked in.
-    idle: OnceLock<Arc<Pool>>,
+    idle: OnceLock<Arc<ArrayQueue<Idle>>>,
     h2: ArcSwapOption<http2::SendRequest<RequestBody>>,
     h2_connecting: tokio::sync::Mutex<()>,
     /// When the HTTP/2 connection last started a request ([`now_ns`]).
@@ -115,11 +116,12 @@ impl EndpointClient {
     }
 
     pub fn idle_connections(&self) -> usize {
-        self.idle.get().map_or(0, |pool| pool.idle.len())
+        self.idle.get().map_or(0, |pool| pool.len())
     }
 
     /// Sends a request; `upgrade` requests get a connection of their own.
-    /// New connections count against the backend's circuit breaker.
+    /// New connections count against the backend's circuit breaker. An
+    /// HTTP/1.1 response comes with the [`Checkin`] of its pooled connection.
     pub async fn send(
         &self,
         req: http::Request<RequestBody>,
@@ -127,14 +129,15 @@ impl EndpointClient {
         upgrade: bool,
         breaker: &Arc<Breaker>,
         limits: &CircuitBreaker,
-    ) -> Result<http::Response<Incoming>, ProxyError> {
+    ) -> Result<(http::Response<Incoming>, Option<Checkin>), ProxyError> {
         let limits = Limits { breaker, limits };
         match proto {
-            Proto::Http2 => self.send_h2(req, limits).await,
+            Proto::Http2 => self.send_h2(req, limits).await.map(|rsp| (rsp, None)),
             Proto::Http1 if upgrade => {
                 let mut tx = self.connect_h1(limits).await?;
                 tx.send_request(req)
                     .await
+                    .map(|rsp| (rsp, None))
                     .map_err(|source| self.upstream_error(source))
             }
             Proto::Http1 => self.send_h1(req, limits).await,
@@ -145,16 +148,13 @@ impl EndpointClient {
         &self,
         req: http::Request<RequestBody>,
         limits: Limits<'_>,
-    ) -> Result<http::Response<Incoming>, ProxyError> {
-        let (mut tx, reused) = match self.checkout() {
+    ) -> Result<(http::Response<Incoming>, Option<Checkin>), ProxyError> {
+        let (mut tx, reused) = match self.checkout().await {
             Some(tx) => (tx, true),
-            None => self.connect_or_returned(limits).await?,
+            None => (self.connect_h1(limits).await?, false),
         };
         let req = match tx.try_send_request(req).await {
-            Ok(rsp) => {
-                self.check_in_when_ready(tx);
-                return Ok(rsp);
-            }
+            Ok(rsp) => return Ok((rsp, self.checkin(tx))),
             Err(mut e) => match e.take_message() {
                 // A pooled connection closed before the request was written:
                 // safe to send it once more on a new connection.
@@ -167,82 +167,42 @@ impl EndpointClient {
             .send_request(req)
             .await
             .map_err(|source| self.upstream_error(source))?;
-        self.check_in_when_ready(tx);
-        Ok(rsp)
+        Ok((rsp, self.checkin(tx)))
     }
 
-    /// A new connection, or a pooled one that comes back first (`true`).
-    async fn connect_or_returned(
-        &self,
-        limits: Limits<'_>,
-    ) -> Result<(http1::SendRequest<RequestBody>, bool), ProxyError> {
-        let pool = match self.idle.get() {
-            Some(pool) if pool.returning.load(SeqCst) > 0 => pool,
-            _ => return Ok((self.connect_h1(limits).await?, false)),
-        };
-        let connect = self.connect_h1(limits);
-        tokio::pin!(connect);
-        pool.waiting.fetch_add(1, SeqCst);
-        let _waiting = Waiting(&pool.waiting);
-        loop {
-            let returned = pool.returned.notified();
-            tokio::pin!(returned);
-            returned.as_mut().enable();
-            if let Some(tx) = self.checkout() {
-                return Ok((tx, true));
+    /// A pooled sender idle for less than the idle timeout. One checked in
+    /// at the end of its response body may need a moment for its connection
+    /// to take the next request: waited for, at most the connect timeout.
+    async fn checkout(&self) -> Option<http1::SendRequest<RequestBody>> {
+        let pool = self.idle.get()?;
+        while let Some(mut idle) = pool.pop() {
+            if idle.since.elapsed() >= self.transport.idle_timeout || idle.tx.is_closed() {
+                continue;
             }
-            if pool.returning.load(SeqCst) == 0 {
-                return Ok(((&mut connect).await?, false));
+            if idle.tx.is_ready() {
+                return Some(idle.tx);
             }
-            tokio::select! {
-                tx = &mut connect => return Ok((tx?, false)),
-                () = returned => {}
-            }
-        }
-    }
-
-    fn checkout(&self) -> Option<http1::SendRequest<RequestBody>> {
-        let pool = &self.idle.get()?.idle;
-        while let Some(idle) = pool.pop() {
-            if idle.since.elapsed() < self.transport.idle_timeout && idle.tx.is_ready() {
+            let ready = tokio::time::timeout(self.transport.connect_timeout, idle.tx.ready());
+            if matches!(ready.await, Ok(Ok(()))) {
                 return Some(idle.tx);
             }
         }
         None
     }
 
-    /// Returns the sender to the pool once its connection can take another
-    /// request, i.e. after the response body was read to its end.
-    fn check_in_when_ready(&self, mut tx: http1::SendRequest<RequestBody>) {
+    /// The loan of `tx` to its response, or `None` when pooling is off (the
+    /// connection closes after this response).
+    fn checkin(&self, tx: http1::SendRequest<RequestBody>) -> Option<Checkin> {
         if self.transport.max_idle == 0 {
-            return; // pooling is off: the connection closes after this response
+            return None;
         }
         // Allocated once per endpoint, with its first pooled connection.
         let size = self.transport.max_idle;
-        let pool = self.idle.get_or_init(|| {
-            Arc::new(Pool {
-                idle: ArrayQueue::new(size),
-                returning: AtomicUsize::new(0),
-                waiting: AtomicUsize::new(0),
-                returned: tokio::sync::Notify::new(),
-            })
-        });
-        let pool = pool.clone();
-        pool.returning.fetch_add(1, SeqCst);
-        tokio::spawn(async move {
-            if tx.ready().await.is_ok() {
-                // A full pool drops (closes) the extra connection.
-                let _ = pool.idle.push(Idle {
-                    tx,
-                    since: Instant::now(),
-                });
-            }
-            pool.returning.fetch_sub(1, SeqCst);
-            // Only a request racing a connect waits: no lock otherwise.
-            if pool.waiting.load(SeqCst) > 0 {
-                pool.returned.notify_waiters();
-            }
-        });
+        let pool = self.idle.get_or_init(|| Arc::new(ArrayQueue::new(size)));
+        Some(Checkin {
+            tx,
+            pool: pool.clone(),
+        })
     }
 
     /// Closes pooled connections idle for longer than the idle timeout. An
@@ -255,7 +215,7 @@ impl EndpointClient {
         {
             self.h2.store(None);
         }
-        let Some(pool) = self.idle.get().map(|p| &p.idle) else {
+        let Some(pool) = self.idle.get() else {
             return;
         };
         for _ in 0..pool.len() {
@@ -459,14 +419,5 @@ impl AsyncWrite for Conn {
             Conn::Plain(s) => s.is_write_vectored(),
             Conn::Tls(s) => s.is_write_vectored(),
         }
-    }
-}
-
-/// Counts a request among a pool's waiters while it lives.
-struct Waiting<'a>(&'a AtomicUsize);
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, SeqCst);
     }
 }

@@ -468,7 +468,7 @@ async fn attempt(
         .ok_or_else(|| ProxyError::NoEndpoints {
             backend: backend.name.clone(),
         })?;
-    let in_flight = InFlight::start(ep, slot);
+    let mut in_flight = InFlight::start(ep, slot);
     let started = Instant::now();
     let send = ep
         .client
@@ -488,9 +488,15 @@ async fn attempt(
         None => send.await,
     };
     match sent {
-        Ok(rsp) => {
+        Ok((rsp, checkin)) => {
             ep.load.observe(started.elapsed());
             backend.report(ep, !rsp.status().is_server_error());
+            in_flight.checkin = checkin;
+            if hyper::body::Body::is_end_stream(rsp.body()) {
+                // No body to read (204, 304, an empty 503 about to be
+                // retried): the connection is free now.
+                in_flight.body_done();
+            }
             Ok((rsp, in_flight))
         }
         Err(e) => {
