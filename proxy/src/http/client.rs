@@ -69,6 +69,9 @@ struct Idle {
     since: Instant,
 }
 
+/// How long a checkout waits for a pooled connection to be ready again.
+const READY_WAIT: Duration = Duration::from_millis(100);
+
 /// An HTTP/1.1 sender on loan to a response.
 pub struct Checkin {
     tx: http1::SendRequest<RequestBody>,
@@ -172,7 +175,9 @@ impl EndpointClient {
 
     /// A pooled sender idle for less than the idle timeout. One checked in
     /// at the end of its response body may need a moment for its connection
-    /// to take the next request: waited for, at most the connect timeout.
+    /// to take the next request: waited for, at most [`READY_WAIT`] (more
+    /// means its request body is still being sent: an upstream that answered
+    /// early; that connection is let go).
     async fn checkout(&self) -> Option<http1::SendRequest<RequestBody>> {
         let pool = self.idle.get()?;
         while let Some(mut idle) = pool.pop() {
@@ -182,7 +187,7 @@ impl EndpointClient {
             if idle.tx.is_ready() {
                 return Some(idle.tx);
             }
-            let ready = tokio::time::timeout(self.transport.connect_timeout, idle.tx.ready());
+            let ready = tokio::time::timeout(READY_WAIT, idle.tx.ready());
             if matches!(ready.await, Ok(Ok(()))) {
                 return Some(idle.tx);
             }
