@@ -95,7 +95,7 @@ impl Body for ResponseBody {
                 }
                 if frame.is_none() {
                     in_flight.take().as_mut().map(InFlight::body_done);
-                } else if body.is_end_stream() {
+                } else if matches!(frame, Some(Ok(_))) && body.is_end_stream() {
                     // The last frame: the upstream connection goes back to
                     // the pool before the client has it, so the client's
                     // next request finds it there.
