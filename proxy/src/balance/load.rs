@@ -105,6 +105,9 @@ pub struct InFlight {
     /// The pooled HTTP/1.1 connection the response came on: back to the
     /// pool once its body has been read to the end ([`InFlight::body_done`]).
     pub checkin: Option<crate::http::client::Checkin>,
+    /// For a streamed upload: set once all of it was sent. A response that
+    /// ends before then leaves its connection busy: not pooled.
+    pub request_sent: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl InFlight {
@@ -114,14 +117,21 @@ impl InFlight {
             ep: ep.clone(),
             _slot: slot.into(),
             checkin: None,
+            request_sent: None,
         }
     }
 
     /// The response body was read to its end: its connection can take the
     /// next request.
     pub fn body_done(&mut self) {
-        if let Some(c) = self.checkin.take() {
-            c.finish();
+        let uploading = self
+            .request_sent
+            .as_ref()
+            .is_some_and(|s| !s.load(std::sync::atomic::Ordering::Acquire));
+        match self.checkin.take() {
+            Some(c) if !uploading => c.finish(),
+            // Dropped: the connection closes once the upload is through.
+            _ => {}
         }
     }
 }

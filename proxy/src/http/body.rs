@@ -14,6 +14,8 @@ use pin_project_lite::pin_project;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering::Release};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -188,6 +190,8 @@ pin_project! {
             body: Incoming,
             limit: u64,
             seen: u64,
+            // Set once the whole body has been handed on (see `track_sent`).
+            sent: Option<Arc<AtomicBool>>,
         },
         /// Read whole and kept, so it can be sent again for a retry.
         Replay {
@@ -240,6 +244,7 @@ impl RequestBody {
             body,
             limit: limit.unwrap_or(u64::MAX),
             seen: 0,
+            sent: None,
         }
     }
 
@@ -281,6 +286,7 @@ impl RequestBody {
                             body,
                             limit: max,
                             seen,
+                            sent: None,
                         }))
                     }
                 }
@@ -300,6 +306,7 @@ impl RequestBody {
                             body,
                             limit: max,
                             seen,
+                            sent: None,
                         }));
                     }
                 }
@@ -316,6 +323,23 @@ impl RequestBody {
             }
         };
         Ok(Prepared::Replayable { data, trailers })
+    }
+}
+
+impl RequestBody {
+    /// For a body still streaming in from the client: a flag set once all of
+    /// it has been handed on. An upstream may answer before that (refusing
+    /// an upload); its connection must not take another request until the
+    /// upload is through, so it is not pooled then. `None` for a body that is
+    /// in memory or empty (one allocation only for streamed uploads).
+    pub fn track_sent(&mut self) -> Option<Arc<AtomicBool>> {
+        if self.is_end_stream() {
+            return None;
+        }
+        match self {
+            RequestBody::Stream { sent, .. } => Some(sent.insert(Arc::default()).clone()),
+            RequestBody::Replay { .. } => None,
+        }
     }
 }
 
@@ -336,14 +360,21 @@ impl Body for RequestBody {
             }
             RequestBodyProj::Stream {
                 prefix,
-                body,
+                mut body,
                 limit,
                 seen,
+                sent,
             } => {
                 if let Some(d) = prefix.pop_front() {
                     return Poll::Ready(Some(Ok(Frame::data(d))));
                 }
-                match ready!(body.poll_frame(cx)) {
+                let frame = ready!(body.as_mut().poll_frame(cx));
+                if let Some(flag) = sent {
+                    if frame.is_none() || (prefix.is_empty() && body.is_end_stream()) {
+                        flag.store(true, Release);
+                    }
+                }
+                match frame {
                     Some(Ok(frame)) => {
                         if let Some(d) = frame.data_ref() {
                             *seen += d.len() as u64;

@@ -469,6 +469,8 @@ async fn attempt(
             backend: backend.name.clone(),
         })?;
     let mut in_flight = InFlight::start(ep, slot);
+    let mut req = req;
+    in_flight.request_sent = req.body_mut().track_sent();
     let started = Instant::now();
     let send = ep
         .client

@@ -314,3 +314,93 @@ async fn hop_by_hop_headers_stop_and_forwarding_headers_grow() {
     assert_eq!(h["x-forwarded-for"], xff);
     assert_eq!(h["x-forwarded-proto"], serde_json::json!(["http"]));
 }
+
+/// An upstream that answers each request as soon as its head arrives,
+/// before reading any body (a server refusing an upload early); body bytes
+/// are read and dropped (they hold no `\r\n\r\n`). Counts connections.
+async fn early_answering_upstream() -> (SocketAddr, Arc<AtomicU64>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicU64::new(0));
+    let count = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    seen.extend_from_slice(&buf[..n]);
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nearly";
+                        if tcp.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                    // Body bytes: keep only a tail that could start a head.
+                    let keep = seen.len().saturating_sub(3);
+                    seen.drain(..keep);
+                }
+            });
+        }
+    });
+    (addr, connections)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_answers_before_the_upload_ends_does_not_hold_up_others() {
+    let (up, connections) = early_answering_upstream().await;
+    let routes = "      - name: all\n        backends: [{ name: up }]";
+    let backends = format!("  - name: up\n    endpoints: [{{ address: {up} }}]");
+    let proxy = start(&config(routes, &backends)).await;
+    let addr = proxy.listener("edge");
+
+    // An upload that is still going when its answer has come.
+    let (chunks, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let body = StreamBody::new(futures_util::stream::unfold(rx, |mut rx| async move {
+        let chunk = rx.recv().await?;
+        Some((Ok::<_, Infallible>(Frame::data(chunk)), rx))
+    }));
+    let mut upload = h1(addr).await;
+    let req = hyper::Request::post("http://up/upload")
+        .header("host", "up")
+        .body(body)
+        .unwrap();
+    chunks.send(Bytes::from(vec![b'x'; CHUNK])).await.unwrap();
+    let rsp = tokio::time::timeout(Duration::from_secs(10), upload.send_request(req))
+        .await
+        .expect("the early answer")
+        .unwrap();
+    assert_eq!(rsp.status(), 200);
+    let answer = rsp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&answer[..], b"early");
+
+    // Meanwhile another client: its request gets through (on a connection
+    // of its own: the upload's is still busy sending).
+    for _ in 0..3 {
+        let got = tokio::time::timeout(
+            Duration::from_secs(10),
+            Request::new("GET", &format!("http://{addr}/next"))
+                .header("host", "up")
+                .send(),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "held up; upstream connections {}; proxy logs:\n{}",
+                connections.load(Ordering::Relaxed),
+                proxy.logs().join("\n")
+            )
+        });
+        assert_eq!((got.status, got.text()), (200, "early".to_string()));
+    }
+    chunks.send(Bytes::from(vec![b'y'; CHUNK])).await.unwrap();
+    drop(chunks);
+    assert!(connections.load(Ordering::Relaxed) >= 2);
+}
