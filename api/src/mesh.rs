@@ -243,17 +243,15 @@ pub enum Update {
 }
 
 impl StreamMsg {
-    /// The version and what it carries; `Err` for a line that is neither a
+    /// The version, and what it carries; `Err` for a line that is neither a
     /// snapshot nor a delta.
-    pub fn into_update(self) -> Result<(String, Update), String> {
-        match (self.config, self.base, self.delta) {
-            (Some(c), None, None) => Ok((self.version, Update::Snapshot(c))),
-            (None, Some(base), Some(delta)) => Ok((self.version, Update::Delta { base, delta })),
-            _ => Err(format!(
-                "version {}: a message has either `config`, or `base` and `delta`",
-                self.version
-            )),
-        }
+    pub fn into_update(self) -> (String, Result<Update, String>) {
+        let update = match (self.config, self.base, self.delta) {
+            (Some(c), None, None) => Ok(Update::Snapshot(c)),
+            (None, Some(base), Some(delta)) => Ok(Update::Delta { base, delta }),
+            _ => Err("a message has either `config`, or `base` and `delta`".to_string()),
+        };
+        (self.version, update)
     }
 }
 

@@ -101,6 +101,18 @@ impl Generation {
         prev: Option<&Generation>,
         seen: Instant,
     ) -> Generation {
+        Self::build_as(mesh, version_of(mesh), trust_roots, prev, seen)
+    }
+
+    /// [`Generation::build_with_roots`] with the mesh's version already
+    /// computed (serializing a 10k-service mesh takes a while: once a reload).
+    fn build_as(
+        mesh: &Mesh,
+        mesh_version: String,
+        trust_roots: &[String],
+        prev: Option<&Generation>,
+        seen: Instant,
+    ) -> Generation {
         let parts = compile_parts(&resolve(mesh), prev.map(|g| &g.parts));
         let mut shared = Shared::default();
         let snapshots = mesh
@@ -119,7 +131,7 @@ impl Generation {
             })
             .collect();
         Generation {
-            mesh_version: version_of(mesh),
+            mesh_version,
             services: mesh.services.iter().map(|s| s.name.clone()).collect(),
             snapshots,
             identities: mesh
@@ -224,11 +236,13 @@ impl MeshSource {
                 status.rejected_at = None;
                 status.problems.clear();
                 let current = self.tx.borrow().clone();
-                if version_of(&mesh) == current.mesh_version {
+                let version = version_of(&mesh);
+                if version == current.mesh_version {
                     "unchanged"
                 } else {
-                    let next = Generation::build_with_roots(
+                    let next = Generation::build_as(
                         &mesh,
+                        version,
                         &self.trust_roots,
                         Some(&current),
                         seen,

@@ -41,17 +41,15 @@ impl Mesh {
 
     async fn start_with(lifetime: &str, mesh: &str) -> Mesh {
         let dir = tempdir();
-        let out = std::process::Command::new(bin())
-            .args(["ca", "init", "--trust-domain", "example.org", "--dir"])
-            .arg(dir.path().join("ca"))
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "ca init: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let ca_dir = dir.path().join("ca");
+        let stdout = cli(&[
+            "ca".as_ref(),
+            "init".as_ref(),
+            "--trust-domain".as_ref(),
+            "example.org".as_ref(),
+            "--dir".as_ref(),
+            ca_dir.as_ref(),
+        ]);
         assert!(
             stdout.contains("--ca-cert") && stdout.contains("mode 0600"),
             "{stdout}"
@@ -94,21 +92,19 @@ impl Mesh {
     async fn tls_control_plane(&self, extra: &[&OsStr]) -> ControlPlane {
         let dir = self.dir.path();
         let (ca_cert, ca_key) = (dir.join("ca/ca.crt"), dir.join("ca/ca.key"));
-        let out = std::process::Command::new(bin())
-            .args(["ca", "serving-cert", "--name", "127.0.0.1", "--ca-cert"])
-            .arg(&ca_cert)
-            .arg("--ca-key")
-            .arg(&ca_key)
-            .arg("--dir")
-            .arg(dir.join("cp"))
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let cp_dir = dir.join("cp");
+        let stdout = cli(&[
+            "ca".as_ref(),
+            "serving-cert".as_ref(),
+            "--name".as_ref(),
+            "127.0.0.1".as_ref(),
+            "--ca-cert".as_ref(),
+            ca_cert.as_ref(),
+            "--ca-key".as_ref(),
+            ca_key.as_ref(),
+            "--dir".as_ref(),
+            cp_dir.as_ref(),
+        ]);
         assert!(
             stdout.contains("--tls-cert") && stdout.contains("--control-plane-ca"),
             "{stdout}"
@@ -170,6 +166,22 @@ impl Mesh {
         let rsp = req.send().await;
         (rsp.status, rsp.text())
     }
+}
+
+/// Runs `remora-control-plane <args>`; its stdout, or a panic with both
+/// outputs if it fails.
+fn cli(args: &[&OsStr]) -> String {
+    let out = std::process::Command::new(bin())
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "remora-control-plane {args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }
 
 fn metric(text: &str, series: &str) -> f64 {
@@ -676,12 +688,12 @@ async fn the_control_plane_port_serves_tls_that_sidecars_verify() {
 
     // Trusting another CA: the handshake fails, no token is sent.
     let other = tempdir();
-    let out = std::process::Command::new(bin())
-        .args(["ca", "init", "--dir"])
-        .arg(other.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    cli(&[
+        "ca".as_ref(),
+        "init".as_ref(),
+        "--dir".as_ref(),
+        other.path().as_ref(),
+    ]);
     let wrong_ca = other.path().join("ca.crt");
     let batch = mesh.token_file("batch.token", BATCH_TOKEN);
     let unready = Unready::start_with(

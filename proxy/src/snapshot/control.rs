@@ -407,11 +407,11 @@ pub fn decode_against(
     config: &Config,
 ) -> Result<Decoded, serde_json::Error> {
     let msg: StreamMsg = serde_json::from_slice(line)?;
-    let version = msg.version.clone();
-    let (config, delta) = match msg.into_update() {
+    let (version, update) = msg.into_update();
+    let (config, delta) = match update {
         Err(e) => (Err(vec![e]), None),
-        Ok((_, Update::Snapshot(config))) => (Ok(config), None),
-        Ok((_, Update::Delta { base, delta })) => {
+        Ok(Update::Snapshot(config)) => (Ok(config), None),
+        Ok(Update::Delta { base, delta }) => {
             let changes = delta.len();
             let patched = if has != Some(base.as_str()) {
                 Err(vec![format!(
