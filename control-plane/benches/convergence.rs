@@ -133,7 +133,7 @@ async fn run(s: &Scenario) {
     let mut split = 90;
     std::fs::write(&path, mesh_yaml(s.services, &specs, split)).unwrap();
     let app = App::start(Settings {
-        mesh: path.clone(),
+        mesh: remora_control_plane::MeshFrom::File(path.clone()),
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         admin: SocketAddr::from(([127, 0, 0, 1], 0)),
         ca: None,

@@ -21,10 +21,17 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+/// Where the mesh comes from.
+#[derive(Clone, Debug)]
+pub enum MeshFrom {
+    /// A YAML mesh file, reloaded when it changes and on SIGHUP.
+    File(PathBuf),
+}
+
 /// Where the mesh is, where to listen, and the CA if there is one.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    pub mesh: PathBuf,
+    pub mesh: MeshFrom,
     /// The snapshot stream (`POST /v1/subscribe`) and `POST /v1/certify`.
     pub listen: SocketAddr,
     pub admin: SocketAddr,
@@ -126,10 +133,12 @@ impl App {
                 .ca_expiry
                 .set(expiry.map_or(0.0, |d| d.as_secs_f64()));
         }
-        let path = settings.mesh.clone();
         let m = metrics.clone();
-        let source =
-            tokio::task::spawn_blocking(move || MeshSource::load(path, roots, m)).await??;
+        let source = match settings.mesh.clone() {
+            MeshFrom::File(path) => {
+                tokio::task::spawn_blocking(move || MeshSource::load(path, roots, m)).await??
+            }
+        };
         let source = Arc::new(source);
         let (stop, stop_rx) = watch::channel(false);
         let proxies = Proxies::new(metrics.clone());
@@ -178,7 +187,9 @@ impl App {
         let tls_on = tls.is_some();
         let stream = tokio::spawn(stream::serve(tcp, tls, streams, stop_rx.clone()));
         tracing::info!(address = %listen_addr, tls = tls_on, "control plane bound");
-        tokio::spawn(source.watch(stop_rx));
+        match settings.mesh {
+            MeshFrom::File(path) => tokio::spawn(source.watch_file(path, stop_rx)),
+        };
         readiness.set_ready();
         Ok(App {
             listen_addr,

@@ -212,7 +212,7 @@ async fn run_in(args: &DemoArgs, proxy_bin: &Path, dir: &Path) -> anyhow::Result
     std::fs::write(&tls.cert, chain)?;
     std::fs::write(&tls.key, key)?;
     let cp = App::start(Settings {
-        mesh: mesh_path.clone(),
+        mesh: crate::app::MeshFrom::File(mesh_path.clone()),
         listen: "127.0.0.1:0".parse()?,
         admin: "127.0.0.1:0".parse()?,
         ca: Some(ca),

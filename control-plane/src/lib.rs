@@ -29,6 +29,6 @@ pub mod source;
 pub mod stream;
 pub mod telemetry;
 
-pub use app::{App, Settings};
+pub use app::{App, MeshFrom, Settings};
 pub use compile::{compile, compile_with_roots};
 pub use error::Error;

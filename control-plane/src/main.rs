@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use remora_control_plane::app::ServingTls;
 use remora_control_plane::ca::{self, CaSettings};
 use remora_control_plane::telemetry::{self, LogFormat};
-use remora_control_plane::{App, Settings};
+use remora_control_plane::{App, MeshFrom, Settings};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -210,7 +210,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             };
             match rt.block_on(run(Settings {
-                mesh,
+                mesh: MeshFrom::File(mesh),
                 listen,
                 admin,
                 ca: ca.settings(),

@@ -40,10 +40,7 @@ pub fn parse_for(text: &str, with_ca: bool) -> Result<Mesh, Vec<Problem>> {
             }]);
         }
     };
-    let mut problems = validate(&mesh);
-    if !with_ca {
-        problems.extend(identities_without_ca(&mesh));
-    }
+    let mut problems = problems_for(&mesh, with_ca);
     if problems.is_empty() {
         return Ok(mesh);
     }
@@ -62,6 +59,16 @@ fn split_serde_message(msg: &str) -> (String, String) {
         Some((path, rest)) if !path.contains(' ') => (path.to_string(), rest.to_string()),
         _ => (String::new(), msg.to_string()),
     }
+}
+
+/// Every problem of `mesh` (lines unset) for a control plane with or
+/// without a CA (see [`parse_for`]); empty means valid.
+pub fn problems_for(mesh: &Mesh, with_ca: bool) -> Vec<Problem> {
+    let mut problems = validate(mesh);
+    if !with_ca {
+        problems.extend(identities_without_ca(mesh));
+    }
+    problems
 }
 
 /// Every problem of `mesh` (lines unset); empty means valid.

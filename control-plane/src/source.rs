@@ -1,6 +1,8 @@
-//! The mesh file source: reads the file, validates and compiles it, and
-//! publishes each new [`Generation`] on a `watch` channel that every
-//! subscription follows.
+//! Mesh sources and the generations they publish: [`MeshSource`] validates
+//! and compiles each mesh a source offers, and publishes each new
+//! [`Generation`] on a `watch` channel that every subscription follows. The
+//! mesh file is one source (here); others (`k8s`, `etcd`) offer meshes
+//! through [`MeshSource::offer`] too, so everything downstream is shared.
 //!
 //! The file is polled (modification time and length) every 100 ms; a
 //! change starts a debounce that waits until the file has been still for
@@ -144,9 +146,11 @@ impl Generation {
     }
 }
 
-/// The file's side of `/status`.
+/// The mesh source's side of `/status`.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct MeshStatus {
+    /// Where the mesh comes from: the file's path, `kubernetes`, or an etcd
+    /// address and prefix.
     pub path: String,
     /// When the mesh being served was applied (RFC 3339).
     pub applied_at: String,
@@ -174,8 +178,14 @@ pub fn read_for(path: &Path, with_ca: bool) -> Result<Mesh, Vec<Problem>> {
     crate::mesh::parse_for(&text, with_ca)
 }
 
+/// Publishes generations: every source (the mesh file, and any other that
+/// produces a [`Mesh`]) hands each mesh it reads to [`MeshSource::offer`],
+/// which rejects an invalid one (the last good one stays), skips an
+/// unchanged one and compiles and publishes the rest.
 pub struct MeshSource {
-    path: PathBuf,
+    /// Where the mesh comes from, for logs and `/status` (a file's path,
+    /// `kubernetes`, an etcd address and prefix).
+    origin: String,
     /// The CA's trust roots, put in every snapshot (empty without a CA).
     trust_roots: Vec<String>,
     tx: watch::Sender<Arc<Generation>>,
@@ -184,8 +194,34 @@ pub struct MeshSource {
 }
 
 impl MeshSource {
-    /// Loads the file once; fails with every problem if it is invalid.
-    /// Every snapshot carries `trust_roots` (none without a CA).
+    /// Starts publishing from `first`, a valid mesh (see
+    /// [`MeshSource::check`]). Every snapshot carries `trust_roots` (none
+    /// without a CA).
+    pub fn new(
+        origin: String,
+        first: &Mesh,
+        trust_roots: Vec<String>,
+        metrics: Arc<Metrics>,
+    ) -> MeshSource {
+        let first = Generation::build_with_roots(first, &trust_roots, None, Instant::now());
+        log_applied(&origin, &first, first.snapshots.len());
+        metrics.mesh_reloads.with_label_values(&["applied"]).inc();
+        metrics.set_mesh_version(&first.mesh_version);
+        let status = MeshStatus {
+            path: origin.clone(),
+            applied_at: rfc3339(SystemTime::now()),
+            ..MeshStatus::default()
+        };
+        MeshSource {
+            origin,
+            trust_roots,
+            tx: watch::channel(Arc::new(first)).0,
+            metrics,
+            status: Arc::new(ArcSwap::from_pointee(status)),
+        }
+    }
+
+    /// Loads the mesh file once; fails with every problem if it is invalid.
     pub fn load(
         path: PathBuf,
         trust_roots: Vec<String>,
@@ -195,22 +231,18 @@ impl MeshSource {
             let list: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
             anyhow::anyhow!("invalid mesh {}:\n{}", path.display(), list.join("\n"))
         })?;
-        let first = Generation::build_with_roots(&mesh, &trust_roots, None, Instant::now());
-        log_applied(&path, &first, first.snapshots.len());
-        metrics.mesh_reloads.with_label_values(&["applied"]).inc();
-        metrics.set_mesh_version(&first.mesh_version);
-        let status = MeshStatus {
-            path: path.display().to_string(),
-            applied_at: rfc3339(SystemTime::now()),
-            ..MeshStatus::default()
-        };
-        Ok(MeshSource {
-            path,
+        Ok(MeshSource::new(
+            path.display().to_string(),
+            &mesh,
             trust_roots,
-            tx: watch::channel(Arc::new(first)).0,
             metrics,
-            status: Arc::new(ArcSwap::from_pointee(status)),
-        })
+        ))
+    }
+
+    /// Every problem of a mesh that did not come from a file (lines unset),
+    /// with the rules of this control plane (with or without a CA).
+    pub fn check(&self, mesh: &Mesh) -> Vec<Problem> {
+        crate::mesh::problems_for(mesh, !self.trust_roots.is_empty())
     }
 
     /// Follows the generations this source publishes.
@@ -218,15 +250,21 @@ impl MeshSource {
         self.tx.subscribe()
     }
 
-    /// Reads the file again; publishes it if it is valid and different.
-    /// `seen` is when the change was noticed.
-    pub fn reload(&self, seen: Instant) {
+    /// Reads the mesh file at `path` again and offers it.
+    pub fn reload(&self, path: &Path, seen: Instant) {
+        self.offer(read_for(path, !self.trust_roots.is_empty()), seen);
+    }
+
+    /// Publishes `mesh` if it is valid and different from the one served;
+    /// `Err` (every problem of a mesh read) is a rejection. `seen` is when
+    /// the change was noticed.
+    pub fn offer(&self, mesh: Result<Mesh, Vec<Problem>>, seen: Instant) {
         let mut status = MeshStatus::clone(&self.status.load());
         let now = rfc3339(SystemTime::now());
-        let result = match read_for(&self.path, !self.trust_roots.is_empty()) {
+        let result = match mesh {
             Err(problems) => {
                 for p in &problems {
-                    tracing::error!(problem = %p, path = %self.path.display(), "mesh rejected");
+                    tracing::error!(problem = %p, source = %self.origin, "mesh rejected");
                 }
                 status.rejected_at = Some(now);
                 status.problems = problems.iter().map(|p| p.to_string()).collect();
@@ -254,7 +292,7 @@ impl MeshSource {
                             current.snapshots.get(*w).map(|c| &c.version) != Some(&p.version)
                         })
                         .count();
-                    log_applied(&self.path, &next, changed);
+                    log_applied(&self.origin, &next, changed);
                     self.metrics.set_mesh_version(&next.mesh_version);
                     self.tx.send_replace(Arc::new(next));
                     status.applied_at = now;
@@ -266,19 +304,20 @@ impl MeshSource {
         self.metrics.mesh_reloads.with_label_values(&[result]).inc();
     }
 
-    /// Reloads when the file changes (debounced) and on SIGHUP, until `stop`.
-    pub async fn watch(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+    /// Reloads the mesh file at `path` when it changes (debounced) and on
+    /// SIGHUP, until `stop`.
+    pub async fn watch_file(self: Arc<Self>, path: PathBuf, mut stop: watch::Receiver<bool>) {
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .map_err(|e| tracing::warn!(error = %e, "cannot listen for SIGHUP; reload by file change only"))
             .ok();
-        let mut seen = fingerprint(&self.path).await;
+        let mut seen = fingerprint(&path).await;
         loop {
             let by_signal = tokio::select! {
                 _ = stopped(&mut stop) => return,
                 _ = tokio::time::sleep(POLL) => false,
                 Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
             };
-            let now = fingerprint(&self.path).await;
+            let now = fingerprint(&path).await;
             if !by_signal && now == seen {
                 continue;
             }
@@ -290,7 +329,7 @@ impl MeshSource {
                     _ = stopped(&mut stop) => return,
                     _ = tokio::time::sleep(DEBOUNCE) => {}
                 }
-                let again = fingerprint(&self.path).await;
+                let again = fingerprint(&path).await;
                 if again == last {
                     break;
                 }
@@ -301,16 +340,17 @@ impl MeshSource {
                 tracing::info!("SIGHUP: reloading the mesh");
             }
             let source = self.clone();
+            let path = path.clone();
             // Validating and compiling a large mesh may take a while.
-            let _ = tokio::task::spawn_blocking(move || source.reload(noticed)).await;
+            let _ = tokio::task::spawn_blocking(move || source.reload(&path, noticed)).await;
         }
     }
 }
 
-fn log_applied(path: &Path, g: &Generation, changed: usize) {
+fn log_applied(origin: &str, g: &Generation, changed: usize) {
     tracing::info!(
         version = %g.mesh_version,
-        path = %path.display(),
+        source = %origin,
         services = g.services.len(),
         workloads = g.snapshots.len(),
         changed_workloads = changed,
@@ -344,12 +384,12 @@ mod tests {
         let reloads = |r: &str| metrics.mesh_reloads.with_label_values(&[r]).get();
 
         std::fs::write(&path, format!("# a comment\n{MESH}")).unwrap();
-        source.reload(Instant::now());
+        source.reload(&path, Instant::now());
         assert!(!gens.has_changed().unwrap(), "same mesh, nothing published");
         assert_eq!(reloads("unchanged"), 1);
 
         std::fs::write(&path, "services: [{name: Bad}]").unwrap();
-        source.reload(Instant::now());
+        source.reload(&path, Instant::now());
         assert!(!gens.has_changed().unwrap());
         assert_eq!(reloads("rejected"), 1);
         let status = source.status.load();
@@ -362,7 +402,7 @@ mod tests {
 
         let seen = Instant::now();
         std::fs::write(&path, MESH.replace("127.0.0.1:7005", "127.0.0.1:17005")).unwrap();
-        source.reload(seen);
+        source.reload(&path, seen);
         assert!(gens.has_changed().unwrap());
         let next = gens.borrow_and_update().clone();
         assert_ne!(next.mesh_version, first.mesh_version);
