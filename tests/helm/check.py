@@ -1,0 +1,231 @@
+#!/usr/bin/env python3
+"""Assertions on the chart's rendered objects (tests/helm/run.sh calls it).
+
+    check.py RENDERED.yaml CASE [OUT_DIR]
+
+CASE is the value set (default, byo-ca, replicas-3, failure-policy-fail,
+custom-images): the invariants every rendering must keep are checked, then
+what that value set changes. With OUT_DIR, every Secret key and the
+webhook's caBundle are written there as files (SECRET.KEY), for openssl.
+Exits 1 with one line per failed assertion.
+"""
+import base64
+import os
+import sys
+
+import yaml
+
+NS = "remora-system"
+failures = []
+
+
+def check(cond, what):
+    if not cond:
+        failures.append(what)
+
+
+def load(path):
+    objs = {}
+    with open(path) as f:
+        for doc in yaml.safe_load_all(f):
+            if doc:
+                objs[(doc["kind"], doc["metadata"]["name"])] = doc
+    return objs
+
+
+def container(objs):
+    return objs[("Deployment", "remora-control-plane")]["spec"]["template"]["spec"]["containers"][0]
+
+
+def arg(c, flag):
+    """The value of --flag=VALUE in the container's args, else None."""
+    for a in c["args"]:
+        if a.startswith(flag + "="):
+            return a.split("=", 1)[1]
+    return None
+
+
+# The least-privilege set of K8S-DESIGN.md, exactly.
+RBAC = {
+    ("", "services"): ["get", "list", "watch"],
+    ("", "pods"): ["get", "list", "watch"],
+    ("", "namespaces"): ["get", "list", "watch"],
+    ("discovery.k8s.io", "endpointslices"): ["get", "list", "watch"],
+    ("gateway.networking.k8s.io", "httproutes"): ["get", "list", "watch"],
+    ("gateway.networking.k8s.io", "grpcroutes"): ["get", "list", "watch"],
+    ("policy.remora.io", "servicepolicies"): ["get", "list", "watch"],
+    ("policy.remora.io", "authorizationpolicies"): ["get", "list", "watch"],
+    ("authentication.k8s.io", "tokenreviews"): ["create"],
+}
+
+
+def common(objs):
+    role = objs[("ClusterRole", "remora-control-plane")]
+    granted = {}
+    for rule in role["rules"]:
+        check(set(rule) == {"apiGroups", "resources", "verbs"},
+              f"ClusterRole rule has more than groups/resources/verbs: {rule}")
+        for g in rule["apiGroups"]:
+            for r in rule["resources"]:
+                check((g, r) not in granted, f"ClusterRole grants {g}/{r} twice")
+                granted[(g, r)] = sorted(rule["verbs"])
+    want = {k: sorted(v) for k, v in RBAC.items()}
+    check(granted == want, f"ClusterRole is not the least-privilege set: {granted}")
+    kinds = {k for k, _ in objs}
+    check(not kinds & {"Role", "RoleBinding"}, "unexpected namespaced RBAC")
+    binding = objs[("ClusterRoleBinding", "remora-control-plane")]
+    check(binding["subjects"] == [{"kind": "ServiceAccount", "name": "remora-control-plane", "namespace": NS}],
+          f"ClusterRoleBinding subjects: {binding['subjects']}")
+    check(("ServiceAccount", "remora-control-plane") in objs, "no ServiceAccount")
+
+    dep = objs[("Deployment", "remora-control-plane")]
+    pod = dep["spec"]["template"]["spec"]
+    c = container(objs)
+    check(pod["serviceAccountName"] == "remora-control-plane", "pod ServiceAccount")
+    check(pod["securityContext"]["runAsNonRoot"] is True, "pod runAsNonRoot")
+    check(c["securityContext"]["readOnlyRootFilesystem"] is True, "readOnlyRootFilesystem")
+    check(c["securityContext"]["allowPrivilegeEscalation"] is False, "allowPrivilegeEscalation")
+    check(c["securityContext"]["capabilities"]["drop"] == ["ALL"], "capabilities not dropped")
+    check(c["livenessProbe"]["httpGet"] == {"path": "/live", "port": "admin"}, "liveness probe")
+    check(c["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "admin"}, "readiness probe")
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    check(ports == {"stream": 8086, "webhook": 9443, "admin": 9990}, f"container ports {ports}")
+    check(c["args"][:2] == ["run", "--kubernetes"], f"args start {c['args'][:2]}")
+    for flag, want in [("--listen", "0.0.0.0:8086"), ("--admin", "0.0.0.0:9990"),
+                       ("--webhook-listen", "0.0.0.0:9443"),
+                       ("--control-plane-address", f"remora-control-plane.{NS}.svc:8086")]:
+        check(arg(c, flag) == want, f"{flag} is {arg(c, flag)}, want {want}")
+    check("requests" in c["resources"], "control plane has no resource requests")
+    # Every file an argument names is on a mounted volume of the right source.
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    for flag in ["--tls-cert", "--tls-key", "--ca-cert", "--ca-key", "--webhook-cert", "--webhook-key"]:
+        path = arg(c, flag)
+        check(path is not None and os.path.dirname(path) in mounts, f"{flag}={path} is not on a mount")
+    def secret_of(flag):
+        return volumes[mounts[os.path.dirname(arg(c, flag))]]["secret"]["secretName"]
+    check(secret_of("--tls-cert") == "remora-control-plane-tls", "--tls-cert secret")
+    check(secret_of("--webhook-cert") == "remora-injector-tls", "--webhook-cert secret")
+    check(volumes[mounts["/var/run/remora/trust"]]["configMap"]["name"] == "remora-trust-roots", "trust mount")
+
+    for name, port, target in [("remora-control-plane", 8086, "stream"), ("remora-control-plane", 9990, "admin"),
+                               ("remora-injector", 443, "webhook")]:
+        svc = objs[("Service", name)]
+        check(svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"], f"Service {name} selector")
+        check(any(p["port"] == port and p["targetPort"] == target for p in svc["spec"]["ports"]),
+              f"Service {name} has no port {port} -> {target}")
+    for (kind, name), o in objs.items():
+        labels = o["metadata"].get("labels", {})
+        for key in ["app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/managed-by",
+                    "helm.sh/chart", "app.kubernetes.io/part-of"]:
+            check(key in labels, f"{kind}/{name} lacks label {key}")
+
+    hook = objs[("MutatingWebhookConfiguration", "remora-injector")]
+    inj = objs[("Secret", "remora-injector-tls")]["data"]
+    for w in hook["webhooks"]:
+        check(w["clientConfig"]["service"] == {"name": "remora-injector", "namespace": NS, "path": "/inject",
+                                                "port": 443}, f"{w['name']} clientConfig")
+        check(w["clientConfig"]["caBundle"] == inj["ca.crt"], f"{w['name']} caBundle is not the injector's CA")
+        check(w["rules"] == [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                              "resources": ["pods"], "scope": "Namespaced"}], f"{w['name']} rules")
+        check(w["sideEffects"] == "None" and w["admissionReviewVersions"] == ["v1"], f"{w['name']} sideEffects/versions")
+        names = [e for e in w["namespaceSelector"]["matchExpressions"] if e["key"] == "kubernetes.io/metadata.name"]
+        check(len(names) == 1 and names[0]["operator"] == "NotIn" and NS in names[0]["values"],
+              f"{w['name']} does not exclude the control plane's namespace")
+    byname = {w["name"]: w for w in hook["webhooks"]}
+    check(set(byname) == {"namespace.inject.remora.io", "pod.inject.remora.io"}, f"webhooks {set(byname)}")
+    ns_sel = {e["key"]: (e["operator"], e["values"]) for e in byname["namespace.inject.remora.io"]["namespaceSelector"]["matchExpressions"]}
+    check(ns_sel["remora.io/inject"] == ("In", ["enabled"]), "namespace webhook: namespace opt-in label")
+    obj_sel = byname["namespace.inject.remora.io"]["objectSelector"]["matchExpressions"]
+    check(obj_sel == [{"key": "remora.io/inject", "operator": "NotIn", "values": ["disabled"]}], "pod opt-out")
+    pod_sel = byname["pod.inject.remora.io"]["objectSelector"]["matchExpressions"]
+    check(pod_sel == [{"key": "remora.io/inject", "operator": "In", "values": ["enabled"]}], "pod opt-in")
+    trust = objs[("ConfigMap", "remora-trust-roots")]["data"]["ca.crt"]
+    cp_ca = base64.b64decode(objs[("Secret", "remora-control-plane-tls")]["data"]["ca.crt"]).decode()
+    check(trust.strip() == cp_ca.strip(), "remora-trust-roots ca.crt is not the CA of port 8086's certificate")
+    return c, dep, hook
+
+
+def case_checks(case, objs, c, dep, hook):
+    pdb = objs.get(("PodDisruptionBudget", "remora-control-plane"))
+    policies = {w["failurePolicy"] for w in hook["webhooks"]}
+    ca_volume = [v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == "ca"][0]
+    if case == "byo-ca":
+        check(("Secret", "remora-ca") not in objs, "a CA Secret is rendered although the user brings one")
+        check(ca_volume["secret"]["secretName"] == "my-mesh-ca", "CA volume is not the user's Secret")
+        check(arg(c, "--trust-roots") == "/var/run/remora/ca/ca.crt", "--trust-roots for the user's bundle")
+        check(arg(c, "--trust-domain") == "prod.example.com", "--trust-domain")
+        return
+    if ("Secret", "remora-ca") not in objs:
+        failures.append("no CA Secret")
+        return
+    check(objs[("Secret", "remora-ca")]["metadata"]["annotations"].get("helm.sh/resource-policy") == "keep",
+          "the CA Secret is not kept on uninstall")
+    check(ca_volume["secret"]["secretName"] == "remora-ca", "CA volume")
+    check(arg(c, "--trust-roots") is None, "--trust-roots without a user bundle")
+    if case == "default":
+        check(dep["spec"]["replicas"] == 2, "default replicas")
+        check(pdb is not None and pdb["spec"]["minAvailable"] == 1, "default PDB minAvailable 1")
+        check(policies == {"Ignore"}, f"default failurePolicy {policies}")
+        aff = dep["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+        check("preferredDuringSchedulingIgnoredDuringExecution" in aff, "anti-affinity is not preferred")
+        check(c["image"] == "remora-control-plane:0.1.0", f"default image {c['image']}")
+        check(arg(c, "--proxy-image") == "remora-proxy:0.1.0", "default proxy image")
+        check(arg(c, "--sidecar-mode") == "native", "default sidecar mode")
+        check(arg(c, "--trust-domain") == "cluster.local", "default trust domain")
+    elif case == "replicas-3":
+        check(dep["spec"]["replicas"] == 3, "replicas 3")
+        check(pdb["spec"]["minAvailable"] == 2, "PDB minAvailable 2")
+    elif case == "failure-policy-fail":
+        check(policies == {"Fail"}, f"failurePolicy {policies}")
+        check({w["timeoutSeconds"] for w in hook["webhooks"]} == {5}, "timeoutSeconds")
+        for w in hook["webhooks"]:
+            names = [e for e in w["namespaceSelector"]["matchExpressions"] if e["key"] == "kubernetes.io/metadata.name"]
+            check(names[0]["values"] == [NS, "kube-system", "monitoring"], f"excluded {names[0]['values']}")
+    elif case == "custom-images":
+        check(c["image"] == "registry.example.com/mesh/remora-control-plane:1.2.3", f"image {c['image']}")
+        check(c["imagePullPolicy"] == "Always", "pull policy")
+        check(dep["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}], "pull secrets")
+        check(arg(c, "--proxy-image") == "registry.example.com/mesh/remora-proxy:1.2.3-debug", "proxy image")
+        check(arg(c, "--proxy-image-pull-policy") == "Always", "proxy pull policy")
+        check(arg(c, "--proxy-log-level") == "warn,remora_proxy=debug", "proxy log level")
+        check(arg(c, "--sidecar-mode") == "container", "sidecar mode")
+        for flag, want in [("--proxy-cpu-request", "10m"), ("--proxy-memory-request", "20Mi"),
+                           ("--proxy-cpu-limit", "1"), ("--proxy-memory-limit", "64Mi")]:
+            check(arg(c, flag) == want, f"{flag} is {arg(c, flag)}")
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        check(env.get("RUST_LOG") == "debug", "RUST_LOG")
+    else:
+        failures.append(f"unknown case {case}")
+
+
+def extract(objs, out):
+    os.makedirs(out, exist_ok=True)
+    for (kind, name), o in objs.items():
+        if kind == "Secret":
+            for key, value in o["data"].items():
+                with open(os.path.join(out, f"{name}.{key}"), "wb") as f:
+                    f.write(base64.b64decode(value))
+    hook = objs[("MutatingWebhookConfiguration", "remora-injector")]
+    with open(os.path.join(out, "caBundle.crt"), "wb") as f:
+        f.write(base64.b64decode(hook["webhooks"][0]["clientConfig"]["caBundle"]))
+    with open(os.path.join(out, "trust-roots.ca.crt"), "w") as f:
+        f.write(objs[("ConfigMap", "remora-trust-roots")]["data"]["ca.crt"])
+
+
+def main():
+    rendered, case = sys.argv[1], sys.argv[2]
+    objs = load(rendered)
+    c, dep, hook = common(objs)
+    case_checks(case, objs, c, dep, hook)
+    if len(sys.argv) > 3:
+        extract(objs, sys.argv[3])
+    for f in failures:
+        print(f"check.py {case}: FAIL: {f}")
+    if failures:
+        sys.exit(1)
+    print(f"check.py {case}: {len(objs)} objects ok")
+
+
+if __name__ == "__main__":
+    main()
