@@ -2,11 +2,15 @@
 """Assertions on the chart's rendered objects (tests/helm/run.sh calls it).
 
     check.py RENDERED.yaml CASE [OUT_DIR]
+    check.py --secrets same|new FIRST.yaml SECOND.yaml
 
 CASE is the value set (default, byo-ca, replicas-3, failure-policy-fail,
 custom-images): the invariants every rendering must keep are checked, then
 what that value set changes. With OUT_DIR, every Secret key and the
 webhook's caBundle are written there as files (SECRET.KEY), for openssl.
+With --secrets, the certificates of two renderings (the three Secrets,
+the webhook's caBundle, the trust roots) must be all the same (an upgrade
+that found the first release's Secrets) or all different (a fresh install).
 Exits 1 with one line per failed assertion.
 """
 import base64
@@ -213,7 +217,34 @@ def extract(objs, out):
         f.write(objs[("ConfigMap", "remora-trust-roots")]["data"]["ca.crt"])
 
 
+def certificates(objs):
+    out = {}
+    for name in ["remora-ca", "remora-control-plane-tls", "remora-injector-tls"]:
+        for key, value in objs[("Secret", name)]["data"].items():
+            out[f"{name}/{key}"] = value
+    hook = objs[("MutatingWebhookConfiguration", "remora-injector")]
+    out["caBundle"] = hook["webhooks"][0]["clientConfig"]["caBundle"]
+    out["remora-trust-roots/ca.crt"] = objs[("ConfigMap", "remora-trust-roots")]["data"]["ca.crt"]
+    return out
+
+
+def compare(mode, first, second):
+    a, b = certificates(load(first)), certificates(load(second))
+    for key in a:
+        if mode == "same":
+            check(a[key] == b[key], f"{key} changed between the renderings")
+        else:
+            check(a[key] != b[key], f"{key} was reused although no Secret existed")
+    for f in failures:
+        print(f"check.py --secrets {mode}: FAIL: {f}")
+    if failures:
+        sys.exit(1)
+    print(f"check.py --secrets {mode}: {len(a)} certificate fields ok")
+
+
 def main():
+    if sys.argv[1] == "--secrets":
+        return compare(sys.argv[2], sys.argv[3], sys.argv[4])
     rendered, case = sys.argv[1], sys.argv[2]
     objs = load(rendered)
     c, dep, hook = common(objs)

@@ -12,7 +12,10 @@
 #      ECDSA P-256 CA with its PKCS#8 key, each serving certificate verifies
 #      against its CA for its Service's DNS name, the webhook's caBundle is
 #      the injector's CA;
-#   5. the real remora-control-plane runs with the rendered CA Secret and
+#   5. the chart's lookups on upgrade, with helm template --dry-run=server
+#      against tests/helm/fake_api.py (recorded API answers, no cluster):
+#      the Secrets of a first release are reused, none means all new;
+#   6. the real remora-control-plane runs with the rendered CA Secret and
 #      serving certificate (on examples/mesh.yaml, loopback, port 0), and a
 #      certificate it issues over TLS (verified with the rendered
 #      remora-trust-roots) verifies against the rendered CA.
@@ -46,6 +49,7 @@ step "$("$HELM" version --short), $("$KV" --version | head -1) (kubernetes-valid
 work=$(mktemp -d)
 cp_pid=""
 cleanup() {
+    if [ -n "${api_pid:-}" ]; then kill "$api_pid" 2>/dev/null || true; wait "$api_pid" 2>/dev/null || true; fi
     if [ -n "$cp_pid" ]; then kill "$cp_pid" 2>/dev/null || true; wait "$cp_pid" 2>/dev/null || true; fi
     rm -rf "$work"
 }
@@ -111,6 +115,42 @@ if openssl verify -CAfile "$c/remora-control-plane-tls.ca.crt" "$c/remora-inject
     fail "the injector's certificate verifies against the control plane's CA"
 fi
 step "openssl: CA is ECDSA P-256 + CA:TRUE + PKCS#8 key; serving certs verify for their DNS names; caBundle ok"
+
+# ------------------------- lookup on upgrade, against recorded API answers --
+# helm template --dry-run=server runs the chart's lookups against
+# tests/helm/fake_api.py: serving the Secrets of the default rendering (as a
+# first release left them), an upgrade keeps every certificate; serving
+# none, all are new.
+api_pid=""
+fake_render() { # secrets file, output
+    rm -f "$work/port"
+    python3 tests/helm/fake_api.py "$1" "$work/port" remora "$NS" 2>>"$work/api.log" &
+    api_pid=$!
+    for _ in $(seq 1 50); do [ -s "$work/port" ] && break; sleep 0.1; done
+    [ -s "$work/port" ] || fail "fake_api.py did not start"
+    cat >"$work/kubeconfig" <<KC
+apiVersion: v1
+kind: Config
+clusters: [{name: fake, cluster: {server: "http://127.0.0.1:$(cat "$work/port")"}}]
+users: [{name: fake, user: {token: fake}}]
+contexts: [{name: fake, context: {cluster: fake, user: fake}}]
+current-context: fake
+KC
+    KUBECONFIG=$work/kubeconfig "$HELM" template remora "$CHART" -n "$NS" \
+        --dry-run=server --disable-openapi-validation >"$2" 2>"$work/err.txt" \
+        || { cat "$work/err.txt"; kill "$api_pid"; fail "helm template --dry-run=server"; }
+    kill "$api_pid"; wait "$api_pid" 2>/dev/null || true; api_pid=""
+}
+fake_render "$work/default.yaml" "$work/upgrade.yaml"
+for s in remora-ca remora-control-plane-tls remora-injector-tls; do
+    grep -q "GET /api/v1/namespaces/$NS/secrets/$s\$" "$work/api.log" || fail "no lookup of Secret $s"
+done
+python3 tests/helm/check.py --secrets same "$work/default.yaml" "$work/upgrade.yaml" || fail "upgrade kept certificates"
+: >"$work/none.yaml"
+fake_render "$work/none.yaml" "$work/fresh.yaml"
+python3 tests/helm/check.py --secrets new "$work/default.yaml" "$work/fresh.yaml" || fail "fresh install"
+python3 tests/helm/check.py "$work/upgrade.yaml" default || fail "check.py (upgrade)"
+step "lookup against recorded API answers: an upgrade keeps the CA and every certificate; without Secrets all are new"
 
 # ------------------------------------- the control plane on the rendered CA --
 token=$(openssl rand -hex 32)
