@@ -63,6 +63,18 @@ RBAC = {
 }
 
 
+def crd(name, o):
+    """A CRD of charts/remora/crds (generated elsewhere): policy.remora.io,
+    namespaced, each served version with a structural schema."""
+    spec = o["spec"]
+    check(spec["group"] == "policy.remora.io", f"CRD {name}: group {spec['group']}")
+    check(name == f"{spec['names']['plural']}.{spec['group']}", f"CRD {name}: name is not plural.group")
+    check(spec["scope"] == "Namespaced", f"CRD {name}: scope {spec['scope']}")
+    for v in spec["versions"]:
+        schema = v.get("schema", {}).get("openAPIV3Schema", {})
+        check(schema.get("type") == "object", f"CRD {name} {v['name']}: no structural openAPIV3Schema")
+
+
 def common(objs):
     role = objs[("ClusterRole", "remora-control-plane")]
     granted = {}
@@ -119,6 +131,9 @@ def common(objs):
         check(any(p["port"] == port and p["targetPort"] == target for p in svc["spec"]["ports"]),
               f"Service {name} has no port {port} -> {target}")
     for (kind, name), o in objs.items():
+        if kind == "CustomResourceDefinition":
+            crd(name, o)
+            continue
         labels = o["metadata"].get("labels", {})
         for key in ["app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/managed-by",
                     "helm.sh/chart", "app.kubernetes.io/part-of"]:

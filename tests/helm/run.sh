@@ -33,7 +33,7 @@ root=$(pwd)
 HELM=${HELM:-$root/.tools/helm}
 KV=${KUBERNETES_VALIDATE:-kubernetes-validate}
 CP_BIN=${REMORA_CONTROL_PLANE_BIN:-$root/target/debug/remora-control-plane}
-CHART=charts/remora
+CHART=${REMORA_CHART:-charts/remora}
 NS=remora-system
 K8S=1.33.0
 
@@ -62,7 +62,7 @@ for case in "${cases[@]}"; do
     [ "$case" = default ] || args=(-f "tests/helm/values/$case.yaml")
     "$HELM" lint --strict "$CHART" "${args[@]}" >"$work/lint.txt" 2>&1 \
         || { cat "$work/lint.txt"; fail "helm lint --strict ($case)"; }
-    "$HELM" template remora "$CHART" -n "$NS" "${args[@]}" >"$work/$case.yaml" \
+    "$HELM" template remora "$CHART" -n "$NS" --include-crds "${args[@]}" >"$work/$case.yaml" \
         || fail "helm template ($case)"
     "$KV" --strict --quiet -k "$K8S" "$work/$case.yaml" \
         || fail "kubernetes-validate --strict -k $K8S ($case)"
