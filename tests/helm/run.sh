@@ -7,7 +7,8 @@
 #   2. helm template for each value set, the output validated against the
 #      Kubernetes 1.33 schemas (--strict: unknown fields are errors), then
 #      the objects a user relies on asserted by tests/helm/check.py;
-#   3. values.schema.json refuses each tests/helm/values/bad-*.yaml;
+#   3. values.schema.json (or the chart, for bad-pdb) refuses each
+#      tests/helm/values/bad-*.yaml;
 #   4. the rendered certificates checked with openssl: the mesh CA is an
 #      ECDSA P-256 CA with its PKCS#8 key, each serving certificate verifies
 #      against its CA for its Service's DNS name, the webhook's caBundle is
@@ -18,21 +19,26 @@
 #   6. the real remora-control-plane runs with the rendered CA Secret and
 #      serving certificate (on examples/mesh.yaml, loopback, port 0), and a
 #      certificate it issues over TLS (verified with the rendered
-#      remora-trust-roots) verifies against the rendered CA.
+#      remora-trust-roots) verifies against the rendered CA; then a real
+#      remora-proxy (rustls) connects with the rendered trust roots, gets
+#      its certificate and becomes ready.
 #
 # Run by control-plane/tests/helm_chart.rs (cargo test), which passes the
-# binary it built as REMORA_CONTROL_PLANE_BIN. Standalone:
-#   cargo build -p remora-control-plane && tests/helm/run.sh
+# binary it built as REMORA_CONTROL_PLANE_BIN (remora-proxy is taken from
+# beside it). Standalone:
+#   cargo build -p remora-control-plane -p remora-proxy && tests/helm/run.sh
 #
 # Environment: HELM (default .tools/helm), KUBERNETES_VALIDATE (default
 # kubernetes-validate), REMORA_CONTROL_PLANE_BIN (default
-# target/debug/remora-control-plane).
+# target/debug/remora-control-plane), REMORA_PROXY_BIN (default: beside
+# it), REMORA_CHART (default charts/remora).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd)
 HELM=${HELM:-$root/.tools/helm}
 KV=${KUBERNETES_VALIDATE:-kubernetes-validate}
 CP_BIN=${REMORA_CONTROL_PLANE_BIN:-$root/target/debug/remora-control-plane}
+PROXY_BIN=${REMORA_PROXY_BIN:-$(dirname "$CP_BIN")/remora-proxy}
 CHART=${REMORA_CHART:-charts/remora}
 NS=remora-system
 K8S=1.33.0
@@ -44,11 +50,14 @@ step() { printf 'helm tests: %s\n' "$*"; }
 command -v "$KV" >/dev/null || fail "no $KV: run scripts/install-test-deps.sh"
 command -v openssl >/dev/null || fail "no openssl: run scripts/install-test-deps.sh"
 [ -x "$CP_BIN" ] || fail "no control plane binary at $CP_BIN: cargo build -p remora-control-plane"
+[ -x "$PROXY_BIN" ] || fail "no proxy binary at $PROXY_BIN: cargo build -p remora-proxy (cargo test --workspace builds it)"
 step "$("$HELM" version --short), $("$KV" --version | head -1) (kubernetes-validate)"
 
 work=$(mktemp -d)
 cp_pid=""
+proxy_pid=""
 cleanup() {
+    if [ -n "$proxy_pid" ]; then kill "$proxy_pid" 2>/dev/null || true; wait "$proxy_pid" 2>/dev/null || true; fi
     if [ -n "${api_pid:-}" ]; then kill "$api_pid" 2>/dev/null || true; wait "$api_pid" 2>/dev/null || true; fi
     if [ -n "$cp_pid" ]; then kill "$cp_pid" 2>/dev/null || true; wait "$cp_pid" 2>/dev/null || true; fi
     rm -rf "$work"
@@ -90,7 +99,8 @@ expect_refused bad-replicas.yaml "/controlPlane/replicas"
 expect_refused bad-failure-policy.yaml "/injector/failurePolicy"
 expect_refused bad-unknown-key.yaml "replica"
 expect_refused bad-sidecar-mode.yaml "/proxy/sidecarMode"
-step "values.schema.json refuses: replicas \"two\", failurePolicy Sometimes, an unknown key, sidecarMode ambient"
+expect_refused bad-pdb.yaml "minAvailable (1) must be less than controlPlane.replicas (1)"
+step "values refused: replicas \"two\", failurePolicy Sometimes, an unknown key, sidecarMode ambient (schema); a PDB no drain can satisfy (chart)"
 
 # ------------------------------------------------------------ openssl --
 c=$work/certs
@@ -155,7 +165,10 @@ step "lookup against recorded API answers: an upgrade keeps the CA and every cer
 # ------------------------------------- the control plane on the rendered CA --
 token=$(openssl rand -hex 32)
 printf 'tokens:\n  - { token: %s, workload: web }\n' "$token" >"$work/tokens.yaml"
-RUST_LOG=info "$CP_BIN" run --mesh examples/mesh.yaml --listen 127.0.0.1:0 --admin 127.0.0.1:0 \
+# examples/mesh.yaml, with web's outbound listener on port 0 (its proxy runs below).
+sed 's/127\.0\.0\.1:4140/127.0.0.1:0/' examples/mesh.yaml >"$work/mesh.yaml"
+grep -q '127.0.0.1:0' "$work/mesh.yaml" || fail "examples/mesh.yaml has no 127.0.0.1:4140 to move to port 0"
+RUST_LOG=info "$CP_BIN" run --mesh "$work/mesh.yaml" --listen 127.0.0.1:0 --admin 127.0.0.1:0 \
     --ca-cert "$c/remora-ca.tls.crt" --ca-key "$c/remora-ca.tls.key" --join-tokens "$work/tokens.yaml" \
     --tls-cert "$c/remora-control-plane-tls.tls.crt" --tls-key "$c/remora-control-plane-tls.tls.key" \
     >"$work/cp.log" 2>&1 &
@@ -192,8 +205,32 @@ openssl verify -CAfile "$c/remora-ca.tls.crt" "$work/web.crt" >/dev/null \
     || fail "the issued certificate does not verify against the rendered CA"
 openssl x509 -in "$work/web.crt" -noout -ext subjectAltName | grep -q 'URI:spiffe://example.org/ns/shop/sa/web' \
     || fail "the issued certificate is not for spiffe://example.org/ns/shop/sa/web"
-kill "$cp_pid"
-wait "$cp_pid" 2>/dev/null || true
-cp_pid=""
 step "remora-control-plane loaded the rendered CA and serving cert; issued spiffe://example.org/ns/shop/sa/web under it"
+
+# A real remora-proxy as an injected sidecar would run: it verifies port
+# 8086 with the rendered remora-trust-roots (rustls, by the Service's DNS
+# name), gets its certificate from the rendered CA, and becomes ready.
+printf '%s\n' "$token" >"$work/web.token"
+RUST_LOG=info "$PROXY_BIN" run --control-plane "$listen" --workload web \
+    --control-plane-ca "$c/trust-roots.ca.crt" --control-plane-name "$name" \
+    --identity-token "$work/web.token" --admin 127.0.0.1:0 >"$work/proxy.log" 2>&1 &
+proxy_pid=$!
+proxy_admin="" proxy_ready=""
+for _ in $(seq 1 100); do # at most ~10 s
+    kill -0 "$proxy_pid" 2>/dev/null || { cat "$work/proxy.log"; fail "remora-proxy exited"; }
+    proxy_admin=$(sed -n 's/.*admin bound.*address=\([0-9.:]*\).*/\1/p' "$work/proxy.log" | head -1)
+    if [ -n "$proxy_admin" ] && proxy_ready=$(curl -fsS "http://$proxy_admin/ready" 2>/dev/null); then
+        break
+    fi
+    sleep 0.1
+done
+[ -n "$proxy_ready" ] || { cat "$work/proxy.log" "$work/cp.log"; fail "remora-proxy never became ready"; }
+curl -fsS "http://$proxy_admin/metrics" >"$work/proxy.metrics"
+grep -Eq '^remora_identity_renewals_total [1-9]' "$work/proxy.metrics" \
+    || fail "the proxy got no certificate from the rendered CA"
+grep -Eq '^remora_control_plane_connected 1' "$work/proxy.metrics" \
+    || fail "the proxy is not connected to the control plane"
+kill "$proxy_pid"; wait "$proxy_pid" 2>/dev/null || true; proxy_pid=""
+kill "$cp_pid"; wait "$cp_pid" 2>/dev/null || true; cp_pid=""
+step "remora-proxy: TLS to the control plane verified with remora-trust-roots, certificate from remora-ca, ready"
 step "all passed"
