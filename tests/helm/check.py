@@ -28,12 +28,20 @@ def check(cond, what):
         failures.append(what)
 
 
+# Objects of the release namespace and cluster-scoped ones, by (kind, name);
+# those of other namespaces (the copies of remora-trust-roots) by
+# (kind, name, namespace).
 def load(path):
     objs = {}
     with open(path) as f:
         for doc in yaml.safe_load_all(f):
             if doc:
-                objs[(doc["kind"], doc["metadata"]["name"])] = doc
+                m = doc["metadata"]
+                key = (doc["kind"], m["name"])
+                if m.get("namespace", NS) != NS:
+                    key += (m["namespace"],)
+                check(key not in objs, f"{key} rendered twice")
+                objs[key] = doc
     return objs
 
 
@@ -87,7 +95,7 @@ def common(objs):
                 granted[(g, r)] = sorted(rule["verbs"])
     want = {k: sorted(v) for k, v in RBAC.items()}
     check(granted == want, f"ClusterRole is not the least-privilege set: {granted}")
-    kinds = {k for k, _ in objs}
+    kinds = {key[0] for key in objs}
     check(not kinds & {"Role", "RoleBinding"}, "unexpected namespaced RBAC")
     binding = objs[("ClusterRoleBinding", "remora-control-plane")]
     check(binding["subjects"] == [{"kind": "ServiceAccount", "name": "remora-control-plane", "namespace": NS}],
@@ -109,7 +117,7 @@ def common(objs):
     check(c["args"][:2] == ["run", "--kubernetes"], f"args start {c['args'][:2]}")
     for flag, want in [("--listen", "0.0.0.0:8086"), ("--admin", "0.0.0.0:9990"),
                        ("--webhook-listen", "0.0.0.0:9443"),
-                       ("--control-plane-address", f"remora-control-plane.{NS}.svc:8086")]:
+                       ("--proxy-control-plane", f"remora-control-plane.{NS}.svc:8086")]:
         check(arg(c, flag) == want, f"{flag} is {arg(c, flag)}, want {want}")
     check("requests" in c["resources"], "control plane has no resource requests")
     # Every file an argument names is on a mounted volume of the right source.
@@ -130,7 +138,7 @@ def common(objs):
         check(svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"], f"Service {name} selector")
         check(any(p["port"] == port and p["targetPort"] == target for p in svc["spec"]["ports"]),
               f"Service {name} has no port {port} -> {target}")
-    for (kind, name), o in objs.items():
+    for (kind, name, *_), o in objs.items():
         if kind == "CustomResourceDefinition":
             crd(name, o)
             continue
@@ -192,6 +200,10 @@ def case_checks(case, objs, c, dep, hook):
         check(arg(c, "--proxy-image") == "remora-proxy:0.1.0", "default proxy image")
         check(arg(c, "--sidecar-mode") == "native", "default sidecar mode")
         check(arg(c, "--trust-domain") == "cluster.local", "default trust domain")
+        for flag, want in [("--proxy-cpu-request", "100m"), ("--proxy-memory-request", "64Mi"),
+                           ("--proxy-cpu-limit", ""), ("--proxy-memory-limit", "256Mi")]:
+            check(arg(c, flag) == want, f"{flag} is {arg(c, flag)!r}, want {want!r}")
+        check(not [k for k in objs if len(k) > 2], "objects outside the release namespace by default")
     elif case == "replicas-3":
         check(dep["spec"]["replicas"] == 3, "replicas 3")
         check(pdb["spec"]["minAvailable"] == 2, "PDB minAvailable 2")
@@ -206,7 +218,10 @@ def case_checks(case, objs, c, dep, hook):
         check(c["imagePullPolicy"] == "Always", "pull policy")
         check(dep["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}], "pull secrets")
         check(arg(c, "--proxy-image") == "registry.example.com/mesh/remora-proxy:1.2.3-debug", "proxy image")
-        check(arg(c, "--proxy-image-pull-policy") == "Always", "proxy pull policy")
+        trust = objs[("ConfigMap", "remora-trust-roots")]["data"]
+        for target in ["shop", "payments"]:
+            copy = objs.get(("ConfigMap", "remora-trust-roots", target))
+            check(copy is not None and copy["data"] == trust, f"no copy of remora-trust-roots in {target}")
         check(arg(c, "--proxy-log-level") == "warn,remora_proxy=debug", "proxy log level")
         check(arg(c, "--sidecar-mode") == "container", "sidecar mode")
         for flag, want in [("--proxy-cpu-request", "10m"), ("--proxy-memory-request", "20Mi"),
@@ -220,7 +235,7 @@ def case_checks(case, objs, c, dep, hook):
 
 def extract(objs, out):
     os.makedirs(out, exist_ok=True)
-    for (kind, name), o in objs.items():
+    for (kind, name, *_), o in objs.items():
         if kind == "Secret":
             for key, value in o["data"].items():
                 with open(os.path.join(out, f"{name}.{key}"), "wb") as f:
