@@ -99,8 +99,12 @@ expect_refused bad-replicas.yaml "/controlPlane/replicas"
 expect_refused bad-failure-policy.yaml "/injector/failurePolicy"
 expect_refused bad-unknown-key.yaml "replica"
 expect_refused bad-sidecar-mode.yaml "/proxy/sidecarMode"
+if "$HELM" template remora "$CHART" -n "$NS" --kube-version 1.28.9 >/dev/null 2>"$work/err.txt"; then
+    fail "helm template accepted Kubernetes 1.28 (kubeVersion is >= 1.29: native sidecars)"
+fi
+grep -q 'kubeVersion' "$work/err.txt" || { cat "$work/err.txt"; fail "the 1.28 refusal does not name kubeVersion"; }
 expect_refused bad-pdb.yaml "minAvailable (1) must be less than controlPlane.replicas (1)"
-step "values refused: replicas \"two\", failurePolicy Sometimes, an unknown key, sidecarMode ambient (schema); a PDB no drain can satisfy (chart)"
+step "values refused: replicas \"two\", failurePolicy Sometimes, an unknown key, sidecarMode ambient (schema); a PDB no drain can satisfy, Kubernetes 1.28 (chart)"
 
 # ------------------------------------------------------------ openssl --
 c=$work/certs
