@@ -130,7 +130,6 @@ def common(objs):
         return volumes[mounts[os.path.dirname(arg(c, flag))]]["secret"]["secretName"]
     check(secret_of("--tls-cert") == "remora-control-plane-tls", "--tls-cert secret")
     check(secret_of("--webhook-cert") == "remora-injector-tls", "--webhook-cert secret")
-    check(volumes[mounts["/var/run/remora/trust"]]["configMap"]["name"] == "remora-trust-roots", "trust mount")
 
     for name, port, target in [("remora-control-plane", 8086, "stream"), ("remora-control-plane", 9990, "admin"),
                                ("remora-injector", 443, "webhook")]:
