@@ -28,11 +28,19 @@ fn sa_status(username: &str, audiences: &[&str]) -> TokenReviewStatus {
     }))
 }
 
+/// (what, the API server's answer, workload, SPIFFE ID, verdict)
+type Case<'a> = (
+    &'a str,
+    TokenReviewStatus,
+    &'a str,
+    &'a str,
+    Result<(), Denied>,
+);
+
 #[test]
 fn a_token_allows_its_own_service_account_only() {
     let web = "system:serviceaccount:shop:web";
-    // (what, answer, workload, SPIFFE ID, verdict)
-    let cases: Vec<(&str, TokenReviewStatus, &str, &str, Result<(), Denied>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "its own workload",
             sa_status(web, &["remora"]),
