@@ -229,11 +229,12 @@ impl TokenReviewer {
             Err(_) => format!("the Kubernetes API server did not answer the TokenReview within {REVIEW_TIMEOUT:?}"),
             Ok(Err(kube::Error::Api(s))) => {
                 let hint = match s.code {
-                    401 | 403 => ": the control plane's ServiceAccount needs `create` on `tokenreviews` (authentication.k8s.io)",
+                    401 => ": it does not accept the control plane's own credential (its ServiceAccount token, or the KUBECONFIG user)",
+                    403 => ": the control plane's ServiceAccount needs `create` on `tokenreviews` (authentication.k8s.io)",
                     _ => "",
                 };
                 format!(
-                    "the Kubernetes API server refused the TokenReview: {} {}: {}{hint}",
+                    "the Kubernetes API server answered the TokenReview with {} {}: {}{hint}",
                     s.code, s.reason, s.message
                 )
             }

@@ -363,7 +363,12 @@ async fn the_audience_is_ours_both_ways() {
 #[tokio::test]
 async fn api_server_failures_are_unavailable_and_say_why() {
     // (fixture or raw body, HTTP status, fragments of the reason)
-    let cases: [(&str, u16, &[&str]); 3] = [
+    let cases: [(&str, u16, &[&str]); 4] = [
+        (
+            "unauthorized.json",
+            401,
+            &["401 Unauthorized", "the control plane's own credential"],
+        ),
         (
             "forbidden.json",
             403,
