@@ -1,7 +1,7 @@
 //! Kubernetes ServiceAccount tokens end to end: the real control plane
 //! with `--token-review`, its kube client pointed by `KUBECONFIG` at a
 //! small fake API server on loopback that answers TokenReviews from the
-//! recorded fixtures (`tests/fixtures/tokenreview/`). Requests with a real
+//! fixtures (`tests/fixtures/tokenreview/`). Requests with a real
 //! CSR get a certificate for their ServiceAccount's SPIFFE ID (200), are
 //! refused another workload (403), a bad token (401) and an API-server
 //! failure (503); a sidecar whose projected token file is rotated renews
