@@ -1,11 +1,11 @@
-//! Wiring: load the CA and the join tokens (if configured) and the mesh (an
+//! Wiring: load the CA and its credential check (if configured) and the mesh (an
 //! invalid one of any stops the start), bind the snapshot stream (which also
 //! serves certificate requests) and the admin server, start the file
 //! watcher. [`App`] exposes the bound addresses, so tests and callers can
 //! bind port 0.
 
 use crate::admin::{self, Admin, Readiness};
-use crate::auth::{Authenticator, JoinTokens};
+use crate::auth::{Authenticator, Credentials, JoinTokens, TokenReviewer};
 use crate::ca::{Ca, CaSettings};
 use crate::certify::Certifier;
 use crate::metrics::Metrics;
@@ -116,7 +116,7 @@ impl App {
         let metrics = Metrics::new();
         let (ca, auth) = match &settings.ca {
             Some(s) => {
-                let (ca, auth) = load_ca(s)?;
+                let (ca, auth) = load_ca(s).await?;
                 (Some(ca), Some(auth))
             }
             None => {
@@ -212,8 +212,8 @@ impl App {
     }
 }
 
-/// The CA and its credential check, from files.
-fn load_ca(s: &CaSettings) -> anyhow::Result<(Arc<Ca>, Arc<dyn Authenticator>)> {
+/// The CA (from files) and its credential check.
+async fn load_ca(s: &CaSettings) -> anyhow::Result<(Arc<Ca>, Arc<dyn Authenticator>)> {
     let ca = Ca::from_files(s)?;
     tracing::info!(
         cert = %s.cert.display(),
@@ -222,8 +222,13 @@ fn load_ca(s: &CaSettings) -> anyhow::Result<(Arc<Ca>, Arc<dyn Authenticator>)> 
         expires_at = %crate::proxies::rfc3339(ca.not_after()),
         "CA loaded"
     );
-    let tokens = JoinTokens::load(&s.join_tokens)?;
-    Ok((Arc::new(ca), Arc::new(tokens)))
+    let auth: Arc<dyn Authenticator> = match &s.credentials {
+        Credentials::JoinTokens(path) => Arc::new(JoinTokens::load(path)?),
+        Credentials::TokenReview { audience } => {
+            Arc::new(TokenReviewer::from_environment(audience).await?)
+        }
+    };
+    Ok((Arc::new(ca), auth))
 }
 
 /// Resolves once `stop` turns true (or its sender is gone).

@@ -4,14 +4,19 @@
 //! [`JoinTokens`] is the file-mode one: a YAML file of tokens, each for one
 //! workload, read at start and again whenever the file changes (an invalid
 //! edit is logged and the previous tokens stay). Tokens are compared in
-//! constant time and never logged. A Kubernetes ServiceAccount-token check
-//! would be another implementation of the same trait.
+//! constant time and never logged. [`TokenReviewer`] is the Kubernetes one:
+//! a projected ServiceAccount token, checked with the TokenReview API
+//! ([`token_review`]). [`Credentials`] says which one a CA uses.
 
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
+
+pub mod token_review;
+
+pub use token_review::TokenReviewer;
 
 /// The shortest token accepted in a token file.
 pub const MIN_TOKEN_LEN: usize = 16;
@@ -23,6 +28,19 @@ pub enum Denied {
     Unknown,
     /// The token is known but not for this workload (403).
     NotFor,
+    /// The credential could not be checked now (503), e.g. the Kubernetes
+    /// API server did not answer; the text says why (never the token).
+    Unavailable(String),
+}
+
+/// How certificate requests prove their workload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Credentials {
+    /// A join-token file ([`JoinTokens`], `--join-tokens`).
+    JoinTokens(PathBuf),
+    /// A Kubernetes ServiceAccount token for `audience`, checked with the
+    /// TokenReview API ([`TokenReviewer`], `--token-review`).
+    TokenReview { audience: String },
 }
 
 pub trait Authenticator: Send + Sync {

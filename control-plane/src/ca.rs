@@ -37,8 +37,9 @@ pub struct CaSettings {
     pub key: PathBuf,
     /// PEM bundle of the roots proxies trust; default: the top of `cert`.
     pub trust_roots: Option<PathBuf>,
-    /// The join-token file (`crate::auth::JoinTokens`).
-    pub join_tokens: PathBuf,
+    /// How certificate requests prove their workload: join tokens or
+    /// Kubernetes ServiceAccount tokens.
+    pub credentials: crate::auth::Credentials,
     pub lifetime: Duration,
 }
 

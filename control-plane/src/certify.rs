@@ -5,7 +5,9 @@
 //! The checks, in order: a CA is configured (else 503), a bearer token is
 //! present (401), the body is a [`CertifyRequest`] (400, 413), the workload
 //! is in the mesh (404), the credential allows it (401 unknown token, 403
-//! another workload's), the CSR parses and its signature verifies (400).
+//! another workload's, 503 when it cannot be checked now, e.g. the
+//! Kubernetes API server is down), the CSR parses and its signature
+//! verifies (400).
 //! Every refusal is one line of text, logged (never with the token) and
 //! counted by reason.
 
@@ -129,6 +131,7 @@ impl Certifier {
             Ok(()) => {}
             Err(Denied::Unknown) => return Err(Error::UnknownToken),
             Err(Denied::NotFor) => return Err(Error::Forbidden(req.workload)),
+            Err(Denied::Unavailable(why)) => return Err(Error::CredentialUnavailable(why)),
         }
         let issued = ca.issue(&req.csr, &spiffe_id, now)?;
         Ok(Certified {

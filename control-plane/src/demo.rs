@@ -198,7 +198,7 @@ async fn run_in(args: &DemoArgs, proxy_bin: &Path, dir: &Path) -> anyhow::Result
         cert: ca_cert.clone(),
         key: ca_key,
         trust_roots: None,
-        join_tokens: dir.join("tokens.yaml"),
+        credentials: crate::auth::Credentials::JoinTokens(dir.join("tokens.yaml")),
         lifetime: Duration::from_secs(3600),
     };
     // The control plane's port serves TLS with a certificate from the same

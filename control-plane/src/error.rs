@@ -1,8 +1,9 @@
 //! The control plane's one error type: what can go wrong with a
 //! subscription or a certificate request, and the one place
 //! ([`Error::status`]) that maps it to an HTTP status. Most variants are
-//! the caller's fault (a 4xx); [`Error::NoCa`] and [`Error::Internal`] are
-//! ours. Internal failures of a running stream end it instead and are logged.
+//! the caller's fault (a 4xx); [`Error::NoCa`],
+//! [`Error::CredentialUnavailable`] and [`Error::Internal`] are ours.
+//! Internal failures of a running stream end it instead and are logged.
 
 use http::StatusCode;
 use std::time::Duration;
@@ -29,6 +30,8 @@ pub enum Error {
     UnknownToken,
     #[error("this token does not allow workload `{0}`")]
     Forbidden(String),
+    #[error("cannot check the credential now, try again later: {0}")]
+    CredentialUnavailable(String),
     #[error("bad request body: {0}")]
     BadRequest(String),
     #[error("the request body is longer than {0} bytes")]
@@ -65,7 +68,7 @@ impl Error {
             }
             Error::WrongIdentity { .. } => StatusCode::FORBIDDEN,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
-            Error::NoCa => StatusCode::SERVICE_UNAVAILABLE,
+            Error::NoCa | Error::CredentialUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -74,6 +77,7 @@ impl Error {
     pub fn reason(&self) -> &'static str {
         match self {
             Error::NoCa => "no_ca",
+            Error::CredentialUnavailable(_) => "credential_unavailable",
             Error::NoToken | Error::UnknownToken | Error::IdentityRequired => "unauthenticated",
             Error::WrongIdentity { .. } => "forbidden",
             Error::Forbidden(_) => "forbidden",
@@ -94,6 +98,7 @@ impl Error {
 /// Every value of [`Error::reason`] a certificate request can have.
 pub const CERTIFY_REASONS: &[&str] = &[
     "no_ca",
+    "credential_unavailable",
     "unauthenticated",
     "forbidden",
     "unknown_workload",

@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 use remora_control_plane::app::ServingTls;
+use remora_control_plane::auth::Credentials;
 use remora_control_plane::ca::{self, CaSettings};
 use remora_control_plane::telemetry::{self, LogFormat};
 use remora_control_plane::{App, MeshFrom, Settings};
@@ -120,12 +121,14 @@ enum CaCommand {
     },
 }
 
-/// The CA: without `--ca-cert`, identity is off.
+/// The CA: without `--ca-cert`, identity is off. With it, one credential
+/// check: `--join-tokens` or `--token-review`.
 #[derive(clap::Args)]
+#[command(group = clap::ArgGroup::new("credential").args(["join_tokens", "token_review"]))]
 struct CaArgs {
     /// The CA certificate (PEM): a root, or an intermediate followed by its
     /// chain up. Turns on `POST /v1/certify` and trust roots in snapshots.
-    #[arg(long, env = "REMORA_CA_CERT", requires_all = ["ca_key", "join_tokens"])]
+    #[arg(long, env = "REMORA_CA_CERT", requires_all = ["ca_key", "credential"])]
     ca_cert: Option<PathBuf>,
     /// The CA's private key (PEM, PKCS#8).
     #[arg(long, env = "REMORA_CA_KEY", requires = "ca_cert")]
@@ -137,6 +140,14 @@ struct CaArgs {
     /// The join tokens (YAML: `tokens: [{token: ..., workload: web}]`).
     #[arg(long, env = "REMORA_JOIN_TOKENS", requires = "ca_cert")]
     join_tokens: Option<PathBuf>,
+    /// Certificate requests carry a Kubernetes ServiceAccount token,
+    /// checked with the TokenReview API (needs in-cluster config or
+    /// KUBECONFIG).
+    #[arg(long, env = "REMORA_TOKEN_REVIEW", requires = "ca_cert")]
+    token_review: bool,
+    /// The audience ServiceAccount tokens must be for (--token-review).
+    #[arg(long, env = "REMORA_TOKEN_AUDIENCE", default_value = "remora", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    token_audience: String,
     /// How long issued certificates are valid (proxies renew at about 70%).
     #[arg(long, env = "REMORA_CERT_LIFETIME", default_value = "24h")]
     cert_lifetime: remora_api::Duration,
@@ -144,11 +155,19 @@ struct CaArgs {
 
 impl CaArgs {
     fn settings(self) -> Option<CaSettings> {
+        // Clap requires one of the two with --ca-cert.
+        let credentials = match (self.join_tokens, self.token_review) {
+            (Some(path), _) => Credentials::JoinTokens(path),
+            (None, true) => Credentials::TokenReview {
+                audience: self.token_audience,
+            },
+            (None, false) => return None,
+        };
         Some(CaSettings {
             cert: self.ca_cert?,
             key: self.ca_key?,
             trust_roots: self.trust_roots,
-            join_tokens: self.join_tokens?,
+            credentials,
             lifetime: self.cert_lifetime.get(),
         })
     }
@@ -264,7 +283,7 @@ fn serving_cert(
         cert: ca_cert.to_path_buf(),
         key: ca_key.to_path_buf(),
         trust_roots: None,
-        join_tokens: PathBuf::new(),
+        credentials: Credentials::JoinTokens(PathBuf::new()),
         lifetime,
     };
     let written = ca::Ca::from_files(&settings).and_then(|ca| {

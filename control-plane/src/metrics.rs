@@ -114,7 +114,7 @@ impl Metrics {
             ),
             certificate_failures: counter(
                 "remora_cp_certificate_failures_total",
-                "Certificate requests refused, by reason (no_ca, unauthenticated, forbidden, unknown_workload, bad_request, bad_csr, internal).",
+                "Certificate requests refused, by reason (no_ca, credential_unavailable, unauthenticated, forbidden, unknown_workload, bad_request, bad_csr, internal).",
                 &["reason"],
             ),
             ca_expiry: reg(

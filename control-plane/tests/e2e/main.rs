@@ -9,6 +9,7 @@ mod demo;
 mod identity;
 mod mesh;
 mod stream;
+mod token_review;
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -80,12 +81,24 @@ impl ControlPlane {
         listen: SocketAddr,
         extra: &[&std::ffi::OsStr],
     ) -> ControlPlane {
+        Self::start_with_env(mesh, listen, extra, &[]).await
+    }
+
+    /// Starts with more arguments to `run` and more environment variables
+    /// (such as `KUBECONFIG`).
+    pub async fn start_with_env(
+        mesh: &str,
+        listen: SocketAddr,
+        extra: &[&std::ffi::OsStr],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> ControlPlane {
         let dir = tempdir();
         let path = dir.path().join("mesh.yaml");
         std::fs::write(&path, mesh).unwrap();
         let mut child = Command::new(bin())
             .args(["run", "--listen", &listen.to_string()])
             .args(extra)
+            .envs(env.iter().copied())
             .args(["--admin", "127.0.0.1:0"])
             .args(["--log-format", "json", "--mesh"])
             .arg(&path)
