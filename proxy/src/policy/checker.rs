@@ -54,7 +54,7 @@ pub async fn run(store: Store, metrics: Arc<Metrics>, mut stop: watch::Receiver<
                 });
             }
         }
-        if ticks % 10 == 0 {
+        if ticks.is_multiple_of(10) {
             publish(&snap, &metrics, now, &mut published);
         }
     }

@@ -151,7 +151,7 @@ async fn one_gib_upload_streams_in_bounded_memory() {
     let chunk = Bytes::from((0..CHUNK as u64).map(pattern_byte).collect::<Vec<u8>>());
     let sampler = rss.clone();
     let body = generated(GIB / CHUNK as u64, move |i| {
-        if (i * CHUNK as u64) % SAMPLE_EVERY == 0 {
+        if (i * CHUNK as u64).is_multiple_of(SAMPLE_EVERY) {
             sampler.sample();
         }
         chunk.clone()

@@ -59,9 +59,9 @@ impl Mode {
         match self {
             Mode::Normal => None,
             Mode::FailStatus { status: s } => Some(Fault::Status(status(s))),
-            Mode::FailEvery { n, status: s } => {
-                (k as u64 % u64::from(n) == 0).then(|| Fault::Status(status(s)))
-            }
+            Mode::FailEvery { n, status: s } => (k as u64)
+                .is_multiple_of(u64::from(n))
+                .then(|| Fault::Status(status(s))),
             Mode::Reset => Some(Fault::Reset),
             Mode::GrpcStatus { code } => Some(Fault::Grpc(code)),
         }
