@@ -20,6 +20,10 @@ pub enum ProxyError {
     Malformed(&'static str),
     #[error("request body larger than {limit} bytes")]
     BodyTooLarge { limit: u64 },
+    /// The client's request body failed on its way in (a malformed chunk,
+    /// the connection cut short): the client's fault, never the endpoint's.
+    #[error("the client's request body failed: {0}")]
+    ClientBody(super::body::BoxError),
     #[error("request headers larger than {limit} bytes")]
     HeadersTooLarge { limit: usize },
     #[error("backend `{backend}` has no endpoint to send to")]
@@ -75,7 +79,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::Malformed(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Malformed(_) | ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::NoEndpoints { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -97,6 +101,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => "no-route",
             ProxyError::Malformed(_) => "malformed-request",
+            ProxyError::ClientBody(_) => "client-body",
             ProxyError::BodyTooLarge { .. } => "body-too-large",
             ProxyError::HeadersTooLarge { .. } => "headers-too-large",
             ProxyError::NoEndpoints { .. } => "no-endpoints",
@@ -120,6 +125,7 @@ impl ProxyError {
                 Fault::Config
             }
             ProxyError::Malformed(_)
+            | ProxyError::ClientBody(_)
             | ProxyError::BodyTooLarge { .. }
             | ProxyError::HeadersTooLarge { .. }
             | ProxyError::Forbidden { .. }

@@ -502,7 +502,17 @@ async fn attempt(
             Ok((rsp, in_flight))
         }
         Err(e) => {
-            let e = body_error(e);
+            let client_failed = in_flight
+                .request_sent
+                .as_ref()
+                .is_some_and(|u| u.client_failed());
+            // Once the client's body failed, the attempt's error (whatever
+            // the upstream made of the broken stream) is the client's.
+            let e = match body_error(e) {
+                e @ ProxyError::BodyTooLarge { .. } => e,
+                e if client_failed => ProxyError::ClientBody(innermost(&e).into()),
+                e => e,
+            };
             match &e {
                 // Our own limits: not the endpoint's fault.
                 ProxyError::Overloaded { limit, .. } => {
@@ -513,7 +523,7 @@ async fn attempt(
                         .inc();
                 }
                 // The client's fault.
-                ProxyError::BodyTooLarge { .. } => {}
+                ProxyError::BodyTooLarge { .. } | ProxyError::ClientBody(_) => {}
                 _ => {
                     // A failing endpoint looks slow to the balancer for a while.
                     ep.load.observe_failure(started.elapsed());
@@ -523,6 +533,15 @@ async fn attempt(
             Err(e)
         }
     }
+}
+
+/// The deepest cause of an error, for the log line.
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut e = e;
+    while let Some(next) = e.source() {
+        e = next;
+    }
+    e.to_string()
 }
 
 /// A request body cut off at the size limit shows up as an upstream error.

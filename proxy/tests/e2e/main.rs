@@ -10,6 +10,7 @@ mod grpc;
 mod init;
 mod limits;
 mod mesh_tls;
+mod messages;
 mod policies;
 mod reload;
 mod resilience;
