@@ -5,6 +5,7 @@ use super::body::{BodyTooLarge, Prepared, RequestBody, ResponseBody};
 use super::client::Proto;
 use super::error::ProxyError;
 use super::headers::{add_forwarded, is_upgrade, remove_hop_by_hop};
+use super::message::{self, MaxForwards};
 use super::passthrough::Passthrough;
 use super::retry;
 use super::router::{rewrite_prefix, Action, Route, RouteMetrics};
@@ -65,6 +66,16 @@ impl Outcome<'_> {
         }
     }
 
+    fn answered(rsp: Response<ResponseBody>) -> Self {
+        Outcome {
+            result: Ok(rsp),
+            route: None,
+            backend: None,
+            metrics: None,
+            delayed: false,
+        }
+    }
+
     fn route(route: &Route, result: Result<Response<ResponseBody>, ProxyError>) -> Self {
         Outcome {
             result,
@@ -95,6 +106,17 @@ pub async fn handle<'a>(
     down: &Downstream,
     mut req: Request<Incoming>,
 ) -> Outcome<'a> {
+    if let Err(v) = message::check(req.method(), req.uri(), req.version(), req.headers()) {
+        return Outcome::err(v.into());
+    }
+    match message::max_forwards(req.method(), req.headers()) {
+        MaxForwards::Ignore => {}
+        MaxForwards::Answer => return Outcome::answered(final_recipient(req.method())),
+        MaxForwards::Forward(n) => {
+            req.headers_mut()
+                .insert(header::MAX_FORWARDS, HeaderValue::from(n));
+        }
+    }
     let limits = &listener.limits;
     let limit = limits.max_request_header_bytes;
     if (limit < 8192 || req.version() == Version::HTTP_2) && head_size(&req) > limit {
@@ -216,6 +238,23 @@ pub async fn handle<'a>(
         metrics: Some(metrics),
         delayed,
     }
+}
+
+/// The proxy's own answer to OPTIONS or TRACE with `Max-Forwards: 0`
+/// (RFC 9110 §7.6.2): OPTIONS gets 200 with what the proxy may forward;
+/// TRACE, which would reflect the request (headers and all), is not
+/// supported here: 501.
+fn final_recipient(method: &http::Method) -> Response<ResponseBody> {
+    let mut rsp = Response::new(ResponseBody::empty());
+    if method == http::Method::TRACE {
+        *rsp.status_mut() = StatusCode::NOT_IMPLEMENTED;
+    } else {
+        rsp.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"),
+        );
+    }
+    rsp
 }
 
 fn head_size(req: &Request<Incoming>) -> usize {

@@ -3,6 +3,8 @@
 //! `remora-error`) read back, and whether anything reached the upstream.
 
 mod client_body;
+mod forwarding;
+mod rules;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -44,6 +46,7 @@ pub async fn send_raw(addr: SocketAddr, bytes: &[u8]) -> Head {
     let text = String::from_utf8_lossy(&out).into_owned();
     let status = text
         .strip_prefix("HTTP/1.1 ")
+        .or_else(|| text.strip_prefix("HTTP/1.0 "))
         .and_then(|s| s.get(..3))
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
