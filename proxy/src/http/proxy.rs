@@ -9,7 +9,7 @@ use super::message::{self, MaxForwards};
 use super::passthrough::Passthrough;
 use super::retry;
 use super::router::{rewrite_prefix, Action, Route, RouteMetrics};
-use crate::balance::{now_ns, Backend, InFlight, Overflow};
+use crate::balance::{now_ns, Backend, InFlight, Overflow, Tried};
 use crate::snapshot::ListenerTable;
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -411,6 +411,8 @@ async fn exchange(
     backend.budget.deposit(now_ns());
     let mut parts = Some(parts);
     let mut retries = 0;
+    // Endpoints this request went to: a retry goes elsewhere if it can.
+    let mut tried = Tried::NONE;
     loop {
         let last = retries + 1 >= attempts || !body.replayable();
         let head = match parts.take() {
@@ -433,6 +435,7 @@ async fn exchange(
             per_try,
             deadline,
             rng,
+            &mut tried,
         )
         .await;
         let reason = match (&result, policy) {
@@ -476,8 +479,10 @@ fn copy_head(p: &http::request::Parts) -> http::request::Parts {
     req.into_parts().0
 }
 
-/// One attempt on one endpoint: circuit breaker, balancer, per-try timeout,
-/// and what the outcome teaches the balancer and outlier detection.
+/// One attempt on one endpoint: circuit breaker, balancer (avoiding the
+/// endpoints in `tried`, and adding the one chosen), per-try timeout, and
+/// what the outcome teaches the balancer and outlier detection.
+#[allow(clippy::too_many_arguments)]
 async fn attempt(
     backend: &Backend,
     req: Request<RequestBody>,
@@ -486,6 +491,7 @@ async fn attempt(
     per_try: Option<std::time::Duration>,
     deadline: Option<Deadline>,
     rng: &mut fastrand::Rng,
+    tried: &mut Tried,
 ) -> Result<(Response<Incoming>, InFlight), ProxyError> {
     let overloaded = |limit: Overflow| {
         backend
@@ -502,11 +508,12 @@ async fn attempt(
         .breaker
         .acquire(Overflow::Requests, backend.limits.max_requests)
         .map_err(overloaded)?;
-    let ep = backend
-        .pick(req.headers(), rng)
+    let (index, ep) = backend
+        .pick_excluding(req.headers(), rng, tried)
         .ok_or_else(|| ProxyError::NoEndpoints {
             backend: backend.name.clone(),
         })?;
+    tried.insert(index);
     let mut in_flight = InFlight::start(ep, slot);
     let mut req = req;
     in_flight.request_sent = req.body_mut().track_sent();

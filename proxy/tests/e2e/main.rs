@@ -14,6 +14,7 @@ mod messages;
 mod policies;
 mod reload;
 mod resilience;
+mod retry_elsewhere;
 mod routing;
 mod shutdown;
 mod streaming;
