@@ -73,7 +73,7 @@ impl Admin {
                 let mut rsp = text(StatusCode::OK, self.metrics.encode());
                 rsp.headers_mut().insert(
                     header::CONTENT_TYPE,
-                    header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                    header::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
                 );
                 rsp
             }

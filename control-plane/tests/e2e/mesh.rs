@@ -381,3 +381,23 @@ async fn a_restarted_proxy_prefers_the_control_plane_to_its_cache() {
         .await;
     assert_eq!(proxies(&status)[0]["rejected"], Value::Null, "{status}");
 }
+
+/// The control plane's `/metrics` answers what docs/control-plane.md says,
+/// also to a client that prefers OpenMetrics, and promtool accepts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_content_type_is_the_documented_one() {
+    use remora_test_support::tools::{
+        curl_with_accept, documented_metrics_content_type, promtool_accepts,
+    };
+    let documented =
+        documented_metrics_content_type(include_str!("../../../docs/control-plane.md"));
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let cp = ControlPlane::start(&mesh(&a, &b, "api-v1")).await;
+    let url = format!("http://{}/metrics", cp.admin);
+    let accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+    let (content_type, body) = tokio::task::spawn_blocking(move || curl_with_accept(&url, accept))
+        .await
+        .unwrap();
+    assert_eq!(content_type, documented);
+    promtool_accepts(&body);
+}

@@ -124,3 +124,33 @@ async fn access_log_has_one_json_line_per_request() {
     assert_eq!(entry["backend"], "up");
     assert_eq!(entry["listener"], "edge");
 }
+
+/// What docs/operations.md says `/metrics` answers is what it answers, to a
+/// client that would prefer OpenMetrics (as Prometheus does) too; the body
+/// is valid Prometheus text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_content_type_is_the_documented_one() {
+    use remora_test_support::tools::{
+        curl_with_accept, documented_metrics_content_type, promtool_accepts,
+    };
+    let doc = include_str!("../../../docs/operations.md");
+    let documented = documented_metrics_content_type(doc);
+    assert_eq!(documented, "text/plain; version=0.0.4; charset=utf-8");
+    let routes = "      - name: all\n        direct_response: { status: 200 }";
+    let proxy = start(&config(routes, "  []")).await;
+    let url = format!("http://{}/metrics", proxy.admin());
+    for accept in [
+        "text/plain",
+        "*/*",
+        // What Prometheus 2.x sends.
+        "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+    ] {
+        let url = url.clone();
+        let (content_type, body) =
+            tokio::task::spawn_blocking(move || curl_with_accept(&url, accept))
+                .await
+                .unwrap();
+        assert_eq!(content_type, documented, "accept: {accept}");
+        promtool_accepts(&body);
+    }
+}
