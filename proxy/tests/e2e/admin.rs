@@ -154,3 +154,37 @@ async fn metrics_content_type_is_the_documented_one() {
         promtool_accepts(&body);
     }
 }
+
+/// From 127.0.0.1 a change is allowed whatever `allow_remote_changes` says;
+/// turning the setting on is a reload, shown in `/config`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_from_loopback_and_the_remote_setting_reloads() {
+    let routes = "      - name: all\n        direct_response: { status: 200 }";
+    let yaml = config(routes, "  []");
+    let proxy = start(&yaml).await;
+    let url = format!("http://{}/log-level", proxy.admin());
+    let put = || Request::new("PUT", &url).body("info").send();
+    assert_eq!(put().await.status, 200);
+    let remote = |body: &str| {
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        json["config"]["admin"]["allow_remote_changes"].as_bool()
+    };
+    assert_eq!(remote(&proxy.admin_get("/config").await.1), None);
+    let mark = proxy.log_mark();
+    proxy
+        .write_config(&yaml.replace(
+            "admin: { address: 127.0.0.1:0 }",
+            "admin: { address: 127.0.0.1:0, allow_remote_changes: true }",
+        ))
+        .unwrap();
+    proxy
+        .wait_for_log_where(
+            mark,
+            |l| l.contains("config applied"),
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(remote(&proxy.admin_get("/config").await.1), Some(true));
+    assert_eq!(put().await.status, 200);
+}
