@@ -141,6 +141,15 @@ impl ProxyError {
     }
 }
 
+/// The deepest cause of an error, for the log line.
+pub fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut e = e;
+    while let Some(next) = e.source() {
+        e = next;
+    }
+    e.to_string()
+}
+
 /// The one mapping from a proxy error to what the client sees.
 pub fn error_response(err: &ProxyError) -> Response<ResponseBody> {
     let status = err.status();

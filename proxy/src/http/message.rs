@@ -9,11 +9,14 @@
 //! asks of an intermediary.)
 //!
 //! [`check`] is pure and runs on every request before routing: it reads the
-//! head without allocating. Which rule hyper enforces and which this module
+//! head without allocating. [`max_forwards`] says what `Max-Forwards` asks
+//! of an OPTIONS or TRACE request (RFC 9110 §7.6.2), and
+//! [`final_recipient`] is the proxy's answer when it is 0. Which rule hyper enforces and which this module
 //! does is listed in docs/operations.md ("HTTP message rules").
 
-use http::header::{self, HeaderMap};
-use http::{Method, Uri, Version};
+use super::body::ResponseBody;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Response, Uri, Version};
 
 /// A request that breaks a message rule, and so is not forwarded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -121,6 +124,23 @@ pub fn max_forwards(method: &Method, headers: &HeaderMap) -> MaxForwards {
         Some(0) => MaxForwards::Answer,
         Some(n) => MaxForwards::Forward((n - 1).min(u64::from(u32::MAX)) as u32),
     }
+}
+
+/// The proxy's own answer to OPTIONS or TRACE with `Max-Forwards: 0`
+/// (RFC 9110 §7.6.2): OPTIONS gets 200 with what the proxy may forward;
+/// TRACE, which would reflect the request (headers and all), is not
+/// supported here: 501.
+pub fn final_recipient(method: &Method) -> Response<ResponseBody> {
+    let mut rsp = Response::new(ResponseBody::empty());
+    if method == Method::TRACE {
+        *rsp.status_mut() = http::StatusCode::NOT_IMPLEMENTED;
+    } else {
+        rsp.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"),
+        );
+    }
+    rsp
 }
 
 fn default_port(uri: &Uri) -> Option<u16> {

@@ -111,7 +111,7 @@ pub async fn handle<'a>(
     }
     match message::max_forwards(req.method(), req.headers()) {
         MaxForwards::Ignore => {}
-        MaxForwards::Answer => return Outcome::answered(final_recipient(req.method())),
+        MaxForwards::Answer => return Outcome::answered(message::final_recipient(req.method())),
         MaxForwards::Forward(n) => {
             req.headers_mut()
                 .insert(header::MAX_FORWARDS, HeaderValue::from(n));
@@ -238,23 +238,6 @@ pub async fn handle<'a>(
         metrics: Some(metrics),
         delayed,
     }
-}
-
-/// The proxy's own answer to OPTIONS or TRACE with `Max-Forwards: 0`
-/// (RFC 9110 §7.6.2): OPTIONS gets 200 with what the proxy may forward;
-/// TRACE, which would reflect the request (headers and all), is not
-/// supported here: 501.
-fn final_recipient(method: &http::Method) -> Response<ResponseBody> {
-    let mut rsp = Response::new(ResponseBody::empty());
-    if method == http::Method::TRACE {
-        *rsp.status_mut() = StatusCode::NOT_IMPLEMENTED;
-    } else {
-        rsp.headers_mut().insert(
-            header::ALLOW,
-            HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"),
-        );
-    }
-    rsp
 }
 
 fn head_size(req: &Request<Incoming>) -> usize {
@@ -556,7 +539,7 @@ async fn attempt(
             // the upstream made of the broken stream) is the client's.
             let e = match body_error(e) {
                 e @ ProxyError::BodyTooLarge { .. } => e,
-                e if client_failed => ProxyError::ClientBody(innermost(&e).into()),
+                e if client_failed => ProxyError::ClientBody(super::error::innermost(&e).into()),
                 e => e,
             };
             match &e {
@@ -579,15 +562,6 @@ async fn attempt(
             Err(e)
         }
     }
-}
-
-/// The deepest cause of an error, for the log line.
-fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut e = e;
-    while let Some(next) = e.source() {
-        e = next;
-    }
-    e.to_string()
 }
 
 /// A request body cut off at the size limit shows up as an upstream error.
