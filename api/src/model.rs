@@ -35,12 +35,17 @@ pub struct Admin {
     /// Address of the admin server (`/metrics`, `/ready`, `/live`, `/config`, `/log-level`).
     #[serde(default = "defaults::admin_address")]
     pub address: SocketAddr,
+    /// Whether endpoints that change state (`PUT /log-level`) answer clients
+    /// that are not on loopback. Off: they get 403.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_remote_changes: bool,
 }
 
 impl Default for Admin {
     fn default() -> Self {
         Admin {
             address: defaults::admin_address(),
+            allow_remote_changes: false,
         }
     }
 }

@@ -122,7 +122,7 @@ fn table_of_invalid_configs() {
         (
             "timeout: 5s",
             "timeout: 5 parsecs",
-            "`5 parsecs` has an unknown unit",
+            "listeners[0].routes[0].timeout: \"5 parsecs\": unknown unit `parsecs`",
         ),
         (
             "address: 127.0.0.1:9001, weight: 3",
@@ -210,5 +210,67 @@ fn resilience_policies_parse_and_validate() {
             text.iter().any(|t| t.contains(want)),
             "want {want:?} in {text:?}"
         );
+    }
+}
+
+/// A bad duration is reported at its own field's path and line, whatever
+/// kind of bad it is and however deep the field sits.
+#[test]
+fn a_bad_duration_names_its_own_field_and_line() {
+    let yaml = |drain: &str, timeout: &str, per_try: &str, connect: &str, ejection: &str| {
+        format!(
+            "drain_timeout: {drain}
+listeners:
+  - name: edge
+    address: 127.0.0.1:8080
+    routes:
+      - name: r
+        backends: [{{ name: b }}]
+        timeout: {timeout}
+        retry:
+          per_try_timeout: {per_try}
+backends:
+  - name: b
+    endpoints: [{{ address: 127.0.0.1:9000 }}]
+    connect_timeout: {connect}
+    outlier_detection:
+      base_ejection_time: {ejection}
+"
+        )
+    };
+    assert!(parse_yaml(&yaml("1s", "1s", "1s", "1s", "1s")).is_ok());
+    let bad_values = [
+        ("1.5s", r#""1.5s": fractions are not allowed; write 1500ms"#),
+        ("10x", r#""10x": unknown unit `x`; use ms, s, m or h"#),
+        ("-1s", r#""-1s": must not be negative"#),
+        (
+            "\"\"",
+            r#""": empty; write a number and a unit, like 250ms or 10s"#,
+        ),
+        (
+            "99999999999999999999s",
+            r#""99999999999999999999s": too large"#,
+        ),
+        ("10", r#""10": no unit; write 10ms, 10s, 10m or 10h"#),
+        ("1.5", r#""1.5": no unit; write a whole number"#),
+    ];
+    let fields = [
+        (0, "drain_timeout", 1),
+        (1, "listeners[0].routes[0].timeout", 8),
+        (2, "listeners[0].routes[0].retry.per_try_timeout", 10),
+        (3, "backends[0].connect_timeout", 14),
+        (4, "backends[0].outlier_detection.base_ejection_time", 16),
+    ];
+    for (bad, message) in bad_values {
+        for (slot, path, line) in fields {
+            let mut v = ["1s"; 5];
+            v[slot] = bad;
+            let problems = parse_yaml(&yaml(v[0], v[1], v[2], v[3], v[4])).expect_err(bad);
+            assert_eq!(problems.len(), 1, "{bad} at {path}: {problems:?}");
+            let p = &problems[0];
+            assert_eq!(p.path, path, "{bad}: {p:?}");
+            assert_eq!(p.line, Some(line), "{bad} at {path}: {p:?}");
+            assert!(p.message.starts_with(message), "{bad} at {path}: {p:?}");
+        }
     }
 }

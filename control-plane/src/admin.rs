@@ -83,7 +83,7 @@ impl Admin {
             ),
             "/metrics" => respond(
                 StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
+                crate::metrics::CONTENT_TYPE,
                 self.metrics.encode(),
             ),
             _ => text(

@@ -227,7 +227,10 @@ pub(crate) fn own_config(w: &Workload) -> Config {
         backends.push(app);
     }
     Config {
-        admin: Admin { address: w.admin },
+        admin: Admin {
+            address: w.admin,
+            ..Admin::default()
+        },
         drain_timeout: defaults::drain_timeout(),
         listeners,
         backends,

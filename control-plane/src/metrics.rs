@@ -8,6 +8,10 @@ use prometheus::{
 };
 use std::sync::Arc;
 
+/// The Content-Type of `/metrics`: Prometheus text format 0.0.4 (the same
+/// as the proxy's; no OpenMetrics, which the `prometheus` crate cannot encode).
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 pub struct Metrics {
     registry: Registry,
     pub connected_proxies: IntGauge,

@@ -1,6 +1,12 @@
 //! The admin server (default 127.0.0.1:4191): `/live`, `/ready`,
 //! `/metrics`, `/config` and `/log-level`. It keeps answering while the proxy
 //! drains, so `/ready` can say so.
+//!
+//! Endpoints that change state (`PUT /log-level`) answer only clients on
+//! loopback, unless `admin.allow_remote_changes` (or, in sidecar mode,
+//! `--admin-allow-remote-changes`) says otherwise: binding the admin server
+//! to `0.0.0.0` for probes and scrapes does not open them to the network.
+//! [`peer_may_change`] is the one rule; every such endpoint asks it.
 
 use crate::metrics::Metrics;
 use crate::snapshot::Store;
@@ -11,6 +17,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -60,8 +67,45 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     rsp
 }
 
+/// Whether a client at `peer` may call an endpoint that changes state:
+/// always from loopback (127.0.0.0/8, ::1, and ::ffff:127.0.0.0/104 as a
+/// dual-stack socket sees IPv4 loopback), from anywhere with `allow_remote`.
+pub fn peer_may_change(peer: SocketAddr, allow_remote: bool) -> bool {
+    allow_remote
+        || match peer.ip() {
+            IpAddr::V4(v4) => v4.is_loopback(),
+            IpAddr::V6(v6) => {
+                v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+            }
+        }
+}
+
+/// The 403 for a state-changing request from a peer that may not make it,
+/// or `None` when the request may go on.
+fn refuse_change(
+    method: &Method,
+    path: &str,
+    peer: SocketAddr,
+    allow_remote: bool,
+) -> Option<Response<Full<Bytes>>> {
+    let changes = matches!((method, path), (&Method::PUT, "/log-level"));
+    if !changes || peer_may_change(peer, allow_remote) {
+        return None;
+    }
+    tracing::warn!(%peer, %method, path, "admin change refused: the client is not on loopback");
+    Some(text(
+        StatusCode::FORBIDDEN,
+        "changes are allowed only from localhost; set admin.allow_remote_changes: true \
+         (sidecar mode: --admin-allow-remote-changes) to allow them from elsewhere\n",
+    ))
+}
+
 impl Admin {
-    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+        let allow_remote = || self.store.load().config.admin.allow_remote_changes;
+        if let Some(refused) = refuse_change(req.method(), req.uri().path(), peer, allow_remote()) {
+            return refused;
+        }
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/live") => text(StatusCode::OK, "live\n"),
             (&Method::GET, "/ready") => match self.readiness.get() {
@@ -73,7 +117,7 @@ impl Admin {
                 let mut rsp = text(StatusCode::OK, self.metrics.encode());
                 rsp.headers_mut().insert(
                     header::CONTENT_TYPE,
-                    header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                    header::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
                 );
                 rsp
             }
@@ -121,7 +165,7 @@ impl Admin {
 
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut stop: watch::Receiver<bool>) {
     loop {
-        let (tcp, _) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             a = listener.accept() => match a {
                 Ok(a) => a,
                 Err(e) => {
@@ -136,7 +180,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut stop: watch::Re
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let admin = admin.clone();
-                async move { Ok::<_, Infallible>(admin.handle(req).await) }
+                async move { Ok::<_, Infallible>(admin.handle(req, peer).await) }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(tcp), svc)
@@ -144,3 +188,6 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut stop: watch::Re
         });
     }
 }
+
+#[cfg(test)]
+mod tests;

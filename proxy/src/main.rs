@@ -85,6 +85,11 @@ struct ControlPlaneArgs {
     /// Admin server address in sidecar mode (file mode reads it from the config).
     #[arg(long, env = "REMORA_ADMIN", default_value = "127.0.0.1:4191")]
     admin: std::net::SocketAddr,
+    /// Sidecar mode: let admin endpoints that change state (PUT /log-level)
+    /// answer clients that are not on loopback (file mode:
+    /// `admin.allow_remote_changes`).
+    #[arg(long, env = "REMORA_ADMIN_ALLOW_REMOTE_CHANGES")]
+    admin_allow_remote_changes: bool,
 }
 
 fn main() -> ExitCode {
@@ -130,6 +135,7 @@ fn main() -> ExitCode {
                         identity: control.identity,
                         cache: control.snapshot_cache,
                         await_identity,
+                        admin_allow_remote_changes: control.admin_allow_remote_changes,
                     },
                     admin: control.admin,
                 },

@@ -9,6 +9,12 @@ use prometheus::{
 };
 use std::sync::Arc;
 
+/// The Content-Type of `/metrics`: the Prometheus text exposition format
+/// 0.0.4, whatever the client's Accept header asks. OpenMetrics is not
+/// offered: the `prometheus` crate (0.14) has no OpenMetrics encoder, and
+/// Prometheus reads this format whenever it asked for OpenMetrics first.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 pub struct Metrics {
     registry: Registry,
     pub requests: IntCounterVec,

@@ -40,3 +40,44 @@ pub fn promtool_accepts(metrics: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// GETs `url` with `curl`, sending `accept` as the Accept header; returns
+/// the response's Content-Type and body. Panics unless the status is 200.
+pub fn curl_with_accept(url: &str, accept: &str) -> (String, String) {
+    require("curl");
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-o", "-", "-D", "/dev/stderr"])
+        .args(["-H", &format!("accept: {accept}"), url])
+        .output()
+        .expect("run curl");
+    let head = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success() && head.starts_with("HTTP/1.1 200"),
+        "curl {url}: {head}"
+    );
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-type")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    (
+        content_type,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// The content type a doc page gives for `/metrics`: the first backticked
+/// `text/plain...` on the line of its `/metrics` row.
+pub fn documented_metrics_content_type(doc: &str) -> String {
+    doc.lines()
+        .filter(|l| l.starts_with("| `/metrics`"))
+        .find_map(|l| {
+            let start = l.find("`text/plain")? + 1;
+            let end = start + l[start..].find('`')?;
+            Some(l[start..end].to_string())
+        })
+        .expect("the doc's /metrics row names a text/plain content type")
+}

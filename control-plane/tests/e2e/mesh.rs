@@ -381,3 +381,50 @@ async fn a_restarted_proxy_prefers_the_control_plane_to_its_cache() {
         .await;
     assert_eq!(proxies(&status)[0]["rejected"], Value::Null, "{status}");
 }
+
+/// The control plane's `/metrics` answers what docs/control-plane.md says,
+/// also to a client that prefers OpenMetrics, and promtool accepts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_content_type_is_the_documented_one() {
+    use remora_test_support::tools::{
+        curl_with_accept, documented_metrics_content_type, promtool_accepts,
+    };
+    let documented =
+        documented_metrics_content_type(include_str!("../../../docs/control-plane.md"));
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let cp = ControlPlane::start(&mesh(&a, &b, "api-v1")).await;
+    let url = format!("http://{}/metrics", cp.admin);
+    let accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+    let (content_type, body) = tokio::task::spawn_blocking(move || curl_with_accept(&url, accept))
+        .await
+        .unwrap();
+    assert_eq!(content_type, documented);
+    promtool_accepts(&body);
+}
+
+/// `--admin-allow-remote-changes` reaches the sidecar's running config (the
+/// control plane never sets it); without the flag it stays off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sidecar_flag_allows_remote_admin_changes() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let cp = ControlPlane::start(&mesh(&a, &b, "api-v1")).await;
+    let open = sidecar(
+        cp.listen,
+        "web",
+        &[OsStr::new("--admin-allow-remote-changes")],
+    )
+    .await;
+    let closed = sidecar(cp.listen, "batch", &[]).await;
+    cp.wait_status("both in sync", |s| all_in_sync(s, 2)).await;
+    for (proxy, want) in [(&open, true), (&closed, false)] {
+        let (status, body) = proxy.admin_get("/config").await;
+        assert_eq!(status, 200, "{body}");
+        let json: Value = serde_json::from_str(&body).unwrap();
+        let got = json["config"]["admin"]["allow_remote_changes"].as_bool();
+        assert_eq!(got.unwrap_or(false), want, "{body}");
+        // From 127.0.0.1 a change is allowed either way.
+        let url = format!("http://{}/log-level", proxy.admin());
+        let rsp = Request::new("PUT", &url).body("info").send().await;
+        assert_eq!(rsp.status, 200, "{}", rsp.text());
+    }
+}

@@ -76,6 +76,7 @@ pub fn run() {
             identity: None,
             cache: Some(dir.path().join("snapshot.json")),
             await_identity: false,
+            admin_allow_remote_changes: false,
         },
         admin: SocketAddr::from(([127, 0, 0, 1], 0)),
     };

@@ -105,9 +105,9 @@ pub struct InFlight {
     /// The pooled HTTP/1.1 connection the response came on: back to the
     /// pool once its body has been read to the end ([`InFlight::body_done`]).
     pub checkin: Option<crate::http::client::Checkin>,
-    /// For a streamed upload: set once all of it was sent. A response that
-    /// ends before then leaves its connection busy: not pooled.
-    pub request_sent: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// For a streamed upload: how it is going. A response that ends before
+    /// all of it was sent leaves its connection busy: not pooled.
+    pub request_sent: Option<Arc<crate::http::body::Upload>>,
 }
 
 impl InFlight {
@@ -124,10 +124,7 @@ impl InFlight {
     /// The response body was read to its end: its connection can take the
     /// next request.
     pub fn body_done(&mut self) {
-        let uploading = self
-            .request_sent
-            .as_ref()
-            .is_some_and(|s| !s.load(std::sync::atomic::Ordering::Acquire));
+        let uploading = self.request_sent.as_ref().is_some_and(|s| !s.is_sent());
         match self.checkin.take() {
             Some(c) if !uploading => c.finish(),
             // Dropped: the connection closes once the upload is through.

@@ -11,11 +11,13 @@ mod outlier;
 mod p2c;
 mod ring_hash;
 mod round_robin;
+mod tried;
 
 pub use breaker::{Breaker, Overflow, Slot};
 pub use load::{now_ns, InFlight, Load};
 pub use outlier::Outlier;
 pub use ring_hash::{hash as content_hash, HashKey};
+pub use tried::Tried;
 
 use crate::http::client::EndpointClient;
 use http::HeaderMap;
@@ -192,14 +194,30 @@ impl Backend {
     /// is unavailable, any may be chosen: better a likely failure than a
     /// certain one.
     pub fn pick(&self, headers: &HeaderMap, rng: &mut fastrand::Rng) -> Option<&Arc<Endpoint>> {
+        self.pick_excluding(headers, rng, &Tried::NONE)
+            .map(|(_, ep)| ep)
+    }
+
+    /// Like [`Backend::pick`], for a retry: an endpoint in `tried` is chosen
+    /// only when no other is available. Each balancer treats tried
+    /// endpoints as it treats ejected ones (P2C: infinitely costly; round
+    /// robin: the next turn; ring hash: the next distinct endpoint along
+    /// the ring). Returns the endpoint's index too.
+    pub fn pick_excluding(
+        &self,
+        headers: &HeaderMap,
+        rng: &mut fastrand::Rng,
+        tried: &Tried,
+    ) -> Option<(usize, &Arc<Endpoint>)> {
         let (eps, w) = (&self.endpoints, &self.weights);
         match eps.len() {
             0 => return None,
-            1 => return Some(&eps[0]),
+            1 => return Some((0, &eps[0])),
             _ => {}
         }
         let now = now_ns();
-        let up = |i: usize| eps[i].available(now);
+        let available = |i: usize| eps[i].available(now);
+        let up = |i: usize| available(i) && !tried.contains(i);
         let i = match &self.balancer {
             Balancer::PeakEwma => p2c::pick(eps.len(), rng, |i| {
                 cost(up(i), eps[i].load.peak_ewma_cost(w[i]))
@@ -224,14 +242,17 @@ impl Backend {
             },
         };
         if up(i) {
-            return eps.get(i);
+            return Some((i, &eps[i]));
         }
-        // The choice is out: take any endpoint that is up, else this one.
+        // The choice is out: take any endpoint that is up and untried, else
+        // any that is up, else this one.
         let start = rng.usize(0..eps.len());
-        let any = (0..eps.len())
-            .map(|k| (start + k) % eps.len())
-            .find(|i| up(*i));
-        eps.get(any.unwrap_or(i))
+        let from_start = || (0..eps.len()).map(|k| (start + k) % eps.len());
+        let any = from_start()
+            .find(|i| up(*i))
+            .or_else(|| from_start().find(|i| available(*i)))
+            .unwrap_or(i);
+        Some((any, &eps[any]))
     }
 }
 

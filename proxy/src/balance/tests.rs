@@ -148,3 +148,100 @@ fn ewma_peaks_then_decays() {
     // A low sample right after a peak barely moves the estimate.
     assert!(l.rtt() > Duration::from_millis(90), "{:?}", l.rtt());
 }
+
+fn every_balancer() -> Vec<(&'static str, api::Balancer)> {
+    vec![
+        ("peak_ewma", api::Balancer::PeakEwma),
+        ("least_request", api::Balancer::LeastRequest),
+        ("round_robin", api::Balancer::RoundRobin),
+        (
+            "ring_hash",
+            api::Balancer::RingHash(api::RingHash {
+                header: Some("x-key".into()),
+                cookie: None,
+            }),
+        ),
+    ]
+}
+
+fn key(i: usize) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("x-key", HeaderValue::from_str(&format!("k{i}")).unwrap());
+    h
+}
+
+#[test]
+fn a_pick_with_exclusions_avoids_them_while_another_is_available() {
+    for (name, balancer) in every_balancer() {
+        let b = backend(&[1, 2, 1, 1], balancer);
+        let mut rng = fastrand::Rng::with_seed(7);
+        for i in 0..500 {
+            // Exclude what this key would get first, then that and the next.
+            let mut tried = Tried::NONE;
+            for round in 0..3 {
+                let (idx, ep) = b.pick_excluding(&key(i), &mut rng, &tried).unwrap();
+                assert!(
+                    !tried.contains(idx),
+                    "{name}: key {i} round {round} got tried {idx}"
+                );
+                assert!(Arc::ptr_eq(ep, &b.endpoints[idx]), "{name}");
+                tried.insert(idx);
+            }
+        }
+    }
+}
+
+#[test]
+fn every_endpoint_tried_still_picks_one() {
+    for (name, balancer) in every_balancer() {
+        let b = backend(&[1, 1, 1], balancer);
+        let mut rng = fastrand::Rng::with_seed(9);
+        let mut tried = Tried::NONE;
+        (0..3).for_each(|i| tried.insert(i));
+        for i in 0..50 {
+            assert!(
+                b.pick_excluding(&key(i), &mut rng, &tried).is_some(),
+                "{name}"
+            );
+        }
+    }
+}
+
+#[test]
+fn tried_and_ejected_leave_the_one_left() {
+    let cfg = api::OutlierDetection {
+        consecutive_failures: 1,
+        ..Default::default()
+    };
+    for (name, balancer) in every_balancer() {
+        let b = backend(&[1, 1, 1], balancer);
+        assert!(b.endpoints[0].outlier.failure(&cfg, now_ns(), || true));
+        let mut tried = Tried::NONE;
+        tried.insert(1);
+        let mut rng = fastrand::Rng::with_seed(11);
+        for i in 0..100 {
+            let (idx, _) = b.pick_excluding(&key(i), &mut rng, &tried).unwrap();
+            assert_eq!(idx, 2, "{name}: key {i}");
+        }
+        // Only tried ones are up: a tried one that is up beats an ejected one.
+        tried.insert(2);
+        for i in 0..100 {
+            let (idx, _) = b.pick_excluding(&key(i), &mut rng, &tried).unwrap();
+            assert_ne!(idx, 0, "{name}: key {i} got the ejected endpoint");
+        }
+    }
+}
+
+#[test]
+fn the_tried_set_is_small_and_inline() {
+    let mut t = Tried::NONE;
+    assert!(t.is_empty());
+    for i in [3, 3, 900, 0] {
+        t.insert(i);
+    }
+    assert!(t.contains(3) && t.contains(900) && t.contains(0) && !t.contains(1));
+    // Past its capacity it forgets new ones rather than allocating.
+    (10..30).for_each(|i| t.insert(i));
+    assert!(t.contains(10) && !t.contains(29));
+    assert!(std::mem::size_of::<Tried>() <= 40);
+}

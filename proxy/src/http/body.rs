@@ -14,7 +14,7 @@ use pin_project_lite::pin_project;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering::Release};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -177,6 +177,30 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[error("request body larger than {0} bytes")]
 pub struct BodyTooLarge(pub u64);
 
+/// How a streamed upload is going, shared by the body (which writes it) and
+/// the request's attempt (which reads it).
+#[derive(Debug, Default)]
+pub struct Upload(AtomicU8);
+
+impl Upload {
+    const SENT: u8 = 1;
+    const CLIENT_FAILED: u8 = 2;
+
+    fn set(&self, state: u8) {
+        self.0.store(state, Ordering::Release);
+    }
+
+    /// All of the body was handed on to the upstream connection.
+    pub fn is_sent(&self) -> bool {
+        self.0.load(Ordering::Acquire) == Self::SENT
+    }
+
+    /// The client's side of the body failed: it was malformed or cut short.
+    pub fn client_failed(&self) -> bool {
+        self.0.load(Ordering::Acquire) == Self::CLIENT_FAILED
+    }
+}
+
 pin_project! {
     /// A client's request body on its way upstream.
     #[project = RequestBodyProj]
@@ -190,8 +214,8 @@ pin_project! {
             body: Incoming,
             limit: u64,
             seen: u64,
-            // Set once the whole body has been handed on (see `track_sent`).
-            sent: Option<Arc<AtomicBool>>,
+            // How the upload is going (see `track_sent`).
+            sent: Option<Arc<Upload>>,
         },
         /// Read whole and kept, so it can be sent again for a retry.
         Replay {
@@ -292,7 +316,7 @@ impl RequestBody {
                 }
             };
             let Some(frame) = next else { break };
-            let frame = frame.map_err(|_| ProxyError::Malformed("request body ended early"))?;
+            let frame = frame.map_err(|e| ProxyError::ClientBody(Box::new(e)))?;
             match frame.into_data() {
                 Ok(d) => {
                     seen += d.len() as u64;
@@ -327,12 +351,14 @@ impl RequestBody {
 }
 
 impl RequestBody {
-    /// For a body still streaming in from the client: a flag set once all of
-    /// it has been handed on. An upstream may answer before that (refusing
-    /// an upload); its connection must not take another request until the
-    /// upload is through, so it is not pooled then. `None` for a body that is
-    /// in memory or empty (one allocation only for streamed uploads).
-    pub fn track_sent(&mut self) -> Option<Arc<AtomicBool>> {
+    /// For a body still streaming in from the client: how its upload goes.
+    /// An upstream may answer before all of it was handed on (refusing an
+    /// upload); its connection must not take another request until the
+    /// upload is through, so it is not pooled then. And when the client's
+    /// body fails (a bad chunk, a connection cut short), the attempt's error
+    /// is the client's, not the endpoint's. `None` for a body that is in
+    /// memory or empty (one allocation only for streamed uploads).
+    pub fn track_sent(&mut self) -> Option<Arc<Upload>> {
         if self.is_end_stream() {
             return None;
         }
@@ -369,9 +395,11 @@ impl Body for RequestBody {
                     return Poll::Ready(Some(Ok(Frame::data(d))));
                 }
                 let frame = ready!(body.as_mut().poll_frame(cx));
-                if let Some(flag) = sent {
-                    if frame.is_none() || (prefix.is_empty() && body.is_end_stream()) {
-                        flag.store(true, Release);
+                if let Some(upload) = sent {
+                    if matches!(frame, Some(Err(_))) {
+                        upload.set(Upload::CLIENT_FAILED);
+                    } else if frame.is_none() || (prefix.is_empty() && body.is_end_stream()) {
+                        upload.set(Upload::SENT);
                     }
                 }
                 match frame {

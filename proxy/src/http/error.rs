@@ -18,8 +18,15 @@ pub enum ProxyError {
     NoRoute,
     #[error("malformed request: {0}")]
     Malformed(&'static str),
+    /// The request breaks an HTTP message rule (http/message.rs).
+    #[error("{0}")]
+    Message(#[from] super::message::Violation),
     #[error("request body larger than {limit} bytes")]
     BodyTooLarge { limit: u64 },
+    /// The client's request body failed on its way in (a malformed chunk,
+    /// the connection cut short): the client's fault, never the endpoint's.
+    #[error("the client's request body failed: {0}")]
+    ClientBody(super::body::BoxError),
     #[error("request headers larger than {limit} bytes")]
     HeadersTooLarge { limit: usize },
     #[error("backend `{backend}` has no endpoint to send to")]
@@ -75,7 +82,8 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::Malformed(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Malformed(_) | ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Message(v) => v.status(),
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::NoEndpoints { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -97,6 +105,8 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => "no-route",
             ProxyError::Malformed(_) => "malformed-request",
+            ProxyError::ClientBody(_) => "client-body",
+            ProxyError::Message(v) => v.cause(),
             ProxyError::BodyTooLarge { .. } => "body-too-large",
             ProxyError::HeadersTooLarge { .. } => "headers-too-large",
             ProxyError::NoEndpoints { .. } => "no-endpoints",
@@ -120,6 +130,8 @@ impl ProxyError {
                 Fault::Config
             }
             ProxyError::Malformed(_)
+            | ProxyError::ClientBody(_)
+            | ProxyError::Message(_)
             | ProxyError::BodyTooLarge { .. }
             | ProxyError::HeadersTooLarge { .. }
             | ProxyError::Forbidden { .. }
@@ -127,6 +139,15 @@ impl ProxyError {
             _ => Fault::Upstream,
         }
     }
+}
+
+/// The deepest cause of an error, for the log line.
+pub fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut e = e;
+    while let Some(next) = e.source() {
+        e = next;
+    }
+    e.to_string()
 }
 
 /// The one mapping from a proxy error to what the client sees.
@@ -145,6 +166,12 @@ pub fn error_response(err: &ProxyError) -> Response<ResponseBody> {
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain"),
     );
+    if let ProxyError::Message(_) = err {
+        // The request broke the message rules: its framing cannot be
+        // trusted, so an HTTP/1 connection ends here (RFC 9112 §6.3;
+        // hyper leaves the header out on HTTP/2).
+        h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if let ProxyError::RateLimited { retry_after } = err {
         // Whole seconds, rounded up: at least 1.
         let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);

@@ -5,6 +5,7 @@ pub mod body;
 pub mod client;
 pub mod error;
 pub mod headers;
+pub mod message;
 pub mod passthrough;
 pub mod proxy;
 pub mod retry;

@@ -5,10 +5,11 @@ use super::body::{BodyTooLarge, Prepared, RequestBody, ResponseBody};
 use super::client::Proto;
 use super::error::ProxyError;
 use super::headers::{add_forwarded, is_upgrade, remove_hop_by_hop};
+use super::message::{self, MaxForwards};
 use super::passthrough::Passthrough;
 use super::retry;
 use super::router::{rewrite_prefix, Action, Route, RouteMetrics};
-use crate::balance::{now_ns, Backend, InFlight, Overflow};
+use crate::balance::{now_ns, Backend, InFlight, Overflow, Tried};
 use crate::snapshot::ListenerTable;
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -65,6 +66,16 @@ impl Outcome<'_> {
         }
     }
 
+    fn answered(rsp: Response<ResponseBody>) -> Self {
+        Outcome {
+            result: Ok(rsp),
+            route: None,
+            backend: None,
+            metrics: None,
+            delayed: false,
+        }
+    }
+
     fn route(route: &Route, result: Result<Response<ResponseBody>, ProxyError>) -> Self {
         Outcome {
             result,
@@ -95,6 +106,17 @@ pub async fn handle<'a>(
     down: &Downstream,
     mut req: Request<Incoming>,
 ) -> Outcome<'a> {
+    if let Err(v) = message::check(req.method(), req.uri(), req.version(), req.headers()) {
+        return Outcome::err(v.into());
+    }
+    match message::max_forwards(req.method(), req.headers()) {
+        MaxForwards::Ignore => {}
+        MaxForwards::Answer => return Outcome::answered(message::final_recipient(req.method())),
+        MaxForwards::Forward(n) => {
+            req.headers_mut()
+                .insert(header::MAX_FORWARDS, HeaderValue::from(n));
+        }
+    }
     let limits = &listener.limits;
     let limit = limits.max_request_header_bytes;
     if (limit < 8192 || req.version() == Version::HTTP_2) && head_size(&req) > limit {
@@ -372,6 +394,8 @@ async fn exchange(
     backend.budget.deposit(now_ns());
     let mut parts = Some(parts);
     let mut retries = 0;
+    // Endpoints this request went to: a retry goes elsewhere if it can.
+    let mut tried = Tried::NONE;
     loop {
         let last = retries + 1 >= attempts || !body.replayable();
         let head = match parts.take() {
@@ -394,6 +418,7 @@ async fn exchange(
             per_try,
             deadline,
             rng,
+            &mut tried,
         )
         .await;
         let reason = match (&result, policy) {
@@ -437,8 +462,10 @@ fn copy_head(p: &http::request::Parts) -> http::request::Parts {
     req.into_parts().0
 }
 
-/// One attempt on one endpoint: circuit breaker, balancer, per-try timeout,
-/// and what the outcome teaches the balancer and outlier detection.
+/// One attempt on one endpoint: circuit breaker, balancer (avoiding the
+/// endpoints in `tried`, and adding the one chosen), per-try timeout, and
+/// what the outcome teaches the balancer and outlier detection.
+#[allow(clippy::too_many_arguments)]
 async fn attempt(
     backend: &Backend,
     req: Request<RequestBody>,
@@ -447,6 +474,7 @@ async fn attempt(
     per_try: Option<std::time::Duration>,
     deadline: Option<Deadline>,
     rng: &mut fastrand::Rng,
+    tried: &mut Tried,
 ) -> Result<(Response<Incoming>, InFlight), ProxyError> {
     let overloaded = |limit: Overflow| {
         backend
@@ -463,11 +491,12 @@ async fn attempt(
         .breaker
         .acquire(Overflow::Requests, backend.limits.max_requests)
         .map_err(overloaded)?;
-    let ep = backend
-        .pick(req.headers(), rng)
+    let (index, ep) = backend
+        .pick_excluding(req.headers(), rng, tried)
         .ok_or_else(|| ProxyError::NoEndpoints {
             backend: backend.name.clone(),
         })?;
+    tried.insert(index);
     let mut in_flight = InFlight::start(ep, slot);
     let mut req = req;
     in_flight.request_sent = req.body_mut().track_sent();
@@ -502,7 +531,17 @@ async fn attempt(
             Ok((rsp, in_flight))
         }
         Err(e) => {
-            let e = body_error(e);
+            let client_failed = in_flight
+                .request_sent
+                .as_ref()
+                .is_some_and(|u| u.client_failed());
+            // Once the client's body failed, the attempt's error (whatever
+            // the upstream made of the broken stream) is the client's.
+            let e = match body_error(e) {
+                e @ ProxyError::BodyTooLarge { .. } => e,
+                e if client_failed => ProxyError::ClientBody(super::error::innermost(&e).into()),
+                e => e,
+            };
             match &e {
                 // Our own limits: not the endpoint's fault.
                 ProxyError::Overloaded { limit, .. } => {
@@ -513,7 +552,7 @@ async fn attempt(
                         .inc();
                 }
                 // The client's fault.
-                ProxyError::BodyTooLarge { .. } => {}
+                ProxyError::BodyTooLarge { .. } | ProxyError::ClientBody(_) => {}
                 _ => {
                     // A failing endpoint looks slow to the balancer for a while.
                     ep.load.observe_failure(started.elapsed());

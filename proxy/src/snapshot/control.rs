@@ -41,6 +41,9 @@ pub struct Settings {
     /// The proxy gets its mesh certificate from the control plane (over
     /// TLS): a subscription waits a little for it, to present it.
     pub await_identity: bool,
+    /// `--admin-allow-remote-changes`: set on every snapshot's
+    /// `admin.allow_remote_changes` (the control plane never sets it).
+    pub admin_allow_remote_changes: bool,
 }
 
 /// How long a subscription waits for the first certificate before it goes
@@ -120,6 +123,7 @@ impl Subscriber {
             return None;
         }
         msg.config.admin.address = admin;
+        msg.config.admin.allow_remote_changes |= settings.admin_allow_remote_changes;
         let materials = load_materials(&msg.config).ok()?;
         let local = content_version(&msg.version, materials.digest());
         let snap = compile_as(msg.config, materials, local, None, metrics).ok()?;
@@ -261,6 +265,7 @@ impl Subscriber {
     async fn apply(&mut self, mut decoded: Decoded) -> Ack {
         if let (Ok(config), Some(admin)) = (&mut decoded.config, self.admin) {
             config.admin.address = admin;
+            config.admin.allow_remote_changes |= self.settings.admin_allow_remote_changes;
         }
         let version = decoded.version;
         let delta = decoded.delta;

@@ -67,7 +67,7 @@ fn check_listeners_unchanged(running: &Config, next: &Config) -> Result<(), Vec<
             line: None,
         });
     }
-    if running.admin != next.admin {
+    if running.admin.address != next.admin.address {
         problems.push(Problem {
             path: "admin.address".into(),
             message: "changing the admin address needs a restart".into(),
@@ -178,5 +178,19 @@ backends:
         assert_ne!(local, crate::snapshot::version(&next, digest));
         let again = swap_in_versioned(&store, &metrics, next, Some("v2"));
         assert_eq!(again, Ok(Reload::Unchanged));
+    }
+
+    #[test]
+    fn allowing_remote_admin_changes_is_a_reload_not_a_restart() {
+        let metrics = Metrics::new();
+        let store = serving(config(""), &metrics);
+        let mut next = config("");
+        next.admin.allow_remote_changes = true;
+        let applied = swap_in(&store, &metrics, next);
+        assert!(matches!(applied, Ok(Reload::Applied(_))), "{applied:?}");
+        assert!(store.load().config.admin.allow_remote_changes);
+        let mut moved = config("");
+        moved.admin.address = "127.0.0.1:1".parse().unwrap();
+        assert!(swap_in(&store, &metrics, moved).is_err());
     }
 }

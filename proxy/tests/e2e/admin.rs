@@ -124,3 +124,67 @@ async fn access_log_has_one_json_line_per_request() {
     assert_eq!(entry["backend"], "up");
     assert_eq!(entry["listener"], "edge");
 }
+
+/// What docs/operations.md says `/metrics` answers is what it answers, to a
+/// client that would prefer OpenMetrics (as Prometheus does) too; the body
+/// is valid Prometheus text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_content_type_is_the_documented_one() {
+    use remora_test_support::tools::{
+        curl_with_accept, documented_metrics_content_type, promtool_accepts,
+    };
+    let doc = include_str!("../../../docs/operations.md");
+    let documented = documented_metrics_content_type(doc);
+    assert_eq!(documented, "text/plain; version=0.0.4; charset=utf-8");
+    let routes = "      - name: all\n        direct_response: { status: 200 }";
+    let proxy = start(&config(routes, "  []")).await;
+    let url = format!("http://{}/metrics", proxy.admin());
+    for accept in [
+        "text/plain",
+        "*/*",
+        // What Prometheus 2.x sends.
+        "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+    ] {
+        let url = url.clone();
+        let (content_type, body) =
+            tokio::task::spawn_blocking(move || curl_with_accept(&url, accept))
+                .await
+                .unwrap();
+        assert_eq!(content_type, documented, "accept: {accept}");
+        promtool_accepts(&body);
+    }
+}
+
+/// From 127.0.0.1 a change is allowed whatever `allow_remote_changes` says;
+/// turning the setting on is a reload, shown in `/config`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_from_loopback_and_the_remote_setting_reloads() {
+    let routes = "      - name: all\n        direct_response: { status: 200 }";
+    let yaml = config(routes, "  []");
+    let proxy = start(&yaml).await;
+    let url = format!("http://{}/log-level", proxy.admin());
+    let put = || Request::new("PUT", &url).body("info").send();
+    assert_eq!(put().await.status, 200);
+    let remote = |body: &str| {
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        json["config"]["admin"]["allow_remote_changes"].as_bool()
+    };
+    assert_eq!(remote(&proxy.admin_get("/config").await.1), None);
+    let mark = proxy.log_mark();
+    proxy
+        .write_config(&yaml.replace(
+            "admin: { address: 127.0.0.1:0 }",
+            "admin: { address: 127.0.0.1:0, allow_remote_changes: true }",
+        ))
+        .unwrap();
+    proxy
+        .wait_for_log_where(
+            mark,
+            |l| l.contains("config applied"),
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(remote(&proxy.admin_get("/config").await.1), Some(true));
+    assert_eq!(put().await.status, 200);
+}

@@ -103,3 +103,36 @@ fn version_flag() {
         format!("remora-proxy {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+#[test]
+fn check_names_a_bad_durations_own_field_and_line() {
+    let dir = remora_test_support::proxy::tempdir();
+    let path = dir.path().join("duration.yaml");
+    std::fs::write(
+        &path,
+        "listeners:
+  - name: edge
+    address: 127.0.0.1:8080
+    routes:
+      - name: r
+        timeout: 1.5s
+        direct_response: { status: 200 }
+",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .arg("check")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let want = format!(
+        "{}:6: listeners[0].routes[0].timeout: \"1.5s\": fractions are not allowed; write 1500ms",
+        path.display()
+    );
+    assert!(
+        stdout.lines().any(|l| l == want),
+        "missing {want:?} in:\n{stdout}"
+    );
+}

@@ -129,3 +129,19 @@ fn budget_window_slides() {
     b.deposit(10_500 * MS);
     assert!(b.withdraw(10_500 * MS));
 }
+
+#[test]
+fn a_clients_broken_body_is_never_retried() {
+    let all = [
+        RetryOn::ConnectFailure,
+        RetryOn::Reset,
+        RetryOn::ServerError,
+        RetryOn::GatewayError,
+        RetryOn::RefusedStream,
+    ];
+    let e = ProxyError::ClientBody("invalid chunk size line".into());
+    assert_eq!(reason_of_error(&policy(&all), &e), None);
+    assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(e.cause(), "client-body");
+    assert_eq!(e.fault(), crate::http::error::Fault::Downstream);
+}
