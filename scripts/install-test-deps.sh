@@ -6,7 +6,9 @@
 #
 #   Debian: curl, openssl, prometheus (for promtool), nghttp2-client (h2load,
 #           optional), procps, iproute2, iptables (legacy and nft variants,
-#           for the `remora-proxy init` tests), util-linux (setpriv)
+#           for the `remora-proxy init` tests), util-linux (setpriv),
+#           etcd-server and etcd-client (a real etcd and etcdctl, for the
+#           control plane's etcd source tests)
 #   Python: grpcio (pinned), for tests/grpc/echo_server.py and echo_client.py
 #
 # Environment:
@@ -40,6 +42,8 @@ command -v iptables-nft-restore >/dev/null 2>&1 \
     && command -v iptables-legacy-restore >/dev/null 2>&1 \
     || required_missing+=(iptables)
 command -v setpriv  >/dev/null 2>&1 || required_missing+=(util-linux)
+command -v etcd     >/dev/null 2>&1 || required_missing+=(etcd-server)
+command -v etcdctl  >/dev/null 2>&1 || required_missing+=(etcd-client)
 
 optional_missing=()
 command -v h2load >/dev/null 2>&1 || optional_missing+=(nghttp2-client)
@@ -101,6 +105,8 @@ report() { # name, command...
 report curl     curl --version
 report promtool promtool --version
 report openssl  openssl version
+report etcd     etcd --version
+report etcdctl  etcdctl version
 report grpcio   "$PYTHON" -c 'import sys, grpc; print("grpcio", grpc.__version__, "(python", sys.version.split()[0] + ")")'
 if command -v h2load >/dev/null 2>&1; then
     report h2load h2load --version
