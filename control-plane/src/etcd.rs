@@ -102,8 +102,10 @@ pub async fn import(settings: &EtcdSettings, mesh: &Mesh) -> anyhow::Result<Impo
     let want = layout::write(prefix, mesh).context("cannot write the mesh as YAML")?;
     for _ in 0..IMPORT_TRIES {
         let (revision, kvs) = client.range(prefix, &end).await?;
-        let have: BTreeMap<String, Bytes> =
-            kvs.into_iter().map(|kv| (kv.key.text(), kv.value.0)).collect();
+        let have: BTreeMap<String, Bytes> = kvs
+            .into_iter()
+            .map(|kv| (kv.key.text(), kv.value.0))
+            .collect();
         let mut txn = wire::TxnRequest::default();
         txn.unchanged_since(prefix, &end, revision);
         let mut unchanged = 0;
@@ -120,7 +122,12 @@ pub async fn import(settings: &EtcdSettings, mesh: &Mesh) -> anyhow::Result<Impo
         }
         let deleted = txn.success.len() - written;
         if txn.success.is_empty() {
-            return Ok(Imported { written, deleted, unchanged, revision });
+            return Ok(Imported {
+                written,
+                deleted,
+                unchanged,
+                revision,
+            });
         }
         let rsp = client.txn(&txn).await.map_err(|e| {
             anyhow::anyhow!("{e}\n(etcd takes at most --max-txn-ops operations, 128 by default, and --max-request-bytes, 1.5 MiB, in one transaction)")
@@ -135,7 +142,9 @@ pub async fn import(settings: &EtcdSettings, mesh: &Mesh) -> anyhow::Result<Impo
         }
         tracing::info!("the keys changed while importing; reading them again");
     }
-    anyhow::bail!("the keys under {prefix} kept changing while importing ({IMPORT_TRIES} tries); try again")
+    anyhow::bail!(
+        "the keys under {prefix} kept changing while importing ({IMPORT_TRIES} tries); try again"
+    )
 }
 
 /// The mesh under the prefix, as a mesh file (YAML); an error lists every
@@ -144,10 +153,17 @@ pub async fn export(settings: &EtcdSettings) -> anyhow::Result<String> {
     let client = settings.client()?;
     let end = wire::prefix_end(&settings.prefix);
     let (_, kvs) = client.range(&settings.prefix, &end).await?;
-    let keys: layout::Keys = kvs.into_iter().map(|kv| (kv.key.text(), kv.value.0)).collect();
+    let keys: layout::Keys = kvs
+        .into_iter()
+        .map(|kv| (kv.key.text(), kv.value.0))
+        .collect();
     let mesh = layout::read(&settings.prefix, &keys, |_| Vec::new()).map_err(|problems| {
         let list: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
-        anyhow::anyhow!("the keys under {} are not a mesh:\n{}", settings.prefix, list.join("\n"))
+        anyhow::anyhow!(
+            "the keys under {} are not a mesh:\n{}",
+            settings.prefix,
+            list.join("\n")
+        )
     })?;
     Ok(layout::to_yaml(&mesh)?)
 }

@@ -187,7 +187,8 @@ impl Client {
                     if status != StatusCode::OK {
                         return Err(server_error(ep, status, &bytes));
                     }
-                    serde_json::from_slice(&bytes).map_err(|e| transport(ep, format!("bad answer: {e}")))
+                    serde_json::from_slice(&bytes)
+                        .map_err(|e| transport(ep, format!("bad answer: {e}")))
                 };
                 tokio::time::timeout(REQUEST_TIMEOUT, call)
                     .await
@@ -342,12 +343,13 @@ impl EtcdTls {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let tls = |m: String| EtcdError::Tls(m);
-        let ca = self
-            .ca
-            .as_ref()
-            .ok_or_else(|| tls("https:// endpoints need --etcd-ca (the CA of etcd's certificate)".into()))?;
+        let ca = self.ca.as_ref().ok_or_else(|| {
+            tls("https:// endpoints need --etcd-ca (the CA of etcd's certificate)".into())
+        })?;
         let mut roots = rustls::RootCertStore::empty();
-        for der in CertificateDer::pem_file_iter(ca).map_err(|e| tls(format!("--etcd-ca {}: {e}", ca.display())))? {
+        for der in CertificateDer::pem_file_iter(ca)
+            .map_err(|e| tls(format!("--etcd-ca {}: {e}", ca.display())))?
+        {
             let der = der.map_err(|e| tls(format!("--etcd-ca {}: {e}", ca.display())))?;
             roots
                 .add(der)

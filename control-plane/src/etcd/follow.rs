@@ -83,10 +83,17 @@ impl Follower {
                 };
                 match read {
                     Ok((revision, kvs)) => {
-                        state.keys = kvs.into_iter().map(|kv| (kv.key.text(), kv.value.0)).collect();
+                        state.keys = kvs
+                            .into_iter()
+                            .map(|kv| (kv.key.text(), kv.value.0))
+                            .collect();
                         state.next = revision + 1;
                         synced = true;
-                        tracing::info!(revision, keys = state.keys.len(), "etcd: read the mesh keys");
+                        tracing::info!(
+                            revision,
+                            keys = state.keys.len(),
+                            "etcd: read the mesh keys"
+                        );
                         self.offer(&mut state, Instant::now()).await;
                     }
                     Err(e) => {
@@ -139,7 +146,7 @@ impl Follower {
                     }
                     if rsp.created {
                         *failures = 0;
-                        tracing::debug!(endpoint = %watch.endpoint, revision = state.next, "etcd: watching");
+                        tracing::info!(endpoint = %watch.endpoint, revision = state.next, "etcd: watching");
                     }
                     if apply(state, rsp) {
                         let now = Instant::now();

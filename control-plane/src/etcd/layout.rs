@@ -9,7 +9,9 @@
 //! - `<prefix>workloads/<name>`: one workload, likewise.
 //!
 //! The mesh is every key, sorted by key (so by name): the same keys give the
-//! same mesh, and the same mesh version, on every control plane. A problem
+//! same mesh, and the same mesh version, on every control plane. No key at
+//! all is not a mesh (a wrong prefix, or nothing imported yet: not an empty
+//! mesh that would empty every proxy). A problem
 //! is reported at its key (`etcd /remora/services/api: routes[0].timeout`),
 //! with the line in that key's document; any other key under the prefix is a
 //! problem too.
@@ -83,6 +85,14 @@ pub fn read(
             ));
         }
     }
+    if trust_domain.is_none() && services.is_empty() && workloads.is_empty() && problems.is_empty()
+    {
+        return Err(vec![at_key(
+            prefix,
+            "",
+            "no mesh keys: load a mesh with `remora-control-plane etcd import`",
+        )]);
+    }
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -91,16 +101,13 @@ pub fn read(
         return Ok(mesh);
     }
     let place = |p: Problem| -> Problem {
-        let located = [
-            ("services[", &services),
-            ("workloads[", &workloads),
-        ]
-        .into_iter()
-        .find_map(|(list, origins)| {
-            let (index, rest) = p.path.strip_prefix(list)?.split_once(']')?;
-            let (key, text) = origins.get(index.parse::<usize>().ok()?)?;
-            Some((*key, *text, rest.strip_prefix('.').unwrap_or(rest)))
-        });
+        let located = [("services[", &services), ("workloads[", &workloads)]
+            .into_iter()
+            .find_map(|(list, origins)| {
+                let (index, rest) = p.path.strip_prefix(list)?.split_once(']')?;
+                let (key, text) = origins.get(index.parse::<usize>().ok()?)?;
+                Some((*key, *text, rest.strip_prefix('.').unwrap_or(rest)))
+            });
         match located {
             Some((key, text, rest)) => {
                 let mut q = at_key(key, rest, p.message);
@@ -161,7 +168,11 @@ fn document<T: DeserializeOwned>(key: &str, name: &str, text: &str) -> Result<T,
         p
     })?;
     let Value::Mapping(map) = &mut value else {
-        return Err(at_key(key, "", "must be a mapping (YAML or JSON) of one entry"));
+        return Err(at_key(
+            key,
+            "",
+            "must be a mapping (YAML or JSON) of one entry",
+        ));
     };
     match map.get("name") {
         None => {

@@ -188,7 +188,12 @@ mod tests {
 
     #[test]
     fn prefix_ends() {
-        for (prefix, end) in [("/remora/", "/remora0"), ("a", "b"), ("", "\0"), ("a\x7f", "b")] {
+        for (prefix, end) in [
+            ("/remora/", "/remora0"),
+            ("a", "b"),
+            ("", "\0"),
+            ("a\x7f", "b"),
+        ] {
             assert_eq!(prefix_end(prefix), end, "{prefix:?}");
         }
     }
@@ -205,7 +210,10 @@ mod tests {
         assert_eq!(&r.events[0].kv.value.0[..], b"x");
         assert!(!r.events[0].is_delete() && r.events[1].is_delete());
         let canceled = r#"{"result":{"header":{},"canceled":true,"compact_revision":"4"}}"#;
-        let r = serde_json::from_str::<WatchLine>(canceled).unwrap().result.unwrap();
+        let r = serde_json::from_str::<WatchLine>(canceled)
+            .unwrap()
+            .result
+            .unwrap();
         assert!(r.canceled);
         assert_eq!(r.compact_revision, I64(4));
     }

@@ -49,8 +49,14 @@ fn a_mesh_written_reads_back_sorted_by_name() {
 fn the_name_comes_from_the_key_and_json_is_yaml() {
     let k = keys(&[
         ("trust_domain", "example.org\n"),
-        ("services/api", r#"{"endpoints": [{"address": "127.0.0.1:1"}]}"#),
-        ("workloads/web", "name: web\noutbound: 127.0.0.1:2\ncalls: [api]\n"),
+        (
+            "services/api",
+            r#"{"endpoints": [{"address": "127.0.0.1:1"}]}"#,
+        ),
+        (
+            "workloads/web",
+            "name: web\noutbound: 127.0.0.1:2\ncalls: [api]\n",
+        ),
     ]);
     let mesh = read(P, &k, check).unwrap();
     assert_eq!(mesh.trust_domain, "example.org");
@@ -117,6 +123,13 @@ fn every_problem_names_its_key() {
             None,
         ),
         (
+            "no key at all",
+            keys(&[]),
+            "etcd /remora/",
+            "no mesh keys",
+            None,
+        ),
+        (
             "a bad trust domain",
             keys(&[("trust_domain", "Not A Domain")]),
             "etcd /remora/trust_domain",
@@ -139,7 +152,11 @@ fn every_problem_names_its_key() {
 
 #[test]
 fn the_same_keys_make_the_same_mesh_version() {
-    let a = keys(&[("services/b", "{}"), ("services/a", "{}"), ("workloads/w", "outbound: 127.0.0.1:2\n")]);
+    let a = keys(&[
+        ("services/b", "{}"),
+        ("services/a", "{}"),
+        ("workloads/w", "outbound: 127.0.0.1:2\n"),
+    ]);
     // The same entries inserted in another order: a BTreeMap sorts them.
     let mut b = Keys::new();
     for (k, v) in a.iter().rev() {
