@@ -40,7 +40,7 @@ enum Command {
         #[arg(long, env = "REMORA_ETCD_PREFIX", default_value = remora_control_plane::etcd::DEFAULT_PREFIX)]
         etcd_prefix: String,
         #[command(flatten)]
-        etcd_tls: EtcdTls,
+        etcd_tls: Box<EtcdTls>,
         /// Address of the snapshot stream (`POST /v1/subscribe`, HTTP/2) and
         /// of certificate requests (`POST /v1/certify`).
         #[arg(long, env = "REMORA_CP_LISTEN", default_value = "127.0.0.1:8086")]
@@ -267,7 +267,7 @@ fn main() -> ExitCode {
                     (None, etcd) => MeshFrom::Etcd(EtcdSettings::new(
                         &etcd.unwrap_or_default(),
                         &etcd_prefix,
-                        etcd_tls,
+                        *etcd_tls,
                     )),
                 },
                 listen,

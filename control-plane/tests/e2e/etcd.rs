@@ -14,6 +14,8 @@ struct Etcd {
     peer_port: u16,
     /// The data directory (inside `dir`).
     data: PathBuf,
+    /// With TLS: more flags for etcd, and for etcdctl.
+    tls: Option<(Vec<String>, Vec<String>)>,
     dir: TempDir,
 }
 
@@ -21,14 +23,48 @@ impl Etcd {
     /// Starts on free ports (etcd's gateway cannot use a client port 0: it
     /// dials its own listen address), trying other ports if one was taken.
     async fn start() -> Etcd {
+        Self::start_with(tempdir(), None).await
+    }
+
+    /// Serving TLS (a certificate from `ca` for 127.0.0.1) and asking
+    /// clients for a certificate from `ca` (`--client-cert-auth`).
+    async fn start_tls(ca: &remora_test_support::tls::TestCa) -> Etcd {
+        let dir = tempdir();
+        let mut params = rcgen::CertificateParams::default();
+        params.subject_alt_names = vec![rcgen::SanType::IpAddress([127, 0, 0, 1].into())];
+        // etcd's gateway dials etcd itself with this certificate too.
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let (cert, key) = ca.issue(params).write_to(dir.path(), "etcd");
+        let ca_file = dir.path().join("ca.crt");
+        std::fs::write(&ca_file, ca.ca_pem()).unwrap();
+        let (ctl_cert, ctl_key) = ca.issue_client("etcdctl").write_to(dir.path(), "etcdctl");
+        let path = |p: &Path| p.display().to_string();
+        let server = vec![
+            format!("--cert-file={}", path(&cert)),
+            format!("--key-file={}", path(&key)),
+            format!("--trusted-ca-file={}", path(&ca_file)),
+            "--client-cert-auth".to_string(),
+        ];
+        let ctl = vec![
+            format!("--cacert={}", path(&ca_file)),
+            format!("--cert={}", path(&ctl_cert)),
+            format!("--key={}", path(&ctl_key)),
+        ];
+        Self::start_with(dir, Some((server, ctl))).await
+    }
+
+    async fn start_with(dir: TempDir, tls: Option<(Vec<String>, Vec<String>)>) -> Etcd {
         require("etcd");
         require("etcdctl");
-        let dir = tempdir();
         let mut etcd = Etcd {
             child: None,
             client_port: 0,
             peer_port: 0,
             data: PathBuf::new(),
+            tls,
             dir,
         };
         for i in 0..5 {
@@ -47,13 +83,14 @@ impl Etcd {
     /// Starts the process (again, on the same ports and data); whether it
     /// serves.
     async fn run(&mut self) -> bool {
-        let (c, p) = (self.client_port, self.peer_port);
+        let p = self.peer_port;
         let log = std::fs::File::create(self.dir.path().join("etcd.log")).unwrap();
         let child = Command::new("etcd")
             .args(["--name", "test", "--data-dir"])
             .arg(&self.data)
-            .arg(format!("--listen-client-urls=http://127.0.0.1:{c}"))
-            .arg(format!("--advertise-client-urls=http://127.0.0.1:{c}"))
+            .arg(format!("--listen-client-urls={}", self.url()))
+            .arg(format!("--advertise-client-urls={}", self.url()))
+            .args(self.tls.iter().flat_map(|(server, _)| server))
             .arg(format!("--listen-peer-urls=http://127.0.0.1:{p}"))
             .arg(format!(
                 "--initial-advertise-peer-urls=http://127.0.0.1:{p}"
@@ -81,7 +118,8 @@ impl Etcd {
     }
 
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     fn log(&self) -> String {
@@ -93,6 +131,7 @@ impl Etcd {
         let out = std::process::Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
             .args(["--endpoints", &self.url(), "--command-timeout=3s"])
+            .args(self.tls.iter().flat_map(|(_, ctl)| ctl))
             .args(args)
             .output()
             .expect("run etcdctl");
@@ -126,17 +165,24 @@ impl Etcd {
 
     /// Loads `mesh` (YAML) with the real `etcd import` command.
     fn import(&self, mesh: &str) -> String {
+        let (ok, text) = self.import_with(mesh, &[]);
+        assert!(ok, "etcd import failed: {text}");
+        text
+    }
+
+    /// `etcd import` with more flags; (success, output).
+    fn import_with(&self, mesh: &str, extra: &[&str]) -> (bool, String) {
         let file = self.dir.path().join("import.yaml");
         std::fs::write(&file, mesh).unwrap();
         let out = std::process::Command::new(bin())
             .args(["etcd", "import", "--etcd", &self.url()])
+            .args(extra)
             .arg(&file)
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned()
             + &String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "etcd import failed: {text}");
-        text
+        (out.status.success(), text)
     }
 }
 
@@ -516,4 +562,53 @@ async fn while_etcd_is_down_the_last_mesh_serves_and_changes_resume_after() {
     })
     .await;
     assert_eq!(applied(&cp).await, 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_with_a_client_certificate() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let ca = remora_test_support::tls::TestCa::new("etcd test CA");
+    let etcd = Etcd::start_tls(&ca).await;
+    let dir = tempdir();
+    let ca_file = dir.path().join("ca.crt");
+    std::fs::write(&ca_file, ca.ca_pem()).unwrap();
+    let (cert, key) = ca.issue_client("remora").write_to(dir.path(), "remora");
+    let (ca_file, cert, key) = (
+        ca_file.display().to_string(),
+        cert.display().to_string(),
+        key.display().to_string(),
+    );
+
+    // Without a client certificate etcd refuses; with one the import works.
+    let (ok, out) = etcd.import_with(&mesh(&a, &b, "api-v1"), &["--etcd-ca", &ca_file]);
+    assert!(!ok, "{out}");
+    let tls = [
+        "--etcd-ca",
+        &ca_file,
+        "--etcd-cert",
+        &cert,
+        "--etcd-key",
+        &key,
+    ];
+    let (ok, out) = etcd.import_with(&mesh(&a, &b, "api-v1"), &tls);
+    assert!(ok, "{out}");
+
+    let url = etcd.url();
+    let mut args = vec!["--etcd", &url];
+    args.extend(tls);
+    let cp = ControlPlane::start_etcd(&args).await;
+    let first = cp
+        .wait_status("the mesh over TLS", |s| {
+            s["services"].as_array().unwrap().len() == 3
+        })
+        .await;
+    etcd.ctl(&[
+        "put",
+        "/remora/services/api-v1",
+        "endpoints: [{address: 127.0.0.1:9}]",
+    ]);
+    cp.wait_status("a change over TLS", |s| {
+        s["mesh"]["version"] != first["mesh"]["version"]
+    })
+    .await;
 }
