@@ -111,6 +111,8 @@ impl Follower {
             match ended {
                 Ended::Lost(e) => {
                     tracing::warn!(error = %e, revision = state.next, "etcd: watch lost; serving the last good mesh");
+                    // Changes seen before the loss but not offered yet.
+                    self.offer(&mut state, Instant::now()).await;
                 }
                 Ended::Resync(why) => {
                     tracing::info!(reason = %why, "etcd: reading every key again");

@@ -547,12 +547,22 @@ async fn while_etcd_is_down_the_last_mesh_serves_and_changes_resume_after() {
     let down: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(version(&down), version(&first));
 
+    // A control plane started now has no mesh: it starts, not ready.
+    let late = control_plane(&etcd).await;
+    wait_log(&late, "etcd: cannot read the mesh").await;
+    assert_eq!(late.get("/ready").await, (503, "starting\n".to_string()));
+
     // Back on the same data: the watch resumes and the next change arrives.
     assert!(
         etcd.run().await,
         "etcd did not restart; log:\n{}",
         etcd.log()
     );
+    late.wait_status("the mesh, late", |s| {
+        s["mesh"]["version"] == first["mesh"]["version"]
+    })
+    .await;
+    assert_eq!(late.get("/ready").await.0, 200);
     etcd.import(&mesh(&a, &b, "api-v2"));
     load.wait_for_upstream("b").await;
     let tally = load.finish().await;
