@@ -98,16 +98,15 @@ const IMPORT_TRIES: usize = 3;
 pub async fn import(settings: &EtcdSettings, mesh: &Mesh) -> anyhow::Result<Imported> {
     let client = settings.client()?;
     let prefix = &settings.prefix;
-    let end = wire::prefix_end(prefix);
     let want = layout::write(prefix, mesh).context("cannot write the mesh as YAML")?;
     for _ in 0..IMPORT_TRIES {
-        let (revision, kvs) = client.range(prefix, &end).await?;
+        let (revision, kvs) = client.range(prefix).await?;
         let have: BTreeMap<String, Bytes> = kvs
             .into_iter()
             .map(|kv| (kv.key.text(), kv.value.0))
             .collect();
         let mut txn = wire::TxnRequest::default();
-        txn.unchanged_since(prefix, &end, revision);
+        txn.unchanged_since(prefix, revision);
         let mut unchanged = 0;
         for (key, value) in &want {
             if have.get(key).map(|v| &v[..]) == Some(value.as_bytes()) {
@@ -151,8 +150,7 @@ pub async fn import(settings: &EtcdSettings, mesh: &Mesh) -> anyhow::Result<Impo
 /// problem of a key that does not parse.
 pub async fn export(settings: &EtcdSettings) -> anyhow::Result<String> {
     let client = settings.client()?;
-    let end = wire::prefix_end(&settings.prefix);
-    let (_, kvs) = client.range(&settings.prefix, &end).await?;
+    let (_, kvs) = client.range(&settings.prefix).await?;
     let keys: layout::Keys = kvs
         .into_iter()
         .map(|kv| (kv.key.text(), kv.value.0))

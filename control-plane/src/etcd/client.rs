@@ -30,6 +30,10 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// gRPC's `Unavailable`: this member cannot serve (no leader, stopping).
 const UNAVAILABLE: i64 = 14;
 
+/// The longest watch response line: one transaction's events, base64
+/// (etcd takes requests up to 1.5 MiB by default; bigger if configured).
+pub const MAX_WATCH_LINE: usize = 64 * 1024 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
     #[error("etcd endpoint `{0}`: {1}")]
@@ -63,6 +67,8 @@ impl EtcdError {
 struct Endpoint {
     /// As given, for messages.
     url: String,
+    /// `host:port`, for the `Host` header.
+    authority: String,
     host: String,
     port: u16,
     tls: bool,
@@ -83,6 +89,7 @@ impl Endpoint {
         let host = uri.host().ok_or_else(|| bad("no host"))?;
         Ok(Endpoint {
             url: url.to_string(),
+            authority: uri.authority().map_or_else(String::new, |a| a.to_string()),
             host: host.trim_matches(['[', ']']).to_string(),
             port: uri.port_u16().unwrap_or(2379),
             tls,
@@ -132,10 +139,12 @@ impl Client {
         urls.join(",")
     }
 
-    /// Every key from `from` up to (not including) `end`, and the store's
-    /// revision they were read at.
-    pub async fn range(&self, from: &str, end: &str) -> Result<(i64, Vec<Kv>), EtcdError> {
-        let req = serde_json::json!({ "key": wire::b64(from), "range_end": wire::b64(end) });
+    /// Every key under `prefix`, and the store's revision they were read at.
+    pub async fn range(&self, prefix: &str) -> Result<(i64, Vec<Kv>), EtcdError> {
+        let req = serde_json::json!({
+            "key": wire::b64(prefix),
+            "range_end": wire::b64(wire::prefix_end(prefix)),
+        });
         let rsp: RangeResponse = self.unary("/v3/kv/range", &req).await?;
         Ok((rsp.header.revision.0, rsp.kvs))
     }
@@ -144,11 +153,11 @@ impl Client {
         self.unary("/v3/kv/txn", req).await
     }
 
-    /// Watches the keys from `from` up to `end`, starting at `revision`.
-    pub async fn watch(&self, from: &str, end: &str, revision: i64) -> Result<Watch, EtcdError> {
+    /// Watches the keys under `prefix` from `revision` on.
+    pub async fn watch(&self, prefix: &str, revision: i64) -> Result<Watch, EtcdError> {
         let req = serde_json::json!({ "create_request": {
-            "key": wire::b64(from),
-            "range_end": wire::b64(end),
+            "key": wire::b64(prefix),
+            "range_end": wire::b64(wire::prefix_end(prefix)),
             "start_revision": revision.to_string(),
         }});
         let body = Bytes::from(serde_json::to_vec(&req).unwrap_or_default());
@@ -162,7 +171,7 @@ impl Client {
                     return Err(server_error(ep, status, &body));
                 }
                 Ok(Watch {
-                    lines: Lines::new(rsp.into_body()),
+                    lines: Lines::with_max(rsp.into_body(), MAX_WATCH_LINE),
                     endpoint: ep.url.clone(),
                 })
             }
@@ -240,7 +249,12 @@ impl Client {
                 .map_err(|e| transport(ep, format!("cannot connect: {e}")))?;
             let _ = tcp.set_nodelay(true);
             let req = Request::post(path)
-                .header(header::HOST, format!("{}:{}", ep.host, ep.port))
+                .header(header::HOST, &ep.authority)
+                // A member cut off from the cluster's leader cancels the
+                // watch ("no leader") instead of holding it silently: the
+                // gateway passes this on as gRPC metadata (etcd's
+                // `WithRequireLeader`).
+                .header("grpc-metadata-hasleader", "true")
                 .header(header::CONTENT_TYPE, "application/json")
                 .body(Full::new(body))
                 .map_err(|e| transport(ep, e.to_string()))?;

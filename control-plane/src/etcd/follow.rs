@@ -14,7 +14,7 @@
 
 use super::client::{Client, EtcdError};
 use super::layout::{self, Keys};
-use super::wire::{prefix_end, WatchResponse};
+use super::wire::WatchResponse;
 use crate::admin::Readiness;
 use crate::app::stopped;
 use crate::source::MeshSource;
@@ -60,7 +60,6 @@ struct State {
 impl Follower {
     /// Follows etcd until `stop`.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let end = prefix_end(&self.prefix);
         let mut state = State {
             keys: Keys::new(),
             next: 0,
@@ -79,7 +78,7 @@ impl Follower {
             if !synced {
                 let read = tokio::select! {
                     _ = stopped(&mut stop) => return,
-                    r = self.client.range(&self.prefix, &end) => r,
+                    r = self.client.range(&self.prefix) => r,
                 };
                 match read {
                     Ok((revision, kvs)) => {
@@ -105,7 +104,7 @@ impl Follower {
             }
             let ended = tokio::select! {
                 _ = stopped(&mut stop) => return,
-                e = self.watch(&end, &mut state, &mut failures) => e,
+                e = self.watch(&mut state, &mut failures) => e,
             };
             failures += 1;
             match ended {
@@ -123,8 +122,8 @@ impl Follower {
     }
 
     /// Watches from `state.next`, applying events, until the watch ends.
-    async fn watch(&self, end: &str, state: &mut State, failures: &mut u32) -> Ended {
-        let mut watch = match self.client.watch(&self.prefix, end, state.next).await {
+    async fn watch(&self, state: &mut State, failures: &mut u32) -> Ended {
+        let mut watch = match self.client.watch(&self.prefix, state.next).await {
             Ok(w) => w,
             Err(e) => return Ended::Lost(e),
         };
@@ -227,4 +226,101 @@ fn apply(state: &mut State, rsp: WatchResponse) -> bool {
 fn backoff(failures: u32) -> Duration {
     let base = BACKOFF_FIRST.saturating_mul(1 << failures.saturating_sub(1).min(10));
     base.min(BACKOFF_MAX).mul_f64(0.5 + fastrand::f64() / 2.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(json: &str) -> WatchResponse {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn when_to_read_everything_again() {
+        // (what, response, the next revision expected, re-read?)
+        let cases = [
+            (
+                "events",
+                r#"{"header":{"revision":"9"},"events":[]}"#,
+                9,
+                false,
+            ),
+            (
+                "created at the store's revision",
+                r#"{"header":{"revision":"8"},"created":true}"#,
+                9,
+                false,
+            ),
+            (
+                "compacted",
+                r#"{"header":{},"created":true,"compact_revision":"12"}"#,
+                9,
+                true,
+            ),
+            (
+                "canceled",
+                r#"{"header":{"revision":"9"},"canceled":true,"cancel_reason":"no leader"}"#,
+                9,
+                true,
+            ),
+            (
+                "a store behind what was seen",
+                r#"{"header":{"revision":"3"},"created":true}"#,
+                9,
+                true,
+            ),
+        ];
+        for (what, json, next, again) in cases {
+            assert_eq!(
+                resync_reason(&response(json), next).is_some(),
+                again,
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn events_apply_in_order_and_move_the_revision() {
+        let mut state = State {
+            keys: Keys::new(),
+            next: 5,
+            offered: None,
+        };
+        state.keys.insert("/r/a".into(), "old".into());
+        // PUT /r/b = x at 6, DELETE /r/a at 7.
+        let rsp = response(
+            r#"{"header":{"revision":"7"},"events":[
+                {"kv":{"key":"L3IvYg==","value":"eA==","mod_revision":"6"}},
+                {"type":"DELETE","kv":{"key":"L3IvYQ==","mod_revision":"7"}}]}"#,
+        );
+        assert!(apply(&mut state, rsp));
+        assert_eq!(state.next, 8);
+        assert_eq!(state.keys.keys().collect::<Vec<_>>(), ["/r/b"]);
+        assert!(!apply(
+            &mut state,
+            response(r#"{"header":{"revision":"7"}}"#)
+        ));
+        assert_eq!(state.next, 8);
+    }
+
+    #[test]
+    fn backoff_doubles_to_a_cap_with_jitter() {
+        let ms = Duration::from_millis;
+        // (failures, the full wait: the jittered one is in [half, full)).
+        let cases = [
+            (1, ms(100)),
+            (2, ms(200)),
+            (3, ms(400)),
+            (7, ms(6400)),
+            (8, ms(10_000)),
+            (1000, ms(10_000)),
+        ];
+        for (failures, full) in cases {
+            for _ in 0..20 {
+                let wait = backoff(failures);
+                assert!(wait >= full / 2 && wait < full, "{failures}: {wait:?}");
+            }
+        }
+    }
 }

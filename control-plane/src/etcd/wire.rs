@@ -6,23 +6,23 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize};
 
-/// `s` as base64, as the gateway takes keys and values.
-pub fn b64(s: &str) -> String {
-    base64::engine::general_purpose::STANDARD.encode(s)
+/// Bytes as base64, as the gateway takes keys and values.
+pub fn b64(bytes: impl AsRef<[u8]>) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// The key just past every key that starts with `prefix` (etcd's
-/// `range_end` for a prefix); `"\0"` (every key) for an empty prefix.
-pub fn prefix_end(prefix: &str) -> String {
+/// `range_end` for a prefix: its last byte below 0xff plus one); `[0]`
+/// (every key) for an empty prefix or one of 0xff bytes only.
+pub fn prefix_end(prefix: &str) -> Vec<u8> {
     let mut end = prefix.as_bytes().to_vec();
     while let Some(last) = end.pop() {
-        if last < 0x7f {
+        if last < 0xff {
             end.push(last + 1);
-            // One byte below 0x7f raised stays ASCII: still UTF-8.
-            return String::from_utf8(end).unwrap_or_default();
+            return end;
         }
     }
-    "\0".to_string()
+    vec![0]
 }
 
 /// A 64-bit number, written as a string (or a number).
@@ -152,11 +152,11 @@ pub struct TxnRequest {
 }
 
 impl TxnRequest {
-    /// Holds if no key from `key` up to `end` was written after `revision`
-    /// (a new key or a change; a deletion is not seen).
-    pub fn unchanged_since(&mut self, key: &str, end: &str, revision: i64) {
+    /// Holds if no key under `prefix` was written after `revision` (a new
+    /// key or a change; a deletion is not seen).
+    pub fn unchanged_since(&mut self, prefix: &str, revision: i64) {
         self.compare.push(serde_json::json!({
-            "result": "LESS", "target": "MOD", "key": b64(key), "range_end": b64(end),
+            "result": "LESS", "target": "MOD", "key": b64(prefix), "range_end": b64(prefix_end(prefix)),
             "mod_revision": (revision + 1).to_string(),
         }));
     }
@@ -188,12 +188,13 @@ mod tests {
 
     #[test]
     fn prefix_ends() {
-        for (prefix, end) in [
-            ("/remora/", "/remora0"),
-            ("a", "b"),
-            ("", "\0"),
-            ("a\x7f", "b"),
-        ] {
+        let cases: [(&str, &[u8]); 4] = [
+            ("/remora/", b"/remora0"),
+            ("a", b"b"),
+            ("", b"\0"),
+            ("/\u{e9}", b"/\xc3\xaa"),
+        ];
+        for (prefix, end) in cases {
             assert_eq!(prefix_end(prefix), end, "{prefix:?}");
         }
     }
