@@ -4,11 +4,11 @@
 # Idempotent and fast when everything is already present: apt-get update and
 # pip only run when something is actually missing.
 #
+#   Debian, for the control plane's etcd source tests: etcd-server and
+#           etcd-client (a real etcd and etcdctl)
 #   Debian: curl, openssl, prometheus (for promtool), nghttp2-client (h2load,
 #           optional), procps, iproute2, iptables (legacy and nft variants,
-#           for the `remora-proxy init` tests), util-linux (setpriv),
-#           etcd-server and etcd-client (a real etcd and etcdctl, for the
-#           control plane's etcd source tests)
+#           for the `remora-proxy init` tests), util-linux (setpriv)
 #   Python: grpcio (pinned), for tests/grpc/echo_server.py and echo_client.py
 #
 # Environment:
@@ -41,9 +41,9 @@ command -v ss       >/dev/null 2>&1 && command -v ip >/dev/null 2>&1 \
 command -v iptables-nft-restore >/dev/null 2>&1 \
     && command -v iptables-legacy-restore >/dev/null 2>&1 \
     || required_missing+=(iptables)
-command -v setpriv  >/dev/null 2>&1 || required_missing+=(util-linux)
 command -v etcd     >/dev/null 2>&1 || required_missing+=(etcd-server)
 command -v etcdctl  >/dev/null 2>&1 || required_missing+=(etcd-client)
+command -v setpriv  >/dev/null 2>&1 || required_missing+=(util-linux)
 
 optional_missing=()
 command -v h2load >/dev/null 2>&1 || optional_missing+=(nghttp2-client)
@@ -104,9 +104,9 @@ report() { # name, command...
 }
 report curl     curl --version
 report promtool promtool --version
-report openssl  openssl version
 report etcd     etcd --version
 report etcdctl  etcdctl version
+report openssl  openssl version
 report grpcio   "$PYTHON" -c 'import sys, grpc; print("grpcio", grpc.__version__, "(python", sys.version.split()[0] + ")")'
 if command -v h2load >/dev/null 2>&1; then
     report h2load h2load --version
