@@ -30,6 +30,11 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// gRPC's `Unavailable`: this member cannot serve (no leader, stopping).
 const UNAVAILABLE: i64 = 14;
 
+const KEEPALIVE: socket2::TcpKeepalive = socket2::TcpKeepalive::new()
+    .with_time(Duration::from_secs(30))
+    .with_interval(Duration::from_secs(10))
+    .with_retries(3);
+
 /// The longest watch response line: one transaction's events, base64
 /// (etcd takes requests up to 1.5 MiB by default; bigger if configured).
 pub const MAX_WATCH_LINE: usize = 64 * 1024 * 1024;
@@ -248,6 +253,9 @@ impl Client {
                 .await
                 .map_err(|e| transport(ep, format!("cannot connect: {e}")))?;
             let _ = tcp.set_nodelay(true);
+            // A watch is quiet while nothing changes: keepalive probes notice
+            // a peer gone without a word (a network break) in about a minute.
+            let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&KEEPALIVE);
             let req = Request::post(path)
                 .header(header::HOST, &ep.authority)
                 // A member cut off from the cluster's leader cancels the
