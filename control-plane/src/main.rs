@@ -1,5 +1,6 @@
 //! `remora-control-plane`: parse args, init logging, start the app, wait
-//! for a signal, stop; or `check` a mesh file; or `ca init` a development CA.
+//! for a signal, stop; or `check` a mesh file; or `ca init` a development CA;
+//! or `etcd import` / `etcd export` a mesh.
 
 use clap::{Parser, Subcommand};
 use remora_control_plane::app::ServingTls;
