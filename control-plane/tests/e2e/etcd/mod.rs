@@ -155,6 +155,13 @@ async fn a_bad_key_is_rejected_at_its_name_and_the_last_good_mesh_stays() {
         .wait_status("the mesh", |s| s["services"].as_array().unwrap().len() == 3)
         .await;
 
+    // `etcd import` checks the file first: an invalid one writes nothing.
+    let revision = etcd.revision();
+    let (ok, out) = etcd.import_with("services: [{name: Bad}]\n", &[]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("services[0].name"), "{out}");
+    assert_eq!(etcd.revision(), revision);
+
     etcd.ctl(&[
         "put",
         "/remora/services/api-v1",
