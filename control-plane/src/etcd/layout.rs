@@ -41,73 +41,92 @@ pub fn read(
     keys: &Keys,
     check: impl FnOnce(&Mesh) -> Vec<Problem>,
 ) -> Result<Mesh, Vec<Problem>> {
-    let mut mesh = Mesh::default();
-    let mut problems = Vec::new();
-    // Where each service and workload came from: (key, document).
-    let mut services = Vec::new();
-    let mut workloads = Vec::new();
-    let mut trust_domain = None;
-    for (key, value) in keys {
-        let Some(rest) = key.strip_prefix(prefix) else {
-            continue;
-        };
-        let text = match std::str::from_utf8(value) {
-            Ok(t) => t,
-            Err(_) => {
-                problems.push(at_key(key, "", "is not UTF-8 text"));
-                continue;
-            }
-        };
-        if rest == TRUST_DOMAIN {
-            mesh.trust_domain = text.trim().to_string();
-            trust_domain = Some(key.as_str());
-        } else if let Some(name) = rest.strip_prefix(SERVICES) {
-            match document::<Service>(key, name, text) {
-                Ok(s) => {
-                    mesh.services.push(s);
-                    services.push((key.as_str(), text));
-                }
-                Err(p) => problems.push(p),
-            }
-        } else if let Some(name) = rest.strip_prefix(WORKLOADS) {
-            match document::<Workload>(key, name, text) {
-                Ok(w) => {
-                    mesh.workloads.push(w);
-                    workloads.push((key.as_str(), text));
-                }
-                Err(p) => problems.push(p),
-            }
-        } else {
-            problems.push(at_key(
-                key,
-                "",
-                format!("not a mesh key: expected {prefix}{TRUST_DOMAIN}, {prefix}{SERVICES}<name> or {prefix}{WORKLOADS}<name>"),
-            ));
-        }
-    }
-    if trust_domain.is_none() && services.is_empty() && workloads.is_empty() && problems.is_empty()
-    {
-        return Err(vec![at_key(
-            prefix,
-            "",
-            "no mesh keys: load a mesh with `remora-control-plane etcd import`",
-        )]);
-    }
-    if !problems.is_empty() {
-        return Err(problems);
-    }
+    let (mesh, origins) = parse(prefix, keys)?;
     let problems = check(&mesh);
     if problems.is_empty() {
         return Ok(mesh);
     }
-    let place = |p: Problem| -> Problem {
-        let located = [("services[", &services), ("workloads[", &workloads)]
-            .into_iter()
-            .find_map(|(list, origins)| {
-                let (index, rest) = p.path.strip_prefix(list)?.split_once(']')?;
-                let (key, text) = origins.get(index.parse::<usize>().ok()?)?;
-                Some((*key, *text, rest.strip_prefix('.').unwrap_or(rest)))
-            });
+    Err(problems
+        .into_iter()
+        .map(|p| origins.place(prefix, p))
+        .collect())
+}
+
+/// Where each entry of a mesh read from etcd came from.
+#[derive(Default)]
+struct Origins<'a> {
+    trust_domain: Option<&'a str>,
+    /// (key, document) of each service, in the mesh's order.
+    services: Vec<(&'a str, &'a str)>,
+    workloads: Vec<(&'a str, &'a str)>,
+}
+
+/// Every key parsed into its part of the mesh (no mesh rules yet).
+fn parse<'a>(prefix: &str, keys: &'a Keys) -> Result<(Mesh, Origins<'a>), Vec<Problem>> {
+    let mut mesh = Mesh::default();
+    let mut origins = Origins::default();
+    let mut problems = Vec::new();
+    for (key, value) in keys {
+        let Some(rest) = key.strip_prefix(prefix) else {
+            continue;
+        };
+        let Ok(text) = std::str::from_utf8(value) else {
+            problems.push(at_key(key, "", "is not UTF-8 text"));
+            continue;
+        };
+        let parsed = if rest == TRUST_DOMAIN {
+            mesh.trust_domain = text.trim().to_string();
+            origins.trust_domain = Some(key);
+            Ok(())
+        } else if let Some(name) = rest.strip_prefix(SERVICES) {
+            document::<Service>(key, name, text).map(|s| {
+                mesh.services.push(s);
+                origins.services.push((key, text));
+            })
+        } else if let Some(name) = rest.strip_prefix(WORKLOADS) {
+            document::<Workload>(key, name, text).map(|w| {
+                mesh.workloads.push(w);
+                origins.workloads.push((key, text));
+            })
+        } else {
+            Err(at_key(
+                key,
+                "",
+                format!("not a mesh key: expected {prefix}{TRUST_DOMAIN}, {prefix}{SERVICES}<name> or {prefix}{WORKLOADS}<name>"),
+            ))
+        };
+        problems.extend(parsed.err());
+    }
+    let none = origins.trust_domain.is_none()
+        && origins.services.is_empty()
+        && origins.workloads.is_empty();
+    if none && problems.is_empty() {
+        problems.push(at_key(
+            prefix,
+            "",
+            "no mesh keys: load a mesh with `remora-control-plane etcd import`",
+        ));
+    }
+    if problems.is_empty() {
+        Ok((mesh, origins))
+    } else {
+        Err(problems)
+    }
+}
+
+impl Origins<'_> {
+    /// `p` (at a mesh path such as `services[2].routes[0]`) at its key.
+    fn place(&self, prefix: &str, p: Problem) -> Problem {
+        let located = [
+            ("services[", &self.services),
+            ("workloads[", &self.workloads),
+        ]
+        .into_iter()
+        .find_map(|(list, origins)| {
+            let (index, rest) = p.path.strip_prefix(list)?.split_once(']')?;
+            let (key, text) = origins.get(index.parse::<usize>().ok()?)?;
+            Some((*key, *text, rest.strip_prefix('.').unwrap_or(rest)))
+        });
         match located {
             Some((key, text, rest)) => {
                 let mut q = at_key(key, rest, p.message);
@@ -117,13 +136,14 @@ pub fn read(
                 q
             }
             None if p.path == TRUST_DOMAIN => {
-                let key = trust_domain.map_or(format!("{prefix}{TRUST_DOMAIN}"), str::to_string);
+                let key = self
+                    .trust_domain
+                    .map_or(format!("{prefix}{TRUST_DOMAIN}"), str::to_string);
                 at_key(&key, "", p.message)
             }
             None => p,
         }
-    };
-    Err(problems.into_iter().map(place).collect())
+    }
 }
 
 /// The keys (with `prefix`) and values that hold `mesh`.
