@@ -4,6 +4,8 @@
 # Idempotent and fast when everything is already present: apt-get update and
 # pip only run when something is actually missing.
 #
+#   Debian, for the control plane's etcd source tests: etcd-server and
+#           etcd-client (a real etcd and etcdctl)
 #   Debian: curl, openssl, prometheus (for promtool), nghttp2-client (h2load,
 #           optional), procps, iproute2, iptables (legacy and nft variants,
 #           for the `remora-proxy init` tests), util-linux (setpriv)
@@ -50,6 +52,8 @@ command -v ss       >/dev/null 2>&1 && command -v ip >/dev/null 2>&1 \
 command -v iptables-nft-restore >/dev/null 2>&1 \
     && command -v iptables-legacy-restore >/dev/null 2>&1 \
     || required_missing+=(iptables)
+command -v etcd     >/dev/null 2>&1 || required_missing+=(etcd-server)
+command -v etcdctl  >/dev/null 2>&1 || required_missing+=(etcd-client)
 command -v setpriv  >/dev/null 2>&1 || required_missing+=(util-linux)
 command -v unzip    >/dev/null 2>&1 || required_missing+=(unzip)
 
@@ -141,6 +145,8 @@ report() { # name, command...
 }
 report curl     curl --version
 report promtool promtool --version
+report etcd     etcd --version
+report etcdctl  etcdctl version
 report openssl  openssl version
 report helm     "$TOOLS_DIR/helm" version --short
 report k8s-validate kubernetes-validate --version

@@ -26,6 +26,8 @@ use tokio::task::JoinHandle;
 pub enum MeshFrom {
     /// A YAML mesh file, reloaded when it changes and on SIGHUP.
     File(PathBuf),
+    /// Keys under a prefix in etcd, watched (see [`crate::etcd`]).
+    Etcd(crate::etcd::EtcdSettings),
 }
 
 /// Where the mesh is, where to listen, and the CA if there is one.
@@ -138,6 +140,11 @@ impl App {
             MeshFrom::File(path) => {
                 tokio::task::spawn_blocking(move || MeshSource::load(path, roots, m)).await??
             }
+            // Not ready until the first mesh is read from etcd.
+            MeshFrom::Etcd(etcd) => {
+                etcd.client()?; // bad endpoints or TLS files stop the start
+                MeshSource::starting(etcd.origin(), roots, m)
+            }
         };
         let source = Arc::new(source);
         let (stop, stop_rx) = watch::channel(false);
@@ -188,9 +195,21 @@ impl App {
         let stream = tokio::spawn(stream::serve(tcp, tls, streams, stop_rx.clone()));
         tracing::info!(address = %listen_addr, tls = tls_on, "control plane bound");
         match settings.mesh {
-            MeshFrom::File(path) => tokio::spawn(source.watch_file(path, stop_rx)),
+            MeshFrom::File(path) => {
+                tokio::spawn(source.watch_file(path, stop_rx));
+                readiness.set_ready();
+            }
+            MeshFrom::Etcd(etcd) => {
+                let follower = crate::etcd::follow::Follower {
+                    source,
+                    client: etcd.client()?,
+                    prefix: etcd.prefix,
+                    readiness: readiness.clone(),
+                };
+                tracing::info!(source = %etcd.endpoints.join(","), prefix = %follower.prefix, "following the mesh in etcd");
+                tokio::spawn(follower.run(stop_rx));
+            }
         };
-        readiness.set_ready();
         Ok(App {
             listen_addr,
             admin_addr,

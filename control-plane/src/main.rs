@@ -1,10 +1,12 @@
 //! `remora-control-plane`: parse args, init logging, start the app, wait
-//! for a signal, stop; or `check` a mesh file; or `ca init` a development CA.
+//! for a signal, stop; or `check` a mesh file; or `ca init` a development CA;
+//! or `etcd import` / `etcd export` a mesh.
 
 use clap::{Parser, Subcommand};
 use remora_control_plane::app::ServingTls;
 use remora_control_plane::auth::Credentials;
 use remora_control_plane::ca::{self, CaSettings};
+use remora_control_plane::etcd::{EtcdSettings, EtcdTls};
 use remora_control_plane::telemetry::{self, LogFormat};
 use remora_control_plane::{App, MeshFrom, Settings};
 use std::net::SocketAddr;
@@ -25,11 +27,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve snapshots from a mesh file, reloaded when it changes (and on SIGHUP).
+    /// Serve snapshots from a mesh file, reloaded when it changes (and on
+    /// SIGHUP), or from etcd (--etcd), watched.
+    #[command(group(clap::ArgGroup::new("source").required(true)))]
     Run {
         /// The mesh file.
-        #[arg(long, env = "REMORA_MESH")]
-        mesh: PathBuf,
+        #[arg(long, env = "REMORA_MESH", group = "source")]
+        mesh: Option<PathBuf>,
+        /// The mesh in etcd instead: its members' client URLs,
+        /// comma-separated (e.g. `http://10.0.0.1:2379,http://10.0.0.2:2379`).
+        #[arg(long, env = "REMORA_ETCD", group = "source")]
+        etcd: Option<String>,
+        /// The prefix of the mesh's keys in etcd.
+        #[arg(long, env = "REMORA_ETCD_PREFIX", default_value = remora_control_plane::etcd::DEFAULT_PREFIX)]
+        etcd_prefix: String,
+        #[command(flatten)]
+        etcd_tls: Box<EtcdTls>,
         /// Address of the snapshot stream (`POST /v1/subscribe`, HTTP/2) and
         /// of certificate requests (`POST /v1/certify`).
         #[arg(long, env = "REMORA_CP_LISTEN", default_value = "127.0.0.1:8086")]
@@ -79,11 +92,47 @@ enum Command {
         #[arg(long)]
         keep: bool,
     },
+    /// Move a mesh between a file and etcd.
+    Etcd {
+        #[command(subcommand)]
+        command: EtcdCommand,
+    },
     /// Certificate authority tools.
     Ca {
         #[command(subcommand)]
         command: CaCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum EtcdCommand {
+    /// Validate a mesh file (as `check` does), then make the keys under the
+    /// prefix hold exactly it, in one transaction: changed keys written,
+    /// keys the file no longer has deleted.
+    Import {
+        #[command(flatten)]
+        at: EtcdAt,
+        /// The mesh file.
+        file: PathBuf,
+    },
+    /// Print the mesh in etcd as a mesh file (YAML).
+    Export {
+        #[command(flatten)]
+        at: EtcdAt,
+    },
+}
+
+/// Where the mesh is in etcd, for `etcd import` and `etcd export`.
+#[derive(clap::Args)]
+struct EtcdAt {
+    /// etcd members' client URLs, comma-separated.
+    #[arg(long, env = "REMORA_ETCD")]
+    etcd: String,
+    /// The prefix of the mesh's keys.
+    #[arg(long, alias = "etcd-prefix", env = "REMORA_ETCD_PREFIX", default_value = remora_control_plane::etcd::DEFAULT_PREFIX)]
+    prefix: String,
+    #[command(flatten)]
+    tls: EtcdTls,
 }
 
 #[derive(Subcommand)]
@@ -214,8 +263,12 @@ fn main() -> ExitCode {
                     dir,
                 },
         } => serving_cert(&ca_cert, &ca_key, &names, lifetime.get(), &dir),
+        Command::Etcd { command } => etcd(command),
         Command::Run {
             mesh,
+            etcd,
+            etcd_prefix,
+            etcd_tls,
             listen,
             ca,
             tls_cert,
@@ -229,7 +282,14 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             };
             match rt.block_on(run(Settings {
-                mesh: MeshFrom::File(mesh),
+                mesh: match (mesh, etcd) {
+                    (Some(file), _) => MeshFrom::File(file),
+                    (None, etcd) => MeshFrom::Etcd(EtcdSettings::new(
+                        &etcd.unwrap_or_default(),
+                        &etcd_prefix,
+                        *etcd_tls,
+                    )),
+                },
                 listen,
                 admin,
                 ca: ca.settings(),
@@ -390,6 +450,51 @@ fn check(file: &Path) -> ExitCode {
                 }
             }
             eprintln!("{}: {} problem(s)", file.display(), problems.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `etcd import` / `etcd export`.
+fn etcd(command: EtcdCommand) -> ExitCode {
+    telemetry::init_with_default(LogFormat::Text, "warn");
+    let Some(rt) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let result = match command {
+        EtcdCommand::Import { at, file } => {
+            let mesh = match remora_control_plane::source::read(&file) {
+                Ok(mesh) => mesh,
+                Err(_) => {
+                    check(&file);
+                    return ExitCode::FAILURE;
+                }
+            };
+            let settings = EtcdSettings::new(&at.etcd, &at.prefix, at.tls);
+            rt.block_on(remora_control_plane::etcd::import(&settings, &mesh))
+                .map(|i| {
+                    println!(
+                        "{}: imported into {} under {} ({} written, {} deleted, {} unchanged; revision {})",
+                        file.display(),
+                        settings.endpoints.join(","),
+                        settings.prefix,
+                        i.written,
+                        i.deleted,
+                        i.unchanged,
+                        i.revision
+                    );
+                })
+        }
+        EtcdCommand::Export { at } => {
+            let settings = EtcdSettings::new(&at.etcd, &at.prefix, at.tls);
+            rt.block_on(remora_control_plane::etcd::export(&settings))
+                .map(|yaml| print!("{yaml}"))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -53,7 +53,7 @@ pub fn parse_for(text: &str, with_ca: bool) -> Result<Mesh, Vec<Problem>> {
 }
 
 /// serde_yaml_ng formats errors as `path: message at line L column C`.
-fn split_serde_message(msg: &str) -> (String, String) {
+pub(crate) fn split_serde_message(msg: &str) -> (String, String) {
     let msg = msg.rfind(" at line ").map_or(msg, |i| &msg[..i]);
     match msg.split_once(": ") {
         Some((path, rest)) if !path.contains(' ') => (path.to_string(), rest.to_string()),

@@ -33,11 +33,16 @@ where
     B::Error: std::fmt::Display,
 {
     pub fn new(body: B) -> Self {
+        Self::with_max(body, MAX_LINE)
+    }
+
+    /// Reads lines of at most `max` bytes.
+    pub fn with_max(body: B, max: usize) -> Self {
         Lines {
             body,
             buf: BytesMut::new(),
             searched: 0,
-            max: MAX_LINE,
+            max,
             done: false,
         }
     }

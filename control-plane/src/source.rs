@@ -221,6 +221,27 @@ impl MeshSource {
         }
     }
 
+    /// Starts with no mesh yet (an empty one, not counted as applied), for
+    /// a source that has none until it first reads its store (etcd); the
+    /// first mesh it offers is then applied.
+    pub fn starting(origin: String, trust_roots: Vec<String>, metrics: Arc<Metrics>) -> MeshSource {
+        let mut empty =
+            Generation::build_with_roots(&Mesh::default(), &trust_roots, None, Instant::now());
+        // No version yet: the first mesh offered is applied, even an empty one.
+        empty.mesh_version = String::new();
+        let status = MeshStatus {
+            path: origin.clone(),
+            ..MeshStatus::default()
+        };
+        MeshSource {
+            origin,
+            trust_roots,
+            tx: watch::channel(Arc::new(empty)).0,
+            metrics,
+            status: Arc::new(ArcSwap::from_pointee(status)),
+        }
+    }
+
     /// Loads the mesh file once; fails with every problem if it is invalid.
     pub fn load(
         path: PathBuf,

@@ -6,6 +6,7 @@
 
 mod check;
 mod demo;
+mod etcd;
 mod identity;
 mod mesh;
 mod stream;
@@ -95,13 +96,31 @@ impl ControlPlane {
         let dir = tempdir();
         let path = dir.path().join("mesh.yaml");
         std::fs::write(&path, mesh).unwrap();
+        let mut args: Vec<&std::ffi::OsStr> = extra.to_vec();
+        args.extend(["--mesh".as_ref(), path.as_os_str()]);
+        Self::launch(listen, &args, path.clone(), dir).await
+    }
+
+    /// Starts on the mesh in etcd (`--etcd URLS` and more in `args`).
+    pub async fn start_etcd(args: &[&str]) -> ControlPlane {
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        let dir = tempdir();
+        let none = dir.path().join("no-mesh-file");
+        Self::launch("127.0.0.1:0".parse().unwrap(), &args, none, dir).await
+    }
+
+    async fn launch(
+        listen: SocketAddr,
+        extra: &[&std::ffi::OsStr],
+        path: PathBuf,
+        dir: TempDir,
+    ) -> ControlPlane {
         let mut child = Command::new(bin())
             .args(["run", "--listen", &listen.to_string()])
             .args(extra)
             .envs(env.iter().copied())
             .args(["--admin", "127.0.0.1:0"])
-            .args(["--log-format", "json", "--mesh"])
-            .arg(&path)
+            .args(["--log-format", "json"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
