@@ -98,7 +98,7 @@ impl ControlPlane {
         std::fs::write(&path, mesh).unwrap();
         let mut args: Vec<&std::ffi::OsStr> = extra.to_vec();
         args.extend(["--mesh".as_ref(), path.as_os_str()]);
-        Self::launch(listen, &args, path.clone(), dir).await
+        Self::launch(listen, &args, env, path.clone(), dir).await
     }
 
     /// Starts on the mesh in etcd (`--etcd URLS` and more in `args`).
@@ -106,12 +106,13 @@ impl ControlPlane {
         let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
         let dir = tempdir();
         let none = dir.path().join("no-mesh-file");
-        Self::launch("127.0.0.1:0".parse().unwrap(), &args, none, dir).await
+        Self::launch("127.0.0.1:0".parse().unwrap(), &args, &[], none, dir).await
     }
 
     async fn launch(
         listen: SocketAddr,
         extra: &[&std::ffi::OsStr],
+        env: &[(&str, &std::ffi::OsStr)],
         path: PathBuf,
         dir: TempDir,
     ) -> ControlPlane {
