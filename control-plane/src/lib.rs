@@ -21,6 +21,7 @@ pub mod certify;
 pub mod compile;
 pub mod demo;
 pub mod error;
+pub mod k8s;
 pub mod mesh;
 pub mod metrics;
 pub mod ndjson;

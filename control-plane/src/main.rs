@@ -78,6 +78,9 @@ enum Command {
         #[arg(long)]
         keep: bool,
     },
+    /// Print Remora's CustomResourceDefinitions (ServicePolicy,
+    /// AuthorizationPolicy) as YAML, for `kubectl apply -f -`.
+    Crds,
     /// Certificate authority tools.
     Ca {
         #[command(subcommand)]
@@ -157,6 +160,10 @@ impl CaArgs {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Check { file } => check(&file),
+        Command::Crds => {
+            print!("{}", remora_control_plane::k8s::crd::crds_yaml());
+            ExitCode::SUCCESS
+        }
         Command::Ca {
             command: CaCommand::Init { dir, trust_domain },
         } => ca_init(&dir, &trust_domain),

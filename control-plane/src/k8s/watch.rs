@@ -1,0 +1,1 @@
+//! The watch of the cluster (see [`super`]).
