@@ -26,6 +26,14 @@ use tokio::task::JoinHandle;
 pub enum MeshFrom {
     /// A YAML mesh file, reloaded when it changes and on SIGHUP.
     File(PathBuf),
+    /// The Kubernetes cluster (in-cluster config or KUBECONFIG): see
+    /// [`crate::k8s`]. `/ready` says `starting` until it is synced.
+    Kubernetes {
+        /// The cluster's DNS domain (`cluster.local`).
+        cluster_domain: String,
+        /// The trust domain of the workloads' SPIFFE IDs.
+        trust_domain: String,
+    },
 }
 
 /// Where the mesh is, where to listen, and the CA if there is one.
@@ -134,9 +142,30 @@ impl App {
                 .set(expiry.map_or(0.0, |d| d.as_secs_f64()));
         }
         let m = metrics.clone();
+        let mut kube = None;
         let source = match settings.mesh.clone() {
             MeshFrom::File(path) => {
                 tokio::task::spawn_blocking(move || MeshSource::load(path, roots, m)).await??
+            }
+            MeshFrom::Kubernetes {
+                cluster_domain,
+                trust_domain,
+            } => {
+                let client = kube::Client::try_default()
+                    .await
+                    .context("cannot reach the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+                let opts = crate::k8s::translate::Options {
+                    cluster_domain,
+                    trust_domain: trust_domain.clone(),
+                    mtls: ca.is_some(),
+                };
+                kube = Some((client, opts));
+                // Empty until the cluster is synced (and not ready till then).
+                let empty = remora_api::mesh::Mesh {
+                    trust_domain,
+                    ..Default::default()
+                };
+                MeshSource::new("kubernetes".into(), &empty, roots, m)
             }
         };
         let source = Arc::new(source);
@@ -188,9 +217,20 @@ impl App {
         let stream = tokio::spawn(stream::serve(tcp, tls, streams, stop_rx.clone()));
         tracing::info!(address = %listen_addr, tls = tls_on, "control plane bound");
         match settings.mesh {
-            MeshFrom::File(path) => tokio::spawn(source.watch_file(path, stop_rx)),
-        };
-        readiness.set_ready();
+            MeshFrom::File(path) => {
+                tokio::spawn(source.watch_file(path, stop_rx));
+                readiness.set_ready();
+            }
+            MeshFrom::Kubernetes { .. } => {
+                if let Some((client, opts)) = kube {
+                    let ready = readiness.clone();
+                    let on_sync = move || ready.set_ready();
+                    tokio::spawn(crate::k8s::watch::run(
+                        client, opts, source, on_sync, stop_rx,
+                    ));
+                }
+            }
+        }
         Ok(App {
             listen_addr,
             admin_addr,

@@ -24,11 +24,30 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve snapshots from a mesh file, reloaded when it changes (and on SIGHUP).
+    /// Serve snapshots from a mesh file, reloaded when it changes (and on
+    /// SIGHUP), or from a Kubernetes cluster (--kubernetes).
     Run {
         /// The mesh file.
-        #[arg(long, env = "REMORA_MESH")]
-        mesh: PathBuf,
+        #[arg(
+            long,
+            env = "REMORA_MESH",
+            required_unless_present = "kubernetes",
+            conflicts_with = "kubernetes"
+        )]
+        mesh: Option<PathBuf>,
+        /// Read the mesh from the Kubernetes cluster (Services,
+        /// EndpointSlices, Pods, Gateway API routes, Remora's policies),
+        /// with the in-cluster config or KUBECONFIG.
+        #[arg(long, env = "REMORA_KUBERNETES")]
+        kubernetes: bool,
+        /// With --kubernetes: the cluster's DNS domain (services' aliases
+        /// `<name>.<ns>.svc.<domain>`).
+        #[arg(long, env = "REMORA_CLUSTER_DOMAIN", default_value = "cluster.local")]
+        cluster_domain: String,
+        /// With --kubernetes: the trust domain of the workloads' SPIFFE IDs
+        /// (`spiffe://<trust domain>/ns/<ns>/sa/<sa>`).
+        #[arg(long, env = "REMORA_TRUST_DOMAIN", default_value = "cluster.local")]
+        trust_domain: String,
         /// Address of the snapshot stream (`POST /v1/subscribe`, HTTP/2) and
         /// of certificate requests (`POST /v1/certify`).
         #[arg(long, env = "REMORA_CP_LISTEN", default_value = "127.0.0.1:8086")]
@@ -204,6 +223,9 @@ fn main() -> ExitCode {
         } => serving_cert(&ca_cert, &ca_key, &names, lifetime.get(), &dir),
         Command::Run {
             mesh,
+            kubernetes,
+            cluster_domain,
+            trust_domain,
             listen,
             ca,
             tls_cert,
@@ -213,11 +235,26 @@ fn main() -> ExitCode {
             log_format,
         } => {
             telemetry::init(log_format);
+            // The one crypto provider (the Kubernetes client's TLS too).
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let mesh = match (mesh, kubernetes) {
+                (Some(path), false) => MeshFrom::File(path),
+                _ => {
+                    if !remora_control_plane::mesh::dns_subdomain(&trust_domain) {
+                        eprintln!("error: --trust-domain `{trust_domain}` must be a lowercase DNS name such as cluster.local");
+                        return ExitCode::from(2);
+                    }
+                    MeshFrom::Kubernetes {
+                        cluster_domain,
+                        trust_domain,
+                    }
+                }
+            };
             let Some(rt) = runtime() else {
                 return ExitCode::FAILURE;
             };
             match rt.block_on(run(Settings {
-                mesh: MeshFrom::File(mesh),
+                mesh,
                 listen,
                 admin,
                 ca: ca.settings(),

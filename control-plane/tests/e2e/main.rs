@@ -6,7 +6,9 @@
 
 mod check;
 mod demo;
+mod fake_kube;
 mod identity;
+mod k8s;
 mod mesh;
 mod stream;
 
