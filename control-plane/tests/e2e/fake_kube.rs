@@ -52,6 +52,8 @@ struct Kind {
     watchers: Vec<mpsc::UnboundedSender<Bytes>>,
     /// The next watch request gets HTTP 410.
     gone_next: bool,
+    /// Lists fail with a 500 (an API server whose etcd times out).
+    failing: bool,
     lists: usize,
     watches: usize,
 }
@@ -97,6 +99,7 @@ impl FakeKube {
                 objects,
                 watchers: Vec::new(),
                 gone_next: false,
+                failing: false,
                 lists: 0,
                 watches: 0,
             };
@@ -184,6 +187,17 @@ impl FakeKube {
         st.history.clear();
     }
 
+    /// Makes the lists of `path` fail (500) or work again.
+    pub fn fail(&self, path: &str, failing: bool) {
+        self.state
+            .lock()
+            .unwrap()
+            .kinds
+            .get_mut(path)
+            .unwrap()
+            .failing = failing;
+    }
+
     /// How many times `path` was listed.
     pub fn lists(&self, path: &str) -> usize {
         self.state.lock().unwrap().kinds[path].lists
@@ -215,6 +229,12 @@ impl FakeKube {
         };
         if query.get("watch").map(String::as_str) != Some("true") {
             kind.lists += 1;
+            if kind.failing {
+                let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                    "status": "Failure", "message": "etcdserver: request timed out",
+                    "reason": "InternalError", "code": 500});
+                return respond(500, "application/json", status.to_string().into());
+            }
             let items: Vec<&Value> = kind.objects.values().collect();
             let list = json!({
                 "kind": kind.list_kind,

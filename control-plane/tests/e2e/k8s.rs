@@ -347,3 +347,25 @@ async fn the_binary_with_kubernetes_serves_a_subscriber() {
     assert_eq!(status["mesh"]["path"], "kubernetes");
     child.kill().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_published_and_not_ready_until_every_kind_is_listed() {
+    let fake = cluster().await;
+    fake.fail(PODS, true);
+    let mut r = Replica::start(&fake);
+    // Services and the rest are listed; Pods fail, and are retried.
+    until("two failed lists of Pods", || fake.lists(PODS) >= 2).await;
+    until("the list of Services", || fake.lists(SERVICES) >= 1).await;
+    assert!(
+        !r.ready.load(Ordering::SeqCst),
+        "not ready without the Pods"
+    );
+    assert!(
+        r.gens.borrow().services.is_empty(),
+        "nothing but the empty start"
+    );
+    assert_eq!(r.applied(), 1);
+    fake.fail(PODS, false);
+    let g = r.synced().await;
+    assert_eq!(g.snapshots.len(), 2);
+}
