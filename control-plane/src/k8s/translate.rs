@@ -135,7 +135,7 @@ impl ObjRef {
     }
 }
 
-/// A Service of the mesh as translated so far, with where it came from.
+/// The mesh as translated so far, with the object behind each part.
 #[derive(Debug)]
 pub struct Draft {
     pub mesh: Mesh,

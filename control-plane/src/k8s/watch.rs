@@ -172,11 +172,11 @@ async fn follow<K>(
                     if !absent {
                         tracing::info!(kind = name, "not installed in the cluster: read as empty");
                         absent = true;
+                        // Empty the store (it may have had objects before).
+                        writer.apply_watcher_event(&Event::Init);
+                        writer.apply_watcher_event(&Event::InitDone);
+                        let _ = tx.send(Msg::Synced(kind));
                     }
-                    // Empty the store (it may have had objects before).
-                    writer.apply_watcher_event(&Event::Init);
-                    writer.apply_watcher_event(&Event::InitDone);
-                    let _ = tx.send(Msg::Synced(kind));
                     tokio::select! {
                         _ = stopped(&mut stop) => return,
                         _ = tokio::time::sleep(ABSENT_RETRY) => continue 'restart,

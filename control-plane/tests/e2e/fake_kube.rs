@@ -35,6 +35,7 @@ pub const SERVICES: &str = "/api/v1/services";
 pub const PODS: &str = "/api/v1/pods";
 pub const SLICES: &str = "/apis/discovery.k8s.io/v1/endpointslices";
 pub const HTTPROUTES: &str = "/apis/gateway.networking.k8s.io/v1/httproutes";
+pub const SERVICE_POLICIES: &str = "/apis/policy.remora.io/v1alpha1/servicepolicies";
 
 /// How a watch expires.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -5,7 +5,9 @@
 //! expired once relisted; two replicas publish the same versions; the real
 //! binary with `--kubernetes` and KUBECONFIG serves a subscriber.
 
-use super::fake_kube::{fixture, Expiry, FakeKube, HTTPROUTES, PODS, SERVICES, SLICES};
+use super::fake_kube::{
+    fixture, Expiry, FakeKube, HTTPROUTES, PODS, SERVICES, SERVICE_POLICIES, SLICES,
+};
 use super::*;
 use remora_api::mesh::Mesh;
 use remora_control_plane::k8s::translate::Options;
@@ -368,4 +370,38 @@ async fn nothing_is_published_and_not_ready_until_every_kind_is_listed() {
     fake.fail(PODS, false);
     let g = r.synced().await;
     assert_eq!(g.snapshots.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remora_policies_from_the_cluster_apply_and_bad_ones_are_named() {
+    let fake = FakeKube::start(&[
+        (SERVICES, "services.json"),
+        (SLICES, "endpointslices.json"),
+        (PODS, "pods.json"),
+        (SERVICE_POLICIES, "servicepolicies.json"),
+    ])
+    .await;
+    let mut r = Replica::start(&fake);
+    let g = r.synced().await;
+    let config = g.snapshots["api.shop"].snapshot.config();
+    let web = config.listeners[0]
+        .routes
+        .iter()
+        .find(|r| r.name == "web.shop.default")
+        .expect("the policy's route to web");
+    assert_eq!(web.timeout, Some(remora_api::Duration::from_secs(4)));
+    assert_eq!(web.retry.as_ref().unwrap().attempts, 3);
+    let backend = config
+        .backends
+        .iter()
+        .find(|b| b.name == "web.shop")
+        .unwrap();
+    assert_eq!(
+        backend.connect_timeout,
+        remora_api::Duration::from_millis(300)
+    );
+    assert_eq!(
+        r.source.status.load().left_out,
+        ["ServicePolicy shop/typo: not applied: timeout: `4 seconds` has an unknown unit (use ms, s, m or h)"]
+    );
 }
