@@ -153,7 +153,7 @@ impl App {
             } => {
                 let client = kube::Client::try_default()
                     .await
-                    .context("cannot reach the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+                    .context("no Kubernetes API config (in-cluster, or KUBECONFIG)")?;
                 let opts = crate::k8s::translate::Options {
                     cluster_domain,
                     trust_domain: trust_domain.clone(),

@@ -104,7 +104,7 @@ pub async fn run(
     let stores = Stores {
         services: spawn::<Service>(&client, 0, &tx, &stop),
         endpoint_slices: spawn::<EndpointSlice>(&client, 1, &tx, &stop),
-        pods: spawn::<Pod>(&client, 2, &tx, &stop),
+        pods: spawn_trimmed::<Pod>(&client, 2, &tx, &stop, trim_pod),
         http_routes: spawn::<HttpRoute>(&client, 3, &tx, &stop),
         grpc_routes: spawn::<GrpcRoute>(&client, 4, &tx, &stop),
         service_policies: spawn::<ServicePolicy>(&client, 5, &tx, &stop),
@@ -123,11 +123,55 @@ fn spawn<K>(
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
+    spawn_trimmed(client, kind, tx, stop, |_| {})
+}
+
+/// A watcher whose objects are cut down by `trim` before they are stored.
+fn spawn_trimmed<K>(
+    client: &Client,
+    kind: usize,
+    tx: &mpsc::UnboundedSender<Msg>,
+    stop: &watch::Receiver<bool>,
+    trim: fn(&mut K),
+) -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
     let writer = Writer::<K>::default();
     let store = writer.as_reader();
     let api = Api::<K>::all(client.clone());
-    tokio::spawn(follow(api, writer, kind, tx.clone(), stop.clone()));
+    tokio::spawn(follow(api, writer, kind, trim, tx.clone(), stop.clone()));
     store
+}
+
+/// Only what the translation reads of a pod (its name, annotations,
+/// ServiceAccount, container ports and phase): thousands of pods stay small.
+fn trim_pod(pod: &mut Pod) {
+    use k8s_openapi::api::core::v1::{Container, PodSpec, PodStatus};
+    pod.metadata.labels = None;
+    pod.metadata.owner_references = None;
+    if let Some(spec) = &mut pod.spec {
+        let containers = spec
+            .containers
+            .iter_mut()
+            .map(|c| Container {
+                name: std::mem::take(&mut c.name),
+                ports: c.ports.take(),
+                ..Container::default()
+            })
+            .collect();
+        *spec = PodSpec {
+            service_account_name: spec.service_account_name.take(),
+            containers,
+            ..PodSpec::default()
+        };
+    }
+    if let Some(status) = &mut pod.status {
+        *status = PodStatus {
+            phase: status.phase.take(),
+            ..PodStatus::default()
+        };
+    }
 }
 
 /// Whether an error says the kind's API does not exist (404).
@@ -150,6 +194,7 @@ async fn follow<K>(
     api: Api<K>,
     mut writer: Writer<K>,
     kind: usize,
+    trim: fn(&mut K),
     tx: mpsc::UnboundedSender<Msg>,
     mut stop: watch::Receiver<bool>,
 ) where
@@ -203,7 +248,10 @@ async fn follow<K>(
                 }
             };
             failures = 0;
-            let event = event.modify(|o| o.meta_mut().managed_fields = None);
+            let event = event.modify(|o| {
+                o.meta_mut().managed_fields = None;
+                trim(o);
+            });
             writer.apply_watcher_event(&event);
             let msg = match event {
                 Event::Init | Event::InitApply(_) => continue,
