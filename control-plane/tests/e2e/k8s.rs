@@ -277,8 +277,10 @@ async fn two_replicas_publish_the_same_versions() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_binary_with_kubernetes_serves_a_subscriber() {
+async fn the_binary_with_kubernetes_is_ready_after_the_sync_and_serves_a_subscriber() {
     let fake = cluster().await;
+    // Pods cannot be listed at first: the control plane is not ready.
+    fake.fail(PODS, true);
     let dir = tempdir();
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, fake.kubeconfig()).unwrap();
@@ -301,7 +303,6 @@ async fn the_binary_with_kubernetes_serves_a_subscriber() {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let (mut listen, mut admin) = (None, None);
-    let mut ready_logged = false;
     tokio::time::timeout(WAIT, async {
         while let Ok(Some(l)) = lines.next_line().await {
             let v: Value = serde_json::from_str(&l).unwrap_or_default();
@@ -313,21 +314,30 @@ async fn the_binary_with_kubernetes_serves_a_subscriber() {
             match v["message"].as_str() {
                 Some("control plane bound") => listen = address(),
                 Some("admin bound") => admin = address(),
-                Some("the cluster is synced: ready") => ready_logged = true,
                 _ => {}
             }
-            if listen.is_some() && admin.is_some() && ready_logged {
+            if listen.is_some() && admin.is_some() {
                 return;
             }
         }
     })
     .await
-    .expect("the control plane started and synced");
+    .expect("the control plane started");
     let (listen, admin) = (listen.unwrap(), admin.unwrap());
-    let rsp = Request::new("GET", &format!("http://{admin}/ready"))
-        .send()
-        .await;
-    assert_eq!((rsp.status, rsp.text()), (200, "ready\n".to_string()));
+    let ready = || async move {
+        let rsp = Request::new("GET", &format!("http://{admin}/ready"))
+            .send()
+            .await;
+        (rsp.status, rsp.text())
+    };
+    until("a failed list of Pods", || fake.lists(PODS) >= 1).await;
+    assert_eq!(ready().await, (503, "starting\n".to_string()));
+    fake.fail(PODS, false);
+    let deadline = Instant::now() + WAIT;
+    while ready().await.0 != 200 {
+        assert!(Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     let mut web = Subscriber::connect(listen, &hello("web.shop", None))
         .await
         .unwrap();
