@@ -28,6 +28,14 @@ pub enum MeshFrom {
     File(PathBuf),
     /// Keys under a prefix in etcd, watched (see [`crate::etcd`]).
     Etcd(crate::etcd::EtcdSettings),
+    /// The Kubernetes cluster (in-cluster config or KUBECONFIG): see
+    /// [`crate::k8s`]. `/ready` says `starting` until it is synced.
+    Kubernetes {
+        /// The cluster's DNS domain (`cluster.local`).
+        cluster_domain: String,
+        /// The trust domain of the workloads' SPIFFE IDs.
+        trust_domain: String,
+    },
 }
 
 /// Where the mesh is, where to listen, and the CA if there is one.
@@ -136,6 +144,7 @@ impl App {
                 .set(expiry.map_or(0.0, |d| d.as_secs_f64()));
         }
         let m = metrics.clone();
+        let mut kube = None;
         let source = match settings.mesh.clone() {
             MeshFrom::File(path) => {
                 tokio::task::spawn_blocking(move || MeshSource::load(path, roots, m)).await??
@@ -144,6 +153,26 @@ impl App {
             MeshFrom::Etcd(etcd) => {
                 etcd.client()?; // bad endpoints or TLS files stop the start
                 MeshSource::starting(etcd.origin(), roots, m)
+            }
+            MeshFrom::Kubernetes {
+                cluster_domain,
+                trust_domain,
+            } => {
+                let client = kube::Client::try_default()
+                    .await
+                    .context("no Kubernetes API config (in-cluster, or KUBECONFIG)")?;
+                let opts = crate::k8s::translate::Options {
+                    cluster_domain,
+                    trust_domain: trust_domain.clone(),
+                    mtls: ca.is_some(),
+                };
+                kube = Some((client, opts));
+                // Empty until the cluster is synced (and not ready till then).
+                let empty = remora_api::mesh::Mesh {
+                    trust_domain,
+                    ..Default::default()
+                };
+                MeshSource::new("kubernetes".into(), &empty, roots, m)
             }
         };
         let source = Arc::new(source);
@@ -209,7 +238,16 @@ impl App {
                 tracing::info!(source = %etcd.endpoints.join(","), prefix = %follower.prefix, "following the mesh in etcd");
                 tokio::spawn(follower.run(stop_rx));
             }
-        };
+            MeshFrom::Kubernetes { .. } => {
+                if let Some((client, opts)) = kube {
+                    let ready = readiness.clone();
+                    let on_sync = move || ready.set_ready();
+                    tokio::spawn(crate::k8s::watch::run(
+                        client, opts, source, on_sync, stop_rx,
+                    ));
+                }
+            }
+        }
         Ok(App {
             listen_addr,
             admin_addr,

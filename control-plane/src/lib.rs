@@ -22,6 +22,7 @@ pub mod compile;
 pub mod demo;
 pub mod error;
 pub mod etcd;
+pub mod k8s;
 pub mod mesh;
 pub mod metrics;
 pub mod ndjson;

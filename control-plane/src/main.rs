@@ -25,10 +25,13 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start: the size of `Run` costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Serve snapshots from a mesh file, reloaded when it changes (and on
-    /// SIGHUP), or from etcd (--etcd), watched.
+    /// SIGHUP), from etcd (--etcd), watched, or from a Kubernetes cluster
+    /// (--kubernetes).
     #[command(group(clap::ArgGroup::new("source").required(true)))]
     Run {
         /// The mesh file.
@@ -43,6 +46,19 @@ enum Command {
         etcd_prefix: String,
         #[command(flatten)]
         etcd_tls: Box<EtcdTls>,
+        /// Read the mesh from the Kubernetes cluster (Services,
+        /// EndpointSlices, Pods, Gateway API routes, Remora's policies),
+        /// with the in-cluster config or KUBECONFIG.
+        #[arg(long, env = "REMORA_KUBERNETES", group = "source")]
+        kubernetes: bool,
+        /// With --kubernetes: the cluster's DNS domain (services' aliases
+        /// `<name>.<ns>.svc.<domain>`).
+        #[arg(long, env = "REMORA_CLUSTER_DOMAIN", default_value = "cluster.local")]
+        cluster_domain: String,
+        /// With --kubernetes: the trust domain of the workloads' SPIFFE IDs
+        /// (`spiffe://<trust domain>/ns/<ns>/sa/<sa>`).
+        #[arg(long, env = "REMORA_TRUST_DOMAIN", default_value = "cluster.local")]
+        trust_domain: String,
         /// Address of the snapshot stream (`POST /v1/subscribe`, HTTP/2) and
         /// of certificate requests (`POST /v1/certify`).
         #[arg(long, env = "REMORA_CP_LISTEN", default_value = "127.0.0.1:8086")]
@@ -97,6 +113,9 @@ enum Command {
         #[command(subcommand)]
         command: EtcdCommand,
     },
+    /// Print Remora's CustomResourceDefinitions (ServicePolicy,
+    /// AuthorizationPolicy) as YAML, for `kubectl apply -f -`.
+    Crds,
     /// Certificate authority tools.
     Ca {
         #[command(subcommand)]
@@ -225,6 +244,10 @@ impl CaArgs {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Check { file } => check(&file),
+        Command::Crds => {
+            print!("{}", remora_control_plane::k8s::crd::crds_yaml());
+            ExitCode::SUCCESS
+        }
         Command::Ca {
             command: CaCommand::Init { dir, trust_domain },
         } => ca_init(&dir, &trust_domain),
@@ -269,6 +292,9 @@ fn main() -> ExitCode {
             etcd,
             etcd_prefix,
             etcd_tls,
+            kubernetes,
+            cluster_domain,
+            trust_domain,
             listen,
             ca,
             tls_cert,
@@ -278,18 +304,29 @@ fn main() -> ExitCode {
             log_format,
         } => {
             telemetry::init(log_format);
+            // The one crypto provider (the Kubernetes client's TLS too).
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let mesh = match (mesh, etcd, kubernetes) {
+                (Some(path), _, _) => MeshFrom::File(path),
+                (None, Some(etcd), _) => {
+                    MeshFrom::Etcd(EtcdSettings::new(&etcd, &etcd_prefix, *etcd_tls))
+                }
+                _ => {
+                    if !remora_control_plane::mesh::dns_subdomain(&trust_domain) {
+                        eprintln!("error: --trust-domain `{trust_domain}` must be a lowercase DNS name such as cluster.local");
+                        return ExitCode::from(2);
+                    }
+                    MeshFrom::Kubernetes {
+                        cluster_domain,
+                        trust_domain,
+                    }
+                }
+            };
             let Some(rt) = runtime() else {
                 return ExitCode::FAILURE;
             };
             match rt.block_on(run(Settings {
-                mesh: match (mesh, etcd) {
-                    (Some(file), _) => MeshFrom::File(file),
-                    (None, etcd) => MeshFrom::Etcd(EtcdSettings::new(
-                        &etcd.unwrap_or_default(),
-                        &etcd_prefix,
-                        *etcd_tls,
-                    )),
-                },
+                mesh,
                 listen,
                 admin,
                 ca: ca.settings(),

@@ -158,6 +158,10 @@ pub struct MeshStatus {
     pub rejected_at: Option<String>,
     /// Why: every problem of the rejected file.
     pub problems: Vec<String>,
+    /// What the source left out of the mesh it serves (the Kubernetes
+    /// source: each object it could not take, named, and why).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub left_out: Vec<String>,
 }
 
 /// Reads and validates a mesh file, as for a control plane with a CA.
@@ -264,6 +268,13 @@ impl MeshSource {
     /// with the rules of this control plane (with or without a CA).
     pub fn check(&self, mesh: &Mesh) -> Vec<Problem> {
         crate::mesh::problems_for(mesh, !self.trust_roots.is_empty())
+    }
+
+    /// Says, on `/status`, what the source left out of the mesh.
+    pub fn set_left_out(&self, left_out: Vec<String>) {
+        let mut status = MeshStatus::clone(&self.status.load());
+        status.left_out = left_out;
+        self.status.store(Arc::new(status));
     }
 
     /// Follows the generations this source publishes.

@@ -7,7 +7,9 @@
 mod check;
 mod demo;
 mod etcd;
+mod fake_kube;
 mod identity;
+mod k8s;
 mod mesh;
 mod stream;
 mod token_review;

@@ -75,10 +75,10 @@ fn every_problem_names_its_key() {
                 ("services/api", "endpoints: [{address: 127.0.0.1:1}]\nroutes:\n  - name: r\n    timeout: 5 parsecs\n"),
                 ("workloads/web", web),
             ]),
-            // serde's path ends at the route, as for the mesh file.
-            "etcd /remora/services/api: routes[0]",
-            "`5 parsecs` has an unknown unit",
-            Some(3),
+            // The field's own path and line, as for the mesh file.
+            "etcd /remora/services/api: routes[0].timeout",
+            "unknown unit `parsecs`",
+            Some(4),
         ),
         (
             "a mesh rule: a call to no service",

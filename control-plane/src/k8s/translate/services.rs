@@ -1,0 +1,160 @@
+//! Services and their endpoints: a Service with a TCP port is the mesh
+//! service `<name>.<ns>` (see [`super`]); its endpoints are the ready
+//! addresses of its EndpointSlices at the first TCP port's target port.
+
+use super::{sorted, Cluster, ObjRef, ObjectProblem, Options};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use remora_api::mesh::{Service, ServiceEndpoint};
+use remora_api::UpstreamProtocol;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+
+/// A service being built: the mesh service, the Kubernetes Service it came
+/// from, its routed port, and the object behind each of its routes.
+#[derive(Debug)]
+pub struct ServiceDraft {
+    pub service: Service,
+    pub obj: ObjRef,
+    /// The Service port the mesh routes (the first TCP one).
+    pub port: i32,
+    pub route_objs: Vec<ObjRef>,
+}
+
+/// Services by mesh name (`<name>.<ns>`).
+pub type Services = BTreeMap<String, ServiceDraft>;
+
+pub(super) fn services(
+    cluster: &Cluster,
+    opts: &Options,
+    ids: &BTreeMap<(&str, &str), String>,
+    problems: &mut Vec<ObjectProblem>,
+) -> Services {
+    let mut slices: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
+    for ((ns, _), slice) in sorted(&cluster.endpoint_slices) {
+        let owner = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("kubernetes.io/service-name"));
+        if let Some(svc) = owner {
+            slices.entry((ns, svc.as_str())).or_default().push(slice);
+        }
+    }
+    let mut out = Services::new();
+    for ((ns, name), svc) in sorted(&cluster.services) {
+        let obj = ObjRef::of("Service", svc);
+        let Some(spec) = &svc.spec else { continue };
+        if spec.type_.as_deref() == Some("ExternalName") {
+            problems.push(obj.problem("ExternalName Services are not part of the mesh"));
+            continue;
+        }
+        let Some(port) = spec
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+        else {
+            continue;
+        };
+        let mesh_name = format!("{name}.{ns}");
+        if mesh_name.len() > 63 {
+            problems.push(obj.problem(format!(
+                "the mesh name `{mesh_name}` is longer than 63 characters"
+            )));
+            continue;
+        }
+        let protocol = match port.app_protocol.as_deref() {
+            Some("kubernetes.io/h2c" | "h2c" | "grpc") => UpstreamProtocol::Http2,
+            _ => UpstreamProtocol::default(),
+        };
+        let port_name = port.name.as_deref().unwrap_or("");
+        let mut endpoints = BTreeMap::new();
+        for slice in slices.get(&(ns, name)).into_iter().flatten() {
+            slice_endpoints(slice, port_name, ids, &obj, &mut endpoints, problems);
+        }
+        let service = Service {
+            aliases: vec![
+                format!("{mesh_name}.svc"),
+                format!("{mesh_name}.svc.{}", opts.cluster_domain),
+            ],
+            protocol,
+            balancer: Default::default(),
+            connect_timeout: remora_api::defaults::connect_timeout(),
+            pool: Default::default(),
+            endpoints: endpoints.into_values().collect(),
+            routes: Vec::new(),
+            retry_budget: Default::default(),
+            outlier_detection: Default::default(),
+            circuit_breaker: Default::default(),
+            health_check: None,
+            name: mesh_name.clone(),
+        };
+        let draft = ServiceDraft {
+            service,
+            obj,
+            port: port.port,
+            route_objs: Vec::new(),
+        };
+        out.insert(mesh_name, draft);
+    }
+    out
+}
+
+/// The ready endpoints of one slice at the port named `port_name`, by
+/// address (a pod listed in two slices counts once).
+fn slice_endpoints(
+    slice: &EndpointSlice,
+    port_name: &str,
+    ids: &BTreeMap<(&str, &str), String>,
+    svc: &ObjRef,
+    out: &mut BTreeMap<SocketAddr, ServiceEndpoint>,
+    problems: &mut Vec<ObjectProblem>,
+) {
+    if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
+        let slice_ref = ObjRef::of("EndpointSlice", slice);
+        problems.push(slice_ref.problem(format!(
+            "addressType {} is not supported (Service {}/{})",
+            slice.address_type, svc.namespace, svc.name
+        )));
+        return;
+    }
+    let Some(port) = slice
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.name.as_deref().unwrap_or("") == port_name)
+        .and_then(|p| p.port)
+        .and_then(|p| u16::try_from(p).ok())
+    else {
+        return;
+    };
+    for e in &slice.endpoints {
+        let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+        if !ready {
+            continue;
+        }
+        let Some(ip) = e.addresses.first().and_then(|a| a.parse::<IpAddr>().ok()) else {
+            continue;
+        };
+        let address = SocketAddr::new(ip, port);
+        let identity = e
+            .target_ref
+            .as_ref()
+            .filter(|t| t.kind.as_deref() == Some("Pod"))
+            .and_then(|t| {
+                let ns = t.namespace.as_deref().unwrap_or(&svc.namespace);
+                ids.get(&(ns, t.name.as_deref()?)).cloned()
+            });
+        out.insert(
+            address,
+            ServiceEndpoint {
+                address,
+                weight: remora_api::defaults::weight(),
+                identity,
+                workload: None,
+                zone: e.zone.clone(),
+                labels: BTreeMap::new(),
+            },
+        );
+    }
+}
