@@ -7,6 +7,7 @@
 mod check;
 mod demo;
 mod identity;
+mod inject;
 mod mesh;
 mod stream;
 
