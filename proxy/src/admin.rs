@@ -1,6 +1,8 @@
 //! The admin server (default 127.0.0.1:4191): `/live`, `/ready`,
-//! `/metrics`, `/config` and `/log-level`. It keeps answering while the proxy
-//! drains, so `/ready` can say so.
+//! `/metrics`, `/config`, `/log-level` and `POST /shutdown` (graceful
+//! shutdown, for the app of a Job whose proxy is a regular container; only
+//! from loopback, so only the pod's own containers can ask). It keeps
+//! answering while the proxy drains, so `/ready` can say so.
 
 use crate::metrics::Metrics;
 use crate::snapshot::Store;
@@ -11,6 +13,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -48,6 +51,14 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
     pub log_level: LogLevel,
+    /// Notified by `POST /shutdown`: the binary then shuts down as on SIGTERM.
+    pub shutdown: Arc<tokio::sync::Notify>,
+}
+
+/// Whether a peer may ask the proxy to shut down: loopback only (an
+/// IPv4-mapped `::ffff:127.0.0.1` counts), i.e. the pod itself.
+pub fn shutdown_allowed(peer: IpAddr) -> bool {
+    peer.to_canonical().is_loopback()
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -61,8 +72,22 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 }
 
 impl Admin {
-    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
         match (req.method(), req.uri().path()) {
+            (&Method::POST, "/shutdown") if shutdown_allowed(peer.ip()) => {
+                tracing::info!(%peer, "shutdown requested on the admin port");
+                self.readiness.set_draining();
+                self.shutdown.notify_one();
+                text(StatusCode::ACCEPTED, "shutting down\n")
+            }
+            (&Method::POST, "/shutdown") => {
+                tracing::warn!(%peer, "shutdown refused: not from loopback");
+                text(
+                    StatusCode::FORBIDDEN,
+                    "shutdown is only allowed from loopback\n",
+                )
+            }
+            (_, "/shutdown") => text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"),
             (&Method::GET, "/live") => text(StatusCode::OK, "live\n"),
             (&Method::GET, "/ready") => match self.readiness.get() {
                 READY => text(StatusCode::OK, "ready\n"),
@@ -113,7 +138,7 @@ impl Admin {
             (_, "/log-level") => text(StatusCode::METHOD_NOT_ALLOWED, "use GET or PUT\n"),
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found; try /live /ready /metrics /config /log-level\n",
+                "not found; try /live /ready /metrics /config /log-level /shutdown\n",
             ),
         }
     }
@@ -121,7 +146,7 @@ impl Admin {
 
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut stop: watch::Receiver<bool>) {
     loop {
-        let (tcp, _) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             a = listener.accept() => match a {
                 Ok(a) => a,
                 Err(e) => {
@@ -136,11 +161,33 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut stop: watch::Re
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let admin = admin.clone();
-                async move { Ok::<_, Infallible>(admin.handle(req).await) }
+                async move { Ok::<_, Infallible>(admin.handle(req, peer).await) }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(tcp), svc)
                 .await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shutdown_allowed;
+
+    #[test]
+    fn shutdown_only_from_loopback() {
+        for (peer, allowed) in [
+            ("127.0.0.1", true),
+            ("127.1.2.3", true),
+            ("::1", true),
+            ("::ffff:127.0.0.1", true),
+            ("10.0.0.7", false),
+            ("0.0.0.0", false),
+            ("192.168.1.1", false),
+            ("::ffff:10.0.0.7", false),
+            ("fe80::1", false),
+        ] {
+            assert_eq!(shutdown_allowed(peer.parse().unwrap()), allowed, "{peer}");
+        }
     }
 }
