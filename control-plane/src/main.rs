@@ -57,7 +57,7 @@ enum Command {
         #[arg(long, value_enum, default_value = "text", env = "REMORA_LOG_FORMAT")]
         log_format: LogFormat,
         #[command(flatten)]
-        webhook: WebhookArgs,
+        webhook: Box<WebhookArgs>,
     },
     /// Add the proxy to every pod template of a manifest (multi-document
     /// YAML; `-` reads stdin) and print it, as the webhook would

@@ -24,6 +24,15 @@ fn template(labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> PodTemplat
     }
 }
 
+/// (name, template, namespace labels, config, expected decision)
+type Case<'a> = (
+    &'a str,
+    PodTemplateSpec,
+    &'a BTreeMap<String, String>,
+    &'a InjectConfig,
+    Option<Skip>,
+);
+
 #[test]
 fn decisions() {
     let on = BTreeMap::from([(INJECT.to_string(), "enabled".to_string())]);
@@ -35,13 +44,7 @@ fn decisions() {
     };
     let e = "enabled";
     let d = "disabled";
-    let cases: Vec<(
-        &str,
-        PodTemplateSpec,
-        &BTreeMap<String, String>,
-        &InjectConfig,
-        Option<Skip>,
-    )> = vec![
+    let cases: Vec<Case> = vec![
         ("namespace opts in", template(&[], &[]), &on, &cfg, None),
         (
             "nothing opts in",

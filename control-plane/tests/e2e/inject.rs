@@ -321,3 +321,21 @@ async fn webhook_refuses_malformed_requests_and_denies_bad_annotations() {
         .await;
     assert_eq!(live.status, 200);
 }
+
+/// The example manifest injects: its Deployment, nothing else.
+#[tokio::test]
+async fn the_example_manifest_injects() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/k8s/app.yaml");
+    let (ok, out, err) = offline(path.to_str().unwrap(), b"", &[]).await;
+    assert!(ok, "{err}");
+    assert_eq!(err.trim(), "2 Deployment/web: injected");
+    let docs = docs(&out);
+    let kinds: Vec<_> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["Namespace", "ServiceAccount", "Deployment", "Service"]
+    );
+    let inits = &docs[2]["spec"]["template"]["spec"]["initContainers"];
+    assert_eq!(inits[1]["name"], "remora-proxy", "{out}");
+    assert_eq!(inits[1]["restartPolicy"], "Always", "{out}");
+}
