@@ -339,3 +339,36 @@ async fn the_example_manifest_injects() {
     assert_eq!(inits[1]["name"], "remora-proxy", "{out}");
     assert_eq!(inits[1]["restartPolicy"], "Always", "{out}");
 }
+
+/// A renewed certificate (the files replaced, as a Secret update does) is
+/// served without a restart.
+#[tokio::test]
+async fn the_webhook_serves_a_replaced_certificate() {
+    let (_cp, addr, _old, dir) = webhook().await;
+    let ca = TestCa::new("renewed webhook CA");
+    let pair = ca.issue_server(&["remora-injector.remora-system.svc"]);
+    let staged = tempdir();
+    let (cert, key) = pair.write_to(staged.path(), "webhook");
+    std::fs::rename(&key, dir.path().join("webhook.key")).unwrap();
+    std::fs::rename(&cert, dir.path().join("webhook.crt")).unwrap();
+    let tls = rustls_client_config(&ca.ca_pem(), &[b"http/1.1"]);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let rsp = Request::new("GET", &format!("https://{addr}/live"))
+            .tls(tls.clone())
+            .server_name("remora-injector.remora-system.svc")
+            .try_send()
+            .await;
+        match rsp {
+            Ok(rsp) => {
+                assert_eq!(rsp.status, 200);
+                break;
+            }
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "the new certificate was never served: {e:#}"
+            ),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
