@@ -90,6 +90,14 @@ pub struct WebhookArgs {
     /// The webhook's private key (PEM).
     #[arg(long, env = "REMORA_WEBHOOK_KEY", requires = "webhook_listen")]
     pub webhook_key: Option<PathBuf>,
+    /// Do not read namespace labels from the Kubernetes API: inject only
+    /// the pods that opt in themselves.
+    #[arg(
+        long,
+        env = "REMORA_WEBHOOK_IGNORE_NAMESPACES",
+        requires = "webhook_listen"
+    )]
+    pub webhook_ignore_namespaces: bool,
     #[command(flatten)]
     pub inject: InjectArgs,
 }
@@ -100,6 +108,7 @@ impl WebhookArgs {
             listen: self.webhook_listen?,
             cert: self.webhook_cert?,
             key: self.webhook_key?,
+            namespace_labels: !self.webhook_ignore_namespaces,
             config: self.inject.config(false),
         })
     }

@@ -243,12 +243,16 @@ pub struct WebhookSettings {
     pub listen: std::net::SocketAddr,
     pub cert: std::path::PathBuf,
     pub key: std::path::PathBuf,
+    /// Read each pod's namespace labels from the Kubernetes API (if there
+    /// is one); `false`: only the pod's own opt-in counts.
+    pub namespace_labels: bool,
     pub config: InjectConfig,
 }
 
 /// Loads the certificate, binds, and serves the webhook in a task; the bound
 /// address. Namespace labels come from the Kubernetes API (in-cluster config
-/// or KUBECONFIG); without one, only pods that opt in themselves are injected.
+/// or KUBECONFIG); without one (or with `namespace_labels` off), only pods
+/// that opt in themselves are injected.
 pub async fn start(
     settings: &WebhookSettings,
     metrics: Arc<Metrics>,
@@ -256,11 +260,18 @@ pub async fn start(
 ) -> anyhow::Result<std::net::SocketAddr> {
     use anyhow::Context as _;
     let tls = tls_config(&settings.cert, &settings.key)?;
-    let namespaces = match kube::Client::try_default().await {
-        Ok(client) => Namespaces::Api(client),
-        Err(e) => {
-            tracing::warn!(error = %e, "no Kubernetes API: the webhook injects only pods that opt in themselves");
-            Namespaces::Fixed(BTreeMap::new())
+    let namespaces = if !settings.namespace_labels {
+        tracing::info!(
+            "namespace labels ignored: the webhook injects only pods that opt in themselves"
+        );
+        Namespaces::Fixed(BTreeMap::new())
+    } else {
+        match kube::Client::try_default().await {
+            Ok(client) => Namespaces::Api(client),
+            Err(e) => {
+                tracing::warn!(error = %e, "no Kubernetes API: the webhook injects only pods that opt in themselves");
+                Namespaces::Fixed(BTreeMap::new())
+            }
         }
     };
     let listener = TcpListener::bind(settings.listen)
