@@ -139,6 +139,7 @@ async fn run(s: &Scenario) {
         ca: None,
         tls: None,
         require_proxy_identity: false,
+        webhook: None,
     })
     .await
     .unwrap();

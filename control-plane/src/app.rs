@@ -52,6 +52,8 @@ pub struct Settings {
     /// Subscriptions must present the proxy's mesh certificate, for the
     /// workload they name (needs `tls` and `ca`).
     pub require_proxy_identity: bool,
+    /// The sidecar injector's webhook; `None`: off.
+    pub webhook: Option<crate::inject::webhook::WebhookSettings>,
 }
 
 /// The certificate and key (PEM) of the snapshot stream's port.
@@ -114,6 +116,8 @@ impl ServingTls {
 pub struct App {
     pub listen_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The injector webhook's address, when it runs.
+    pub webhook_addr: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
     pub proxies: Arc<Proxies>,
     readiness: Arc<Readiness>,
@@ -223,6 +227,12 @@ impl App {
         let tls_on = tls.is_some();
         let stream = tokio::spawn(stream::serve(tcp, tls, streams, stop_rx.clone()));
         tracing::info!(address = %listen_addr, tls = tls_on, "control plane bound");
+        let webhook_addr = match &settings.webhook {
+            Some(w) => {
+                Some(crate::inject::webhook::start(w, metrics.clone(), stop_rx.clone()).await?)
+            }
+            None => None,
+        };
         match settings.mesh {
             MeshFrom::File(path) => {
                 tokio::spawn(source.watch_file(path, stop_rx));
@@ -251,6 +261,7 @@ impl App {
         Ok(App {
             listen_addr,
             admin_addr,
+            webhook_addr,
             metrics,
             proxies,
             readiness,

@@ -219,6 +219,7 @@ async fn run_in(args: &DemoArgs, proxy_bin: &Path, dir: &Path) -> anyhow::Result
         tls: Some(tls),
         // Each sidecar subscribes with its own certificate, for its workload.
         require_proxy_identity: true,
+        webhook: None,
     })
     .await
     .context("start the control plane")?;

@@ -12,6 +12,9 @@
 //! Identity: [`ca`] signs workload certificates for the SPIFFE IDs of the
 //! mesh, [`auth`] checks the credential of a request, and [`certify`]
 //! serves `POST /v1/certify` beside the snapshot stream.
+//!
+//! Kubernetes: [`inject`] adds the proxy to pods (admission webhook and
+//! offline `inject`).
 
 pub mod admin;
 pub mod app;
@@ -22,6 +25,7 @@ pub mod compile;
 pub mod demo;
 pub mod error;
 pub mod etcd;
+pub mod inject;
 pub mod k8s;
 pub mod mesh;
 pub mod metrics;

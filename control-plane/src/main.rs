@@ -7,6 +7,7 @@ use remora_control_plane::app::ServingTls;
 use remora_control_plane::auth::Credentials;
 use remora_control_plane::ca::{self, CaSettings};
 use remora_control_plane::etcd::{EtcdSettings, EtcdTls};
+use remora_control_plane::inject::cli::{InjectArgs, WebhookArgs};
 use remora_control_plane::telemetry::{self, LogFormat};
 use remora_control_plane::{App, MeshFrom, Settings};
 use std::net::SocketAddr;
@@ -85,6 +86,23 @@ enum Command {
         /// Log as human-readable text or as one JSON object per line.
         #[arg(long, value_enum, default_value = "text", env = "REMORA_LOG_FORMAT")]
         log_format: LogFormat,
+        #[command(flatten)]
+        webhook: Box<WebhookArgs>,
+    },
+    /// Add the proxy to every pod template of a manifest (multi-document
+    /// YAML; `-` reads stdin) and print it, as the webhook would
+    /// (docs/injection.md). Pods that opt in themselves are injected, or
+    /// all with --force.
+    Inject {
+        /// The manifest, or `-` for stdin.
+        #[arg(short = 'f', long)]
+        file: String,
+        /// Inject pods that did not opt in (as if their namespace had);
+        /// `remora.io/inject: disabled` still wins.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        args: InjectArgs,
     },
     /// Validate a mesh file: print every problem and exit non-zero on any.
     Check {
@@ -248,6 +266,9 @@ fn main() -> ExitCode {
             print!("{}", remora_control_plane::k8s::crd::crds_yaml());
             ExitCode::SUCCESS
         }
+        Command::Inject { file, force, args } => {
+            remora_control_plane::inject::cli::inject(&file, force, &args)
+        }
         Command::Ca {
             command: CaCommand::Init { dir, trust_domain },
         } => ca_init(&dir, &trust_domain),
@@ -302,6 +323,7 @@ fn main() -> ExitCode {
             require_proxy_identity,
             admin,
             log_format,
+            webhook,
         } => {
             telemetry::init(log_format);
             // The one crypto provider (the Kubernetes client's TLS too).
@@ -334,6 +356,7 @@ fn main() -> ExitCode {
                     .zip(tls_key)
                     .map(|(cert, key)| ServingTls { cert, key }),
                 require_proxy_identity,
+                webhook: webhook.settings(),
             })) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

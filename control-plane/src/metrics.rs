@@ -25,6 +25,7 @@ pub struct Metrics {
     pub certificates_issued: IntCounter,
     pub certificate_failures: IntCounterVec,
     pub ca_expiry: Gauge,
+    pub injections: IntCounterVec,
 }
 
 /// From when a change is seen to when a proxy applied it.
@@ -128,6 +129,11 @@ impl Metrics {
                     "When the CA certificate expires, as a Unix time (0 without a CA).",
                 )
                 .expect("valid metric"),
+            ),
+            injections: counter(
+                "remora_cp_injections_total",
+                "Pods the injector webhook saw, by outcome (injected, opted_out, already_injected, host_network, not_opted_in, invalid).",
+                &["outcome"],
             ),
             registry: r,
         };

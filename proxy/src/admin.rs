@@ -1,8 +1,9 @@
 //! The admin server (default 127.0.0.1:4191): `/live`, `/ready`,
-//! `/metrics`, `/config` and `/log-level`. It keeps answering while the proxy
-//! drains, so `/ready` can say so.
+//! `/metrics`, `/config`, `/log-level` and `POST /shutdown` (graceful
+//! shutdown, for the app of a Job whose proxy is a regular container). It
+//! keeps answering while the proxy drains, so `/ready` can say so.
 //!
-//! Endpoints that change state (`PUT /log-level`) answer only clients on
+//! Endpoints that change state (`PUT /log-level`, `POST /shutdown`) answer only clients on
 //! loopback, unless `admin.allow_remote_changes` (or, in sidecar mode,
 //! `--admin-allow-remote-changes`) says otherwise: binding the admin server
 //! to `0.0.0.0` for probes and scrapes does not open them to the network.
@@ -55,6 +56,8 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
     pub log_level: LogLevel,
+    /// Notified by `POST /shutdown`: the binary then shuts down as on SIGTERM.
+    pub shutdown: Arc<tokio::sync::Notify>,
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -88,7 +91,10 @@ fn refuse_change(
     peer: SocketAddr,
     allow_remote: bool,
 ) -> Option<Response<Full<Bytes>>> {
-    let changes = matches!((method, path), (&Method::PUT, "/log-level"));
+    let changes = matches!(
+        (method, path),
+        (&Method::PUT, "/log-level") | (&Method::POST, "/shutdown")
+    );
     if !changes || peer_may_change(peer, allow_remote) {
         return None;
     }
@@ -107,6 +113,13 @@ impl Admin {
             return refused;
         }
         match (req.method(), req.uri().path()) {
+            (&Method::POST, "/shutdown") => {
+                tracing::info!(%peer, "shutdown requested on the admin port");
+                self.readiness.set_draining();
+                self.shutdown.notify_one();
+                text(StatusCode::ACCEPTED, "shutting down\n")
+            }
+            (_, "/shutdown") => text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"),
             (&Method::GET, "/live") => text(StatusCode::OK, "live\n"),
             (&Method::GET, "/ready") => match self.readiness.get() {
                 READY => text(StatusCode::OK, "ready\n"),
@@ -157,7 +170,7 @@ impl Admin {
             (_, "/log-level") => text(StatusCode::METHOD_NOT_ALLOWED, "use GET or PUT\n"),
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found; try /live /ready /metrics /config /log-level\n",
+                "not found; try /live /ready /metrics /config /log-level /shutdown\n",
             ),
         }
     }

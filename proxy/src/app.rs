@@ -31,6 +31,8 @@ pub struct App {
     /// The proxy's mesh certificate (from files or the control plane's CA).
     pub identity: Arc<Identity>,
     readiness: Arc<Readiness>,
+    /// Notified by the admin server's `POST /shutdown`.
+    shutdown_requested: Arc<tokio::sync::Notify>,
     drain: Drain,
     stop: watch::Sender<bool>,
 }
@@ -65,6 +67,7 @@ impl App {
         let metrics = Metrics::new();
         let (stop, stop_rx) = watch::channel(false);
         let readiness = Arc::new(Readiness::default());
+        let shutdown = Arc::new(tokio::sync::Notify::new());
         let store: Store = Arc::new(ArcSwap::from_pointee(Snapshot::empty()));
         let path = match source {
             Source::File(path) => path,
@@ -73,7 +76,7 @@ impl App {
                     admin,
                     &store,
                     &metrics,
-                    &readiness,
+                    (&readiness, &shutdown),
                     log_level.clone(),
                     &stop_rx,
                 )
@@ -86,8 +89,8 @@ impl App {
                 });
                 let (first, answer) =
                     first_snapshot(settings, admin_addr, &store, &metrics, &stop_rx).await?;
-                let app =
-                    Self::serve(first, admin_addr, store, metrics, readiness, stop, stop_rx).await;
+                let admin = (admin_addr, readiness, shutdown);
+                let app = Self::serve(first, admin, store, metrics, stop, stop_rx).await;
                 let _ = answer.send(app.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")));
                 if let Ok(app) = &app {
                     app.set_ready_after(first_cert);
@@ -97,10 +100,18 @@ impl App {
         };
         let first = load_config_file(&path, &metrics).await?;
         let admin_at = first.config.admin.address;
-        let admin_addr =
-            bind_admin(admin_at, &store, &metrics, &readiness, log_level, &stop_rx).await?;
+        let admin_addr = bind_admin(
+            admin_at,
+            &store,
+            &metrics,
+            (&readiness, &shutdown),
+            log_level,
+            &stop_rx,
+        )
+        .await?;
         tokio::spawn(FileSource::new(path, store.clone(), metrics.clone()).watch(stop_rx.clone()));
-        let app = Self::serve(first, admin_addr, store, metrics, readiness, stop, stop_rx).await?;
+        let admin = (admin_addr, readiness, shutdown);
+        let app = Self::serve(first, admin, store, metrics, stop, stop_rx).await?;
         app.set_ready_after(None);
         Ok(app)
     }
@@ -127,10 +138,13 @@ impl App {
     /// background tasks. The caller then sets the app ready.
     async fn serve(
         first: Snapshot,
-        admin_addr: SocketAddr,
+        (admin_addr, readiness, shutdown_requested): (
+            SocketAddr,
+            Arc<Readiness>,
+            Arc<tokio::sync::Notify>,
+        ),
         store: Store,
         metrics: Arc<Metrics>,
-        readiness: Arc<Readiness>,
         stop: watch::Sender<bool>,
         stop_rx: watch::Receiver<bool>,
     ) -> anyhow::Result<App> {
@@ -169,6 +183,7 @@ impl App {
             metrics,
             identity: crate::identity::global().clone(),
             readiness,
+            shutdown_requested,
             drain,
             stop,
         })
@@ -180,6 +195,12 @@ impl App {
             .iter()
             .find(|(n, _)| &**n == name)
             .map(|(_, a)| *a)
+    }
+
+    /// Resolves when a local client asked for shutdown (`POST /shutdown` on
+    /// the admin port); the caller then calls [`App::shutdown`].
+    pub async fn shutdown_requested(&self) {
+        self.shutdown_requested.notified().await
     }
 
     /// The drain deadline of the running config.
@@ -240,7 +261,7 @@ async fn bind_admin(
     at: SocketAddr,
     store: &Store,
     metrics: &Arc<Metrics>,
-    readiness: &Arc<Readiness>,
+    (readiness, shutdown): (&Arc<Readiness>, &Arc<tokio::sync::Notify>),
     log_level: LogLevel,
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<SocketAddr> {
@@ -254,6 +275,7 @@ async fn bind_admin(
         metrics: metrics.clone(),
         readiness: readiness.clone(),
         log_level,
+        shutdown: shutdown.clone(),
     });
     tokio::spawn(admin::serve(tcp, admin, stop.clone()));
     Ok(addr)

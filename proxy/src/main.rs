@@ -56,9 +56,10 @@ enum Command {
 /// Sidecar mode: where the control plane is and who this proxy is.
 #[derive(clap::Args)]
 struct ControlPlaneArgs {
-    /// Control plane address (`host:port` of its snapshot stream).
+    /// Control plane address (`host:port` of its snapshot stream); the
+    /// host is an IP address or a DNS name, resolved at each connection.
     #[arg(long, env = "REMORA_CONTROL_PLANE", requires = "workload")]
-    control_plane: Option<std::net::SocketAddr>,
+    control_plane: Option<remora_proxy::control_plane::Address>,
     /// The workload this proxy serves, as named in the mesh.
     #[arg(long, env = "REMORA_WORKLOAD")]
     workload: Option<String>,
@@ -79,7 +80,7 @@ struct ControlPlaneArgs {
     #[arg(long, env = "REMORA_CONTROL_PLANE_CA", requires = "control_plane")]
     control_plane_ca: Option<PathBuf>,
     /// The name the control plane's certificate is for (a DNS name or an IP
-    /// address). Default: the IP address of --control-plane.
+    /// address). Default: the host of --control-plane.
     #[arg(long, env = "REMORA_CONTROL_PLANE_NAME", requires = "control_plane_ca")]
     control_plane_name: Option<String>,
     /// Admin server address in sidecar mode (file mode reads it from the config).
@@ -188,6 +189,7 @@ async fn run(
     let which = tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
+        _ = app.shutdown_requested() => "POST /shutdown",
     };
     let deadline = app.drain_timeout();
     tracing::info!(signal = which, "shutting down");

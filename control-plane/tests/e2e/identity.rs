@@ -90,6 +90,11 @@ impl Mesh {
     /// TLS with a certificate from `ca serving-cert` (its output checked),
     /// with more `run` arguments.
     async fn tls_control_plane(&self, extra: &[&OsStr]) -> ControlPlane {
+        self.tls_control_plane_for("127.0.0.1", extra).await
+    }
+
+    /// [`Mesh::tls_control_plane`] with a certificate for `name` only.
+    async fn tls_control_plane_for(&self, name: &str, extra: &[&OsStr]) -> ControlPlane {
         let dir = self.dir.path();
         let (ca_cert, ca_key) = (dir.join("ca/ca.crt"), dir.join("ca/ca.key"));
         let cp_dir = dir.join("cp");
@@ -97,7 +102,7 @@ impl Mesh {
             "ca".as_ref(),
             "serving-cert".as_ref(),
             "--name".as_ref(),
-            "127.0.0.1".as_ref(),
+            name.as_ref(),
             "--ca-cert".as_ref(),
             ca_cert.as_ref(),
             "--ca-key".as_ref(),
@@ -439,7 +444,13 @@ impl Unready {
         Self::start_with(cp, workload, token, &[])
     }
 
-    fn start_with(cp: SocketAddr, workload: &str, token: &Path, extra: &[&OsStr]) -> Unready {
+    /// `cp` is `host:port` (an address or a name).
+    fn start_with(
+        cp: impl std::fmt::Display,
+        workload: &str,
+        token: &Path,
+        extra: &[&OsStr],
+    ) -> Unready {
         let mut child = Command::new(proxy_bin())
             .args([
                 "run",
@@ -809,4 +820,46 @@ async fn subscriptions_can_be_required_to_prove_their_workload() {
     assert_eq!(status, 200, "{body}");
     let snapshot: Value = serde_json::from_str(body.lines().next().unwrap()).unwrap();
     assert!(snapshot["config"]["listeners"].is_array(), "{snapshot}");
+}
+
+/// `--control-plane` by DNS name: the proxy resolves `localhost:<port>` at
+/// each attempt and, by default, verifies the certificate for that name;
+/// the same certificate does not pass for the IP address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_dials_the_control_plane_by_dns_name() {
+    let mesh = Mesh::start("1h").await;
+    let cp = mesh.tls_control_plane_for("localhost", &[]).await;
+    let token = mesh.token_file("web.token", WEB_TOKEN);
+    let ca_cert = mesh.dir.path().join("ca/ca.crt");
+    let by_name = format!("localhost:{}", cp.listen.port());
+    let args: Vec<std::ffi::OsString> = vec![
+        "--control-plane".into(),
+        by_name.into(),
+        "--workload".into(),
+        "web".into(),
+        "--admin".into(),
+        "127.0.0.1:0".into(),
+        "--identity-token".into(),
+        token.clone().into(),
+        "--control-plane-ca".into(),
+        ca_cert.clone().into(),
+    ];
+    let proxy = ProxyProcess::start_with(tempdir(), &proxy_bin(), args)
+        .await
+        .unwrap();
+    let metrics = proxy.metrics().await;
+    assert_eq!(metric(&metrics, "remora_identity_renewals_total"), 1.0);
+    assert_eq!(metric(&metrics, "remora_control_plane_connected"), 1.0);
+
+    // By IP address the name to verify is the IP: the certificate (for
+    // localhost only) does not match, nothing is sent.
+    let unready = Unready::start_with(
+        cp.listen,
+        "web",
+        &token,
+        &["--control-plane-ca".as_ref(), ca_cert.as_ref()],
+    );
+    let failed = unready.wait_log("certificate renewal failed").await;
+    let reason = failed["reason"].as_str().unwrap_or_default().to_string();
+    assert!(reason.contains("certificate"), "{failed}");
 }

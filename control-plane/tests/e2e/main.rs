@@ -9,6 +9,7 @@ mod demo;
 mod etcd;
 mod fake_kube;
 mod identity;
+mod inject;
 mod k8s;
 mod mesh;
 mod stream;

@@ -38,6 +38,9 @@ fn state_changing_requests_from_elsewhere_get_403() {
     assert_eq!(rsp.status(), StatusCode::FORBIDDEN);
     assert!(refuse_change(&put, "/log-level", local, false).is_none());
     assert!(refuse_change(&put, "/log-level", remote, true).is_none());
+    let post = Method::POST;
+    assert!(refuse_change(&post, "/shutdown", remote, false).is_some());
+    assert!(refuse_change(&post, "/shutdown", local, false).is_none());
     // Reads stay open to everyone (probes and scrapes).
     for path in ["/log-level", "/metrics", "/ready", "/live", "/config"] {
         assert!(

@@ -188,7 +188,7 @@ async fn post(
     token: &str,
     req: &CertifyRequest,
 ) -> Result<CertifyResponse, String> {
-    let address = control_plane.address;
+    let address = &control_plane.address;
     let io = control_plane
         .connect()
         .await

@@ -85,3 +85,49 @@ async fn drain_deadline_bounds_shutdown() {
         .await
         .unwrap();
 }
+
+/// `POST /shutdown` on the admin port (from loopback, as a Job's app in the
+/// pod calls it): the same graceful shutdown as SIGTERM, exit 0. Refusing
+/// other peers is the unit test of `admin::refuse_change` (the tests
+/// reach the proxy only over loopback).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_shutdown_from_loopback_stops_the_proxy() {
+    let up = Upstream::start("up").await;
+    let routes = "      - name: all\n        backends: [{ name: up }]";
+    let backends = format!(
+        "  - name: up\n    endpoints: [{{ address: {} }}]",
+        up.addr()
+    );
+    let mut proxy = start(&config(routes, &backends)).await;
+    let admin = proxy.admin();
+    let get = Request::new("GET", &format!("http://{admin}/shutdown"))
+        .send()
+        .await;
+    assert_eq!(get.status, 405, "{}", get.text());
+    assert_eq!(
+        proxy.admin_get("/ready").await.0,
+        200,
+        "GET did not stop it"
+    );
+    let rsp = Request::new("POST", &format!("http://{admin}/shutdown"))
+        .send()
+        .await;
+    assert_eq!(rsp.status, 202, "{}", rsp.text());
+    proxy
+        .wait_for_log("draining", Duration::from_secs(5))
+        .await
+        .unwrap();
+    let status = proxy
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("proxy exited");
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        proxy
+            .logs()
+            .iter()
+            .any(|l| l.contains("shutdown requested on the admin port")),
+        "{:?}",
+        proxy.logs()
+    );
+}
