@@ -328,6 +328,13 @@ fn main() -> ExitCode {
             telemetry::init(log_format);
             // The one crypto provider (the Kubernetes client's TLS too).
             let _ = rustls::crypto::ring::default_provider().install_default();
+            let webhook = match webhook.settings() {
+                Ok(w) => w,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let mesh = match (mesh, etcd, kubernetes) {
                 (Some(path), _, _) => MeshFrom::File(path),
                 (None, Some(etcd), _) => {
@@ -356,7 +363,7 @@ fn main() -> ExitCode {
                     .zip(tls_key)
                     .map(|(cert, key)| ServingTls { cert, key }),
                 require_proxy_identity,
-                webhook: webhook.settings(),
+                webhook,
             })) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

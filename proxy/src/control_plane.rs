@@ -10,7 +10,6 @@
 use crate::http::client::Conn;
 use rustls::pki_types::ServerName;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
 use std::sync::Arc;
 
 /// `host:port` of the control plane: an IP address or a DNS name.
@@ -139,11 +138,15 @@ impl Dial {
         }
     }
 
-    /// TLS, verifying the control plane's certificate against the PEM
-    /// roots in `ca`, for `name` (default: the address's host).
-    pub fn tls(address: impl Into<Address>, ca: &Path, name: Option<&str>) -> Result<Dial, String> {
+    /// TLS, verifying the control plane's certificate against `roots`
+    /// (see [`crate::tls::roots`], [`crate::tls::roots_from_pem`]), for
+    /// `name` (default: the address's host).
+    pub fn tls(
+        address: impl Into<Address>,
+        roots: rustls::RootCertStore,
+        name: Option<&str>,
+    ) -> Result<Dial, String> {
         let address = address.into();
-        let roots = crate::tls::roots(ca)?;
         let mut config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?

@@ -21,6 +21,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start: the size of `Run` costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the proxy: on a YAML config (reloaded on change and on SIGHUP), or
@@ -79,9 +81,19 @@ struct ControlPlaneArgs {
     /// loopback or a trusted network then: join tokens travel in clear).
     #[arg(long, env = "REMORA_CONTROL_PLANE_CA", requires = "control_plane")]
     control_plane_ca: Option<PathBuf>,
+    /// The same roots as PEM text instead of a file (the injector puts them
+    /// in the pod's environment, so no ConfigMap is needed per namespace).
+    #[arg(
+        long,
+        env = "REMORA_CONTROL_PLANE_CA_PEM",
+        requires = "control_plane",
+        conflicts_with = "control_plane_ca",
+        hide_env_values = true
+    )]
+    control_plane_ca_pem: Option<String>,
     /// The name the control plane's certificate is for (a DNS name or an IP
     /// address). Default: the host of --control-plane.
-    #[arg(long, env = "REMORA_CONTROL_PLANE_NAME", requires = "control_plane_ca")]
+    #[arg(long, env = "REMORA_CONTROL_PLANE_NAME")]
     control_plane_name: Option<String>,
     /// Admin server address in sidecar mode (file mode reads it from the config).
     #[arg(long, env = "REMORA_ADMIN", default_value = "127.0.0.1:4191")]
@@ -104,11 +116,21 @@ fn main() -> ExitCode {
             log_format,
             workers,
         } => {
-            let dial = match (control.control_plane, &control.control_plane_ca) {
+            let roots = match (&control.control_plane_ca, &control.control_plane_ca_pem) {
+                (Some(file), _) => Some(remora_proxy::tls::roots(file)),
+                (None, Some(pem)) => Some(remora_proxy::tls::roots_from_pem(
+                    pem,
+                    "--control-plane-ca-pem",
+                )),
+                (None, None) => None,
+            };
+            let dial = match (control.control_plane, roots) {
                 (None, _) => None,
                 (Some(address), None) => Some(Dial::plain(address)),
-                (Some(address), Some(ca)) => {
-                    match Dial::tls(address, ca, control.control_plane_name.as_deref()) {
+                (Some(address), Some(roots)) => {
+                    match roots.and_then(|roots| {
+                        Dial::tls(address, roots, control.control_plane_name.as_deref())
+                    }) {
                         Ok(dial) => Some(dial),
                         Err(e) => {
                             eprintln!("error: --control-plane-ca: {e}");

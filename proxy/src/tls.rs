@@ -40,6 +40,23 @@ pub fn roots(path: &Path) -> Result<rustls::RootCertStore, String> {
     Ok(store)
 }
 
+/// Roots from PEM text (`what` names where it came from, for errors).
+pub fn roots_from_pem(pem: &str, what: &str) -> Result<rustls::RootCertStore, String> {
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{what}: not PEM certificates: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("{what}: no certificate"));
+    }
+    let mut store = rustls::RootCertStore::empty();
+    for c in certs {
+        store
+            .add(c)
+            .map_err(|e| format!("{what}: bad CA certificate: {e}"))?;
+    }
+    Ok(store)
+}
+
 /// Picks a listener's certificate by SNI: exact name, then `*.suffix`, then
 /// the first certificate.
 #[derive(Debug)]

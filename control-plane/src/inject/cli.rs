@@ -5,7 +5,7 @@
 
 use super::manifest::inject_manifest;
 use super::webhook::WebhookSettings;
-use super::{InjectConfig, Resources, SidecarMode};
+use super::{InjectConfig, Resources, SidecarMode, TrustRoots};
 use std::io::Read as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,6 +32,11 @@ pub struct InjectArgs {
         default_value = "remora-trust-roots"
     )]
     pub trust_roots_configmap: String,
+    /// The roots of the control plane's certificate (PEM file), put into
+    /// each injected proxy's environment instead of mounting
+    /// --trust-roots-configmap: then no ConfigMap is needed per namespace.
+    #[arg(long, env = "REMORA_PROXY_CONTROL_PLANE_CA")]
+    pub proxy_control_plane_ca: Option<PathBuf>,
     /// The proxy's log filter (`remora.io/log-level` overrides it).
     #[arg(long, env = "REMORA_PROXY_LOG_LEVEL", default_value = "info")]
     pub proxy_log_level: String,
@@ -59,12 +64,28 @@ pub struct InjectArgs {
 }
 
 impl InjectArgs {
-    pub fn config(&self, force: bool) -> InjectConfig {
+    /// The injection config; fails if --proxy-control-plane-ca cannot be
+    /// read or holds no certificate.
+    pub fn config(&self, force: bool) -> Result<InjectConfig, String> {
         let opt = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_string());
-        InjectConfig {
+        let trust_roots = match &self.proxy_control_plane_ca {
+            None => TrustRoots::ConfigMap(self.trust_roots_configmap.clone()),
+            Some(path) => {
+                let pem = std::fs::read_to_string(path)
+                    .map_err(|e| format!("--proxy-control-plane-ca {}: {e}", path.display()))?;
+                if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                    return Err(format!(
+                        "--proxy-control-plane-ca {}: no PEM certificate in the file",
+                        path.display()
+                    ));
+                }
+                TrustRoots::Pem(pem)
+            }
+        };
+        Ok(InjectConfig {
             proxy_image: self.proxy_image.clone(),
             control_plane: self.proxy_control_plane.clone(),
-            trust_roots_configmap: self.trust_roots_configmap.clone(),
+            trust_roots,
             resources: Resources {
                 cpu_request: opt(&self.proxy_cpu_request),
                 memory_request: opt(&self.proxy_memory_request),
@@ -74,7 +95,7 @@ impl InjectArgs {
             log_level: self.proxy_log_level.clone(),
             mode: self.sidecar_mode,
             force,
-        }
+        })
     }
 }
 
@@ -103,14 +124,21 @@ pub struct WebhookArgs {
 }
 
 impl WebhookArgs {
-    pub fn settings(self) -> Option<WebhookSettings> {
-        Some(WebhookSettings {
-            listen: self.webhook_listen?,
-            cert: self.webhook_cert?,
-            key: self.webhook_key?,
+    /// `None` without --webhook-listen; an error if the injection config
+    /// cannot be read.
+    pub fn settings(self) -> Result<Option<WebhookSettings>, String> {
+        let (Some(listen), Some(cert), Some(key)) =
+            (self.webhook_listen, self.webhook_cert, self.webhook_key)
+        else {
+            return Ok(None);
+        };
+        Ok(Some(WebhookSettings {
+            listen,
+            cert,
+            key,
             namespace_labels: !self.webhook_ignore_namespaces,
-            config: self.inject.config(false),
-        })
+            config: self.inject.config(false)?,
+        }))
     }
 }
 
@@ -129,7 +157,14 @@ pub fn inject(file: &str, force: bool, args: &InjectArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match inject_manifest(&input, &args.config(force)) {
+    let config = match args.config(force) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match inject_manifest(&input, &config) {
         Ok((yaml, reports)) => {
             print!("{yaml}");
             for r in reports {

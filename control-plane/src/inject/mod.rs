@@ -58,6 +58,17 @@ pub struct Resources {
     pub memory_limit: Option<String>,
 }
 
+/// How an injected proxy gets the control plane's trust roots.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TrustRoots {
+    /// A ConfigMap in the pod's namespace (key `ca.crt`), mounted: it must
+    /// exist in every meshed namespace.
+    ConfigMap(String),
+    /// The PEM itself, in the proxy's environment
+    /// (`REMORA_CONTROL_PLANE_CA_PEM`): nothing is needed per namespace.
+    Pem(String),
+}
+
 /// Everything the injector needs that is not in the pod.
 #[derive(Clone, Debug)]
 pub struct InjectConfig {
@@ -65,9 +76,9 @@ pub struct InjectConfig {
     pub proxy_image: String,
     /// `host:port` of the control plane's snapshot stream, as the proxy dials it.
     pub control_plane: String,
-    /// The ConfigMap (in the pod's namespace) whose `ca.crt` holds the roots
-    /// the control plane's certificate chains to.
-    pub trust_roots_configmap: String,
+    /// Where the injected proxy finds the roots the control plane's
+    /// certificate chains to.
+    pub trust_roots: TrustRoots,
     /// The proxy's resources unless a pod annotation overrides one.
     pub resources: Resources,
     /// The proxy's log filter (`RUST_LOG` syntax) unless `remora.io/log-level`.
@@ -84,7 +95,7 @@ impl Default for InjectConfig {
         InjectConfig {
             proxy_image: format!("remora-proxy:{}", env!("CARGO_PKG_VERSION")),
             control_plane: "remora-control-plane.remora-system.svc:8086".into(),
-            trust_roots_configmap: "remora-trust-roots".into(),
+            trust_roots: TrustRoots::ConfigMap("remora-trust-roots".into()),
             resources: Resources {
                 cpu_request: Some("100m".into()),
                 memory_request: Some("64Mi".into()),

@@ -6,7 +6,7 @@
 //! token with audience `remora`) and the `remora.io/injected` annotation.
 
 use super::annotations::{Overrides, INJECTED};
-use super::{InjectConfig, SidecarMode, INIT_CONTAINER, PROXY_CONTAINER};
+use super::{InjectConfig, SidecarMode, TrustRoots, INIT_CONTAINER, PROXY_CONTAINER};
 use k8s_openapi::api::core::v1::{Container, PodTemplateSpec, Volume};
 use serde_json::{json, Value};
 
@@ -96,14 +96,13 @@ fn probe(path: &str, period: i32, failures: i32) -> Value {
 /// The proxy: sidecar mode on the control plane, identity from the
 /// projected token, workload `<serviceaccount>.<namespace>`.
 pub fn proxy_container(o: &Overrides, config: &InjectConfig) -> Container {
-    typed(json!({
+    let mut proxy = json!({
         "name": PROXY_CONTAINER,
         "image": config.proxy_image,
         "command": [PROXY_BIN],
         "args": [
             "run",
             "--control-plane", config.control_plane,
-            "--control-plane-ca", format!("{TRUST_DIR}/ca.crt"),
             "--workload", "$(REMORA_POD_SERVICE_ACCOUNT).$(REMORA_POD_NAMESPACE)",
             "--identity-token", format!("{TOKEN_DIR}/remora-token"),
             "--admin", format!("0.0.0.0:{ADMIN_PORT}"),
@@ -138,10 +137,26 @@ pub fn proxy_container(o: &Overrides, config: &InjectConfig) -> Container {
             "seccompProfile": { "type": "RuntimeDefault" },
         },
         "volumeMounts": [
-            { "name": TRUST_VOLUME, "mountPath": TRUST_DIR, "readOnly": true },
             { "name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true },
         ],
-    }))
+    });
+    match &config.trust_roots {
+        TrustRoots::ConfigMap(_) => {
+            proxy["args"]
+                .as_array_mut()
+                .expect("args")
+                .splice(3..3, [json!("--control-plane-ca"), json!(format!("{TRUST_DIR}/ca.crt"))]);
+            proxy["volumeMounts"].as_array_mut().expect("mounts").insert(
+                0,
+                json!({ "name": TRUST_VOLUME, "mountPath": TRUST_DIR, "readOnly": true }),
+            );
+        }
+        TrustRoots::Pem(pem) => proxy["env"]
+            .as_array_mut()
+            .expect("env")
+            .push(json!({ "name": "REMORA_CONTROL_PLANE_CA_PEM", "value": pem })),
+    }
+    typed(proxy)
 }
 
 /// `remora-proxy init`: root for iptables, but only NET_ADMIN and NET_RAW,
@@ -187,15 +202,19 @@ pub fn init_container(o: &Overrides, config: &InjectConfig) -> Container {
 
 /// The trust roots (ConfigMap key `ca.crt`) and the projected token.
 pub fn volumes(config: &InjectConfig) -> Vec<Volume> {
-    vec![
-        typed(json!({
+    let trust = match &config.trust_roots {
+        TrustRoots::ConfigMap(name) => Some(typed(json!({
             "name": TRUST_VOLUME,
             "configMap": {
-                "name": config.trust_roots_configmap,
+                "name": name,
                 "items": [{ "key": "ca.crt", "path": "ca.crt" }],
             },
-        })),
-        typed(json!({
+        }))),
+        TrustRoots::Pem(_) => None,
+    };
+    trust
+        .into_iter()
+        .chain([typed(json!({
             "name": TOKEN_VOLUME,
             "projected": {
                 "sources": [{
@@ -206,6 +225,6 @@ pub fn volumes(config: &InjectConfig) -> Vec<Volume> {
                     },
                 }],
             },
-        })),
-    ]
+        }))])
+        .collect()
 }

@@ -240,3 +240,41 @@ async fn webhook_reads_the_namespace_labels() {
         "{m}"
     );
 }
+
+#[test]
+fn trust_roots_inline_need_no_configmap() {
+    let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    let inject = |trust_roots: TrustRoots| {
+        let cfg = InjectConfig {
+            force: true,
+            trust_roots,
+            ..InjectConfig::default()
+        };
+        let Outcome::Injected(out) =
+            inject_template(&template(&[], &[]), &BTreeMap::new(), &cfg).unwrap()
+        else {
+            panic!("not injected");
+        };
+        let spec = out.spec.unwrap();
+        let proxy = spec.init_containers.unwrap()[1].clone();
+        let env: BTreeMap<String, Option<String>> = proxy
+            .env
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.name, e.value))
+            .collect();
+        let volumes: Vec<String> = spec.volumes.unwrap().into_iter().map(|v| v.name).collect();
+        (proxy.args.unwrap(), env, volumes)
+    };
+
+    let (args, env, volumes) = inject(TrustRoots::Pem(pem.into()));
+    assert!(!args.iter().any(|a| a == "--control-plane-ca"), "{args:?}");
+    assert_eq!(env["REMORA_CONTROL_PLANE_CA_PEM"].as_deref(), Some(pem));
+    assert!(!volumes.iter().any(|v| v == "remora-trust-roots"), "{volumes:?}");
+
+    let (args, env, volumes) = inject(TrustRoots::ConfigMap("roots".into()));
+    let at = args.iter().position(|a| a == "--control-plane-ca").unwrap();
+    assert_eq!(args[at + 1], "/var/run/remora/trust/ca.crt");
+    assert!(!env.contains_key("REMORA_CONTROL_PLANE_CA_PEM"));
+    assert!(volumes.iter().any(|v| v == "remora-trust-roots"), "{volumes:?}");
+}

@@ -863,3 +863,44 @@ async fn a_sidecar_dials_the_control_plane_by_dns_name() {
     let reason = failed["reason"].as_str().unwrap_or_default().to_string();
     assert!(reason.contains("certificate"), "{failed}");
 }
+
+/// The control plane's roots as PEM text (`--control-plane-ca-pem`, env
+/// `REMORA_CONTROL_PLANE_CA_PEM`, as the injector sets it) instead of a
+/// file: the same verified TLS; a value that is not PEM stops the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_takes_the_control_plane_roots_as_pem_text() {
+    let mesh = Mesh::start("1h").await;
+    let cp = mesh.tls_control_plane_for("localhost", &[]).await;
+    let token = mesh.token_file("web.token", WEB_TOKEN);
+    let pem = std::fs::read_to_string(mesh.dir.path().join("ca/ca.crt")).unwrap();
+    let by_name = format!("localhost:{}", cp.listen.port());
+    let args = |roots: &str| -> Vec<std::ffi::OsString> {
+        vec![
+            "--control-plane".into(),
+            by_name.clone().into(),
+            "--workload".into(),
+            "web".into(),
+            "--admin".into(),
+            "127.0.0.1:0".into(),
+            "--identity-token".into(),
+            token.clone().into(),
+            "--control-plane-ca-pem".into(),
+            roots.into(),
+        ]
+    };
+    let proxy = ProxyProcess::start_with(tempdir(), &proxy_bin(), args(&pem))
+        .await
+        .unwrap();
+    let metrics = proxy.metrics().await;
+    assert_eq!(metric(&metrics, "remora_identity_renewals_total"), 1.0);
+    assert_eq!(metric(&metrics, "remora_control_plane_connected"), 1.0);
+
+    let out = std::process::Command::new(proxy_bin())
+        .arg("run")
+        .args(args("not a certificate"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--control-plane-ca-pem"), "{stderr}");
+}
