@@ -81,6 +81,23 @@ for case in "${cases[@]}"; do
 done
 step "lint, template, kubernetes-validate --strict -k $K8S and check.py: ${cases[*]}"
 
+# Every flag the chart passes is one the real binary takes, with a value it
+# parses (clap stops at the final --help only after reading all before it).
+python3 - "$work/default.yaml" >"$work/cp-args.txt" <<'PY' || fail "no control-plane container args in the rendering"
+import sys, yaml
+for o in yaml.safe_load_all(open(sys.argv[1])):
+    if o and o.get("kind") == "Deployment":
+        for c in o["spec"]["template"]["spec"]["containers"]:
+            if c["name"] == "control-plane":
+                print("\n".join(c["args"]))
+                sys.exit(0)
+sys.exit(1)
+PY
+mapfile -t cp_args <"$work/cp-args.txt"
+"$CP_BIN" "${cp_args[@]}" --help >/dev/null 2>"$work/args-err.txt" \
+    || { cat "$work/args-err.txt"; fail "remora-control-plane refuses the chart's args: ${cp_args[*]}"; }
+step "remora-control-plane takes every flag the chart passes (${#cp_args[@]} args)"
+
 # The validator is not a no-op: an unknown field in the Deployment is refused.
 sed 's/^  replicas: 2$/  replicaz: 2/' "$work/default.yaml" >"$work/tampered.yaml"
 grep -q '^  replicaz: 2$' "$work/tampered.yaml" || fail "could not tamper the rendered Deployment"

@@ -412,6 +412,6 @@ async fn remora_policies_from_the_cluster_apply_and_bad_ones_are_named() {
     );
     assert_eq!(
         r.source.status.load().left_out,
-        ["ServicePolicy shop/typo: not applied: timeout: `4 seconds` has an unknown unit (use ms, s, m or h)"]
+        ["ServicePolicy shop/typo: not applied: timeout: \"4 seconds\": unknown unit `seconds`; use ms, s, m or h"]
     );
 }

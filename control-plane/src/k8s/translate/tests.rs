@@ -450,7 +450,7 @@ fn service_policies_set_the_service_and_its_routes_the_oldest_wins() {
         "ServicePolicy shop/api-newer: ServicePolicy api applies to Service api already (the oldest wins)",
         "ServicePolicy shop/bad: not applied: retry.attempts: must be 1-10",
         "ServicePolicy shop/orphan: no Service `gone` with a TCP port in its namespace",
-        "ServicePolicy shop/typo: not applied: timeout: `5 seconds` has an unknown unit (use ms, s, m or h)",
+        "ServicePolicy shop/typo: not applied: timeout: \"5 seconds\": unknown unit `seconds`; use ms, s, m or h",
     ]);
     let api = &t.mesh.services[0];
     assert_eq!(api.connect_timeout, Duration::from_millis(250));
