@@ -142,14 +142,20 @@ pub fn proxy_container(o: &Overrides, config: &InjectConfig) -> Container {
     });
     match &config.trust_roots {
         TrustRoots::ConfigMap(_) => {
-            proxy["args"]
-                .as_array_mut()
-                .expect("args")
-                .splice(3..3, [json!("--control-plane-ca"), json!(format!("{TRUST_DIR}/ca.crt"))]);
-            proxy["volumeMounts"].as_array_mut().expect("mounts").insert(
-                0,
-                json!({ "name": TRUST_VOLUME, "mountPath": TRUST_DIR, "readOnly": true }),
+            proxy["args"].as_array_mut().expect("args").splice(
+                3..3,
+                [
+                    json!("--control-plane-ca"),
+                    json!(format!("{TRUST_DIR}/ca.crt")),
+                ],
             );
+            proxy["volumeMounts"]
+                .as_array_mut()
+                .expect("mounts")
+                .insert(
+                    0,
+                    json!({ "name": TRUST_VOLUME, "mountPath": TRUST_DIR, "readOnly": true }),
+                );
         }
         TrustRoots::Pem(pem) => proxy["env"]
             .as_array_mut()

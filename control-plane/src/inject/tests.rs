@@ -270,11 +270,17 @@ fn trust_roots_inline_need_no_configmap() {
     let (args, env, volumes) = inject(TrustRoots::Pem(pem.into()));
     assert!(!args.iter().any(|a| a == "--control-plane-ca"), "{args:?}");
     assert_eq!(env["REMORA_CONTROL_PLANE_CA_PEM"].as_deref(), Some(pem));
-    assert!(!volumes.iter().any(|v| v == "remora-trust-roots"), "{volumes:?}");
+    assert!(
+        !volumes.iter().any(|v| v == "remora-trust-roots"),
+        "{volumes:?}"
+    );
 
     let (args, env, volumes) = inject(TrustRoots::ConfigMap("roots".into()));
     let at = args.iter().position(|a| a == "--control-plane-ca").unwrap();
     assert_eq!(args[at + 1], "/var/run/remora/trust/ca.crt");
     assert!(!env.contains_key("REMORA_CONTROL_PLANE_CA_PEM"));
-    assert!(volumes.iter().any(|v| v == "remora-trust-roots"), "{volumes:?}");
+    assert!(
+        volumes.iter().any(|v| v == "remora-trust-roots"),
+        "{volumes:?}"
+    );
 }

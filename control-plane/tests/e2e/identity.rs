@@ -884,8 +884,8 @@ async fn a_sidecar_takes_the_control_plane_roots_as_pem_text() {
             "127.0.0.1:0".into(),
             "--identity-token".into(),
             token.clone().into(),
-            "--control-plane-ca-pem".into(),
-            roots.into(),
+            // One `--flag=value` word: the PEM starts with dashes.
+            format!("--control-plane-ca-pem={roots}").into(),
         ]
     };
     let proxy = ProxyProcess::start_with(tempdir(), &proxy_bin(), args(&pem))

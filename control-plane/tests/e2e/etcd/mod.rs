@@ -171,9 +171,9 @@ async fn a_bad_key_is_rejected_at_its_name_and_the_last_good_mesh_stays() {
         .wait_status("the rejection", |s| s["mesh"]["rejected_at"].is_string())
         .await;
     let problems = rejected["mesh"]["problems"].to_string();
-    // serde's path ends at the document, as it ends at the entry in a file.
+    // The key, then the field's own path, as for an entry in a file.
     assert!(
-        problems.contains("etcd /remora/services/api-v1: `soon` is not a duration"),
+        problems.contains("etcd /remora/services/api-v1: connect_timeout: \\\"soon\\\": no number"),
         "{problems}"
     );
     assert_eq!(version(&rejected), version(&good));
