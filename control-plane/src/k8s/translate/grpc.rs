@@ -1,7 +1,7 @@
 //! GRPCRoute rules as mesh routes (see [`super::routes`]): a method match
 //! is a path match, `/<service>/<method>`.
 
-use super::routes::{add_backends, collect, fail, finish, header_ops, route, Matched, Ranked};
+use super::routes::{add_backends, collect, fail, finish, modifier_ops, route, Matched, Ranked};
 use super::{ObjRef, ObjectProblem, Services};
 use gateway_api::apis::standard::grpcroutes::{
     GrpcRouteRules, GrpcRouteRulesMatchesHeadersType, GrpcRouteRulesMatchesMethodType,
@@ -19,29 +19,9 @@ pub(super) fn rule(
     let mut base = route(RouteMatch::default());
     for f in rule.filters.iter().flatten() {
         if let Some(m) = &f.request_header_modifier {
-            base.request_headers = header_ops(
-                m.add
-                    .iter()
-                    .flatten()
-                    .map(|h| (h.name.as_str(), h.value.as_str())),
-                m.set
-                    .iter()
-                    .flatten()
-                    .map(|h| (h.name.as_str(), h.value.as_str())),
-                m.remove.as_deref().unwrap_or_default(),
-            );
+            base.request_headers = modifier_ops!(m);
         } else if let Some(m) = &f.response_header_modifier {
-            base.response_headers = header_ops(
-                m.add
-                    .iter()
-                    .flatten()
-                    .map(|h| (h.name.as_str(), h.value.as_str())),
-                m.set
-                    .iter()
-                    .flatten()
-                    .map(|h| (h.name.as_str(), h.value.as_str())),
-                m.remove.as_deref().unwrap_or_default(),
-            );
+            base.response_headers = modifier_ops!(m);
         } else if f.extension_ref.is_some() {
             base.direct_response = Some(fail(500, "this route's filter is not supported\n"));
             problems

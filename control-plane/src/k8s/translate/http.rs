@@ -1,7 +1,7 @@
 //! HTTPRoute rules as mesh routes (see [`super::routes`]).
 
 use super::routes::{
-    add_backends, collect, fail, finish, gateway_duration, header_ops, route, Matched, Ranked,
+    add_backends, collect, fail, finish, gateway_duration, modifier_ops, route, Matched, Ranked,
 };
 use super::{ObjRef, ObjectProblem, Services};
 use gateway_api::apis::standard::httproutes::{
@@ -129,29 +129,9 @@ pub(super) fn rule(
 /// Applies one filter; `Err((why, the rule is left out))`.
 fn filter(f: &HttpRouteRulesFilters, r: &mut Route) -> Result<(), (String, bool)> {
     if let Some(m) = &f.request_header_modifier {
-        r.request_headers = header_ops(
-            m.add
-                .iter()
-                .flatten()
-                .map(|h| (h.name.as_str(), h.value.as_str())),
-            m.set
-                .iter()
-                .flatten()
-                .map(|h| (h.name.as_str(), h.value.as_str())),
-            m.remove.as_deref().unwrap_or_default(),
-        );
+        r.request_headers = modifier_ops!(m);
     } else if let Some(m) = &f.response_header_modifier {
-        r.response_headers = header_ops(
-            m.add
-                .iter()
-                .flatten()
-                .map(|h| (h.name.as_str(), h.value.as_str())),
-            m.set
-                .iter()
-                .flatten()
-                .map(|h| (h.name.as_str(), h.value.as_str())),
-            m.remove.as_deref().unwrap_or_default(),
-        );
+        r.response_headers = modifier_ops!(m);
     } else if let Some(rd) = &f.request_redirect {
         let path = match &rd.path {
             None => None,

@@ -77,22 +77,11 @@ impl Applied {
 fn default_route(service: &str) -> Route {
     Route {
         name: "default".into(),
-        matches: Default::default(),
         backends: vec![WeightedBackend {
             name: service.to_string(),
             weight: 1,
         }],
-        direct_response: None,
-        redirect: None,
-        request_headers: Default::default(),
-        response_headers: Default::default(),
-        rewrite: None,
-        timeout: None,
-        idle_timeout: None,
-        retry: None,
-        rate_limit: None,
-        fault: None,
-        authorization: None,
+        ..super::routes::route(Default::default())
     }
 }
 

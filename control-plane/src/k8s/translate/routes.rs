@@ -285,6 +285,25 @@ pub fn gateway_duration(s: &str) -> Result<Option<Duration>, String> {
     Ok((!total.is_zero()).then_some(Duration(total)))
 }
 
+/// A Gateway API header modifier as [`HeaderOps`]: HTTPRoute and GRPCRoute
+/// filters each have their own generated type of the same shape.
+macro_rules! modifier_ops {
+    ($m:expr) => {
+        $crate::k8s::translate::routes::header_ops(
+            $m.add
+                .iter()
+                .flatten()
+                .map(|h| (h.name.as_str(), h.value.as_str())),
+            $m.set
+                .iter()
+                .flatten()
+                .map(|h| (h.name.as_str(), h.value.as_str())),
+            $m.remove.as_deref().unwrap_or_default(),
+        )
+    };
+}
+pub(super) use modifier_ops;
+
 pub(super) fn header_ops<'a>(
     add: impl Iterator<Item = (&'a str, &'a str)>,
     set: impl Iterator<Item = (&'a str, &'a str)>,
