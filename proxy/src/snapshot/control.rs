@@ -201,12 +201,7 @@ impl Subscriber {
         let req = http::Request::post("http://remora-control-plane/v1/subscribe")
             .header(http::header::CONTENT_TYPE, "application/x-ndjson")
             .body(body)?;
-        let hello = Hello {
-            workload: self.settings.workload.clone(),
-            identity: self.settings.identity.clone(),
-            version: self.version.clone(),
-        };
-        tx.send(line(&hello)).await?;
+        tx.send(line(&self.hello())).await?;
         let rsp = send.send_request(req).await?;
         if !rsp.status().is_success() {
             let status = rsp.status();
@@ -235,31 +230,59 @@ impl Subscriber {
             };
             buf.extend_from_slice(&data);
             while let Some(end) = buf[searched..].iter().position(|b| *b == b'\n') {
-                let msg = buf.split_to(searched + end + 1).freeze();
+                let mut msg = buf.split_to(searched + end + 1).freeze();
                 searched = 0;
-                // Decoding and validating a large snapshot takes tens of
-                // milliseconds: not on a runtime worker. A delta applies to
-                // the config served now.
-                let (store, has) = (self.store.clone(), self.version.clone());
-                let decoded = tokio::task::spawn_blocking(move || {
-                    let current = store.load_full();
-                    decode_against(&msg[..msg.len() - 1], has.as_deref(), &current.config)
-                })
-                .await??;
-                let verdict = self.apply(decoded).await;
+                msg.truncate(msg.len() - 1);
+                let verdict = self.receive(msg).await?;
                 tx.send(line(&verdict)).await?;
-                // The cache is written after the ACK: it does not delay
-                // convergence.
-                if let Ack::Ack { version } = &verdict {
-                    if self.saved.as_ref() != Some(version) {
-                        self.save(version).await;
-                        self.saved = Some(version.clone());
-                    }
-                }
+                self.remember(&verdict).await;
             }
             searched = buf.len();
         }
         Ok(())
+    }
+
+    /// The Hello a subscription opens with: the workload, and the
+    /// control-plane version served (if any).
+    pub fn hello(&self) -> Hello {
+        Hello {
+            workload: self.settings.workload.clone(),
+            identity: self.settings.identity.clone(),
+            version: self.version.clone(),
+        }
+    }
+
+    /// The control-plane version served now.
+    pub fn version(&self) -> Option<&str> {
+        self.version.as_deref()
+    }
+
+    /// Takes one line of the stream (without its newline): decodes it (a
+    /// delta against the config served now), validates and applies it, and
+    /// returns the verdict to send. `Err` when the line is not a message at
+    /// all, which ends the subscription. The subscription loop and the
+    /// deterministic simulation (`control-plane/tests/sim/`) both call it.
+    pub async fn receive(&mut self, line: Bytes) -> anyhow::Result<Ack> {
+        // Decoding and validating a large snapshot takes tens of
+        // milliseconds: not on a runtime worker.
+        let (store, has) = (self.store.clone(), self.version.clone());
+        let decoded = tokio::task::spawn_blocking(move || {
+            let current = store.load_full();
+            decode_against(&line, has.as_deref(), &current.config)
+        })
+        .await??;
+        Ok(self.apply(decoded).await)
+    }
+
+    /// After a verdict went out: an applied version is written to the cache
+    /// (after the ACK, so it does not delay convergence).
+    pub async fn remember(&mut self, verdict: &Ack) {
+        if let Ack::Ack { version } = verdict {
+            if self.saved.as_ref() != Some(version) {
+                self.save(version).await;
+                self.saved = Some(version.clone());
+            }
+        }
     }
 
     async fn apply(&mut self, mut decoded: Decoded) -> Ack {
