@@ -31,7 +31,10 @@ fn run(seed: u64, steps: u64) -> (Vec<String>, Vec<String>) {
     rt.block_on(async {
         let mut w = world::World::new(seed);
         w.run(steps).await;
-        (std::mem::take(&mut w.log), std::mem::take(&mut w.violations))
+        (
+            std::mem::take(&mut w.log),
+            std::mem::take(&mut w.violations),
+        )
     })
 }
 

@@ -2,10 +2,10 @@
 //! check, validate, swap, ACK/NACK, snapshot cache) over a real [`Store`],
 //! and the app's first-snapshot handoff modelled on `proxy/src/app.rs`
 //! (`first_snapshot`): wait for the control plane's first snapshot, or,
-//! with a usable cache, for a grace period, then close the channel, take a
-//! snapshot that raced in, else serve the cache. In the real app those are
-//! separate steps on a multi-threaded runtime, so the simulation lets other
-//! steps (the subscriber taking a line) run between them.
+//! with a usable cache, for a grace period, then fall back to the cache
+//! (the real [`Subscriber::fall_back_to_cache`]). The grace period ends at a
+//! step of its own, so a line can reach the subscriber just before or just
+//! after it, as on the real app's multi-threaded runtime.
 
 use bytes::Bytes;
 use remora_api::mesh::Ack;
@@ -25,8 +25,6 @@ pub enum App {
         rx: mpsc::Receiver<First>,
         cache: Option<(String, Snapshot)>,
     },
-    /// The grace period ended without a snapshot: the cache is served next.
-    Falling(String, Snapshot),
     /// Serving; nothing more from the app.
     Serving,
 }
@@ -103,33 +101,19 @@ impl Proxy {
         matches!(self.app, App::Waiting { cache: Some(_), .. })
     }
 
-    /// The cache grace period ends: the app closes its channel and takes a
-    /// snapshot that raced in, else falls back to the cache (served in a
-    /// later step, [`Proxy::serve_cache`]).
-    pub fn grace_expires(&mut self) -> &'static str {
+    /// The cache grace period ends: the app falls back to the cache with
+    /// the real [`Subscriber::fall_back_to_cache`] (serving a first
+    /// snapshot that raced in instead). Returns the version served from
+    /// the cache, if that is what happened.
+    pub fn grace_expires(&mut self) -> Option<String> {
         let App::Waiting { mut rx, cache } = std::mem::replace(&mut self.app, App::Serving) else {
-            return "nothing";
-        };
-        rx.close();
-        if let Ok(first) = rx.try_recv() {
-            self.serve_first(first);
-            return "a snapshot raced in: served";
-        }
-        match cache {
-            Some((version, snap)) => {
-                self.app = App::Falling(version, snap);
-                "falling back to the cache"
-            }
-            None => "nothing",
-        }
-    }
-
-    /// The app serves the cache it fell back to.
-    pub fn serve_cache(&mut self) -> Option<String> {
-        let App::Falling(version, snap) = std::mem::replace(&mut self.app, App::Serving) else {
             return None;
         };
-        self.store.store(Arc::new(snap));
+        let (version, snap) = cache?;
+        if let Some(first) = Subscriber::fall_back_to_cache(&self.store, &mut rx, snap) {
+            self.serve_first(first);
+            return None;
+        }
         self.ready = true;
         self.serving = self.cache_tag.clone().filter(|(v, _)| *v == version);
         Some(version)

@@ -54,7 +54,6 @@ enum Ev {
     ProxyRecv(usize),
     Connect(usize),
     Grace(usize),
-    ServeCache(usize),
     StartCp,
     Cut(usize),
     Isolate(usize),
@@ -83,6 +82,7 @@ pub struct World {
     next_conn: u64,
     faults: bool,
     adversarial: bool,
+    rates: Rates,
     pub violations: Vec<String>,
     _dir: tempfile::TempDir,
 }
@@ -93,6 +93,7 @@ impl World {
         let services = 3 + rng.usize(..4);
         let workloads = 2 + rng.usize(..3);
         let adversarial = rng.u8(..3) == 0;
+        let rates = Rates::draw(&mut rng);
         let mesh = meshes::initial(&mut rng, services, workloads);
         let dir = tempfile::tempdir().expect("a temporary directory");
         let mut proxies = Vec::new();
@@ -123,11 +124,12 @@ impl World {
             next_conn: 1,
             faults: true,
             adversarial,
+            rates,
             violations: Vec::new(),
             _dir: dir,
         };
         let shape = format!(
-            "{services} services, {workloads} workloads, {} proxies, adversarial: {adversarial}",
+            "{services} services, {workloads} workloads, {} proxies, adversarial: {adversarial}, {rates:?}",
             world.proxies.len()
         );
         world.note(shape);
@@ -160,16 +162,21 @@ impl World {
         }
     }
 
-    /// Every step possible now, weighted, and one picked.
+    /// Every step possible now, weighted, and one picked. Faults (and the
+    /// adversary's moves) are weighted as a group, whatever the number of
+    /// proxies, at this seed's rates.
     fn pick(&mut self) -> Option<Ev> {
+        let r = self.rates;
         let mut evs: Vec<(Ev, u32)> = Vec::new();
+        let mut faults: Vec<Ev> = Vec::new();
+        let mut tampering: Vec<Ev> = Vec::new();
         let up = self.cp.is_some();
         for (&id, c) in &self.conns {
             if c.session.is_some() && up && c.seen < self.seq {
-                evs.push((Ev::CpWake(id), 6));
+                evs.push((Ev::CpWake(id), r.wake));
             }
             if c.session.is_some() && !c.up.is_empty() {
-                evs.push((Ev::CpRecv(id), 6));
+                evs.push((Ev::CpRecv(id), r.cp_recv));
             }
             if c.session.is_some() && !c.open_at_proxy {
                 evs.push((Ev::CpNotice(id), 2));
@@ -177,17 +184,19 @@ impl World {
             if self.faults && self.adversarial && c.open_at_proxy {
                 let deltas = c.down.iter().filter(|l| is_delta(&l.bytes)).count();
                 if deltas >= 2 {
-                    evs.push((Ev::Reorder(id), 1));
+                    tampering.push(Ev::Reorder(id));
                 }
                 if deltas >= 1 {
-                    evs.push((Ev::Duplicate(id), 1));
-                    evs.push((Ev::Corrupt(id), 1));
+                    tampering.push(Ev::Duplicate(id));
+                    tampering.push(Ev::Corrupt(id));
                 }
             }
         }
         for (i, p) in self.proxies.iter().enumerate() {
             match p.conn {
-                Some(c) if !self.conns[&c].down.is_empty() => evs.push((Ev::ProxyRecv(i), 8)),
+                Some(c) if !self.conns[&c].down.is_empty() => {
+                    evs.push((Ev::ProxyRecv(i), r.proxy_recv))
+                }
                 Some(_) => {}
                 None if up && p.isolated_until <= self.step => evs.push((Ev::Connect(i), 3)),
                 None => {}
@@ -195,25 +204,30 @@ impl World {
             if p.has_grace() {
                 evs.push((Ev::Grace(i), 1));
             }
-            if matches!(p.app, App::Falling(..)) {
-                evs.push((Ev::ServeCache(i), 2));
-            }
             if self.faults {
                 if p.conn.is_some() {
-                    evs.push((Ev::Cut(i), 1));
+                    faults.push(Ev::Cut(i));
                 }
-                evs.push((Ev::Isolate(i), 1));
-                evs.push((Ev::Restart(i), 1));
+                faults.push(Ev::Isolate(i));
+                faults.push(Ev::Restart(i));
             }
         }
         if !up {
             evs.push((Ev::StartCp, 3));
         }
         if self.faults {
-            evs.push((Ev::Mesh, 4));
+            evs.push((Ev::Mesh, r.mesh));
             if up {
-                evs.push((Ev::CrashCp, 1));
+                faults.push(Ev::CrashCp);
             }
+        }
+        let fault = (!faults.is_empty()).then(|| faults[self.rng.usize(..faults.len())]);
+        if let Some(f) = fault {
+            evs.push((f, r.faults));
+        }
+        let tamper = (!tampering.is_empty()).then(|| tampering[self.rng.usize(..tampering.len())]);
+        if let Some(t) = tamper {
+            evs.push((t, 3));
         }
         let total: u32 = evs.iter().map(|e| e.1).sum();
         if total == 0 {
@@ -228,6 +242,29 @@ impl World {
                 None
             }
         })
+    }
+}
+
+/// How often each kind of step is picked, drawn per seed: some seeds have
+/// slow proxies (deltas pile up in flight), some many faults.
+#[derive(Clone, Copy, Debug)]
+struct Rates {
+    wake: u32,
+    cp_recv: u32,
+    proxy_recv: u32,
+    mesh: u32,
+    faults: u32,
+}
+
+impl Rates {
+    fn draw(rng: &mut Rng) -> Rates {
+        Rates {
+            wake: 2 + rng.u32(..8),
+            cp_recv: 2 + rng.u32(..8),
+            proxy_recv: 1 + rng.u32(..10),
+            mesh: 2 + rng.u32(..6),
+            faults: 1 + rng.u32(..4),
+        }
     }
 }
 

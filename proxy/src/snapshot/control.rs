@@ -131,6 +131,26 @@ impl Subscriber {
         Some((msg.version, snap))
     }
 
+    /// The app's side of the cache grace period ending without a first
+    /// snapshot: the cached snapshot goes into the store *before* the
+    /// channel closes, so whatever the subscriber takes from then on is
+    /// swapped in over the cache. (Closing first let a snapshot arriving
+    /// in between be checked against the empty store, whose listeners no
+    /// snapshot matches: a valid snapshot was NACKed and the proxy stayed
+    /// on its cache until the next change; found by the simulation.)
+    /// Returns a first snapshot that raced in, which the app serves
+    /// instead; `None`: the cache is served, and the store is the
+    /// subscriber's from now on (the app must not store the cache again).
+    pub fn fall_back_to_cache(
+        store: &Store,
+        rx: &mut mpsc::Receiver<First>,
+        cached: Snapshot,
+    ) -> Option<First> {
+        store.store(Arc::new(cached));
+        rx.close();
+        rx.try_recv().ok()
+    }
+
     /// Starts from a snapshot already being served (e.g. the cache).
     pub fn serving(mut self, version: String) -> Self {
         self.first = None;
@@ -501,6 +521,57 @@ mod tests {
 
     fn delta_line(base: &str, delta: &str) -> Vec<u8> {
         format!(r#"{{"version":"v2","base":"{base}","delta":{delta}}}"#).into_bytes()
+    }
+
+    #[tokio::test]
+    async fn after_the_cache_fallback_a_snapshot_is_swapped_over_the_cache() {
+        let metrics = Metrics::new();
+        let config = remora_api::parse_yaml(CONFIG).unwrap();
+        let compiled = |c: &Config| {
+            let materials = load_materials(c).unwrap();
+            super::super::compile(c.clone(), materials, None, &metrics).unwrap()
+        };
+        let store: Store = Arc::new(arc_swap::ArcSwap::from_pointee(Snapshot::empty()));
+        let settings = Settings {
+            control_plane: crate::control_plane::Dial::plain(([127, 0, 0, 1], 1).into()),
+            workload: "w".into(),
+            identity: None,
+            cache: None,
+            await_identity: false,
+            admin_allow_remote_changes: false,
+        };
+        let (tx, mut rx) = mpsc::channel(1);
+        let mut sub = Subscriber::new(settings, store.clone(), metrics.clone(), tx);
+        // The grace period ended with nothing from the control plane.
+        assert!(Subscriber::fall_back_to_cache(&store, &mut rx, compiled(&config)).is_none());
+        // Its first snapshot arrives right after: applied over the cache
+        // (it used to be checked against the empty store and NACKed as a
+        // listener change).
+        let mut next = config.clone();
+        next.backends[0].endpoints[0].address.set_port(3);
+        let msg = serde_json::to_vec(&SnapshotMsg {
+            version: "v2".into(),
+            config: next,
+        })
+        .unwrap();
+        let verdict = sub.receive(Bytes::from(msg)).await.unwrap();
+        assert_eq!(
+            verdict,
+            Ack::Ack {
+                version: "v2".into()
+            }
+        );
+        assert_eq!(sub.version(), Some("v2"));
+        let served = store.load();
+        assert_eq!(served.config.backends[0].endpoints[0].address.port(), 3);
+
+        // A first snapshot that raced in is the app's to serve instead.
+        let (tx, mut rx) = mpsc::channel(1);
+        let (answer, _) = oneshot::channel();
+        tx.send((compiled(&config), answer)).await.unwrap();
+        let raced = Subscriber::fall_back_to_cache(&store, &mut rx, compiled(&config));
+        assert!(raced.is_some());
+        assert!(tx.is_closed());
     }
 
     #[test]

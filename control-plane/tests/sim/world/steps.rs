@@ -62,7 +62,10 @@ impl World {
                 if let Some(s) = c.session.as_mut() {
                     s.verdict(&line);
                 }
-                let text = String::from_utf8_lossy(&line).chars().take(120).collect::<String>();
+                let text = String::from_utf8_lossy(&line)
+                    .chars()
+                    .take(120)
+                    .collect::<String>();
                 self.note(format!("cp conn {id} got {text}"));
                 if self.cp.is_some() {
                     self.cp_push(id, "after the verdict").await;
@@ -77,19 +80,23 @@ impl World {
             Ev::ProxyRecv(i) => self.proxy_recv(i).await,
             Ev::Connect(i) => self.connect(i),
             Ev::Grace(i) => {
-                let what = self.proxies[i].grace_expires();
-                let name = self.proxies[i].name.clone();
-                self.note(format!("{name}: cache grace over: {what}"));
-            }
-            Ev::ServeCache(i) => {
                 let p = &mut self.proxies[i];
                 let tag = p.cache_tag.clone();
-                let version = p.serve_cache();
+                let served = p.grace_expires();
                 let name = p.name.clone();
-                if version.is_none() || tag.as_ref().map(|t| &t.0) != version.as_ref() {
-                    self.violation(format!("{name} served cache {version:?}, but the cache holds {tag:?}"));
+                match served {
+                    Some(version) => {
+                        if tag.as_ref().map(|t| &t.0) != Some(&version) {
+                            self.violation(format!(
+                                "{name} serves cache {version}, but the cache holds {tag:?}"
+                            ));
+                        }
+                        self.note(format!(
+                            "{name}: cache grace over: serves the cache {version}"
+                        ));
+                    }
+                    None => self.note(format!("{name}: cache grace over: a snapshot raced in")),
                 }
-                self.note(format!("{name}: serves the cache {}", version.unwrap_or_default()));
             }
             Ev::StartCp => self.start_cp(),
             Ev::Cut(i) => {
@@ -109,7 +116,10 @@ impl World {
                 self.proxies[i].restart();
                 let p = &self.proxies[i];
                 let cache = match &p.app {
-                    App::Waiting { cache: Some((v, _)), .. } => v.clone(),
+                    App::Waiting {
+                        cache: Some((v, _)),
+                        ..
+                    } => v.clone(),
                     _ => "none".into(),
                 };
                 let name = p.name.clone();
@@ -124,7 +134,9 @@ impl World {
             }
             Ev::Reorder(id) => {
                 let c = self.conns.get_mut(&id).expect("a connection");
-                let at: Vec<usize> = (0..c.down.len()).filter(|&k| is_delta(&c.down[k].bytes)).collect();
+                let at: Vec<usize> = (0..c.down.len())
+                    .filter(|&k| is_delta(&c.down[k].bytes))
+                    .collect();
                 let k = self.rng.usize(..at.len() - 1);
                 c.down.swap(at[k], at[k + 1]);
                 c.down[at[k]].tampered = true;
@@ -133,16 +145,24 @@ impl World {
             }
             Ev::Duplicate(id) => {
                 let c = self.conns.get_mut(&id).expect("a connection");
-                let at: Vec<usize> = (0..c.down.len()).filter(|&k| is_delta(&c.down[k].bytes)).collect();
+                let at: Vec<usize> = (0..c.down.len())
+                    .filter(|&k| is_delta(&c.down[k].bytes))
+                    .collect();
                 let k = at[self.rng.usize(..at.len())];
-                let copy = Line { bytes: c.down[k].bytes.clone(), tag: c.down[k].tag, tampered: true };
+                let copy = Line {
+                    bytes: c.down[k].bytes.clone(),
+                    tag: c.down[k].tag,
+                    tampered: true,
+                };
                 let to = k + 1 + self.rng.usize(..=c.down.len() - k - 1);
                 c.down.insert(to, copy);
                 self.note(format!("adversary: conn {id}: a delta duplicated"));
             }
             Ev::Corrupt(id) => {
                 let c = self.conns.get_mut(&id).expect("a connection");
-                let at: Vec<usize> = (0..c.down.len()).filter(|&k| is_delta(&c.down[k].bytes)).collect();
+                let at: Vec<usize> = (0..c.down.len())
+                    .filter(|&k| is_delta(&c.down[k].bytes))
+                    .collect();
                 let k = at[self.rng.usize(..at.len())];
                 let line = &mut c.down[k];
                 line.tampered = true;
@@ -172,7 +192,9 @@ impl World {
                 let after = cp.current();
                 if !std::sync::Arc::ptr_eq(&before, &after) {
                     self.published();
-                } else if problems.is_empty() && before.mesh_version != remora_control_plane::compile::version_of(&mesh) {
+                } else if problems.is_empty()
+                    && before.mesh_version != remora_control_plane::compile::version_of(&mesh)
+                {
                     self.violation(format!("a valid mesh ({what}) was not published"));
                 }
                 problems
@@ -180,10 +202,19 @@ impl World {
             None => problems_for(&mesh, false),
         };
         if intent == Intent::Invalid && problems.is_empty() {
-            self.violation(format!("the control plane accepted an invalid mesh: {what}"));
+            self.violation(format!(
+                "the control plane accepted an invalid mesh: {what}"
+            ));
         }
-        let verdict = if problems.is_empty() { "applied".to_string() } else { format!("rejected ({} problems)", problems.len()) };
-        self.note(format!("mesh change: {what}: {verdict}, generation {}", self.seq));
+        let verdict = if problems.is_empty() {
+            "applied".to_string()
+        } else {
+            format!("rejected ({} problems)", problems.len())
+        };
+        self.note(format!(
+            "mesh change: {what}: {verdict}, generation {}",
+            self.seq
+        ));
         if problems.is_empty() {
             self.history.push(mesh.clone());
         }
@@ -196,7 +227,9 @@ impl World {
         let generation = cp.current();
         let seq = self.seq;
         let c = self.conns.get_mut(&id).expect("a connection");
-        let Some(session) = c.session.as_mut() else { return };
+        let Some(session) = c.session.as_mut() else {
+            return;
+        };
         c.seen = seq;
         let current = generation.snapshots.get(session.workload()).cloned();
         match session.next(current).await {
@@ -208,7 +241,11 @@ impl World {
                     None => format!("snapshot {version}"),
                 };
                 if c.open_at_proxy {
-                    c.down.push_back(Line { bytes, tag: seq, tampered: false });
+                    c.down.push_back(Line {
+                        bytes,
+                        tag: seq,
+                        tampered: false,
+                    });
                 }
                 self.note(format!("cp conn {id} ({why}) sends {kind}"));
             }
@@ -227,9 +264,22 @@ impl World {
             Ok(session) => {
                 let id = self.next_conn;
                 self.next_conn += 1;
-                self.conns.insert(id, Conn { proxy: i, session: Some(session), down: VecDeque::new(), up: VecDeque::new(), open_at_proxy: true, seen: 0 });
+                self.conns.insert(
+                    id,
+                    Conn {
+                        proxy: i,
+                        session: Some(session),
+                        down: VecDeque::new(),
+                        up: VecDeque::new(),
+                        open_at_proxy: true,
+                        seen: 0,
+                    },
+                );
                 self.proxies[i].conn = Some(id);
-                self.note(format!("{name}: subscribed as conn {id}, has {}", has.unwrap_or_else(|| "nothing".into())));
+                self.note(format!(
+                    "{name}: subscribed as conn {id}, has {}",
+                    has.unwrap_or_else(|| "nothing".into())
+                ));
             }
             Err(e) => self.violation(format!("{name}: subscription refused: {e}")),
         }
@@ -248,7 +298,11 @@ impl World {
 
     async fn proxy_recv(&mut self, i: usize) {
         let id = self.proxies[i].conn.expect("a connection");
-        let line = self.conns.get_mut(&id).and_then(|c| c.down.pop_front()).expect("a line");
+        let line = self
+            .conns
+            .get_mut(&id)
+            .and_then(|c| c.down.pop_front())
+            .expect("a line");
         let head = heading(&line.bytes);
         let before = self.proxies[i].serving.clone();
         let result = self.proxies[i].receive(line.bytes.clone()).await;
@@ -256,7 +310,9 @@ impl World {
         let (name, workload) = (p.name.clone(), p.workload.clone());
         let verdict = match result {
             Err(e) => {
-                self.note(format!("{name}: unreadable line ({e}); the subscription ends"));
+                self.note(format!(
+                    "{name}: unreadable line ({e}); the subscription ends"
+                ));
                 if !line.tampered {
                     self.violation(format!("{name} could not read an untampered line: {e}"));
                 }
@@ -270,12 +326,16 @@ impl World {
             Ack::Ack { version } => {
                 let (sent, base) = head.unwrap_or_default();
                 if *version != sent {
-                    self.violation(format!("{name} ACKed {version} for a line of version {sent}"));
+                    self.violation(format!(
+                        "{name} ACKed {version} for a line of version {sent}"
+                    ));
                 }
                 if let Some(base) = base {
                     let had = before.as_ref().map(|b| b.0.as_str());
                     if had != Some(base.as_str()) {
-                        self.violation(format!("{name} applied a delta from {base} while serving {had:?}"));
+                        self.violation(format!(
+                            "{name} applied a delta from {base} while serving {had:?}"
+                        ));
                     }
                 }
                 if !self.published.contains_key(&(workload, version.clone())) {
@@ -292,9 +352,14 @@ impl World {
                 self.proxies[i].cache_tag = Some(now);
             }
             Ack::Nack { version, errors } => {
-                let base_mismatch = errors.iter().all(|e| e.starts_with("a delta from version") || e.starts_with("delta:"));
+                let base_mismatch = errors
+                    .iter()
+                    .all(|e| e.starts_with("a delta from version") || e.starts_with("delta:"));
                 if !line.tampered && !(self.adversarial && base_mismatch) {
-                    self.violation(format!("{name} rejected {version} that the control plane published: {}", errors.join("; ")));
+                    self.violation(format!(
+                        "{name} rejected {version} that the control plane published: {}",
+                        errors.join("; ")
+                    ));
                 }
             }
         }
@@ -314,7 +379,10 @@ impl World {
             }
             let Some((version, _)) = &p.serving else {
                 if p.ready && p.sub.version().is_some() {
-                    found.push(format!("{} serves a version the simulation lost track of", p.name));
+                    found.push(format!(
+                        "{} serves a version the simulation lost track of",
+                        p.name
+                    ));
                 }
                 continue;
             };
@@ -326,7 +394,10 @@ impl World {
                     let mut expected = expected.clone();
                     expected.admin.address = p.admin;
                     if canonical(&snap.config) != canonical(&expected) {
-                        found.push(format!("{} serves a config that is not version {version}'s", p.name));
+                        found.push(format!(
+                            "{} serves a config that is not version {version}'s",
+                            p.name
+                        ));
                     }
                 }
                 None => found.push(format!("{} serves {version}, never published", p.name)),
@@ -376,26 +447,46 @@ impl World {
         let generation = cp.current();
         let mut found = Vec::new();
         for p in &self.proxies {
-            let latest = generation.snapshots.get(&p.workload).map(|s| s.version.clone());
+            let latest = generation
+                .snapshots
+                .get(&p.workload)
+                .map(|s| s.version.clone());
             let serving = p.serving.as_ref().map(|s| s.0.clone());
             if latest != serving || !p.ready {
-                found.push(format!("{} serves {serving:?} (ready: {}), latest is {latest:?}", p.name, p.ready));
+                found.push(format!(
+                    "{} serves {serving:?} (ready: {}), latest is {latest:?}",
+                    p.name, p.ready
+                ));
             }
         }
         let states = cp.proxies.list();
         if states.len() != self.proxies.len() {
-            found.push(format!("the control plane lists {} proxies, not {}", states.len(), self.proxies.len()));
+            found.push(format!(
+                "the control plane lists {} proxies, not {}",
+                states.len(),
+                self.proxies.len()
+            ));
         }
         for s in states {
-            let latest = generation.snapshots.get(&s.workload).map(|p| p.version.clone());
+            let latest = generation
+                .snapshots
+                .get(&s.workload)
+                .map(|p| p.version.clone());
             if s.applied != latest {
-                found.push(format!("the control plane says conn {} applied {:?}, latest is {latest:?}", s.id, s.applied));
+                found.push(format!(
+                    "the control plane says conn {} applied {:?}, latest is {latest:?}",
+                    s.id, s.applied
+                ));
             }
         }
         for f in found {
             self.violation(f);
         }
-        let versions: Vec<String> = generation.snapshots.iter().map(|(w, p)| format!("{w}={}", p.version)).collect();
+        let versions: Vec<String> = generation
+            .snapshots
+            .iter()
+            .map(|(w, p)| format!("{w}={}", p.version))
+            .collect();
         self.note(format!("settled: {}", versions.join(" ")));
     }
 }
@@ -407,7 +498,8 @@ impl World {
 fn canonical(config: &Config) -> Config {
     let mut c = config.clone();
     for l in &mut c.listeners {
-        l.routes.sort_by(|a, b| a.matches.hosts.cmp(&b.matches.hosts));
+        l.routes
+            .sort_by(|a, b| a.matches.hosts.cmp(&b.matches.hosts));
     }
     c.backends.sort_by(|a, b| a.name.cmp(&b.name));
     c
