@@ -12,7 +12,7 @@ mod meshes;
 mod proxy;
 mod world;
 
-use std::time::Instant;
+use tokio::time::Instant;
 
 fn env(name: &str) -> Option<u64> {
     let v = std::env::var(name).ok()?;
@@ -22,8 +22,10 @@ fn env(name: &str) -> Option<u64> {
     }
 }
 
-/// Runs one seed: its step log, and the violations found.
-fn run(seed: u64, steps: u64) -> (Vec<String>, Vec<String>) {
+type Counts = std::collections::BTreeMap<&'static str, u64>;
+
+/// Runs one seed: its step log, the violations found, and what happened.
+fn run(seed: u64, steps: u64) -> (Vec<String>, Vec<String>, Counts) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -34,6 +36,7 @@ fn run(seed: u64, steps: u64) -> (Vec<String>, Vec<String>) {
         (
             std::mem::take(&mut w.log),
             std::mem::take(&mut w.violations),
+            std::mem::take(&mut w.counts),
         )
     })
 }
@@ -56,15 +59,19 @@ fn simulated_proxies_converge_and_never_apply_a_bad_snapshot() {
     };
     let started = Instant::now();
     let mut failed = Vec::new();
+    let mut total = Counts::new();
     for &seed in &seeds {
         let outcome = std::panic::catch_unwind(|| run(seed, steps));
         match outcome {
-            Ok((log, violations)) if violations.is_empty() => {
+            Ok((log, violations, counts)) if violations.is_empty() => {
                 if seeds.len() == 1 {
                     println!("{}", log.join("\n"));
                 }
+                for (k, n) in counts {
+                    *total.entry(k).or_default() += n;
+                }
             }
-            Ok((log, violations)) => {
+            Ok((log, violations, _)) => {
                 eprintln!("{}", report(seed, &log, &violations));
                 failed.push(seed);
             }
@@ -74,23 +81,25 @@ fn simulated_proxies_converge_and_never_apply_a_bad_snapshot() {
             }
         }
     }
+    let counts: Vec<String> = total.iter().map(|(k, n)| format!("{n} {k}")).collect();
     println!(
-        "simulation: {} seeds x {steps} steps in {:.1?}, {} failed {:?}",
+        "simulation: {} seeds x {steps} steps in {:.1?}, {} failed {:?}\n  {}",
         seeds.len(),
         started.elapsed(),
         failed.len(),
-        failed
+        failed,
+        counts.join(", ")
     );
     assert!(failed.is_empty(), "failing seeds: {failed:?}");
 }
 
 #[test]
 fn one_seed_gives_one_trace() {
-    let (a, va) = run(7, 120);
-    let (b, vb) = run(7, 120);
+    let (a, va, _) = run(7, 120);
+    let (b, vb, _) = run(7, 120);
     assert!(a.len() > 50, "a run takes steps: {a:?}");
     assert_eq!(a, b);
     assert_eq!(va, vb);
-    let (c, _) = run(8, 120);
+    let (c, _, _) = run(8, 120);
     assert_ne!(a, c, "another seed, another run");
 }

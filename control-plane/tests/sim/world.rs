@@ -84,6 +84,8 @@ pub struct World {
     adversarial: bool,
     rates: Rates,
     pub violations: Vec<String>,
+    /// How often each kind of thing happened, for the summary.
+    pub counts: BTreeMap<&'static str, u64>,
     _dir: tempfile::TempDir,
 }
 
@@ -126,6 +128,7 @@ impl World {
             adversarial,
             rates,
             violations: Vec::new(),
+            counts: BTreeMap::new(),
             _dir: dir,
         };
         let shape = format!(
@@ -139,6 +142,10 @@ impl World {
 
     fn note(&mut self, what: impl Into<String>) {
         self.log.push(format!("#{} {}", self.step, what.into()));
+    }
+
+    fn count(&mut self, what: &'static str) {
+        *self.counts.entry(what).or_default() += 1;
     }
 
     fn violation(&mut self, what: String) {

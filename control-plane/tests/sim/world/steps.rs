@@ -94,17 +94,23 @@ impl World {
                         self.note(format!(
                             "{name}: cache grace over: serves the cache {version}"
                         ));
+                        self.count("started from the cache");
                     }
                     None => self.note(format!("{name}: cache grace over: a snapshot raced in")),
                 }
             }
-            Ev::StartCp => self.start_cp(),
+            Ev::StartCp => {
+                self.count("control-plane starts");
+                self.start_cp()
+            }
             Ev::Cut(i) => {
+                self.count("connections cut");
                 self.cut(i);
                 let name = self.proxies[i].name.clone();
                 self.note(format!("{name}: connection cut"));
             }
             Ev::Isolate(i) => {
+                self.count("partitions");
                 self.cut(i);
                 let until = self.step + 5 + self.rng.u64(..40);
                 self.proxies[i].isolated_until = until;
@@ -112,6 +118,7 @@ impl World {
                 self.note(format!("{name}: partitioned until step {until}"));
             }
             Ev::Restart(i) => {
+                self.count("proxy restarts");
                 self.cut(i);
                 self.proxies[i].restart();
                 let p = &self.proxies[i];
@@ -126,6 +133,7 @@ impl World {
                 self.note(format!("{name}: restarted, cache {cache}"));
             }
             Ev::CrashCp => {
+                self.count("control-plane crashes");
                 self.cp = None;
                 for (_, c) in std::mem::take(&mut self.conns) {
                     self.proxies[c.proxy].conn = None;
@@ -142,6 +150,7 @@ impl World {
                 c.down[at[k]].tampered = true;
                 c.down[at[k + 1]].tampered = true;
                 self.note(format!("adversary: conn {id}: two deltas swapped"));
+                self.count("deltas reordered");
             }
             Ev::Duplicate(id) => {
                 let c = self.conns.get_mut(&id).expect("a connection");
@@ -157,6 +166,7 @@ impl World {
                 let to = k + 1 + self.rng.usize(..=c.down.len() - k - 1);
                 c.down.insert(to, copy);
                 self.note(format!("adversary: conn {id}: a delta duplicated"));
+                self.count("deltas duplicated");
             }
             Ev::Corrupt(id) => {
                 let c = self.conns.get_mut(&id).expect("a connection");
@@ -178,6 +188,7 @@ impl World {
                     "made to remove a backend that is not there"
                 };
                 self.note(format!("adversary: conn {id}: a delta {how}"));
+                self.count("deltas corrupted");
             }
         }
     }
@@ -217,6 +228,8 @@ impl World {
         ));
         if problems.is_empty() {
             self.history.push(mesh.clone());
+        } else {
+            self.count("invalid meshes rejected");
         }
         self.file = (mesh, problems.is_empty());
     }
@@ -247,6 +260,11 @@ impl World {
                         tampered: false,
                     });
                 }
+                self.count(if kind.starts_with("delta") {
+                    "deltas sent"
+                } else {
+                    "snapshots sent"
+                });
                 self.note(format!("cp conn {id} ({why}) sends {kind}"));
             }
             Ok(None) => {}
@@ -346,16 +364,18 @@ impl World {
                         self.violation(format!("{name} went from {v} (generation {tag}) back to {version} (generation {})", line.tag));
                     }
                 }
+                self.count("ACKs");
                 let now = (version.clone(), line.tag);
                 self.proxies[i].serving = Some(now.clone());
                 self.proxies[i].sub.remember(&verdict).await;
                 self.proxies[i].cache_tag = Some(now);
             }
             Ack::Nack { version, errors } => {
+                self.count("NACKs");
                 let base_mismatch = errors
                     .iter()
                     .all(|e| e.starts_with("a delta from version") || e.starts_with("delta:"));
-                if !line.tampered && !(self.adversarial && base_mismatch) {
+                if !(line.tampered || (self.adversarial && base_mismatch)) {
                     self.violation(format!(
                         "{name} rejected {version} that the control plane published: {}",
                         errors.join("; ")
