@@ -60,7 +60,10 @@ fn simulated_proxies_converge_and_never_apply_a_bad_snapshot() {
     let started = Instant::now();
     let mut failed = Vec::new();
     let mut total = Counts::new();
-    for &seed in &seeds {
+    for (n, &seed) in seeds.iter().enumerate() {
+        if n > 0 && n % 1000 == 0 {
+            println!("{n} seeds in {:.1?}, failed: {failed:?}", started.elapsed());
+        }
         let outcome = std::panic::catch_unwind(|| run(seed, steps));
         match outcome {
             Ok((log, violations, counts)) if violations.is_empty() => {
@@ -72,6 +75,9 @@ fn simulated_proxies_converge_and_never_apply_a_bad_snapshot() {
                 }
             }
             Ok((log, violations, _)) => {
+                if seeds.len() == 1 {
+                    println!("{}", log.join("\n"));
+                }
                 eprintln!("{}", report(seed, &log, &violations));
                 failed.push(seed);
             }

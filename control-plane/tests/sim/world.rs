@@ -189,7 +189,11 @@ impl World {
                 evs.push((Ev::CpNotice(id), 2));
             }
             if self.faults && self.adversarial && c.open_at_proxy {
-                let deltas = c.down.iter().filter(|l| is_delta(&l.bytes)).count();
+                let deltas = c
+                    .down
+                    .iter()
+                    .filter(|l| !l.tampered && is_delta(&l.bytes))
+                    .count();
                 if deltas >= 2 {
                     tampering.push(Ev::Reorder(id));
                 }

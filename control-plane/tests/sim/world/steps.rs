@@ -141,10 +141,10 @@ impl World {
                 self.note("control plane crashed; every connection reset");
             }
             Ev::Reorder(id) => {
+                // Two untampered deltas, next to each other among the
+                // deltas in flight, swapped.
                 let c = self.conns.get_mut(&id).expect("a connection");
-                let at: Vec<usize> = (0..c.down.len())
-                    .filter(|&k| is_delta(&c.down[k].bytes))
-                    .collect();
+                let at = fresh_deltas(&c.down);
                 let k = self.rng.usize(..at.len() - 1);
                 c.down.swap(at[k], at[k + 1]);
                 c.down[at[k]].tampered = true;
@@ -153,26 +153,25 @@ impl World {
                 self.count("deltas reordered");
             }
             Ev::Duplicate(id) => {
+                // Delivered twice in a row. (A copy delivered later can
+                // re-apply an old change once versions recur: see
+                // docs/simulation.md, "Limits".)
                 let c = self.conns.get_mut(&id).expect("a connection");
-                let at: Vec<usize> = (0..c.down.len())
-                    .filter(|&k| is_delta(&c.down[k].bytes))
-                    .collect();
+                let at = fresh_deltas(&c.down);
                 let k = at[self.rng.usize(..at.len())];
+                c.down[k].tampered = true;
                 let copy = Line {
                     bytes: c.down[k].bytes.clone(),
                     tag: c.down[k].tag,
                     tampered: true,
                 };
-                let to = k + 1 + self.rng.usize(..=c.down.len() - k - 1);
-                c.down.insert(to, copy);
+                c.down.insert(k + 1, copy);
                 self.note(format!("adversary: conn {id}: a delta duplicated"));
                 self.count("deltas duplicated");
             }
             Ev::Corrupt(id) => {
                 let c = self.conns.get_mut(&id).expect("a connection");
-                let at: Vec<usize> = (0..c.down.len())
-                    .filter(|&k| is_delta(&c.down[k].bytes))
-                    .collect();
+                let at = fresh_deltas(&c.down);
                 let k = at[self.rng.usize(..at.len())];
                 let line = &mut c.down[k];
                 line.tampered = true;
@@ -523,4 +522,11 @@ fn canonical(config: &Config) -> Config {
     }
     c.backends.sort_by(|a, b| a.name.cmp(&b.name));
     c
+}
+
+/// Where the untampered deltas in flight are.
+fn fresh_deltas(down: &VecDeque<Line>) -> Vec<usize> {
+    (0..down.len())
+        .filter(|&k| !down[k].tampered && is_delta(&down[k].bytes))
+        .collect()
 }
