@@ -1,6 +1,6 @@
 //! One subscription's side of the snapshot stream: what the proxy has,
 //! what to push to it next (nothing, a delta from what it has, or the whole
-//! snapshot) and what its ACKs and NACKs mean. [`Session::run`] drives it
+//! snapshot) and what its ACKs and NACKs mean. `Session::run` drives it
 //! from the generations channel and the proxy's request body; the steps
 //! ([`Session::next`], [`Session::verdict`]) are public so the deterministic
 //! simulation (`control-plane/tests/sim/`) drives the same code.
@@ -68,11 +68,8 @@ impl Session {
         &self.workload
     }
 
-    /// The id of its entry in [`crate::proxies::Proxies`].
-    pub fn id(&self) -> u64 {
-        self.conn.id
-    }
-
+    /// Pushes what [`Session::next`] says at the start and after every
+    /// verdict or new generation, until the proxy or the control plane goes.
     pub(super) async fn run(
         mut self,
         mut lines: Lines<Incoming>,
