@@ -20,6 +20,7 @@ use remora_control_plane::stream::Session;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 
+mod invariants;
 mod steps;
 
 /// A line in flight to a proxy, with the generation it was sent for.
