@@ -27,9 +27,14 @@ pub struct Session {
     /// That version's snapshot, when this session knows it (sent, or the
     /// current one when the Hello named it): what the next delta starts from.
     sent: Option<Published>,
-    /// Versions sent as deltas and not answered yet: a NACK of one (the
-    /// proxy may not hold its base) makes the next push whole.
-    deltas: VecDeque<String>,
+    /// Versions sent and not answered yet, in order, each with whether it
+    /// went as a delta. The proxy answers every line in turn, so a verdict
+    /// is for the first of its version here: versions recur (a reverted
+    /// mesh), and matching deltas alone by version took a whole snapshot's
+    /// ACK for a later delta's, so that delta's NACK went unseen (found by
+    /// the simulation). A NACK of a delta (the proxy may not hold its base)
+    /// makes the next push whole.
+    in_flight: VecDeque<(String, bool)>,
     /// The version sent and not answered yet, and when its clock started.
     pending: Option<(String, Instant)>,
     connected: Instant,
@@ -37,9 +42,9 @@ pub struct Session {
     metrics: Arc<Metrics>,
 }
 
-/// At most this many delta versions are remembered per session (a proxy
-/// answers each in turn; more in flight means it is far behind).
-const DELTAS_IN_FLIGHT: usize = 16;
+/// At most this many versions in flight are remembered per session (a
+/// proxy answers each in turn; more in flight means it is far behind).
+const IN_FLIGHT: usize = 16;
 
 impl Session {
     /// A session for `conn`, a proxy of `workload` that says it serves
@@ -55,7 +60,7 @@ impl Session {
             workload,
             has,
             sent: None,
-            deltas: VecDeque::new(),
+            in_flight: VecDeque::new(),
             pending: None,
             connected: Instant::now(),
             warned_missing: false,
@@ -169,12 +174,11 @@ impl Session {
         self.metrics.push_bytes.observe(line.len() as f64);
         // A proxy that subscribed after the change could not have had it sooner.
         self.pending = Some((p.version.clone(), p.since.max(self.connected)));
-        if delta.is_some() {
-            if self.deltas.len() == DELTAS_IN_FLIGHT {
-                self.deltas.pop_front();
-            }
-            self.deltas.push_back(p.version.clone());
+        if self.in_flight.len() == IN_FLIGHT {
+            self.in_flight.pop_front();
         }
+        self.in_flight
+            .push_back((p.version.clone(), delta.is_some()));
         match delta {
             Some(changes) => {
                 tracing::info!(id = self.conn.id, workload = %self.workload, version = %p.version, bytes = line.len(), changes, "delta sent")
@@ -218,14 +222,82 @@ impl Session {
         if self.pending.as_ref().is_some_and(|(v, _)| *v == answered) {
             self.pending = None;
         }
-        if let Some(i) = self.deltas.iter().position(|v| *v == answered) {
-            self.deltas.remove(i);
-            if nacked {
+        let at = self.in_flight.iter().position(|(v, _)| *v == answered);
+        if let Some((_, delta)) = at.and_then(|i| self.in_flight.remove(i)) {
+            if nacked && delta {
                 // The proxy may not hold the delta's base: what it has is
                 // unknown, so the current snapshot goes whole.
                 self.has = None;
                 self.sent = None;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxies::Proxies;
+    use remora_api::mesh::DeltaMsg;
+
+    /// One workload calling one service, whose endpoint is at `port`.
+    fn generation(port: u16, prev: Option<&Generation>) -> Generation {
+        let yaml = format!(
+            "services: [{{ name: s, endpoints: [{{ address: '127.0.0.1:{port}' }}] }}]\n\
+             workloads: [{{ name: w, outbound: '127.0.0.1:4140', calls: [s] }}]"
+        );
+        let mesh = crate::mesh::parse_for(&yaml, false).unwrap();
+        Generation::build(&mesh, prev, Instant::now())
+    }
+
+    fn verdict(kind: &str, version: &str) -> Vec<u8> {
+        let errors = if kind == "nack" {
+            r#","errors":["no"]"#
+        } else {
+            ""
+        };
+        format!(r#"{{"type":"{kind}","version":"{version}"{errors}}}"#).into_bytes()
+    }
+
+    #[tokio::test]
+    async fn a_verdict_is_for_the_push_it_answers_when_versions_recur() {
+        let metrics = Metrics::new();
+        let proxies = Proxies::new(metrics.clone());
+        let conn = proxies.connect("w", None, None, None, ([127, 0, 0, 1], 1).into());
+        let mut session = Session::new(conn, "w".into(), None, metrics);
+        let a = generation(7001, None);
+        let b = generation(7002, Some(&a));
+        let back = generation(7001, Some(&b));
+        let (va, vb) = (&a.snapshots["w"].version, &b.snapshots["w"].version);
+        assert_eq!(*va, back.snapshots["w"].version);
+        let is_delta =
+            |line: &Bytes| serde_json::from_slice::<DeltaMsg>(line.trim_ascii_end()).is_ok();
+        // In flight: A whole, then A→B and B→A (a revert) as deltas.
+        let mut sent = Vec::new();
+        for g in [&a, &b, &back] {
+            let line = session.next(g.snapshots.get("w").cloned()).await.unwrap();
+            sent.push(is_delta(&line.unwrap()));
+        }
+        assert_eq!(sent, [false, true, true]);
+        // The proxy applies A and A→B, and NACKs B→A: the ACK of A is the
+        // whole snapshot's, so the NACK is the delta's, and the current
+        // version goes again, whole.
+        session.verdict(&verdict("ack", va));
+        session.verdict(&verdict("ack", vb));
+        session.verdict(&verdict("nack", va));
+        let again = session
+            .next(back.snapshots.get("w").cloned())
+            .await
+            .unwrap();
+        let again = again.expect("the current version, sent again");
+        assert!(!is_delta(&again));
+        // A NACK of a whole snapshot does not resend it (the proxy cannot
+        // take it; the next change is tried).
+        session.verdict(&verdict("nack", va));
+        let none = session
+            .next(back.snapshots.get("w").cloned())
+            .await
+            .unwrap();
+        assert_eq!(none, None);
     }
 }
