@@ -9,8 +9,8 @@
 //! changed services' routes and backends) when only services changed and
 //! the session knows what the proxy has, else whole. A NACKed delta makes
 //! the next push whole. An unknown workload gets a 404.
-//! Each subscription is a [`Session`] task that owns its entry in
-//! [`Proxies`], so the entry goes when the stream ends.
+//! Each subscription is a [`Session`] task (`stream/session.rs`) that owns
+//! its entry in [`Proxies`], so the entry goes when the stream ends.
 //!
 //! The same listener serves certificate requests, `POST /v1/certify`
 //! ([`crate::certify`]).
@@ -19,8 +19,8 @@ use crate::app::stopped;
 use crate::certify::{Certifier, CERTIFY};
 use crate::metrics::Metrics;
 use crate::ndjson::Lines;
-use crate::proxies::{Connection, Proxies};
-use crate::source::{Generation, Published};
+use crate::proxies::Proxies;
+use crate::source::Generation;
 use crate::Error;
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
@@ -29,15 +29,16 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use remora_api::mesh::{Ack, Hello};
-use std::collections::VecDeque;
+use remora_api::mesh::Hello;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
+
+mod session;
+pub use session::Session;
 
 pub const SUBSCRIBE: &str = "/v1/subscribe";
 /// How long a subscriber has to send its Hello.
@@ -185,6 +186,31 @@ impl Stream {
             .ok_or(Error::NoHello)?;
         let hello: Hello =
             serde_json::from_slice(&first).map_err(|e| Error::BadHello(e.to_string()))?;
+        let session = self.open(hello, client_id, peer)?;
+        let (tx, rx) = mpsc::channel::<Bytes>(4);
+        tokio::spawn(session.run(lines, tx, self.generations.clone(), self.stop.clone()));
+        let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+            let line = rx.recv().await?;
+            Some((Ok::<_, Infallible>(Frame::data(line)), rx))
+        });
+        let mut rsp = Response::new(StreamBody::new(frames).boxed_unsync());
+        rsp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/x-ndjson"),
+        );
+        Ok(rsp)
+    }
+
+    /// Checks a subscriber's Hello against the generation served (a
+    /// workload of the mesh; `client_id`, the SPIFFE ID of its certificate,
+    /// the workload's; one required with `require_identity`) and records
+    /// the subscription in [`Proxies`].
+    pub fn open(
+        &self,
+        hello: Hello,
+        client_id: Option<&str>,
+        peer: SocketAddr,
+    ) -> Result<Session, Error> {
         {
             let current = self.generations.borrow();
             if !current.snapshots.contains_key(&hello.workload) {
@@ -215,200 +241,12 @@ impl Stream {
             peer,
         );
         tracing::info!(id = conn.id, workload = %hello.workload, peer = %peer, version = %hello.version.as_deref().unwrap_or("none"), verified_identity = client_id.unwrap_or("none"), "proxy subscribed");
-        let (tx, rx) = mpsc::channel::<Bytes>(4);
-        let session = Session {
+        Ok(Session::new(
             conn,
-            workload: hello.workload,
-            has: hello.version,
-            sent: None,
-            deltas: VecDeque::new(),
-            pending: None,
-            connected: Instant::now(),
-            warned_missing: false,
-            metrics: self.metrics.clone(),
-        };
-        tokio::spawn(session.run(lines, tx, self.generations.clone(), self.stop.clone()));
-        let frames = futures_util::stream::unfold(rx, |mut rx| async move {
-            let line = rx.recv().await?;
-            Some((Ok::<_, Infallible>(Frame::data(line)), rx))
-        });
-        let mut rsp = Response::new(StreamBody::new(frames).boxed_unsync());
-        rsp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("application/x-ndjson"),
-        );
-        Ok(rsp)
-    }
-}
-
-/// One subscribed proxy.
-struct Session {
-    conn: Connection,
-    workload: String,
-    /// The version the proxy has or was last sent.
-    has: Option<String>,
-    /// That version's snapshot, when this session knows it (sent, or the
-    /// current one when the Hello named it): what the next delta starts from.
-    sent: Option<Published>,
-    /// Versions sent as deltas and not answered yet: a NACK of one (the
-    /// proxy may not hold its base) makes the next push whole.
-    deltas: VecDeque<String>,
-    /// The version sent and not answered yet, and when its clock started.
-    pending: Option<(String, Instant)>,
-    connected: Instant,
-    warned_missing: bool,
-    metrics: Arc<Metrics>,
-}
-
-/// At most this many delta versions are remembered per session (a proxy
-/// answers each in turn; more in flight means it is far behind).
-const DELTAS_IN_FLIGHT: usize = 16;
-
-impl Session {
-    async fn run(
-        mut self,
-        mut lines: Lines<Incoming>,
-        tx: mpsc::Sender<Bytes>,
-        mut generations: watch::Receiver<Arc<Generation>>,
-        mut stop: watch::Receiver<bool>,
-    ) {
-        let why = loop {
-            let current = generations
-                .borrow_and_update()
-                .snapshots
-                .get(&self.workload)
-                .cloned();
-            match current {
-                Some(p) if self.has.as_ref() == Some(&p.version) => {
-                    self.warned_missing = false;
-                    // The Hello named it: later changes can be deltas.
-                    self.sent.get_or_insert(p);
-                }
-                Some(p) => {
-                    self.warned_missing = false;
-                    let line = match self.encode(&p).await {
-                        Ok(line) => line,
-                        Err(e) => break e,
-                    };
-                    if tx.send(line.0.clone()).await.is_err() {
-                        break "the proxy went away".to_string();
-                    }
-                    self.pushed(p, &line.0, line.1);
-                }
-                None if !self.warned_missing => {
-                    self.warned_missing = true;
-                    tracing::warn!(id = self.conn.id, workload = %self.workload, "workload no longer in the mesh; its proxy keeps its last snapshot");
-                    self.conn.error(format!(
-                        "workload `{}` is no longer in the mesh",
-                        self.workload
-                    ));
-                }
-                None => {}
-            }
-            tokio::select! {
-                line = lines.next() => match line {
-                    Ok(Some(line)) => self.verdict(&line),
-                    Ok(None) => break "the proxy closed its stream".to_string(),
-                    Err(e) => break e.to_string(),
-                },
-                changed = generations.changed() => if changed.is_err() {
-                    break "shutting down".to_string();
-                },
-                _ = tx.closed() => break "the proxy went away".to_string(),
-                _ = stopped(&mut stop) => break "shutting down".to_string(),
-            }
-        };
-        tracing::info!(id = self.conn.id, workload = %self.workload, reason = %why, "proxy disconnected");
-    }
-
-    /// `p` as a delta from what the proxy has, when that can be said; else
-    /// whole (put together on a blocking thread: 10 MB for a snapshot with
-    /// 10k services). With the number of changes a delta carries.
-    async fn encode(&self, p: &Published) -> Result<(Bytes, Option<usize>), String> {
-        let base = self
-            .sent
-            .as_ref()
-            .filter(|s| self.has.as_ref() == Some(&s.version));
-        if let Some(delta) = base.and_then(|b| p.delta_line(b)) {
-            return Ok((delta.0, Some(delta.1)));
-        }
-        // A whole line is a copy of up to 10 MB: not on a runtime worker.
-        let p = p.clone();
-        tokio::task::spawn_blocking(move || p.line())
-            .await
-            .map(|line| (line, None))
-            .map_err(|e| format!("encoding the snapshot failed: {e}"))
-    }
-
-    fn pushed(&mut self, p: Published, line: &Bytes, delta: Option<usize>) {
-        let kind = if delta.is_some() { "delta" } else { "snapshot" };
-        self.has = Some(p.version.clone());
-        self.conn.sent(&p.version);
-        self.metrics
-            .pushes
-            .with_label_values(&[&self.workload, kind])
-            .inc();
-        self.metrics.push_bytes.observe(line.len() as f64);
-        // A proxy that subscribed after the change could not have had it sooner.
-        self.pending = Some((p.version.clone(), p.since.max(self.connected)));
-        if delta.is_some() {
-            if self.deltas.len() == DELTAS_IN_FLIGHT {
-                self.deltas.pop_front();
-            }
-            self.deltas.push_back(p.version.clone());
-        }
-        match delta {
-            Some(changes) => {
-                tracing::info!(id = self.conn.id, workload = %self.workload, version = %p.version, bytes = line.len(), changes, "delta sent")
-            }
-            None => {
-                tracing::info!(id = self.conn.id, workload = %self.workload, version = %p.version, bytes = line.len(), "snapshot sent")
-            }
-        }
-        self.sent = Some(p);
-    }
-
-    /// Records an ACK or NACK line.
-    fn verdict(&mut self, line: &[u8]) {
-        let (id, workload) = (self.conn.id, self.workload.as_str());
-        let mut nacked = false;
-        let answered = match serde_json::from_slice::<Ack>(line) {
-            Ok(Ack::Ack { version }) => {
-                self.metrics.acks.inc();
-                if let Some((_, start)) = self.pending.as_ref().filter(|(v, _)| *v == version) {
-                    self.metrics
-                        .convergence
-                        .observe(start.elapsed().as_secs_f64());
-                }
-                tracing::info!(id, workload = %workload, version = %version, "snapshot applied");
-                self.conn.applied(&version);
-                version
-            }
-            Ok(Ack::Nack { version, errors }) => {
-                self.metrics.nacks.with_label_values(&[workload]).inc();
-                tracing::warn!(id, workload = %workload, version = %version, errors = %errors.join("; "), "snapshot rejected");
-                self.conn.rejected(&version, errors);
-                nacked = true;
-                version
-            }
-            Err(e) => {
-                tracing::warn!(id, workload = %workload, error = %e, "bad message from a proxy");
-                self.conn.error(format!("bad message: {e}"));
-                return;
-            }
-        };
-        if self.pending.as_ref().is_some_and(|(v, _)| *v == answered) {
-            self.pending = None;
-        }
-        if let Some(i) = self.deltas.iter().position(|v| *v == answered) {
-            self.deltas.remove(i);
-            if nacked {
-                // The proxy may not hold the delta's base: what it has is
-                // unknown, so the current snapshot goes whole.
-                self.has = None;
-                self.sent = None;
-            }
-        }
+            hello.workload,
+            hello.version,
+            self.metrics.clone(),
+        ))
     }
 }
 

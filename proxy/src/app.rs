@@ -111,7 +111,7 @@ impl App {
         .await?;
         tokio::spawn(FileSource::new(path, store.clone(), metrics.clone()).watch(stop_rx.clone()));
         let admin = (admin_addr, readiness, shutdown);
-        let app = Self::serve(first, admin, store, metrics, stop, stop_rx).await?;
+        let app = Self::serve(Some(first), admin, store, metrics, stop, stop_rx).await?;
         app.set_ready_after(None);
         Ok(app)
     }
@@ -134,10 +134,11 @@ impl App {
         });
     }
 
-    /// Swaps in the first snapshot, binds its listeners and starts the
-    /// background tasks. The caller then sets the app ready.
+    /// Swaps in the first snapshot (`None`: the store holds it already),
+    /// binds its listeners and starts the background tasks. The caller
+    /// then sets the app ready.
     async fn serve(
-        first: Snapshot,
+        first: Option<Snapshot>,
         (admin_addr, readiness, shutdown_requested): (
             SocketAddr,
             Arc<Readiness>,
@@ -148,9 +149,12 @@ impl App {
         stop: watch::Sender<bool>,
         stop_rx: watch::Receiver<bool>,
     ) -> anyhow::Result<App> {
-        metrics.set_config_version(&first.version);
-        let cfg = first.config.clone();
-        store.store(Arc::new(first));
+        if let Some(first) = first {
+            store.store(Arc::new(first));
+        }
+        let serving = store.load_full();
+        metrics.set_config_version(&serving.version);
+        let cfg = serving.config.clone();
         let (drain, watch) = Drain::new();
         let mut listeners = Vec::new();
         for (index, l) in cfg.listeners.iter().enumerate() {
@@ -281,20 +285,25 @@ async fn bind_admin(
     Ok(addr)
 }
 
-/// Starts the subscription and waits for the first snapshot: the cached one
-/// if there is a usable cache, else the control plane's first. The returned
-/// sender takes the app's verdict (the first ACK or NACK).
 /// How long a proxy with a snapshot cache waits for the control plane's
 /// first snapshot before it starts from the cache instead.
 const CACHE_GRACE: Duration = Duration::from_secs(2);
 
+/// Starts the subscription and waits for the first snapshot: the control
+/// plane's first, or, with a usable cache and no snapshot within
+/// [`CACHE_GRACE`], the cached one (`None`: already in the store, see
+/// [`Subscriber::fall_back_to_cache`]). The returned sender takes the
+/// app's verdict (the first ACK or NACK).
 async fn first_snapshot(
     settings: Settings,
     admin: SocketAddr,
     store: &Store,
     metrics: &Arc<Metrics>,
     stop: &watch::Receiver<bool>,
-) -> anyhow::Result<(Snapshot, tokio::sync::oneshot::Sender<Result<(), String>>)> {
+) -> anyhow::Result<(
+    Option<Snapshot>,
+    tokio::sync::oneshot::Sender<Result<(), String>>,
+)> {
     let (tx, mut rx) = tokio::sync::mpsc::channel(1);
     let cached = Subscriber::cached(&settings, admin, metrics);
     let subscriber = Subscriber::new(settings, store.clone(), metrics.clone(), tx).admin(admin);
@@ -303,18 +312,19 @@ async fn first_snapshot(
     if let Some((version, snap)) = cached {
         // The control plane's snapshot is newer than any cache: wait for it
         // a little, and start from the cache only if it does not come.
-        if let Ok(Some(first)) = tokio::time::timeout(CACHE_GRACE, rx.recv()).await {
-            return Ok(first);
+        if let Ok(Some((first, answer))) = tokio::time::timeout(CACHE_GRACE, rx.recv()).await {
+            return Ok((Some(first), answer));
         }
-        rx.close();
-        if let Ok(first) = rx.try_recv() {
-            return Ok(first);
+        if let Some((first, answer)) = Subscriber::fall_back_to_cache(store, &mut rx, snap) {
+            return Ok((Some(first), answer));
         }
         tracing::info!(version = %version, "no snapshot from the control plane yet; serving the cached snapshot");
         let (answer, _) = tokio::sync::oneshot::channel();
-        return Ok((snap, answer));
+        return Ok((None, answer));
     }
-    rx.recv()
+    let (first, answer) = rx
+        .recv()
         .await
-        .ok_or_else(|| anyhow::anyhow!("the subscription ended before a first snapshot"))
+        .ok_or_else(|| anyhow::anyhow!("the subscription ended before a first snapshot"))?;
+    Ok((Some(first), answer))
 }

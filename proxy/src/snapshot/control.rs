@@ -131,6 +131,26 @@ impl Subscriber {
         Some((msg.version, snap))
     }
 
+    /// The app's side of the cache grace period ending without a first
+    /// snapshot: the cached snapshot goes into the store *before* the
+    /// channel closes, so whatever the subscriber takes from then on is
+    /// swapped in over the cache. (Closing first let a snapshot arriving
+    /// in between be checked against the empty store, whose listeners no
+    /// snapshot matches: a valid snapshot was NACKed and the proxy stayed
+    /// on its cache until the next change; found by the simulation.)
+    /// Returns a first snapshot that raced in, which the app serves
+    /// instead; `None`: the cache is served, and the store is the
+    /// subscriber's from now on (the app must not store the cache again).
+    pub fn fall_back_to_cache(
+        store: &Store,
+        rx: &mut mpsc::Receiver<First>,
+        cached: Snapshot,
+    ) -> Option<First> {
+        store.store(Arc::new(cached));
+        rx.close();
+        rx.try_recv().ok()
+    }
+
     /// Starts from a snapshot already being served (e.g. the cache).
     pub fn serving(mut self, version: String) -> Self {
         self.first = None;
@@ -201,12 +221,7 @@ impl Subscriber {
         let req = http::Request::post("http://remora-control-plane/v1/subscribe")
             .header(http::header::CONTENT_TYPE, "application/x-ndjson")
             .body(body)?;
-        let hello = Hello {
-            workload: self.settings.workload.clone(),
-            identity: self.settings.identity.clone(),
-            version: self.version.clone(),
-        };
-        tx.send(line(&hello)).await?;
+        tx.send(line(&self.hello())).await?;
         let rsp = send.send_request(req).await?;
         if !rsp.status().is_success() {
             let status = rsp.status();
@@ -235,31 +250,59 @@ impl Subscriber {
             };
             buf.extend_from_slice(&data);
             while let Some(end) = buf[searched..].iter().position(|b| *b == b'\n') {
-                let msg = buf.split_to(searched + end + 1).freeze();
+                let mut msg = buf.split_to(searched + end + 1).freeze();
                 searched = 0;
-                // Decoding and validating a large snapshot takes tens of
-                // milliseconds: not on a runtime worker. A delta applies to
-                // the config served now.
-                let (store, has) = (self.store.clone(), self.version.clone());
-                let decoded = tokio::task::spawn_blocking(move || {
-                    let current = store.load_full();
-                    decode_against(&msg[..msg.len() - 1], has.as_deref(), &current.config)
-                })
-                .await??;
-                let verdict = self.apply(decoded).await;
+                msg.truncate(msg.len() - 1);
+                let verdict = self.receive(msg).await?;
                 tx.send(line(&verdict)).await?;
-                // The cache is written after the ACK: it does not delay
-                // convergence.
-                if let Ack::Ack { version } = &verdict {
-                    if self.saved.as_ref() != Some(version) {
-                        self.save(version).await;
-                        self.saved = Some(version.clone());
-                    }
-                }
+                self.remember(&verdict).await;
             }
             searched = buf.len();
         }
         Ok(())
+    }
+
+    /// The Hello a subscription opens with: the workload, and the
+    /// control-plane version served (if any).
+    pub fn hello(&self) -> Hello {
+        Hello {
+            workload: self.settings.workload.clone(),
+            identity: self.settings.identity.clone(),
+            version: self.version.clone(),
+        }
+    }
+
+    /// The control-plane version served now.
+    pub fn version(&self) -> Option<&str> {
+        self.version.as_deref()
+    }
+
+    /// Takes one line of the stream (without its newline): decodes it (a
+    /// delta against the config served now), validates and applies it, and
+    /// returns the verdict to send. `Err` when the line is not a message at
+    /// all, which ends the subscription. The subscription loop and the
+    /// deterministic simulation (`control-plane/tests/sim/`) both call it.
+    pub async fn receive(&mut self, line: Bytes) -> anyhow::Result<Ack> {
+        // Decoding and validating a large snapshot takes tens of
+        // milliseconds: not on a runtime worker.
+        let (store, has) = (self.store.clone(), self.version.clone());
+        let decoded = tokio::task::spawn_blocking(move || {
+            let current = store.load_full();
+            decode_against(&line, has.as_deref(), &current.config)
+        })
+        .await??;
+        Ok(self.apply(decoded).await)
+    }
+
+    /// After a verdict went out: an applied version is written to the cache
+    /// (after the ACK, so it does not delay convergence).
+    pub async fn remember(&mut self, verdict: &Ack) {
+        if let Ack::Ack { version } = verdict {
+            if self.saved.as_ref() != Some(version) {
+                self.save(version).await;
+                self.saved = Some(version.clone());
+            }
+        }
     }
 
     async fn apply(&mut self, mut decoded: Decoded) -> Ack {
@@ -478,6 +521,60 @@ mod tests {
 
     fn delta_line(base: &str, delta: &str) -> Vec<u8> {
         format!(r#"{{"version":"v2","base":"{base}","delta":{delta}}}"#).into_bytes()
+    }
+
+    #[tokio::test]
+    async fn after_the_cache_fallback_a_snapshot_is_swapped_over_the_cache() {
+        let metrics = Metrics::new();
+        let config = remora_api::parse_yaml(CONFIG).unwrap();
+        let compiled = |c: &Config| {
+            let materials = load_materials(c).unwrap();
+            super::super::compile(c.clone(), materials, None, &metrics).unwrap()
+        };
+        let store: Store = Arc::new(arc_swap::ArcSwap::from_pointee(Snapshot::empty()));
+        let settings = Settings {
+            control_plane: crate::control_plane::Dial::plain(std::net::SocketAddr::from((
+                [127, 0, 0, 1],
+                1,
+            ))),
+            workload: "w".into(),
+            identity: None,
+            cache: None,
+            await_identity: false,
+            admin_allow_remote_changes: false,
+        };
+        let (tx, mut rx) = mpsc::channel(1);
+        let mut sub = Subscriber::new(settings, store.clone(), metrics.clone(), tx);
+        // The grace period ended with nothing from the control plane.
+        assert!(Subscriber::fall_back_to_cache(&store, &mut rx, compiled(&config)).is_none());
+        // Its first snapshot arrives right after: applied over the cache
+        // (it used to be checked against the empty store and NACKed as a
+        // listener change).
+        let mut next = config.clone();
+        next.backends[0].endpoints[0].address.set_port(3);
+        let msg = serde_json::to_vec(&SnapshotMsg {
+            version: "v2".into(),
+            config: next,
+        })
+        .unwrap();
+        let verdict = sub.receive(Bytes::from(msg)).await.unwrap();
+        assert_eq!(
+            verdict,
+            Ack::Ack {
+                version: "v2".into()
+            }
+        );
+        assert_eq!(sub.version(), Some("v2"));
+        let served = store.load();
+        assert_eq!(served.config.backends[0].endpoints[0].address.port(), 3);
+
+        // A first snapshot that raced in is the app's to serve instead.
+        let (tx, mut rx) = mpsc::channel(1);
+        let (answer, _) = oneshot::channel();
+        tx.send((compiled(&config), answer)).await.unwrap();
+        let raced = Subscriber::fall_back_to_cache(&store, &mut rx, compiled(&config));
+        assert!(raced.is_some());
+        assert!(tx.is_closed());
     }
 
     #[test]
