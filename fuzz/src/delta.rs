@@ -85,7 +85,7 @@ fn check_apply(delta: &Delta) {
     match (result, model) {
         (Ok(()), Ok(())) => assert_eq!(got, want, "applied otherwise than documented"),
         (Err(e), Err(())) => assert!(!e.is_empty()),
-        (r, m) => panic!("apply says {r:?}, the model {m:?}"),
+        (r, m) => panic!("apply says {r:?}, the model {m:?}, for {delta:?}"),
     }
     // Whatever came out, validating it is safe.
     let _ = remora_api::validate(&got);
