@@ -116,7 +116,11 @@ fn model_apply(delta: &Delta, config: &mut Config) -> Result<(), ()> {
 }
 
 fn model_routes(change: &RoutesDelta, routes: &mut Vec<Route>) -> bool {
-    if !change.remove.iter().all(|r| routes.iter().any(|x| x.name == *r)) {
+    if !change
+        .remove
+        .iter()
+        .all(|r| routes.iter().any(|x| x.name == *r))
+    {
         return false;
     }
     routes.retain(|r| !change.remove.contains(&r.name));

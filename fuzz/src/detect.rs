@@ -57,7 +57,6 @@ impl AsyncRead for Chunks<'_> {
     }
 }
 
-
 fn read_and_rewind(data: &[u8]) {
     // Read sizes from the first byte: 1..=8 bytes, or whole.
     let first = data.first().copied().unwrap_or(0);
@@ -65,11 +64,7 @@ fn read_and_rewind(data: &[u8]) {
         0 => vec![usize::MAX],
         k => vec![1 + (first as usize >> 2) % 8, 1 + k as usize * 3],
     };
-    let mut stream = Chunks {
-        data,
-        sizes,
-        n: 0,
-    };
+    let mut stream = Chunks { data, sizes, n: 0 };
     crate::block_on(async {
         let (detection, seen) = read(&mut stream, 80, Duration::from_secs(5))
             .await

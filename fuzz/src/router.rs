@@ -14,7 +14,13 @@ use remora_api::{Config, Listener, PathMatch, Route};
 use remora_proxy::http::router::Router;
 use serde_json::json;
 
-const HOSTS: &[&str] = &["a.example.com", "b.a.example.com", "example.com", "x.y", "*"];
+const HOSTS: &[&str] = &[
+    "a.example.com",
+    "b.a.example.com",
+    "example.com",
+    "x.y",
+    "*",
+];
 const SUFFIXES: &[&str] = &["*.example.com", "*.a.example.com", "*.y", "*.com"];
 const PATHS: &[&str] = &["/", "/api", "/api/", "/api/v1", "/apix", "//", "/a/b", ""];
 const METHODS: &[&str] = &["GET", "POST", "HEAD", "PURGE", "get"];
@@ -176,7 +182,8 @@ fn model_find<'a>(
     headers: &HeaderMap,
 ) -> Option<&'a Route> {
     let host = host.to_ascii_lowercase();
-    let hostless = |r: &Route| r.matches.hosts.is_empty() || r.matches.hosts.iter().any(|h| h == "*");
+    let hostless =
+        |r: &Route| r.matches.hosts.is_empty() || r.matches.hosts.iter().any(|h| h == "*");
     let exact: Vec<&Route> = routes
         .iter()
         .filter(|r| hostless(r) || r.matches.hosts.contains(&host))
@@ -195,7 +202,12 @@ fn model_find<'a>(
             .iter()
             .filter(|r| {
                 hostless(r)
-                    || best.is_some_and(|b| r.matches.hosts.iter().any(|h| h[..].strip_prefix('*') == Some(b)))
+                    || best.is_some_and(|b| {
+                        r.matches
+                            .hosts
+                            .iter()
+                            .any(|h| h[..].strip_prefix('*') == Some(b))
+                    })
             })
             .collect()
     };
@@ -213,7 +225,11 @@ fn matches(r: &Route, method: &Method, path: &str, headers: &HeaderMap) -> bool 
         None => true,
         Some(PathMatch::Exact(p)) => path == p,
         Some(PathMatch::Prefix(p)) => {
-            let p = if p.len() > 1 { p.trim_end_matches('/') } else { p };
+            let p = if p.len() > 1 {
+                p.trim_end_matches('/')
+            } else {
+                p
+            };
             p == "/" || path == p || path.starts_with(&format!("{p}/"))
         }
         Some(PathMatch::Regex(re)) => full_match(re, path),
