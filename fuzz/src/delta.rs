@@ -151,10 +151,15 @@ fn model_routes(change: &RoutesDelta, routes: &mut Vec<Route>) -> bool {
 /// A delta over few names.
 #[derive(Debug, Arbitrary)]
 struct Small {
-    routes: Vec<(Listener, Vec<Name>, Vec<(Name, Template)>)>,
+    routes: Vec<Change>,
     remove_backends: Vec<BackendName>,
     backends: Vec<(BackendName, u8)>,
 }
+
+/// One listener's route changes: names removed, names upserted (each a
+/// copy of a template route).
+#[derive(Debug, Arbitrary)]
+struct Change(Listener, Vec<Name>, Vec<(Name, Template)>);
 
 #[derive(Debug, Arbitrary)]
 enum Listener {
@@ -180,7 +185,7 @@ impl Small {
         let base = base();
         let templates: Vec<&Route> = base.listeners.iter().flat_map(|l| &l.routes).collect();
         let mut routes = BTreeMap::new();
-        for (listener, remove, upsert) in &self.routes {
+        for Change(listener, remove, upsert) in &self.routes {
             let name = match listener {
                 Listener::Out => "out",
                 Listener::In => "in",

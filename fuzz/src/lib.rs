@@ -13,8 +13,11 @@ pub mod mesh;
 pub mod ndjson;
 pub mod router;
 
+/// A target's body.
+pub type Target = fn(&[u8]);
+
 /// Every target, by the name of its `fuzz_targets/` file and corpus folder.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("certify", certify::run),
     ("config", config::run),
     ("delta", delta::run),
