@@ -12,8 +12,8 @@
 # corp: ..` line is the run's summary. Installs cargo-fuzz if it is missing.
 #
 # With FUZZ_FOLD=1, what the runs found is then folded into the committed
-# corpora, kept small: the fewest inputs that cover the same edges
-# (libFuzzer's set-cover merge without hit counts), new files only.
+# corpora, kept small (scripts/fuzz-fold.py: the named seeds and crashes,
+# then greedily the inputs that add the most edges, 45 files at most).
 #
 # Environment: FUZZ_JOBS (targets at a time, default 2), FUZZ_TIMEOUT (seconds
 # one input may take before it counts as a hang, default 10), FUZZ_RSS_MB
@@ -67,24 +67,10 @@ done
 fold() {
     local t="$1" min
     min="$(mktemp -d)"
-    "target/x86_64-unknown-linux-gnu/release/$t" -set_cover_merge=1 -use_counters=0 \
-        "$min" "corpus/$t" "work/$t" >"logs/$t.merge.log" 2>&1
-    local added=0
-    for f in "$min"/*; do
-        [ -e "$f" ] || continue
-        # Already committed under another name (a seed, a crash)?
-        local dup=0 c
-        for c in "corpus/$t"/*; do
-            if cmp -s "$f" "$c"; then dup=1; break; fi
-        done
-        if [ "$dup" = 0 ]; then
-            cp "$f" "corpus/$t/"
-            added=$((added + 1))
-        fi
-    done
-    rm -rf "$min"
-    printf '%-8s folded %s new inputs: %s files, %s bytes\n' "$t" "$added" \
-        "$(ls "corpus/$t" | wc -l)" "$(cat "corpus/$t"/* | wc -c)"
+    "target/x86_64-unknown-linux-gnu/release/$t" -merge=1 -use_counters=0 \
+        -merge_control_file="$min.ctl" "$min" "corpus/$t" "work/$t" >"logs/$t.merge.log" 2>&1
+    python3 ../scripts/fuzz-fold.py "$min.ctl" "corpus/$t" 45
+    rm -rf "$min" "$min.ctl"
 }
 if [ "${FUZZ_FOLD:-0}" = 1 ]; then
     for t in "${targets[@]}"; do fold "$t"; done
