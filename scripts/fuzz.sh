@@ -40,6 +40,8 @@ flags=(--sanitizer none --debug-assertions)
 cargo +nightly fuzz build "${flags[@]}"
 
 mkdir -p logs
+stamp="logs/.started"
+touch "$stamp"
 run_one() {
     local t="$1"
     mkdir -p "work/$t" "artifacts/$t"
@@ -47,7 +49,7 @@ run_one() {
     nice -n 10 cargo +nightly fuzz run "${flags[@]}" "$t" "work/$t" "corpus/$t" -- \
         -max_total_time="$seconds" -timeout="${FUZZ_TIMEOUT:-10}" \
         -rss_limit_mb="${FUZZ_RSS_MB:-2048}" -print_final_stats=1 >"logs/$t.log" 2>&1 || rc=$?
-    printf '%-8s exit %s  %s\n' "$t" "$rc" "$(grep -E '^#[0-9]+ +DONE' "logs/$t.log" | tail -1)"
+    printf '%-8s exit %s  %s\n' "$t" "$rc" "$(grep -E '^#[0-9]+[[:space:]]+DONE' "logs/$t.log" | tail -1)"
 }
 
 running=0
@@ -76,5 +78,10 @@ if [ "${FUZZ_FOLD:-0}" = 1 ]; then
     for t in "${targets[@]}"; do fold "$t"; done
 fi
 
-ls artifacts/*/* 2>/dev/null && echo "fuzz.sh: crashes above (see docs/fuzzing.md)" >&2 && status=1
+crashes="$(find artifacts -type f -newer "$stamp" 2>/dev/null)"
+if [ -n "$crashes" ]; then
+    printf '%s\n' "$crashes"
+    echo "fuzz.sh: crashes above (see docs/fuzzing.md)" >&2
+    status=1
+fi
 exit "$status"
