@@ -13,7 +13,8 @@
 //!
 //! Applying is strict: removing a route or backend that does not exist, or
 //! naming a listener that does not exist, is an error, because it means the
-//! receiver does not hold the config the delta was made from.
+//! receiver does not hold the config the delta was made from; so is a route
+//! named twice in one upsert list, which no producer sends.
 
 use crate::{Backend, Config, Route};
 use serde::{Deserialize, Serialize};
@@ -130,6 +131,18 @@ impl RoutesDelta {
         }
         if self.upsert.is_empty() {
             return;
+        }
+        // A name twice has no one place (and twice new, the copies would
+        // follow each other without end).
+        let mut names = HashSet::new();
+        for r in &self.upsert {
+            if !names.insert(r.name.as_str()) {
+                errors.push(format!(
+                    "delta: listener `{listener}` upserts route `{}` twice",
+                    r.name
+                ));
+                return;
+            }
         }
         let at: HashMap<&str, usize> = routes
             .iter()
@@ -277,6 +290,23 @@ mod tests {
                 "delta: no backend `gone` to remove"
             ]
         );
+    }
+
+    /// Found by the `delta` fuzz target: a route named twice in one upsert
+    /// list. Twice new, `apply` never returned (each copy followed the
+    /// other); twice existing, the last silently won. Both are refused now.
+    #[test]
+    fn a_route_upserted_twice_is_refused() {
+        for name in ["new", "a"] {
+            let mut c = config(&[("a", "a")]);
+            let errors = upsert(&[], &[(name, "x"), (name, "y")])
+                .apply(&mut c)
+                .unwrap_err();
+            assert_eq!(
+                errors,
+                [format!("delta: listener `l` upserts route `{name}` twice")]
+            );
+        }
     }
 
     #[test]

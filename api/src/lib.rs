@@ -40,7 +40,7 @@ pub fn parse_yaml(text: &str) -> Result<Config, Vec<Problem>> {
     let config: Config = match serde_yaml_ng::with::singleton_map_recursive::deserialize(de) {
         Ok(c) => c,
         Err(e) => {
-            let line = e.location().map(|l| l.line());
+            let line = e.location().map(|l| l.line()).or_else(|| error_line(text));
             // serde_yaml_ng prefixes the message with the path it was at.
             let msg = e.to_string();
             let (path, message) = split_serde_message(&msg);
@@ -67,6 +67,13 @@ pub fn parse_yaml(text: &str) -> Result<Config, Vec<Problem>> {
 /// For a tool that validates its own YAML model (the control plane's mesh).
 pub fn line_of(text: &str, path: &str) -> Option<usize> {
     locate::Locator::new(text).line_of(path)
+}
+
+/// For a YAML parse error reported without a location: the 1-based line
+/// where `text` stops being one document (a syntax error, or a second
+/// document's start), so that every problem can be found in the file.
+pub fn error_line(text: &str) -> Option<usize> {
+    locate::Locator::break_line(text)
 }
 
 /// serde_yaml_ng formats errors as `path: message at line L column C`.

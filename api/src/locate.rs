@@ -92,6 +92,27 @@ impl Locator {
         Locator { lines: c.lines }
     }
 
+    /// The line where `text` stops being one YAML document: a syntax error,
+    /// or the start of a second document. For the parse errors serde_yaml_ng
+    /// reports without a location (such as "more than one document").
+    pub(crate) fn break_line(text: &str) -> Option<usize> {
+        let mut parser = Parser::new_from_str(text);
+        let mut documents = 0;
+        loop {
+            match parser.next_token() {
+                Ok((Event::DocumentStart, mark)) => {
+                    documents += 1;
+                    if documents == 2 {
+                        return Some(mark.line());
+                    }
+                }
+                Ok((Event::StreamEnd, _)) => return None,
+                Ok(_) => {}
+                Err(e) => return Some(e.marker().line()),
+            }
+        }
+    }
+
     /// The line of `path`, or of its nearest written ancestor.
     pub(crate) fn line_of(&self, path: &str) -> Option<usize> {
         let mut p = path;

@@ -274,3 +274,16 @@ backends:
         }
     }
 }
+
+/// Found by the `config` fuzz target: serde_yaml_ng reports "more than one
+/// document" without a location, so the problem had neither path nor line.
+#[test]
+fn a_second_document_is_a_problem_with_its_line() {
+    let problems = parse_yaml("listeners: []\n---\nlisteners: []\n").unwrap_err();
+    assert_eq!(problems.len(), 1);
+    assert!(problems[0].message.contains("more than one document"));
+    assert_eq!(problems[0].line, Some(2), "{problems:?}");
+    // Not written with `---`: an indented mapping, then one at column 0.
+    let problems = parse_yaml("# c\n    drain_timeout: 1s\nlisteners: []\n").unwrap_err();
+    assert!(problems[0].line.is_some(), "{problems:?}");
+}

@@ -31,7 +31,10 @@ pub fn parse_for(text: &str, with_ca: bool) -> Result<Mesh, Vec<Problem>> {
     let mesh: Mesh = match serde_yaml_ng::with::singleton_map_recursive::deserialize(de) {
         Ok(m) => m,
         Err(e) => {
-            let line = e.location().map(|l| l.line());
+            let line = e
+                .location()
+                .map(|l| l.line())
+                .or_else(|| remora_api::error_line(text));
             let (path, message) = split_serde_message(&e.to_string());
             return Err(vec![Problem {
                 path,

@@ -53,6 +53,10 @@ where
         loop {
             if let Some(at) = self.buf[self.searched..].iter().position(|b| *b == b'\n') {
                 let end = self.searched + at;
+                // A whole line can arrive in the frame that passes `max`.
+                if end > self.max {
+                    return Err(Error::LineTooLong(self.max));
+                }
                 self.searched = 0;
                 let line = self.buf.split_to(end + 1).freeze().slice(..end);
                 if line.iter().all(u8::is_ascii_whitespace) {
@@ -108,5 +112,16 @@ mod tests {
         let mut lines = Lines::new(StreamBody::new(futures_util::stream::iter(frames)));
         lines.max = 16;
         assert!(matches!(lines.next().await, Err(Error::LineTooLong(16))));
+    }
+
+    /// Found by the `ndjson` fuzz target: a line longer than the maximum was
+    /// returned when it came whole, newline included, in one frame.
+    #[tokio::test]
+    async fn a_line_too_long_is_an_error_even_in_one_frame() {
+        let body = Bytes::from_static(b"short\nthis line is too long\nx\n");
+        let frames = [Ok::<_, std::convert::Infallible>(Frame::data(body))];
+        let mut lines = Lines::with_max(StreamBody::new(futures_util::stream::iter(frames)), 8);
+        assert_eq!(lines.next().await.unwrap().unwrap(), "short");
+        assert!(matches!(lines.next().await, Err(Error::LineTooLong(8))));
     }
 }

@@ -262,3 +262,12 @@ fn endpoint_workloads_must_name_an_inbound_workload_at_that_address() {
         "{without_ca:?}"
     );
 }
+
+/// Found by the `mesh` fuzz target: "more than one document" came without
+/// a line (serde_yaml_ng has no location for it).
+#[test]
+fn a_second_document_is_a_problem_with_its_line() {
+    let problems = parse("trust_domain: a.org\n---\ntrust_domain: b.org\n").unwrap_err();
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].line, Some(2), "{problems:?}");
+}
