@@ -53,7 +53,7 @@
 # [10], KILL_AT [20], CP_DOWN [60], CP_CYCLES [3], CP_RATE [2000],
 # SOAK_RATE [500], SOAK_SECONDS [3600], SOAK_CONNS [16], SAMPLE [60],
 # CHURN_REQUESTS [1000], WORKERS [2] proxy worker threads, PORT_OFFSET [0],
-# NO_BUILD.
+# NO_BUILD, REMORA_BIN and REMORA_CP_BIN (other binaries; with NO_BUILD).
 # Needs nginx, h2load, curl, python3. Stops exactly the PIDs it starts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -107,8 +107,10 @@ if [[ -z "${NO_BUILD:-}" ]]; then
   log "cargo build --release (nice)"
   nice -n 10 cargo build --release --locked -p remora-proxy -p remora-control-plane >&2
 fi
-cp target/release/remora-proxy "$RUN/"
-case "$SCENARIO" in cp-down | all) cp target/release/remora-control-plane "$RUN/" ;; esac
+cp "${REMORA_BIN:-target/release/remora-proxy}" "$RUN/remora-proxy"
+case "$SCENARIO" in
+  cp-down | all) cp "${REMORA_CP_BIN:-target/release/remora-control-plane}" "$RUN/remora-control-plane" ;;
+esac
 BIN=$RUN/remora-proxy
 CP_BIN=$RUN/remora-control-plane
 
@@ -163,8 +165,8 @@ proxy_file() {
   wait_http "http://127.0.0.1:$PROXY/" || die "proxy: no 200 through it (see $RUN/proxy.log)"
 }
 
-# load RATE SECONDS CONNS OUT [h2load args...]: open-loop HTTP/1.1 load on
-# the proxy; the h2load report goes to OUT.
+# load RATE SECONDS CONNS OUT [h2load args or more URLs...]: open-loop
+# HTTP/1.1 load on the proxy; the h2load report goes to OUT.
 load() {
   local rate=$1 secs=$2 conns=$3 out=$4; shift 4
   local per=$(( (rate + conns - 1) / conns ))
@@ -228,7 +230,8 @@ YAML
   proxy_file "$RUN/edge.yaml"
   local applied0; applied0=$(metric 'remora_config_reloads_total.*result="applied"')
   log "swap: $RATE req/s for ${DURATION}s, config rewritten ${SWAPS_PER_S}×/s"
-  load "$RATE" "$DURATION" "$CONNS" "$RUN/swap.h2load" &
+  # h2load cycles through the paths: every route of both configs gets traffic.
+  load "$RATE" "$DURATION" "$CONNS" "$RUN/swap.h2load" "http://127.0.0.1:$PROXY/x/1" "http://127.0.0.1:$PROXY/y/1" &
   local loader=$!
   local n=$((DURATION * SWAPS_PER_S)) i period
   period=$(awk -v s="$SWAPS_PER_S" 'BEGIN { printf "%.3f", 1 / s }')

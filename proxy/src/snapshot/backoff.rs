@@ -143,15 +143,14 @@ mod tests {
     fn waits_are_between_half_and_all_of_the_ceiling() {
         for seed in 0..200 {
             let mut b = Backoff::new(fastrand::Rng::with_seed(seed));
-            let mut failures = 0;
-            for outcome in [Outcome::Failed, Outcome::Failed, Outcome::Unreachable] {
+            let outcomes = [Outcome::Failed, Outcome::Failed, Outcome::Unreachable];
+            for (failures, outcome) in (0..).zip(outcomes) {
                 let ceiling = Backoff::ceiling(failures, outcome);
                 let wait = b.next(outcome);
                 assert!(
                     wait >= ceiling / 2 && wait < ceiling,
                     "seed {seed}: {wait:?} of {ceiling:?}"
                 );
-                failures += 1;
             }
         }
     }
