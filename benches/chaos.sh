@@ -40,7 +40,9 @@
 #            sidecar with `Host: api`. CP_CYCLES times: SIGKILL the control
 #            plane, wait CP_DOWN s, start it again on the same addresses and
 #            time from its spawn until its /status lists the proxy in sync
-#            (subscribed and ACKed): the reconnect time.
+#            (subscribed and ACKed): the reconnect time, an upper bound (each
+#            poll, curl + python, takes tens of ms). Also from the control
+#            plane's log: its listener bound → `proxy subscribed`.
 #   soak     proxy on a file config, SOAK_RATE req/s for SOAK_SECONDS over
 #            SOAK_CONNS keep-alive connections, plus every sample a burst of
 #            CHURN_REQUESTS on 50 fresh connections (connection churn), and
@@ -353,7 +355,23 @@ YAML
   wait "$loader" || true
   cat "$RUN/cp.h2load" >&2
   grep -iE 'subscri|control plane' "$RUN/proxy.log" | tail -n 20 >&2 || true
-  summary cp-down "$RUN/cp.h2load" "cycles=$CP_CYCLES down=${CP_DOWN}s reconnect_ms=[${times[*]}]"
+  # The same from the control plane's log, without the polling: its
+  # listener bound → the proxy subscribed, per restart.
+  local logged; logged=$(python3 - "$RUN/cp.log" <<'PY'
+import datetime, re, sys
+def ts(line):
+    return datetime.datetime.fromisoformat(re.sub(r"Z$", "", line.split()[0]))
+bound, out = None, []
+for line in open(sys.argv[1]):
+    if "control plane bound" in line:
+        bound = ts(line)
+    elif "proxy subscribed" in line and bound:
+        out.append(str(int((ts(line) - bound).total_seconds() * 1000)))
+        bound = None
+print(" ".join(out[1:]))  # the first is the initial start
+PY
+)
+  summary cp-down "$RUN/cp.h2load" "cycles=$CP_CYCLES down=${CP_DOWN}s reconnect_ms=[${times[*]}] (spawn → /status in sync, polled) bound_to_subscribed_ms=[$logged] (control plane log)"
   kill "$PROXY_PID" "$CP_PID" "$up" 2>/dev/null || true
   wait "$PROXY_PID" "$CP_PID" "$up" 2>/dev/null || true
 }

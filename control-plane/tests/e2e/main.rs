@@ -9,6 +9,7 @@ mod demo;
 mod etcd;
 mod identity;
 mod mesh;
+mod reconnect;
 mod stream;
 mod token_review;
 

@@ -164,15 +164,17 @@ impl Subscriber {
                 Outcome::Failed
             };
             let serving = !self.store.load().version.is_empty();
+            let wait = backoff.next(outcome);
+            let retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
             match result {
                 Ok(()) => {
-                    tracing::warn!(address = %self.settings.control_plane.address, serving, "control plane closed the subscription; reconnecting");
+                    tracing::warn!(address = %self.settings.control_plane.address, serving, retry_in_ms, "control plane closed the subscription; reconnecting");
                 }
                 Err(e) => {
-                    tracing::warn!(address = %self.settings.control_plane.address, error = %e, serving, "subscription to the control plane failed; retrying");
+                    let unreachable = outcome == Outcome::Unreachable;
+                    tracing::warn!(address = %self.settings.control_plane.address, error = %e, serving, unreachable, retry_in_ms, "subscription to the control plane failed; retrying");
                 }
             }
-            let wait = backoff.next(outcome);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = crate::drain::stopped(&mut stop) => return,
