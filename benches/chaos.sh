@@ -28,8 +28,9 @@
 #            is a reload, not only the ones the 500 ms poll sees). A and B
 #            differ in routes (names, order, an extra prefix route) and in
 #            backends: the catch-all route goes to backend `up-a` in A and
-#            `up-c` in B, so each swap removes one backend and adds another
-#            (the same nginx behind both). Applied reloads are read from the
+#            to `up-c` and `up-b` (weights 1:1) in B, so each swap removes
+#            one backend and adds another (the same nginx behind both). The
+#            load cycles through `/`, `/x/1` and `/y/1`. Applied reloads are read from the
 #            proxy's /metrics.
 #   kill     one backend of three endpoints (three nginx processes), round
 #            robin, retry { attempts: 3, on: [reset, connect-failure,
@@ -37,7 +38,7 @@
 #            At KILL_AT s the second endpoint is SIGKILLed.
 #   cp-down  a control plane (mesh file: service `api` → nginx, workload
 #            `web`) and a proxy in sidecar mode for `web`; load through the
-#            sidecar with `Host: api`. CP_CYCLES times: SIGKILL the control
+#            sidecar with `Host: api` (h2load `-H ':authority: api'`). CP_CYCLES times: SIGKILL the control
 #            plane, wait CP_DOWN s, start it again on the same addresses and
 #            time from its spawn until its /status lists the proxy in sync
 #            (subscribed and ACKed): the reconnect time, an upper bound (each
