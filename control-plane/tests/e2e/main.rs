@@ -12,6 +12,7 @@ mod identity;
 mod inject;
 mod k8s;
 mod mesh;
+mod reconnect;
 mod stream;
 mod token_review;
 

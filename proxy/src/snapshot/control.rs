@@ -7,11 +7,13 @@
 //! ([`SnapshotMsg`]) and deltas ([`remora_api::mesh::DeltaMsg`]: the
 //! changes from the version the proxy serves, applied to a copy of its
 //! config, validated whole, and swapped in like any snapshot). The proxy
-//! reconnects with capped exponential backoff and jitter, keeps serving its
+//! reconnects with capped exponential backoff and jitter ([`super::backoff`]:
+//! at most 1 s apart while the control plane is unreachable), keeps serving its
 //! last good snapshot while the control plane is away, and, with a cache
 //! file, can start from its last good snapshot when the control plane is
 //! down.
 
+use super::backoff::{self, Backoff, Outcome};
 use super::{
     compile_as, content_version, load_materials, swap_in_versioned, Reload, Snapshot, Store,
 };
@@ -51,8 +53,10 @@ pub struct Settings {
 /// subscription is tried again).
 const AWAIT_IDENTITY: Duration = Duration::from_secs(5);
 
-const BACKOFF_BASE: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// How long a connect (TCP, and TLS with --control-plane-ca) may take: a
+/// control plane whose address drops packets counts as unreachable after
+/// this, instead of after the kernel's SYN retries (minutes).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// HTTP/2 ping interval, and how long a ping may go unanswered.
 const KEEPALIVE: Duration = Duration::from_secs(15);
 
@@ -67,6 +71,9 @@ pub struct Subscriber {
     admin: Option<SocketAddr>,
     /// The last session got as far as subscribing.
     subscribed: bool,
+    /// The last session could not connect: nothing answered (see
+    /// [`backoff::unreachable`]).
+    unreachable: bool,
     store: Store,
     metrics: Arc<Metrics>,
     first: Option<mpsc::Sender<First>>,
@@ -87,6 +94,7 @@ impl Subscriber {
             settings,
             admin: None,
             subscribed: false,
+            unreachable: false,
             store,
             metrics,
             first: Some(first),
@@ -161,32 +169,32 @@ impl Subscriber {
 
     /// Subscribes until `stop`, reconnecting after any failure.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        let mut failures = 0u32;
-        let mut rng = fastrand::Rng::new();
+        let mut backoff = Backoff::new(fastrand::Rng::new());
         loop {
             let result = tokio::select! {
                 r = self.session() => r,
                 _ = crate::drain::stopped(&mut stop) => return,
             };
             self.metrics.control_plane_connected.set(0);
-            // A subscription that worked for a while starts the backoff over.
-            if std::mem::take(&mut self.subscribed) {
-                failures = 0;
-            }
+            let outcome = if std::mem::take(&mut self.subscribed) {
+                Outcome::Subscribed
+            } else if std::mem::take(&mut self.unreachable) {
+                Outcome::Unreachable
+            } else {
+                Outcome::Failed
+            };
             let serving = !self.store.load().version.is_empty();
+            let wait = backoff.next(outcome);
+            let retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
             match result {
                 Ok(()) => {
-                    tracing::warn!(address = %self.settings.control_plane.address, serving, "control plane closed the subscription; reconnecting");
+                    tracing::warn!(address = %self.settings.control_plane.address, serving, retry_in_ms, "control plane closed the subscription; reconnecting");
                 }
                 Err(e) => {
-                    failures += 1;
-                    tracing::warn!(address = %self.settings.control_plane.address, error = %e, serving, "subscription to the control plane failed; retrying");
+                    let unreachable = outcome == Outcome::Unreachable;
+                    tracing::warn!(address = %self.settings.control_plane.address, error = %e, serving, unreachable, retry_in_ms, "subscription to the control plane failed; retrying");
                 }
             }
-            let ceiling = BACKOFF_BASE
-                .saturating_mul(1 << failures.min(10))
-                .min(BACKOFF_MAX);
-            let wait = ceiling.mul_f64(0.5 + rng.f64() / 2.0);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = crate::drain::stopped(&mut stop) => return,
@@ -206,7 +214,18 @@ impl Subscriber {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
-        let io = self.settings.control_plane.connect().await?;
+        let connect = tokio::time::timeout(CONNECT_TIMEOUT, self.settings.control_plane.connect());
+        let io = match connect.await {
+            Ok(Ok(io)) => io,
+            Ok(Err(e)) => {
+                self.unreachable = backoff::unreachable(e.kind());
+                return Err(e.into());
+            }
+            Err(_) => {
+                self.unreachable = true;
+                anyhow::bail!("connect timed out after {CONNECT_TIMEOUT:?}");
+            }
+        };
         // Pings find a control plane that vanished without closing.
         let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(hyper_util::rt::TokioTimer::new())

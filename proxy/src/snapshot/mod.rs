@@ -2,6 +2,7 @@
 //! `ArcSwap`. A request takes one `load` at its start and keeps that view to
 //! its end; a new snapshot replaces the old one atomically.
 
+pub mod backoff;
 mod compile;
 pub mod control;
 mod file;
