@@ -117,7 +117,9 @@ fn main() -> ExitCode {
             workers,
         } => {
             let roots = match (&control.control_plane_ca, &control.control_plane_ca_pem) {
-                (Some(file), _) => Some(remora_proxy::tls::roots(file)),
+                (Some(file), _) => Some(
+                    remora_proxy::tls::roots(file).map_err(|e| format!("--control-plane-ca: {e}")),
+                ),
                 (None, Some(pem)) => Some(remora_proxy::tls::roots_from_pem(
                     pem,
                     "--control-plane-ca-pem",
@@ -133,7 +135,7 @@ fn main() -> ExitCode {
                     }) {
                         Ok(dial) => Some(dial),
                         Err(e) => {
-                            eprintln!("error: --control-plane-ca: {e}");
+                            eprintln!("error: {e}");
                             return ExitCode::from(2);
                         }
                     }
