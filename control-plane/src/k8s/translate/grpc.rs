@@ -1,7 +1,9 @@
 //! GRPCRoute rules as mesh routes (see [`super::routes`]): a method match
 //! is a path match, `/<service>/<method>`.
 
-use super::routes::{add_backends, collect, fail, finish, modifier_ops, route, Matched, Ranked};
+use super::routes::{
+    add_backends, collect, fail, finish, header_match, modifier_ops, route, Matched, Ranked,
+};
 use super::{ObjRef, ObjectProblem, Services};
 use gateway_api::apis::standard::grpcroutes::{
     GrpcRouteRules, GrpcRouteRulesMatchesHeadersType, GrpcRouteRulesMatchesMethodType,
@@ -83,12 +85,7 @@ pub(super) fn rule(
                             h.r#type,
                             Some(GrpcRouteRulesMatchesHeadersType::RegularExpression)
                         );
-                        HeaderMatch {
-                            name: h.name.to_ascii_lowercase(),
-                            exact: (!regex).then(|| h.value.clone()),
-                            regex: regex.then(|| h.value.clone()),
-                            present: None,
-                        }
+                        header_match(&h.name, &h.value, regex)
                     })
                     .collect();
                 Ok((

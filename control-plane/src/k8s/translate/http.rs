@@ -1,7 +1,8 @@
 //! HTTPRoute rules as mesh routes (see [`super::routes`]).
 
 use super::routes::{
-    add_backends, collect, fail, finish, gateway_duration, modifier_ops, route, Matched, Ranked,
+    add_backends, collect, fail, finish, gateway_duration, header_match, modifier_ops, route,
+    Matched, Ranked,
 };
 use super::{ObjRef, ObjectProblem, Services};
 use gateway_api::apis::standard::httproutes::{
@@ -41,12 +42,7 @@ fn matched(m: &HttpRouteRulesMatches) -> Result<Matched, String> {
                 h.r#type,
                 Some(HttpRouteRulesMatchesHeadersType::RegularExpression)
             );
-            HeaderMatch {
-                name: h.name.to_ascii_lowercase(),
-                exact: (!regex).then(|| h.value.clone()),
-                regex: regex.then(|| h.value.clone()),
-                present: None,
-            }
+            header_match(&h.name, &h.value, regex)
         })
         .collect();
     let methods: Vec<String> = m

@@ -21,7 +21,9 @@
 //! [`http`] and [`grpc`] translate the rules of each kind.
 
 use super::{sorted, ObjRef, ObjectProblem, Services};
-use remora_api::{DirectResponse, Duration, HeaderOps, Route, RouteMatch, WeightedBackend};
+use remora_api::{
+    DirectResponse, Duration, HeaderMatch, HeaderOps, Route, RouteMatch, WeightedBackend,
+};
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 
@@ -38,6 +40,32 @@ pub(super) type Key = (
     usize,
 );
 
+/// A route's parentRefs as (group, kind, name, namespace, port): HTTPRoute
+/// and GRPCRoute each have their own generated type of the same shape.
+macro_rules! parent_refs {
+    ($route:expr) => {
+        $route.spec.parent_refs.iter().flatten().map(|p| {
+            (
+                p.group.as_deref(),
+                p.kind.as_deref(),
+                &p.name,
+                p.namespace.as_deref(),
+                p.port,
+            )
+        })
+    };
+}
+
+/// A header match: exact, or a regular expression.
+pub(super) fn header_match(name: &str, value: &str, regex: bool) -> HeaderMatch {
+    HeaderMatch {
+        name: name.to_ascii_lowercase(),
+        exact: (!regex).then(|| value.to_string()),
+        regex: regex.then(|| value.to_string()),
+        present: None,
+    }
+}
+
 /// Gives every service of `services` the routes of the HTTPRoutes and
 /// GRPCRoutes attached to it.
 pub fn attach(
@@ -49,15 +77,7 @@ pub fn attach(
     for (_, route) in sorted(&cluster.http_routes) {
         let obj = ObjRef::of("HTTPRoute", route);
         let created = created(route);
-        let parents = route.spec.parent_refs.iter().flatten().map(|p| {
-            (
-                p.group.as_deref(),
-                p.kind.as_deref(),
-                &p.name,
-                p.namespace.as_deref(),
-                p.port,
-            )
-        });
+        let parents = parent_refs!(route);
         for target in parents_in_mesh(parents, &obj, services, problems) {
             for (i, rule) in route.spec.rules.iter().flatten().enumerate() {
                 for (j, key, r) in super::http::rule(rule, &obj, services, problems) {
@@ -82,15 +102,7 @@ pub fn attach(
     for (_, route) in sorted(&cluster.grpc_routes) {
         let obj = ObjRef::of("GRPCRoute", route);
         let created = created(route);
-        let parents = route.spec.parent_refs.iter().flatten().map(|p| {
-            (
-                p.group.as_deref(),
-                p.kind.as_deref(),
-                &p.name,
-                p.namespace.as_deref(),
-                p.port,
-            )
-        });
+        let parents = parent_refs!(route);
         for target in parents_in_mesh(parents, &obj, services, problems) {
             for (i, rule) in route.spec.rules.iter().flatten().enumerate() {
                 let n = rule.matches.as_ref().map_or(1, Vec::len);
