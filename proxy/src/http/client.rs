@@ -283,6 +283,9 @@ impl EndpointClient {
     ) -> Result<http1::SendRequest<RequestBody>, ProxyError> {
         let (io, slot) = self.connect(Proto::Http1, limits).await?;
         let (tx, conn) = http1::Builder::new()
+            // One buffer per write (head and small body copied together):
+            // one `write` syscall instead of a `writev`, cheaper per request.
+            .writev(false)
             .handshake(TokioIo::new(io))
             .await
             .map_err(|source| self.upstream_error(source))?;
