@@ -156,3 +156,60 @@ async fn a_peer_that_only_speaks_http1_gets_http1() {
     // Pooled: far fewer connections than requests.
     assert!(old.connections() <= PARALLEL + 1, "{}", old.connections());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_upgrade_between_proxies_stays_on_http1() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = TestCa::new("mesh root");
+    let app = Upstream::start("app").await;
+    let b = inbound_proxy(&ca, &app).await;
+    let a = outbound_proxy(&ca, b.listener("inbound"), true).await;
+    let edge = a.listener("edge");
+    curl_many(edge).await;
+    let headers = [
+        ("upgrade", "websocket"),
+        ("connection", "Upgrade"),
+        ("sec-websocket-key", "x3JJHMbDL1EzLkh9GBhXDw=="),
+        ("sec-websocket-version", "13"),
+    ];
+    let (head, mut ws) = remora_test_support::client::upgrade(edge, "/chat", &headers)
+        .await
+        .expect("the upgrade passes both proxies");
+    assert_eq!((head.status, head.upstream()), (101, Some("app")));
+    // The app echoes bytes: a masked text frame "hi" comes back as sent.
+    let frame = [0x81, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2];
+    ws.write_all(&frame).await.unwrap();
+    let mut back = [0u8; 8];
+    tokio::time::timeout(std::time::Duration::from_secs(10), ws.read_exact(&mut back))
+        .await
+        .expect("echoed within 10 s")
+        .unwrap();
+    assert_eq!(back, frame);
+    // The requests shared the h2 connection; the upgrade had its own.
+    let m = b.metrics().await;
+    assert_eq!(
+        (mtls_connections(&m, "h2"), mtls_connections(&m, "http/1.1")),
+        (1, 1),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opaque_inbound_listener_offers_no_alpn_and_gets_http1_bytes() {
+    let ca = TestCa::new("mesh root");
+    let app = Upstream::start("app").await;
+    let dir = tempdir();
+    let yaml = format!(
+        "admin: {{ address: 127.0.0.1:0 }}\nlisteners:\n  - name: inbound\n    address: 127.0.0.1:0\n    protocol: tcp\n    tcp_backend: app\n    inbound: {{ mode: strict }}\nbackends:\n  - name: app\n    endpoints: [{{ address: {} }}]\n{}",
+        app.addr(),
+        identity_section(dir.path(), &ca, &ca.issue_spiffe(API))
+    );
+    let b = start(dir, &yaml).await;
+    let a = outbound_proxy(&ca, b.listener("inbound"), true).await;
+    let edge = a.listener("edge");
+    curl_many(edge).await;
+    assert_app_saw_http1(&curl_headers(edge).await, edge);
+    let m = b.metrics().await;
+    assert_eq!(mtls_connections(&m, "h2"), 0, "{m}");
+    assert!(mtls_connections(&m, "-") >= 1, "{m}");
+}
