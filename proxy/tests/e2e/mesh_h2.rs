@@ -14,11 +14,17 @@ const PARALLEL: usize = 8;
 /// Requests in one curl run.
 const REQUESTS: usize = 40;
 
-/// Proxy B: inbound listener `inbound` (mutual TLS, strict) to the app.
-async fn inbound_proxy(ca: &TestCa, app: &Upstream) -> ProxyProcess {
+/// B's inbound listener serves HTTP through its routes.
+const HTTP: &str = "    routes:\n      - name: app\n        backends: [{ name: app }]\n";
+/// B's inbound listener forwards opaque TCP.
+const OPAQUE: &str = "    protocol: tcp\n    tcp_backend: app\n";
+
+/// Proxy B: inbound listener `inbound` (mutual TLS, strict) to the app,
+/// the rest of the listener being `listener` ([`HTTP`] or [`OPAQUE`]).
+async fn inbound_proxy(ca: &TestCa, app: &Upstream, listener: &str) -> ProxyProcess {
     let dir = tempdir();
     let yaml = format!(
-        "admin: {{ address: 127.0.0.1:0 }}\nlisteners:\n  - name: inbound\n    address: 127.0.0.1:0\n    access_log: true\n    inbound: {{ mode: strict }}\n    routes:\n      - name: app\n        backends: [{{ name: app }}]\nbackends:\n  - name: app\n    endpoints: [{{ address: {} }}]\n{}",
+        "admin: {{ address: 127.0.0.1:0 }}\nlisteners:\n  - name: inbound\n    address: 127.0.0.1:0\n    access_log: true\n    inbound: {{ mode: strict }}\n{listener}backends:\n  - name: app\n    endpoints: [{{ address: {} }}]\n{}",
         app.addr(),
         identity_section(dir.path(), ca, &ca.issue_spiffe(API))
     );
@@ -85,6 +91,33 @@ fn assert_app_saw_http1(seen: &serde_json::Value, edge: SocketAddr) {
     assert!(seen["headers"].get("remora-orig-proto").is_none(), "{seen}");
 }
 
+/// curl → proxy A → proxy B → app, all running.
+struct Mesh {
+    app: Upstream,
+    a: ProxyProcess,
+    b: ProxyProcess,
+}
+
+impl Mesh {
+    async fn start(listener: &str, mesh_http2: bool) -> Mesh {
+        let ca = TestCa::new("mesh root");
+        let app = Upstream::start("app").await;
+        let b = inbound_proxy(&ca, &app, listener).await;
+        let a = outbound_proxy(&ca, b.listener("inbound"), mesh_http2).await;
+        Mesh { app, a, b }
+    }
+
+    /// curl's requests through both proxies, the app seeing each one as
+    /// HTTP/1.1; then B's metrics.
+    async fn exercise(&self) -> String {
+        let edge = self.a.listener("edge");
+        curl_many(edge).await;
+        assert_app_saw_http1(&curl_headers(edge).await, edge);
+        assert_eq!(self.app.requests(), REQUESTS + 1);
+        self.b.metrics().await
+    }
+}
+
 fn mtls_connections(metrics: &str, alpn: &str) -> u64 {
     let series =
         format!("remora_inbound_mtls_connections_total{{alpn=\"{alpn}\",listener=\"inbound\"}} ");
@@ -96,22 +129,16 @@ fn mtls_connections(metrics: &str, alpn: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_requests_between_proxies_share_one_http2_connection() {
-    let ca = TestCa::new("mesh root");
-    let app = Upstream::start("app").await;
-    let b = inbound_proxy(&ca, &app).await;
-    let a = outbound_proxy(&ca, b.listener("inbound"), true).await;
-    let edge = a.listener("edge");
-    curl_many(edge).await;
-    assert_app_saw_http1(&curl_headers(edge).await, edge);
-    assert_eq!(app.requests(), REQUESTS + 1);
-    let m = b.metrics().await;
+    let mesh = Mesh::start(HTTP, true).await;
+    let m = mesh.exercise().await;
     assert_eq!(
         (mtls_connections(&m, "h2"), mtls_connections(&m, "http/1.1")),
         (1, 0),
         "{m}"
     );
     // B's access log shows the request as the app got it.
-    let line = b
+    let line = mesh
+        .b
         .wait_for_log_where(
             0,
             |l| l.contains("\"path\":\"/headers\""),
@@ -124,14 +151,7 @@ async fn http1_requests_between_proxies_share_one_http2_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_mesh_http2_off_the_hop_is_http1() {
-    let ca = TestCa::new("mesh root");
-    let app = Upstream::start("app").await;
-    let b = inbound_proxy(&ca, &app).await;
-    let a = outbound_proxy(&ca, b.listener("inbound"), false).await;
-    let edge = a.listener("edge");
-    curl_many(edge).await;
-    assert_app_saw_http1(&curl_headers(edge).await, edge);
-    let m = b.metrics().await;
+    let m = Mesh::start(HTTP, false).await.exercise().await;
     assert_eq!(mtls_connections(&m, "h2"), 0, "{m}");
     assert!(mtls_connections(&m, "http/1.1") >= 1, "{m}");
 }
@@ -160,18 +180,15 @@ async fn a_peer_that_only_speaks_http1_gets_http1() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_upgrade_between_proxies_stays_on_http1() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let ca = TestCa::new("mesh root");
-    let app = Upstream::start("app").await;
-    let b = inbound_proxy(&ca, &app).await;
-    let a = outbound_proxy(&ca, b.listener("inbound"), true).await;
-    let edge = a.listener("edge");
-    curl_many(edge).await;
+    let mesh = Mesh::start(HTTP, true).await;
+    mesh.exercise().await;
     let headers = [
         ("upgrade", "websocket"),
         ("connection", "Upgrade"),
         ("sec-websocket-key", "x3JJHMbDL1EzLkh9GBhXDw=="),
         ("sec-websocket-version", "13"),
     ];
+    let edge = mesh.a.listener("edge");
     let (head, mut ws) = remora_test_support::client::upgrade(edge, "/chat", &headers)
         .await
         .expect("the upgrade passes both proxies");
@@ -186,7 +203,7 @@ async fn a_websocket_upgrade_between_proxies_stays_on_http1() {
         .unwrap();
     assert_eq!(back, frame);
     // The requests shared the h2 connection; the upgrade had its own.
-    let m = b.metrics().await;
+    let m = mesh.b.metrics().await;
     assert_eq!(
         (mtls_connections(&m, "h2"), mtls_connections(&m, "http/1.1")),
         (1, 1),
@@ -196,20 +213,7 @@ async fn a_websocket_upgrade_between_proxies_stays_on_http1() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_opaque_inbound_listener_offers_no_alpn_and_gets_http1_bytes() {
-    let ca = TestCa::new("mesh root");
-    let app = Upstream::start("app").await;
-    let dir = tempdir();
-    let yaml = format!(
-        "admin: {{ address: 127.0.0.1:0 }}\nlisteners:\n  - name: inbound\n    address: 127.0.0.1:0\n    protocol: tcp\n    tcp_backend: app\n    inbound: {{ mode: strict }}\nbackends:\n  - name: app\n    endpoints: [{{ address: {} }}]\n{}",
-        app.addr(),
-        identity_section(dir.path(), &ca, &ca.issue_spiffe(API))
-    );
-    let b = start(dir, &yaml).await;
-    let a = outbound_proxy(&ca, b.listener("inbound"), true).await;
-    let edge = a.listener("edge");
-    curl_many(edge).await;
-    assert_app_saw_http1(&curl_headers(edge).await, edge);
-    let m = b.metrics().await;
+    let m = Mesh::start(OPAQUE, true).await.exercise().await;
     assert_eq!(mtls_connections(&m, "h2"), 0, "{m}");
     assert!(mtls_connections(&m, "-") >= 1, "{m}");
 }
