@@ -64,9 +64,24 @@ impl EndpointClient {
             _ => self.connect_mesh(limits).await?,
         };
         match peer {
-            Peer::H2(tx) => {
+            Peer::H2(mut tx) => {
                 let req = orig_proto::to_h2(req)?;
-                self.send_on_h2(tx, req).await.map(|rsp| (rsp, None))
+                self.h2_last_used.store(now_ns(), Relaxed);
+                let (req, not_sent) = match tx.try_send_request(req).await {
+                    Ok(rsp) => return Ok((rsp, None)),
+                    Err(mut e) => match e.take_message() {
+                        // The connection closed (the peer restarting, say)
+                        // before the request went out: once more, on a new
+                        // one if the peer still takes `h2`.
+                        Some(req) => (req, e),
+                        None => return Err(self.upstream_error(e.into_error())),
+                    },
+                };
+                match self.connect_mesh(limits).await? {
+                    Peer::H2(tx) => self.send_on_h2(tx, req).await.map(|rsp| (rsp, None)),
+                    // It just declined `h2`: the request is HTTP/2-shaped by now.
+                    _ => Err(self.upstream_error(not_sent.into_error())),
+                }
             }
             Peer::H1(mut tx) => {
                 let rsp = tx
