@@ -80,7 +80,12 @@ fn one_call<S: Service<()>>(svc: &mut S, cx: &mut Context<'_>) -> bool {
 }
 
 fn peak_ewma() -> PeakEwma<Instant200> {
-    PeakEwma::new(Instant200, DEFAULT_RTT, DECAY_NS, CompleteOnResponse::default())
+    PeakEwma::new(
+        Instant200,
+        DEFAULT_RTT,
+        DECAY_NS,
+        CompleteOnResponse::default(),
+    )
 }
 
 fn our_backend(n: usize) -> Backend {
