@@ -37,7 +37,8 @@ use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 use tower::balance::p2c::Balance;
 use tower::discover::ServiceList;
 use tower::limit::ConcurrencyLimit;
@@ -126,7 +127,7 @@ fn bench_balance(c: &mut Criterion) {
         let mut rng = fastrand::Rng::with_seed(7);
         g.bench_function(BenchmarkId::new("ours-p2c-peak-ewma", n), |b| {
             b.iter(|| {
-                let started = tokio::time::Instant::now();
+                let started = Instant::now();
                 let ep = ours.pick(black_box(&headers), &mut rng).expect("endpoints");
                 let in_flight = InFlight::start(ep, None);
                 ep.load.observe(started.elapsed());
