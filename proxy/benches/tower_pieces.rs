@@ -91,13 +91,7 @@ fn peak_ewma() -> PeakEwma<Instant200> {
 
 fn our_backend(n: usize) -> Backend {
     let metrics = Metrics::new();
-    let transport = Transport {
-        tls: None,
-        identity: None,
-        connect_timeout: Duration::from_secs(1),
-        idle_timeout: Duration::from_secs(90),
-        max_idle: 1,
-    };
+    let transport = Transport::plain();
     let eps = (0..n)
         .map(|i| {
             let addr: SocketAddr = format!("127.0.0.1:{}", 1000 + i).parse().unwrap();

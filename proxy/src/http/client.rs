@@ -52,6 +52,20 @@ pub struct Transport {
     pub max_idle: usize,
 }
 
+impl Transport {
+    /// Plaintext, 1 s connect timeout, 90 s idle, one idle connection: for
+    /// tests and benchmarks whose endpoints are never dialled.
+    pub fn plain() -> Self {
+        Transport {
+            tls: None,
+            identity: None,
+            connect_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(90),
+            max_idle: 1,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct UpstreamTls {
     /// ALPN `http/1.1`.
