@@ -3,13 +3,14 @@
 //! Both stream frame by frame (data and trailers) with backpressure; nothing
 //! here buffers a whole body.
 
+use super::edge::InBody;
+use hyper::body::Incoming;
 use super::error::ProxyError;
 use crate::balance::InFlight;
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use std::collections::VecDeque;
 use std::future::Future;
@@ -211,7 +212,7 @@ pin_project! {
         Stream {
             prefix: VecDeque<Bytes>,
             #[pin]
-            body: Incoming,
+            body: InBody,
             limit: u64,
             seen: u64,
             // How the upload is going (see `track_sent`).
@@ -262,7 +263,7 @@ impl Prepared {
 }
 
 impl RequestBody {
-    pub fn stream(body: Incoming, limit: Option<u64>) -> Self {
+    pub fn stream(body: InBody, limit: Option<u64>) -> Self {
         RequestBody::Stream {
             prefix: VecDeque::new(),
             body,
@@ -275,7 +276,7 @@ impl RequestBody {
     /// Reads up to `keep` bytes: a body that ends within them becomes
     /// replayable; a longer one streams on (what was read goes first).
     pub async fn prepare(
-        mut body: Incoming,
+        mut body: InBody,
         keep: usize,
         limit: Option<u64>,
     ) -> Result<Prepared, ProxyError> {
@@ -316,7 +317,7 @@ impl RequestBody {
                 }
             };
             let Some(frame) = next else { break };
-            let frame = frame.map_err(|e| ProxyError::ClientBody(Box::new(e)))?;
+            let frame = frame.map_err(ProxyError::ClientBody)?;
             match frame.into_data() {
                 Ok(d) => {
                     seen += d.len() as u64;
@@ -412,7 +413,7 @@ impl Body for RequestBody {
                         }
                         Poll::Ready(Some(Ok(frame)))
                     }
-                    Some(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
+                    Some(Err(e)) => Poll::Ready(Some(Err(e))),
                     None => Poll::Ready(None),
                 }
             }

@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod client;
+pub mod edge;
 pub mod error;
 pub mod headers;
 pub mod message;

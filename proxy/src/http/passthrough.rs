@@ -7,7 +7,7 @@ use super::router::Route;
 use crate::balance::Backend;
 use crate::snapshot::ListenerTable;
 use http::{Request, Version};
-use hyper::body::Incoming;
+use super::edge::InBody;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
@@ -80,7 +80,7 @@ pub async fn forward_to(
     p: &Passthrough,
     listener: &ListenerTable,
     down: &Downstream,
-    mut req: Request<Incoming>,
+    mut req: Request<InBody>,
 ) -> Outcome<'static> {
     let backend = p.backend(listener);
     let on_upgrade = (req.version() == Version::HTTP_11 && is_upgrade(req.headers()))

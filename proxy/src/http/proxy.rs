@@ -15,6 +15,7 @@ use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
+use super::edge::InBody;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -88,7 +89,7 @@ impl Outcome<'_> {
 }
 
 /// The host a request is for (without port), from its URI or `Host` header.
-fn request_host(req: &Request<Incoming>) -> Option<&str> {
+pub(crate) fn request_host<B>(req: &Request<B>) -> Option<&str> {
     if let Some(a) = req.uri().authority() {
         return Some(a.host());
     }
@@ -104,7 +105,7 @@ fn request_host(req: &Request<Incoming>) -> Option<&str> {
 pub async fn handle<'a>(
     listener: &'a ListenerTable,
     down: &Downstream,
-    mut req: Request<Incoming>,
+    mut req: Request<InBody>,
 ) -> Outcome<'a> {
     if let Err(v) = message::check(req.method(), req.uri(), req.version(), req.headers()) {
         return Outcome::err(v.into());
@@ -240,7 +241,7 @@ pub async fn handle<'a>(
     }
 }
 
-fn head_size(req: &Request<Incoming>) -> usize {
+fn head_size(req: &Request<InBody>) -> usize {
     let uri = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     req.headers()
         .iter()
@@ -254,7 +255,7 @@ pub(super) async fn forward(
     route: &Route,
     body_limit: Option<u64>,
     down: &Downstream,
-    req: Request<Incoming>,
+    req: Request<InBody>,
     on_upgrade: Option<hyper::upgrade::OnUpgrade>,
     rng: &mut fastrand::Rng,
 ) -> Result<Response<ResponseBody>, ProxyError> {
@@ -580,7 +581,7 @@ fn body_error(e: ProxyError) -> ProxyError {
 
 fn redirect(
     rd: &remora_api::Redirect,
-    req: &Request<Incoming>,
+    req: &Request<InBody>,
     tls: bool,
     route: &Route,
 ) -> Result<Response<ResponseBody>, ProxyError> {

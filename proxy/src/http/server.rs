@@ -3,11 +3,13 @@
 //! metrics and, when the proxy failed it, logged with its cause.
 
 use super::body::ResponseBody;
+use super::edge::{logged_headers, EdgeLayer, InBody};
 use super::error::{error_response, Fault};
 use super::proxy::{self, Downstream};
 use crate::drain::Watch;
 use crate::metrics::Metrics;
-use crate::snapshot::Store;
+use crate::snapshot::{Snapshot, Store};
+use tower::{Layer, ServiceExt};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -44,15 +46,26 @@ impl ListenerCtx {
         }
     }
 
-    async fn handle(&self, down: &Downstream, req: Request<Incoming>) -> Response<ResponseBody> {
+    async fn handle(
+        &self,
+        down: &Downstream,
+        snapshot: &Snapshot,
+        req: Request<InBody>,
+    ) -> Response<ResponseBody> {
         let started = Instant::now();
         self.requests.inc();
-        // The one snapshot load of this request: kept to its end.
-        let snapshot = self.store.load_full();
         let listener = &snapshot.listeners[self.index];
         let access = listener
             .access_log
             .then(|| (req.method().clone(), req.uri().clone(), req.version()));
+        // edge: the request headers the access log shows (after the edge
+        // layers: a generated request id, sensitive values marked).
+        let headers = match (&access, &listener.edge) {
+            (Some(_), Some(edge)) if !edge.log_headers.is_empty() => {
+                logged_headers(&edge.log_headers, req.headers())
+            }
+            _ => String::new(),
+        };
         let outcome = proxy::handle(listener, down, req).await;
         let route = outcome.route.as_deref().unwrap_or("");
         let backend = outcome.backend.as_deref().unwrap_or("");
@@ -78,7 +91,7 @@ impl ListenerCtx {
                 listener = %self.name, route, backend, client = %down.client, tls = down.tls,
                 client_id = down.client_id.as_deref().unwrap_or(""),
                 method = %method, path = uri.path(), version = ?version,
-                status = rsp.status().as_u16(), error = cause,
+                status = rsp.status().as_u16(), error = cause, headers,
                 duration_ms = started.elapsed().as_secs_f64() * 1000.0,
                 "request"
             );
@@ -143,10 +156,18 @@ pub async fn serve<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let client = down.client;
-    let svc = hyper::service::service_fn(move |req| {
-        let ctx = ctx.clone();
-        let down = down.clone();
-        async move { Ok::<_, Infallible>(ctx.handle(&down, req).await) }
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        // The one snapshot load of this request: kept to its end.
+        let snapshot = ctx.store.load_full();
+        let index = ctx.index;
+        let (ctx, down, snap) = (ctx.clone(), down.clone(), snapshot.clone());
+        let inner = tower::service_fn(move |req: Request<InBody>| {
+            let (ctx, down, snap) = (ctx.clone(), down.clone(), snap.clone());
+            async move { Ok::<_, Infallible>(ctx.handle(&down, &snap, req).await) }
+        });
+        // edge: the listener's edge middleware around the request (one
+        // branch when it has none).
+        EdgeLayer::new(snapshot, index).layer(inner).oneshot(req)
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
