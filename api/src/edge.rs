@@ -202,7 +202,11 @@ impl ListenerEdge {
             c.check(&format!("{at}.compression"), found);
         }
         if let Some(d) = &self.decompression {
-            algorithms(found, format!("{at}.decompression.algorithms"), &d.algorithms);
+            algorithms(
+                found,
+                format!("{at}.decompression.algorithms"),
+                &d.algorithms,
+            );
         }
         if let Some(c) = &self.cors {
             c.check(&format!("{at}.cors"), found);
@@ -243,7 +247,10 @@ impl Compression {
         }
         for (i, t) in self.content_types.iter().enumerate() {
             let (kind, sub) = t.split_once('/').unwrap_or((t, ""));
-            let token = |s: &str| s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b));
+            let token = |s: &str| {
+                s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+            };
             if kind.is_empty() || !token(kind) || !token(sub) || !t.contains('/') {
                 found.push((
                     format!("{at}.content_types[{i}]"),

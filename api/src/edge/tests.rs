@@ -41,18 +41,34 @@ fn each_mistake_is_named_at_its_field() {
         assert!(got.iter().any(|p| p.contains(want)), "{edge}: {got:?}");
     }
     let got = problems("{}", "{ cors: { allowed_origins: [x] } }");
-    assert!(got.iter().any(|p| p.contains("listeners[0].routes[0].edge.cors.allowed_origins[0]")), "{got:?}");
+    assert!(
+        got.iter()
+            .any(|p| p.contains("listeners[0].routes[0].edge.cors.allowed_origins[0]")),
+        "{got:?}"
+    );
 }
 
 #[test]
 fn an_unknown_algorithm_is_named() {
     let got = problems("{ compression: { algorithms: [deflate] } }", "{}");
-    assert!(got.iter().any(|p| p.contains("unknown variant `deflate`") && p.contains("gzip")), "{got:?}");
+    assert!(
+        got.iter()
+            .any(|p| p.contains("unknown variant `deflate`") && p.contains("gzip")),
+        "{got:?}"
+    );
 }
 
 #[test]
 fn logged_headers_need_the_access_log() {
     let text = "listeners:\n  - name: web\n    address: 127.0.0.1:0\n    edge: { log_headers: [user-agent] }\n";
-    let got: Vec<String> = parse_yaml(text).unwrap_err().iter().map(|p| p.to_string()).collect();
-    assert!(got.iter().any(|p| p.contains("listeners[0].edge.log_headers: needs the listener's `access_log: true`")), "{got:?}");
+    let got: Vec<String> = parse_yaml(text)
+        .unwrap_err()
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    assert!(
+        got.iter().any(|p| p
+            .contains("listeners[0].edge.log_headers: needs the listener's `access_log: true`")),
+        "{got:?}"
+    );
 }

@@ -4,13 +4,13 @@
 //! here buffers a whole body.
 
 use super::edge::InBody;
-use hyper::body::Incoming;
 use super::error::ProxyError;
 use crate::balance::InFlight;
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use std::collections::VecDeque;
 use std::future::Future;

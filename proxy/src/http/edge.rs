@@ -27,11 +27,8 @@ pub use body::{InBody, OutBody};
 pub use log::logged_headers;
 
 use super::body::{BoxError, ResponseBody};
-use bytes::Bytes;
-use tower_http::body::UnsyncBoxBody;
-use tower_http::compression::CompressionBody;
-use tower_http::decompression::DecompressionBody;
 use crate::snapshot::{ListenerTable, Snapshot};
+use bytes::Bytes;
 use compress::Compress;
 use http::header::{ACCESS_CONTROL_REQUEST_METHOD, CONTENT_ENCODING};
 use http::{HeaderName, Method, Request, Response};
@@ -44,7 +41,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
+use tower_http::body::UnsyncBoxBody;
+use tower_http::compression::CompressionBody;
 use tower_http::cors::CorsLayer;
+use tower_http::decompression::DecompressionBody;
 use tower_http::decompression::RequestDecompression;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
@@ -231,9 +231,12 @@ where
         .layer(SetSensitiveRequestHeadersLayer::from_shared(
             edge.sensitive.clone(),
         ))
-        .option_layer(edge.request_id.as_ref().filter(|r| r.generate).map(|r| {
-            SetRequestIdLayer::new(r.header.clone(), MakeRequestUuid)
-        }))
+        .option_layer(
+            edge.request_id
+                .as_ref()
+                .filter(|r| r.generate)
+                .map(|r| SetRequestIdLayer::new(r.header.clone(), MakeRequestUuid)),
+        )
         .option_layer(
             edge.request_id
                 .as_ref()
@@ -247,9 +250,7 @@ where
         .is_some_and(|v| v != "identity");
     let result = match edge.decompress {
         Some([gzip, br, zstd]) if encoded => {
-            let core = compress
-                .layer(inner)
-                .map_request(decoded as fn(_) -> _);
+            let core = compress.layer(inner).map_request(decoded as fn(_) -> _);
             let decode = RequestDecompression::new(core)
                 .no_deflate()
                 .gzip(gzip)

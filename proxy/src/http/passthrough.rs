@@ -1,13 +1,13 @@
 //! Where HTTP goes that matches no route of a transparent outbound
 //! listener: the redirected connection's original destination.
 
+use super::edge::InBody;
 use super::headers::is_upgrade;
 use super::proxy::{Downstream, Outcome};
 use super::router::Route;
 use crate::balance::Backend;
 use crate::snapshot::ListenerTable;
 use http::{Request, Version};
-use super::edge::InBody;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 

@@ -3,6 +3,7 @@
 
 use super::body::{BodyTooLarge, Prepared, RequestBody, ResponseBody};
 use super::client::Proto;
+use super::edge::InBody;
 use super::error::ProxyError;
 use super::headers::{add_forwarded, is_upgrade, remove_hop_by_hop};
 use super::message::{self, MaxForwards};
@@ -15,7 +16,6 @@ use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use super::edge::InBody;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::time::Instant;

@@ -9,7 +9,6 @@ use super::proxy::{self, Downstream};
 use crate::drain::Watch;
 use crate::metrics::Metrics;
 use crate::snapshot::{Snapshot, Store};
-use tower::{Layer, ServiceExt};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -20,6 +19,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
+use tower::{Layer, ServiceExt};
 
 /// What every connection of one listener shares.
 pub struct ListenerCtx {

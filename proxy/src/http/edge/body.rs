@@ -7,11 +7,11 @@
 use super::super::body::{BoxError, ResponseBody};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use tower_http::body::UnsyncBoxBody;
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use tower_http::body::UnsyncBoxBody;
 use tower_http::compression::CompressionBody;
 use tower_http::decompression::DecompressionBody;
 

@@ -47,8 +47,8 @@ mod tests {
         h.insert("authorization", secret);
         h.append("x-tag", HeaderValue::from_static("a"));
         h.append("x-tag", HeaderValue::from_static("b"));
-        let names = ["user-agent", "authorization", "x-missing", "x-tag"]
-            .map(HeaderName::from_static);
+        let names =
+            ["user-agent", "authorization", "x-missing", "x-tag"].map(HeaderName::from_static);
         assert_eq!(
             logged_headers(&names, &h),
             "user-agent=curl/8 authorization=[redacted] x-tag=a,b"
