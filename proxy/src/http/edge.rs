@@ -76,7 +76,17 @@ pub struct RouteEdge {
 }
 
 impl EdgeTable {
-    pub fn compile(e: &ListenerEdge, route_overrides: bool) -> Self {
+    /// `None` for a listener without `edge:` whose routes override nothing.
+    pub fn for_listener(l: &remora_api::Listener) -> Option<Self> {
+        let overrides = l.routes.iter().any(|r| r.edge.is_some());
+        match &l.edge {
+            Some(e) => Some(EdgeTable::compile(e, overrides)),
+            None if overrides => Some(EdgeTable::compile(&ListenerEdge::default(), true)),
+            None => None,
+        }
+    }
+
+    fn compile(e: &ListenerEdge, route_overrides: bool) -> Self {
         let name = |h: &String| HeaderName::from_bytes(h.as_bytes()).ok();
         let sensitive = remora_api::edge::defaults::SENSITIVE_HEADERS
             .iter()

@@ -224,10 +224,7 @@ pub fn compile_as(
                 tcp_backend: tcp_backend.flatten(),
                 inbound,
                 original_destination: index.clone().filter(|_| l.original_destination),
-                edge: l.edge.as_ref().map(|e| {
-                    let overrides = l.routes.iter().any(|r| r.edge.is_some());
-                    crate::http::edge::EdgeTable::compile(e, overrides)
-                }),
+                edge: crate::http::edge::EdgeTable::for_listener(l),
             }),
             Err(message) => problems.push(Problem {
                 path: format!("listeners[{i}].routes"),
