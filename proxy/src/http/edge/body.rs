@@ -20,8 +20,9 @@ pin_project! {
     #[project = InBodyProj]
     pub enum InBody {
         Plain { #[pin] body: Incoming },
-        /// Sent with a `Content-Encoding` the listener decompresses.
-        Decoded { #[pin] body: DecompressionBody<Incoming> },
+        /// Sent with a `Content-Encoding` the listener decompresses. Boxed:
+        /// decoder state would make every request body larger.
+        Decoded { body: Pin<Box<DecompressionBody<Incoming>>> },
     }
 }
 
@@ -31,7 +32,9 @@ impl InBody {
     }
 
     pub fn decoded(body: DecompressionBody<Incoming>) -> Self {
-        InBody::Decoded { body }
+        InBody::Decoded {
+            body: Box::pin(body),
+        }
     }
 }
 
@@ -45,7 +48,7 @@ impl Body for InBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
             InBodyProj::Plain { body } => body.poll_frame(cx).map_err(Into::into),
-            InBodyProj::Decoded { body } => body.poll_frame(cx),
+            InBodyProj::Decoded { body } => body.as_mut().poll_frame(cx),
         }
     }
 
