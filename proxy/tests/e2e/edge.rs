@@ -12,7 +12,8 @@ const TEXT: &str = "remora compresses text at the edge\n";
 
 /// A proxy whose listener `web` has `edge` (a YAML flow mapping), routes
 /// `/big` and `/small` (direct text), `/plain` (`/big` with compression
-/// off for the route) and the rest to `up`.
+/// off for the route), `/public` (GET only, CORS open to any origin) and
+/// the rest to `up`.
 async fn proxy(edge: &str, up: &Upstream) -> ProxyProcess {
     let big = TEXT.repeat(100);
     let yaml = format!(
@@ -33,6 +34,10 @@ listeners:
         match: {{ path: {{ exact: /plain }} }}
         direct_response: {{ status: 200, body: {big:?}, content_type: text/plain }}
         edge: {{ compression: {{ enabled: false }} }}
+      - name: public
+        match: {{ path: {{ prefix: /public }}, methods: [GET] }}
+        direct_response: {{ status: 200, body: \"open\\n\" }}
+        edge: {{ cors: {{ allowed_origins: ['*'] }} }}
       - name: up
         backends: [{{ name: up }}]
 backends:
@@ -172,6 +177,23 @@ async fn cors_preflights_are_answered_for_allowed_origins_only() {
     let (head, _) = preflight("https://evil.example.com").await;
     // No allowed origin: the browser refuses (tower-http still lists methods).
     assert_eq!(header(&head, "access-control-allow-origin"), None, "{head}");
+    // A route of its own: any origin, found by the method asked about.
+    let public = format!("http://{}/public", p.listener("web"));
+    let (head, _) = fetch(&[
+        "-X",
+        "OPTIONS",
+        "-H",
+        "origin: https://evil.example.com",
+        "-H",
+        "access-control-request-method: GET",
+        &public,
+    ])
+    .await;
+    assert_eq!(
+        header(&head, "access-control-allow-origin"),
+        Some("*"),
+        "{head}"
+    );
     // An actual request from the allowed origin goes through, with headers.
     let (head, body) = fetch(&["-H", "origin: https://app.example.com", &url]).await;
     assert_eq!(
