@@ -261,3 +261,32 @@ async fn the_access_log_shows_chosen_headers_with_sensitive_ones_redacted() {
     assert!(!p.logs().join("\n").contains("s3cret"));
     assert!(!p.logs().join("\n").contains("k3y"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_changes_the_edge_middleware_of_the_next_request() {
+    let up = Upstream::start("up").await;
+    let mut p = proxy("{ request_id: {} }", &up).await;
+    let url = format!("http://{}/big", p.listener("web"));
+    let gzip = ["--compressed", "-H", "accept-encoding: gzip", &url];
+    let (head, _) = fetch(&gzip).await;
+    assert!(header(&head, "x-request-id").is_some(), "{head}");
+    assert_eq!(header(&head, "content-encoding"), None, "{head}");
+    let path = p.config_path().to_path_buf();
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("edge: { request_id: {} }", "edge: { compression: {} }");
+    std::fs::write(&path, text).unwrap();
+    let mark = p.log_mark();
+    p.signal("HUP").unwrap();
+    p.wait_for_log_where(
+        mark,
+        |l| l.contains("config applied"),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let (head, body) = fetch(&gzip).await;
+    assert_eq!(header(&head, "x-request-id"), None, "{head}");
+    assert_eq!(header(&head, "content-encoding"), Some("gzip"), "{head}");
+    assert_eq!(body, TEXT.repeat(100));
+}
