@@ -156,6 +156,7 @@ pub async fn serve<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let client = down.client;
+    let peer = down.client_id.is_some(); // h2-peers
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         // The one snapshot load of this request: kept to its end.
         let snapshot = ctx.store.load_full();
@@ -165,6 +166,8 @@ pub async fn serve<I>(
             let (ctx, down, snap) = (ctx.clone(), down.clone(), snap.clone());
             async move { Ok::<_, Infallible>(ctx.handle(&down, &snap, req).await) }
         });
+        // h2-peers: a peer's HTTP/1.1 request, carried over HTTP/2, is HTTP/1.1 again.
+        let req = super::orig_proto::restore(req);
         // edge: the listener's edge middleware around the request (one
         // branch when it has none).
         EdgeLayer::new(snapshot, index).layer(inner).oneshot(req)
@@ -179,6 +182,9 @@ pub async fn serve<I>(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(limits.max_request_header_bytes.min(u32::MAX as usize) as u32);
+    if peer {
+        super::peer::tune_server(&mut builder, limits); // h2-peers
+    }
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     let mut conn = std::pin::pin!(conn);
     let result = tokio::select! {
