@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod app;
 pub mod balance;
+pub mod builder;
 pub mod control_plane;
 pub mod detect;
 pub mod drain;
@@ -28,3 +29,5 @@ pub mod telemetry;
 pub mod tls;
 
 pub use app::App;
+pub use builder::{Proxy, ProxyBuilder};
+pub use http::call::{Call, Done};
