@@ -191,6 +191,22 @@ impl View {
     }
 }
 
+impl Cx {
+    /// The context of a request that has not been routed yet.
+    pub fn new(view: View, down: Downstream) -> Self {
+        Cx {
+            view,
+            down,
+            started: Instant::now(),
+            rng: fastrand::Rng::new(),
+            delayed: false,
+            deadline: None,
+            on_upgrade: None,
+            attempt: AttemptCx::default(),
+        }
+    }
+}
+
 impl Done {
     pub fn new(result: Answer, cx: Cx) -> Self {
         Done { result, cx }

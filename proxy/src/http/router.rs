@@ -95,12 +95,7 @@ pub struct Split {
 
 impl Split {
     pub fn pick(&self, rng: &mut fastrand::Rng) -> &Arc<Backend> {
-        self.pick_with_metrics(rng).0
-    }
-
-    /// A backend by weight, with its metric handles for this route.
-    pub fn pick_with_metrics(&self, rng: &mut fastrand::Rng) -> (&Arc<Backend>, &RouteMetrics) {
-        self.entry_at(self.pick_index(rng))
+        self.entry_at(self.pick_index(rng)).0
     }
 
     /// The index of a backend picked by weight (see [`Split::entry_at`]).

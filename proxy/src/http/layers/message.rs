@@ -6,15 +6,14 @@ use super::Step;
 use crate::http::call::{Answer, Call};
 use crate::http::error::ProxyError;
 use crate::http::message::{self, MaxForwards};
-use crate::http::ReqBody;
 use http::header::{self, HeaderValue};
 use http::{Request, Version};
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Message;
 
-impl Step<ReqBody> for Message {
-    fn step(&self, call: &mut Call) -> Option<Answer> {
+impl<B> Step<B> for Message {
+    fn step(&self, call: &mut Call<B>) -> Option<Answer> {
         let req = &mut call.req;
         if let Err(v) = message::check(req.method(), req.uri(), req.version(), req.headers()) {
             return Some(Err(v.into()));

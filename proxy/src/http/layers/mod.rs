@@ -27,7 +27,7 @@ use tower::{Layer, Service};
 
 /// A synchronous layer: looks at (and may change) the call, then passes it
 /// on (`None`) or answers it (`Some`).
-pub trait Step<B>: Clone {
+pub trait Step<B> {
     fn step(&self, call: &mut Call<B>) -> Option<Answer>;
 }
 
@@ -81,3 +81,6 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

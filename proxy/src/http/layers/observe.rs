@@ -5,7 +5,7 @@
 //! request in metrics, and logs it (access log, failures, denials).
 
 use crate::http::body::ResponseBody;
-use crate::http::call::{AttemptCx, Call, Cx, Done, Downstream, Ready, View};
+use crate::http::call::{Call, Cx, Done, Downstream, Ready, View};
 use crate::http::error::{error_response, Fault};
 use crate::http::server::ListenerCtx;
 use crate::http::ReqBody;
@@ -75,16 +75,8 @@ where
             .listener()
             .access_log
             .then(|| (req.method().clone(), req.uri().clone(), req.version()));
-        let cx = Cx {
-            view,
-            down: self.down.clone(),
-            started,
-            rng: fastrand::Rng::new(),
-            delayed: false,
-            deadline: None,
-            on_upgrade: None,
-            attempt: AttemptCx::default(),
-        };
+        let mut cx = Cx::new(view, self.down.clone());
+        cx.started = started;
         Observed {
             inner: self.inner.call(Call { req, cx }),
             ctx: self.ctx.clone(),

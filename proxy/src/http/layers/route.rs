@@ -5,14 +5,13 @@
 use super::Step;
 use crate::http::call::{Answer, Call};
 use crate::http::error::ProxyError;
-use crate::http::ReqBody;
 use http::{header, Request};
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Route;
 
-impl Step<ReqBody> for Route {
-    fn step(&self, call: &mut Call) -> Option<Answer> {
+impl<B> Step<B> for Route {
+    fn step(&self, call: &mut Call<B>) -> Option<Answer> {
         let req = &call.req;
         let host = request_host(req).unwrap_or("");
         let view = &mut call.cx.view;
