@@ -22,7 +22,6 @@
 //! | balance | the endpoint, avoiding those already tried |
 //! | endpoint | sends the attempt; per-try timeout; teaches balancer and outlier detection |
 
-use super::body::ResponseBody;
 use super::call::{Call, Done, Downstream};
 use super::layers::action::Action;
 use super::layers::authz::Authz;
@@ -39,21 +38,27 @@ use super::layers::timeout::RouteTimeout;
 use super::layers::upstream::{Upstream, UpstreamLayer};
 use super::layers::{StepLayer, Stepped};
 use super::server::ListenerCtx;
-use super::ReqBody;
+use bytes::Bytes;
 use http::{Request, Response};
+use http_body::Body;
 use std::convert::Infallible;
 use std::sync::Arc;
 use tower::util::{BoxCloneSyncService, BoxCloneSyncServiceLayer, Either};
 use tower::{Layer, Service, ServiceBuilder};
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The stack of one connection (its layers hold no per-request state and
-/// clone cheaply: the server clones it for each request).
+/// clone cheaply: the server clones it for each request). It takes the
+/// request as hyper gives it; a layer in the edge slot may change the
+/// request body into the [`ReqBody`](super::ReqBody) the layers below take, and the
+/// response body into any body hyper can send.
 pub fn build(
     ctx: Arc<ListenerCtx>,
     down: Downstream,
 ) -> impl Service<
-    Request<ReqBody>,
-    Response = Response<ResponseBody>,
+    Request<hyper::body::Incoming>,
+    Response = Response<impl Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static>,
     Error = Infallible,
     Future: Send + 'static,
 > + Clone
@@ -61,8 +66,8 @@ pub fn build(
        + 'static {
     let user = ctx.user_layers.clone();
     ServiceBuilder::new()
-        // Edge slot: generic layers over `Request<ReqBody>` and the
-        // response go HERE, above observe (response compression, CORS,
+        // EDGE SLOT: generic layers over the request and the response go
+        // HERE, above observe (response compression, CORS,
         // request ids, OpenTelemetry tracing, tap). They see every request,
         // including those the proxy refuses, and the response the client
         // gets; what they answer themselves is not in the proxy's metrics.
