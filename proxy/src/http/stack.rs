@@ -51,8 +51,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The stack of one connection (its layers hold no per-request state and
 /// clone cheaply: the server clones it for each request). It takes the
 /// request as hyper gives it; a layer in the edge slot may change the
-/// request body into the [`ReqBody`](super::ReqBody) the layers below take, and the
-/// response body into any body hyper can send.
+/// request body into the [`ReqBody`](super::ReqBody) the layers below
+/// take, and the response body into any body hyper can send.
 pub fn build(
     ctx: Arc<ListenerCtx>,
     down: Downstream,
@@ -67,10 +67,11 @@ pub fn build(
     let user = ctx.user_layers.clone();
     ServiceBuilder::new()
         // EDGE SLOT: generic layers over the request and the response go
-        // HERE, above observe (response compression, CORS,
-        // request ids, OpenTelemetry tracing, tap). They see every request,
-        // including those the proxy refuses, and the response the client
-        // gets; what they answer themselves is not in the proxy's metrics.
+        // HERE, above observe (response compression, request decompression,
+        // CORS, request ids, OpenTelemetry tracing, tap). They see every
+        // request, including those the proxy refuses, and the response the
+        // client gets; what they answer themselves is not in the proxy's
+        // metrics or access log.
         .layer(ObserveLayer::new(ctx, down))
         .layer(StepLayer(Message))
         .layer(StepLayer(RateLimit::Listener))
@@ -78,6 +79,7 @@ pub fn build(
         .layer(StepLayer(RateLimit::Route))
         .layer(FaultLayer)
         .layer(StepLayer(Authz))
+        // USER SLOT: the library user's layers (see `UserLayers`).
         .layer(user)
         .service(forward())
 }
