@@ -57,6 +57,7 @@ pub async fn serve<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let client = down.client;
+    let peer = down.client_id.is_some(); // h2-peers
     let svc = TowerToHyperService::new(super::stack::build(ctx, down));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -68,6 +69,9 @@ pub async fn serve<I>(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(limits.max_request_header_bytes.min(u32::MAX as usize) as u32);
+    if peer {
+        super::peer::tune_server(&mut builder, limits); // h2-peers
+    }
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     let mut conn = std::pin::pin!(conn);
     let result = tokio::select! {

@@ -6,6 +6,7 @@
 //! | layer | what it does |
 //! |---|---|
 //! | *edge slot* | generic `Request -> Response` layers (tower-http, tracing, tap): see [`build`] |
+//! | orig proto | a peer's HTTP/1.1 request carried over HTTP/2 made HTTP/1.1 again ([`super::orig_proto`]) |
 //! | observe | loads the snapshot once; on the way back: error to response, metrics, logs |
 //! | message | HTTP message checks, `Max-Forwards`, header and declared body limits |
 //! | listener rate limit | the listener's `rate_limit` |
@@ -37,7 +38,9 @@ use super::layers::route::Route;
 use super::layers::timeout::RouteTimeout;
 use super::layers::upstream::{Upstream, UpstreamLayer};
 use super::layers::{StepLayer, Stepped};
+use super::orig_proto;
 use super::server::ListenerCtx;
+use super::ReqBody;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
@@ -72,6 +75,9 @@ pub fn build(
         // request, including those the proxy refuses, and the response the
         // client gets; what they answer themselves is not in the proxy's
         // metrics or access log.
+        // h2-peers: a peer's HTTP/1.1 request, carried over HTTP/2, is
+        // HTTP/1.1 again before anything looks at it.
+        .map_request(orig_proto::restore::<ReqBody>)
         .layer(ObserveLayer::new(ctx, down))
         .layer(StepLayer(Message))
         .layer(StepLayer(RateLimit::Listener))
