@@ -2,9 +2,10 @@
 //! per-route overrides (`routes[].edge`): response compression, request
 //! decompression, CORS, request ids, and sensitive headers kept out of logs.
 //!
-//! [`EdgeLayer`] holds the request's snapshot (loaded once, by the caller)
-//! and its listener's index; the [`Edge`] service it makes reads the
-//! listener's compiled [`EdgeTable`] from it. A listener without `edge:`
+//! [`EdgeLayer`] sits in the stack's edge slot, above observe
+//! (`super::stack`). Its [`Edge`] service makes the request's one snapshot
+//! load through the observe layer ([`Loads`]), reads the listener's compiled
+//! [`EdgeTable`] from it, and hands the same snapshot down. A listener without `edge:`
 //! pays one branch and passes the request on; a listener with it builds the
 //! tower-http stack around the inner service for this one request (the
 //! layers are `Arc`-backed and clone cheaply), so a new snapshot takes
@@ -126,43 +127,38 @@ impl RouteEdge {
     }
 }
 
-/// Wraps a service in the edge middleware of one listener of one snapshot.
-#[derive(Clone)]
-pub struct EdgeLayer {
-    snapshot: Arc<Snapshot>,
-    index: usize,
+/// The service the edge layer wraps: it makes the request's one snapshot
+/// load, and takes a request with that load already made. The edge layer
+/// loads through it, so a request still loads the snapshot once.
+pub trait Loads: Service<Request<InBody>> {
+    /// The snapshot, and this listener's index in it.
+    fn load(&self) -> (Arc<Snapshot>, usize);
+
+    /// Serves `req` on `snapshot` (from [`Loads::load`]) instead of loading.
+    fn call_loaded(&mut self, snapshot: Arc<Snapshot>, req: Request<InBody>) -> Self::Future;
 }
 
-impl EdgeLayer {
-    pub fn new(snapshot: Arc<Snapshot>, index: usize) -> Self {
-        EdgeLayer { snapshot, index }
-    }
-
-    fn listener(&self) -> &ListenerTable {
-        &self.snapshot.listeners[self.index]
-    }
-}
+/// Wraps a service in the edge middleware of its listener, read from the
+/// request's snapshot.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EdgeLayer;
 
 impl<S> Layer<S> for EdgeLayer {
     type Service = Edge<S>;
 
     fn layer(&self, inner: S) -> Edge<S> {
-        Edge {
-            at: self.clone(),
-            inner,
-        }
+        Edge { inner }
     }
 }
 
 #[derive(Clone)]
 pub struct Edge<S> {
-    at: EdgeLayer,
     inner: S,
 }
 
 impl<S> Service<Request<Incoming>> for Edge<S>
 where
-    S: Service<Request<InBody>, Response = Response<ResponseBody>, Error = Infallible>,
+    S: Loads<Response = Response<ResponseBody>, Error = Infallible>,
     S: Clone + Send + 'static,
     S::Future: Send,
 {
@@ -175,14 +171,42 @@ where
     }
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        if self.at.listener().edge.is_none() {
+        let (snapshot, index) = self.inner.load();
+        if snapshot.listeners[index].edge.is_none() {
             return EdgeFuture::Plain {
-                f: self.inner.call(req.map(InBody::plain)),
+                f: self.inner.call_loaded(snapshot, req.map(InBody::plain)),
             };
         }
-        let inner = self.inner.clone();
+        let inner = Preloaded {
+            snapshot: Some(snapshot.clone()),
+            inner: self.inner.clone(),
+        };
         EdgeFuture::Edge {
-            f: Box::pin(run(self.at.clone(), inner, req)),
+            f: Box::pin(run(snapshot, index, inner, req)),
+        }
+    }
+}
+
+/// The inner service, handed the snapshot the edge layer loaded.
+#[derive(Clone)]
+struct Preloaded<S> {
+    snapshot: Option<Arc<Snapshot>>,
+    inner: S,
+}
+
+impl<S: Loads> Service<Request<InBody>> for Preloaded<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<InBody>) -> S::Future {
+        match self.snapshot.take() {
+            Some(snapshot) => self.inner.call_loaded(snapshot, req),
+            None => self.inner.call(req),
         }
     }
 }
@@ -215,13 +239,18 @@ where
 }
 
 /// One request of a listener with `edge:` through its middleware.
-async fn run<S>(at: EdgeLayer, inner: S, req: Request<Incoming>) -> Response<OutBody>
+async fn run<S>(
+    snapshot: Arc<Snapshot>,
+    index: usize,
+    inner: Preloaded<S>,
+    req: Request<Incoming>,
+) -> Response<OutBody>
 where
-    S: Service<Request<InBody>, Response = Response<ResponseBody>, Error = Infallible>,
-    S: Clone + Send + 'static,
+    S: Loads<Response = Response<ResponseBody>, Error = Infallible>,
+    S: Send + 'static,
     S::Future: Send,
 {
-    let listener = at.listener();
+    let listener = &snapshot.listeners[index];
     let Some(edge) = &listener.edge else {
         // Not reached: `call` passes such requests on without boxing.
         let Ok(rsp) = inner.oneshot(req.map(InBody::plain)).await;
@@ -307,7 +336,7 @@ fn route_edge<'a>(listener: &'a ListenerTable, req: &Request<Incoming>) -> Optio
         .flatten()
         .and_then(|m| Method::from_bytes(m.as_bytes()).ok());
     let method = preflight.as_ref().unwrap_or(req.method());
-    let host = super::proxy::request_host(req).unwrap_or("");
+    let host = super::layers::route::request_host(req).unwrap_or("");
     let route = listener
         .router
         .find(host, method, req.uri().path(), req.headers())?;
