@@ -7,6 +7,7 @@
 //! |---|---|
 //! | *edge slot* | generic `Request -> Response` layers (tower-http, tracing, tap): see [`build`] |
 //! | orig proto | a peer's HTTP/1.1 request carried over HTTP/2 made HTTP/1.1 again ([`super::orig_proto`]) |
+//! | edge | the listener's tower-http middleware: compression, decompression, CORS, request id, sensitive headers ([`super::edge`]); makes the snapshot load through observe |
 //! | observe | loads the snapshot once; on the way back: error to response, metrics, logs |
 //! | message | HTTP message checks, `Max-Forwards`, header and declared body limits |
 //! | listener rate limit | the listener's `rate_limit` |
@@ -43,8 +44,8 @@ use super::orig_proto;
 use super::server::ListenerCtx;
 use bytes::Bytes;
 use http::{Request, Response};
-use hyper::body::Incoming;
 use http_body::Body;
+use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::sync::Arc;
 use tower::util::{BoxCloneSyncService, BoxCloneSyncServiceLayer, Either};

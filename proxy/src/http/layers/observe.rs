@@ -6,9 +6,9 @@
 
 use crate::http::body::ResponseBody;
 use crate::http::call::{Call, Cx, Done, Downstream, Ready, View};
+use crate::http::edge::{logged_headers, Loads};
 use crate::http::error::{error_response, Fault};
 use crate::http::server::ListenerCtx;
-use crate::http::edge::{logged_headers, Loads};
 use crate::http::ReqBody;
 use crate::snapshot::Snapshot;
 use http::{Method, Request, Response, Uri, Version};
@@ -95,7 +95,12 @@ where
             let headers = listener.edge.as_ref().map_or_else(String::new, |e| {
                 logged_headers(&e.log_headers, req.headers())
             });
-            (req.method().clone(), req.uri().clone(), req.version(), headers)
+            (
+                req.method().clone(),
+                req.uri().clone(),
+                req.version(),
+                headers,
+            )
         });
         let mut cx = Cx::new(view, self.down.clone());
         cx.started = started;
