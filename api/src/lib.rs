@@ -14,6 +14,7 @@ pub mod mesh;
 mod model;
 pub mod policy;
 mod time;
+pub mod tracing;
 mod validate;
 
 pub use delta::{Delta, RoutesDelta};
@@ -28,6 +29,7 @@ pub use policy::{
     RateLimit, RetryBudget, RetryOn, RetryPolicy,
 };
 pub use time::rfc3339;
+pub use tracing::{OtlpProtocol, Tracing};
 pub use validate::{validate, Problem};
 
 /// Parses a YAML config and validates it.
