@@ -50,6 +50,7 @@ pub struct Metrics {
     pub tcp_open_connections: IntGaugeVec,
     pub tcp_bytes: IntCounterVec,
     pub tcp_connect_errors: IntCounterVec,
+    pub trace_spans: IntCounterVec,
     process: Process,
 }
 
@@ -276,6 +277,12 @@ impl Metrics {
                 "remora_tcp_connect_errors_total",
                 "Failed attempts to open an opaque TCP connection to a backend, by backend and cause.",
                 &["backend", "cause"],
+            ),
+            trace_spans: counter(
+                &r,
+                "remora_trace_spans_total",
+                "Trace spans by outcome: exported to the collector, failed (the export failed), dropped (the export queue was full).",
+                &["outcome"],
             ),
             identity_expiry: reg(
                 &r,

@@ -11,6 +11,7 @@ use super::retry;
 use super::router::{rewrite_prefix, Action, Route, RouteMetrics};
 use crate::balance::{now_ns, Backend, InFlight, Overflow, Tried};
 use crate::snapshot::ListenerTable;
+use crate::telemetry::otel::Traced;
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
@@ -452,13 +453,18 @@ async fn exchange(
     }
 }
 
-/// A copy of a request head for one more attempt (extensions are not kept).
+/// A copy of a request head for one more attempt (of the extensions, only
+/// the trace is kept).
 fn copy_head(p: &http::request::Parts) -> http::request::Parts {
     let mut req = Request::new(());
     *req.method_mut() = p.method.clone();
     *req.uri_mut() = p.uri.clone();
     *req.version_mut() = p.version;
     *req.headers_mut() = p.headers.clone();
+    // otel: each attempt carries the request's trace.
+    if let Some(t) = p.extensions.get::<Traced>() {
+        req.extensions_mut().insert(t.clone());
+    }
     req.into_parts().0
 }
 
@@ -499,6 +505,8 @@ async fn attempt(
     tried.insert(index);
     let mut in_flight = InFlight::start(ep, slot);
     let mut req = req;
+    // otel: a client span per attempt; the upstream gets its traceparent.
+    let span = Traced::of(&req).cloned().map(|t| t.attempt(&mut req, index));
     in_flight.request_sent = req.body_mut().track_sent();
     let started = Instant::now();
     let send = ep
@@ -518,6 +526,10 @@ async fn attempt(
             .unwrap_or(Err(timed_out)),
         None => send.await,
     };
+    if let Some(span) = span {
+        let result = sent.as_ref().map(|(r, _)| r.status()).map_err(|e| e.cause());
+        span.finish(result, ep.addr, &backend.name);
+    }
     match sent {
         Ok((rsp, checkin)) => {
             ep.load.observe(started.elapsed());

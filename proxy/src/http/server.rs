@@ -44,7 +44,7 @@ impl ListenerCtx {
         }
     }
 
-    async fn handle(&self, down: &Downstream, req: Request<Incoming>) -> Response<ResponseBody> {
+    async fn handle(&self, down: &Downstream, mut req: Request<Incoming>) -> Response<ResponseBody> {
         let started = Instant::now();
         self.requests.inc();
         // The one snapshot load of this request: kept to its end.
@@ -53,6 +53,8 @@ impl ListenerCtx {
         let access = listener
             .access_log
             .then(|| (req.method().clone(), req.uri().clone(), req.version()));
+        // otel: a server span when tracing is on and the request is sampled.
+        let traced = snapshot.tracer.as_ref().and_then(|t| t.start(&mut req));
         let outcome = proxy::handle(listener, down, req).await;
         let route = outcome.route.as_deref().unwrap_or("");
         let backend = outcome.backend.as_deref().unwrap_or("");
@@ -82,6 +84,16 @@ impl ListenerCtx {
                 duration_ms = started.elapsed().as_secs_f64() * 1000.0,
                 "request"
             );
+        }
+        // otel: the server span ends with the response head.
+        if let Some(t) = traced {
+            t.finish(crate::telemetry::otel::End {
+                status: rsp.status(),
+                error: cause,
+                listener: &self.name,
+                route: outcome.route.as_ref(),
+                backend: outcome.backend.as_ref().and_then(|b| snapshot.backends.get(b)).map(|b| &**b),
+            });
         }
         let m = &self.metrics;
         match cause {
