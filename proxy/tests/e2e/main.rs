@@ -11,6 +11,7 @@ mod init;
 mod limits;
 mod mesh_tls;
 mod messages;
+mod otel;
 mod policies;
 mod reload;
 mod resilience;
