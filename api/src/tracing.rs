@@ -71,8 +71,8 @@ pub mod defaults {
     }
 }
 
-/// Every problem with `t`, paths under `tracing`.
-pub fn check(t: &Tracing, found: &mut crate::policy::Found) {
+/// Every problem with `t` as (path under `tracing`, message).
+pub fn check(t: &Tracing, found: &mut Vec<(String, String)>) {
     let mut add = |field: &str, message: &str| {
         found.push((format!("tracing.{field}"), message.to_string()));
     };
