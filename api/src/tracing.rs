@@ -130,7 +130,10 @@ mod tests {
         let t: Tracing = serde_yaml_ng::from_str(yaml).unwrap();
         let mut found = Vec::new();
         check(&t, &mut found);
-        found.into_iter().map(|(p, m)| format!("{p}: {m}")).collect()
+        found
+            .into_iter()
+            .map(|(p, m)| format!("{p}: {m}"))
+            .collect()
     }
 
     #[test]
@@ -153,7 +156,10 @@ mod tests {
             ("collector: c:1\nservice_name: ''", "tracing.service_name"),
             ("collector: c:1\nbatch_size: 0", "tracing.batch_size"),
             ("collector: c:1\nqueue: 10\nbatch_size: 20", "tracing.queue"),
-            ("collector: c:1\nbatch_interval: 0s", "tracing.batch_interval"),
+            (
+                "collector: c:1\nbatch_interval: 0s",
+                "tracing.batch_interval",
+            ),
         ];
         for (yaml, field) in table {
             let found = problems(yaml);

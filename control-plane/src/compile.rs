@@ -108,7 +108,11 @@ pub fn resolve(mesh: &Mesh) -> std::borrow::Cow<'_, Mesh> {
         }
     }
     if let Some(t) = &mesh.tracing {
-        for w in resolved.workloads.iter_mut().filter(|w| w.tracing.is_none()) {
+        for w in resolved
+            .workloads
+            .iter_mut()
+            .filter(|w| w.tracing.is_none())
+        {
             w.tracing = Some(workload_tracing(t, &w.name));
         }
     }

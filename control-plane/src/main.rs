@@ -125,6 +125,14 @@ enum Command {
         /// Keep the demo's directory (CA, mesh file, logs) after stopping.
         #[arg(long)]
         keep: bool,
+        /// Send every sidecar's spans to this OpenTelemetry collector
+        /// (`host:port` of its OTLP receiver, e.g. 127.0.0.1:4318).
+        #[arg(long, value_name = "ADDR")]
+        otlp: Option<String>,
+        /// The OTLP protocol for `--otlp`: `http` (protobuf, port 4318 by
+        /// convention) or `grpc` (4317).
+        #[arg(long, value_name = "PROTOCOL", default_value = "http", value_parser = ["http", "grpc"])]
+        otlp_protocol: String,
     },
     /// Move a mesh between a file and etcd.
     Etcd {
@@ -277,6 +285,8 @@ fn main() -> ExitCode {
             rate,
             proxy_bin,
             keep,
+            otlp,
+            otlp_protocol,
         } => {
             // The demo prints what matters; logs only when something is wrong.
             telemetry::init_with_default(LogFormat::Text, "warn");
@@ -285,6 +295,13 @@ fn main() -> ExitCode {
                 rate,
                 proxy_bin,
                 keep,
+                otlp: otlp.map(|addr| {
+                    let protocol = match otlp_protocol.as_str() {
+                        "grpc" => remora_api::OtlpProtocol::Grpc,
+                        _ => remora_api::OtlpProtocol::HttpProtobuf,
+                    };
+                    (addr, protocol)
+                }),
             };
             let Some(rt) = runtime() else {
                 return ExitCode::FAILURE;

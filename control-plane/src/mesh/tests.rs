@@ -279,7 +279,11 @@ fn the_mesh_tracing_reaches_every_proxy_named_after_its_workload() {
     let out = crate::compile::compile(&mesh);
     let web = out["web"].config.tracing.as_ref().expect("web traces");
     assert_eq!(
-        (web.collector.as_str(), web.service_name.as_str(), web.sampling),
+        (
+            web.collector.as_str(),
+            web.service_name.as_str(),
+            web.sampling
+        ),
         ("otel:4317", "web", 0.25)
     );
     assert_eq!(web.protocol, remora_api::OtlpProtocol::Grpc);
@@ -290,7 +294,10 @@ fn the_mesh_tracing_reaches_every_proxy_named_after_its_workload() {
         "a workload's own tracing wins"
     );
     let none = parse("workloads:\n  - { name: web, outbound: 127.0.0.1:4140 }\n").unwrap();
-    assert!(crate::compile::compile(&none)["web"].config.tracing.is_none());
+    assert!(crate::compile::compile(&none)["web"]
+        .config
+        .tracing
+        .is_none());
 }
 
 #[test]

@@ -66,3 +66,40 @@ async fn the_demo_serves_traffic_over_mutual_tls_and_cleans_up() {
         .unwrap_or_else(|| panic!("no files line:\n{stdout}"));
     assert!(!Path::new(dir).exists(), "{dir} was left behind");
 }
+
+/// `demo --otlp`: every sidecar exports its spans to the collector (here a
+/// loopback OTLP/gRPC receiver on the real OpenTelemetry protobuf package),
+/// and a call client → web → api is one trace across all three workloads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_traces_each_call_across_its_sidecars() {
+    let receiver = remora_test_support::OtlpReceiver::start("grpc").await;
+    let run = Command::new(bin())
+        .args(["demo", "--duration", "4s", "--rate", "5", "--otlp"])
+        .arg(receiver.addr().to_string())
+        .args(["--otlp-protocol", "grpc", "--proxy-bin"])
+        .arg(proxy_bin())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(90), run)
+        .await
+        .expect("the demo stops by itself")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("Spans (OTLP) go to"), "{stdout}");
+    // Some call's trace holds a server span from each of the workloads.
+    let spans = receiver.spans();
+    let traced_by_all = spans.iter().any(|s| {
+        let trace = &s["trace_id"];
+        ["client", "web", "api"].iter().all(|w| {
+            spans
+                .iter()
+                .any(|o| o["trace_id"] == *trace && o["service"] == *w && o["kind"] == "server")
+        })
+    });
+    assert!(
+        traced_by_all,
+        "no trace crosses client, web and api: {spans:#?}"
+    );
+}

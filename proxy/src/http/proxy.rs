@@ -506,7 +506,9 @@ async fn attempt(
     let mut in_flight = InFlight::start(ep, slot);
     let mut req = req;
     // otel: a client span per attempt; the upstream gets its traceparent.
-    let span = Traced::of(&req).cloned().map(|t| t.attempt(&mut req, index));
+    let span = Traced::of(&req)
+        .cloned()
+        .map(|t| t.attempt(&mut req, index));
     in_flight.request_sent = req.body_mut().track_sent();
     let started = Instant::now();
     let send = ep
@@ -527,7 +529,10 @@ async fn attempt(
         None => send.await,
     };
     if let Some(span) = span {
-        let result = sent.as_ref().map(|(r, _)| r.status()).map_err(|e| e.cause());
+        let result = sent
+            .as_ref()
+            .map(|(r, _)| r.status())
+            .map_err(|e| e.cause());
         span.finish(result, ep.addr, &backend.name);
     }
     match sent {

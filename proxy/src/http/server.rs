@@ -44,7 +44,11 @@ impl ListenerCtx {
         }
     }
 
-    async fn handle(&self, down: &Downstream, mut req: Request<Incoming>) -> Response<ResponseBody> {
+    async fn handle(
+        &self,
+        down: &Downstream,
+        mut req: Request<Incoming>,
+    ) -> Response<ResponseBody> {
         let started = Instant::now();
         self.requests.inc();
         // The one snapshot load of this request: kept to its end.
@@ -92,7 +96,11 @@ impl ListenerCtx {
                 error: cause,
                 listener: &self.name,
                 route: outcome.route.as_ref(),
-                backend: outcome.backend.as_ref().and_then(|b| snapshot.backends.get(b)).map(|b| &**b),
+                backend: outcome
+                    .backend
+                    .as_ref()
+                    .and_then(|b| snapshot.backends.get(b))
+                    .map(|b| &**b),
             });
         }
         let m = &self.metrics;

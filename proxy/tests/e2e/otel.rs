@@ -15,11 +15,17 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// A proxy with one route `traced` to `up`, exporting to `collector`.
 async fn proxy(up: &Upstream, tracing: &str, route_extra: &str) -> ProxyProcess {
-    let routes = format!(
-        "      - name: traced\n        backends: [{{ name: app }}]\n{route_extra}"
+    let routes =
+        format!("      - name: traced\n        backends: [{{ name: app }}]\n{route_extra}");
+    let backends = format!(
+        "  - name: app\n    endpoints: [{{ address: {} }}]",
+        up.addr()
     );
-    let backends = format!("  - name: app\n    endpoints: [{{ address: {} }}]", up.addr());
-    start(&format!("{}tracing: {tracing}\n", config(&routes, &backends))).await
+    start(&format!(
+        "{}tracing: {tracing}\n",
+        config(&routes, &backends)
+    ))
+    .await
 }
 
 fn tracing_to(collector: std::net::SocketAddr, protocol: &str, sampling: f64) -> String {
@@ -94,7 +100,11 @@ async fn a_traced_request_is_exported_over(protocol: &str, otlp: &str) {
     assert_eq!(attr(server, "remora.backend"), "app");
     assert_eq!(attr(server, "remora.endpoint"), &up.addr().to_string());
     assert_eq!(client["parent_span_id"], server["span_id"]);
-    assert_eq!(client["span_id"], parent.as_str(), "the upstream's parent is the client span");
+    assert_eq!(
+        client["span_id"],
+        parent.as_str(),
+        "the upstream's parent is the client span"
+    );
     assert_eq!(attr(client, "remora.endpoint"), &up.addr().to_string());
     assert_eq!(attr(client, "http.response.status_code"), 200);
     assert_eq!(attr(client, "server.port"), up.addr().port());
@@ -102,7 +112,10 @@ async fn a_traced_request_is_exported_over(protocol: &str, otlp: &str) {
     // Counted once the collector has answered.
     let deadline = tokio::time::Instant::now() + WAIT;
     while spans_counted(&proxy, "exported").await < 2 {
-        assert!(tokio::time::Instant::now() < deadline, "exports not counted");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "exports not counted"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -131,7 +144,8 @@ async fn each_retry_is_a_client_span() {
     let receiver = OtlpReceiver::start("http").await;
     let up = Upstream::start("app").await;
     up.set_mode(Mode::FailStatus { status: 503 });
-    let retry = "        retry: { attempts: 3, on: [gateway-error], backoff: { base: 1ms, max: 2ms } }";
+    let retry =
+        "        retry: { attempts: 3, on: [gateway-error], backoff: { base: 1ms, max: 2ms } }";
     let tracing = tracing_to(receiver.addr(), "http/protobuf", 1.0);
     let proxy = proxy(&up, &tracing, retry).await;
     let url = format!("http://{}/", proxy.listener("edge"));
@@ -188,7 +202,10 @@ async fn a_collector_that_is_down_does_not_break_requests() {
     }
     let deadline = tokio::time::Instant::now() + WAIT;
     while spans_counted(&proxy, "failed").await == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "no failed export counted");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no failed export counted"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     proxy

@@ -60,9 +60,10 @@ async fn run(config: Tracing, mut rx: mpsc::Receiver<SpanRecord>, counters: Coun
         }
         let n = batch.len() as u64;
         let body = encode(&config, batch.drain(..));
-        let sent = tokio::time::timeout(config.export_timeout.get(), send(&config, &mut conn, body))
-            .await
-            .unwrap_or_else(|_| Err("the export timed out".into()));
+        let sent =
+            tokio::time::timeout(config.export_timeout.get(), send(&config, &mut conn, body))
+                .await
+                .unwrap_or_else(|_| Err("the export timed out".into()));
         match sent {
             Ok(()) => {
                 counters.exported.inc_by(n);

@@ -72,7 +72,10 @@ impl SpanRecord {
                 if let Some(ep) = self.endpoint {
                     attrs.push(string("server.address", &ep.ip().to_string()));
                     attrs.push(int("server.port", i64::from(ep.port())));
-                    attrs.push(int("http.request.resend_count", i64::from(self.attempt) - 1));
+                    attrs.push(int(
+                        "http.request.resend_count",
+                        i64::from(self.attempt) - 1,
+                    ));
                 }
             }
         }
@@ -162,7 +165,10 @@ fn split_host(h: &HeaderValue) -> Option<(&str, Option<u16>)> {
     let a: http::uri::Authority = h.to_str().ok()?.parse().ok()?;
     let host = h.to_str().ok()?;
     let host = &host[..a.host().len()];
-    Some((host.trim_start_matches('[').trim_end_matches(']'), a.port_u16()))
+    Some((
+        host.trim_start_matches('[').trim_end_matches(']'),
+        a.port_u16(),
+    ))
 }
 
 #[cfg(test)]

@@ -8,7 +8,10 @@ fn tracer(sampling: f64) -> (Arc<Tracer>, Arc<Metrics>) {
     let metrics = Metrics::new();
     let config: remora_api::Tracing =
         serde_yaml_ng::from_str(&format!("collector: 127.0.0.1:1\nsampling: {sampling}")).unwrap();
-    (Tracer::carry(Some(&config), None, &metrics).unwrap(), metrics)
+    (
+        Tracer::carry(Some(&config), None, &metrics).unwrap(),
+        metrics,
+    )
 }
 
 fn request(traceparent: Option<&str>) -> Request<()> {
@@ -31,10 +34,16 @@ fn a_sampled_parent_is_continued_even_at_ratio_0() {
     let mut req = request(Some(PARENT));
     let traced = t.start(&mut req).expect("traced");
     let sent = parent_of(&req);
-    assert_eq!(context::hex(&sent.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(
+        context::hex(&sent.trace_id),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
     assert_eq!(sent.span_id, traced.0.span_id);
     assert!(sent.sampled);
-    assert_eq!(traced.0.parent.map(|p| context::hex(&p)).as_deref(), Some("00f067aa0ba902b7"));
+    assert_eq!(
+        traced.0.parent.map(|p| context::hex(&p)).as_deref(),
+        Some("00f067aa0ba902b7")
+    );
     assert_eq!(req.headers()["tracestate"], "v=1");
     // An attempt names its own span, a child of the server span.
     let attempt = traced.attempt(&mut req, 0);
@@ -63,7 +72,10 @@ fn a_new_trace_follows_the_ratio_and_always_goes_on() {
     let (never, _) = tracer(0.0);
     let mut req = request(None);
     assert!(never.start(&mut req).is_none());
-    assert!(!parent_of(&req).sampled, "the next hops learn it is not sampled");
+    assert!(
+        !parent_of(&req).sampled,
+        "the next hops learn it is not sampled"
+    );
 
     let (half, _) = tracer(0.5);
     let sampled = (0..2000)
