@@ -213,3 +213,32 @@ async fn a_collector_that_is_down_does_not_break_requests() {
         .await
         .expect("the failure is logged");
 }
+
+#[test]
+fn check_accepts_the_tracing_example_and_names_a_bad_field() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/tracing.yaml");
+    let run = |path: &std::path::Path| {
+        std::process::Command::new(crate::bin())
+            .arg("check")
+            .arg(path)
+            .output()
+            .unwrap()
+    };
+    let out = run(std::path::Path::new(example));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+
+    let dir = remora_test_support::proxy::tempdir();
+    let bad = dir.path().join("bad.yaml");
+    let text = std::fs::read_to_string(example)
+        .unwrap()
+        .replace("sampling: 1.0 ", "sampling: 1.5 ");
+    std::fs::write(&bad, text).unwrap();
+    let out = run(&bad);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        stdout.contains("tracing.sampling: must be a ratio from 0 to 1"),
+        "{stdout}"
+    );
+}
