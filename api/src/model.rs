@@ -29,7 +29,7 @@ pub struct Config {
     pub identity: Option<IdentityConfig>,
     /// OpenTelemetry spans exported to a collector (see `docs/operations.md`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tracing: Option<crate::tracing::Tracing>,
+    pub tracing: Option<Box<crate::tracing::Tracing>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

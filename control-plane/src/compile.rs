@@ -256,7 +256,7 @@ pub(crate) fn own_config(w: &Workload) -> Config {
         listeners,
         backends,
         identity: None,
-        tracing: w.tracing.clone(),
+        tracing: w.tracing.clone().map(Box::new),
     }
 }
 

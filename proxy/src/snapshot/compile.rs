@@ -240,7 +240,7 @@ pub fn compile_as(
         crate::identity::global().set(c);
     }
     let tracer = crate::telemetry::otel::Tracer::carry(
-        config.tracing.as_ref(),
+        config.tracing.as_deref(),
         prev.and_then(|p| p.tracer.as_ref()),
         metrics,
     );

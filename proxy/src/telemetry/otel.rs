@@ -64,7 +64,8 @@ impl Tracer {
             },
         );
         Some(Arc::new(Tracer {
-            threshold: (config.sampling < 1.0).then(|| (config.sampling * u64::MAX as f64) as u64),
+            threshold: (config.sampling < 1.0)
+                .then_some((config.sampling * u64::MAX as f64) as u64),
             config: config.clone(),
             queue,
             dropped: outcome("dropped"),
