@@ -41,6 +41,8 @@ pub struct DemoArgs {
     pub proxy_bin: Option<PathBuf>,
     /// Keep the directory (CA, mesh file, logs) after stopping.
     pub keep: bool,
+    /// How often sidecars report their stats (the service graph's).
+    pub stats_interval: Duration,
 }
 
 const TRUST_DOMAIN: &str = "demo.local";
@@ -220,6 +222,7 @@ async fn run_in(args: &DemoArgs, proxy_bin: &Path, dir: &Path) -> anyhow::Result
         // Each sidecar subscribes with its own certificate, for its workload.
         require_proxy_identity: true,
         webhook: None,
+        stats_interval: Some(args.stats_interval),
     })
     .await
     .context("start the control plane")?;

@@ -88,6 +88,10 @@ enum Command {
         log_format: LogFormat,
         #[command(flatten)]
         webhook: Box<WebhookArgs>,
+        /// How often proxies report their request stats for the service
+        /// graph (admin `/graph`); `0s`: never.
+        #[arg(long, env = "REMORA_STATS_INTERVAL", default_value = "10s")]
+        stats_interval: remora_api::Duration,
     },
     /// Add the proxy to every pod template of a manifest (multi-document
     /// YAML; `-` reads stdin) and print it, as the webhook would
@@ -125,6 +129,9 @@ enum Command {
         /// Keep the demo's directory (CA, mesh file, logs) after stopping.
         #[arg(long)]
         keep: bool,
+        /// How often sidecars report their stats for the service graph.
+        #[arg(long, default_value = "2s")]
+        stats_interval: remora_api::Duration,
     },
     /// Move a mesh between a file and etcd.
     Etcd {
@@ -277,6 +284,7 @@ fn main() -> ExitCode {
             rate,
             proxy_bin,
             keep,
+            stats_interval,
         } => {
             // The demo prints what matters; logs only when something is wrong.
             telemetry::init_with_default(LogFormat::Text, "warn");
@@ -285,6 +293,7 @@ fn main() -> ExitCode {
                 rate,
                 proxy_bin,
                 keep,
+                stats_interval: stats_interval.get(),
             };
             let Some(rt) = runtime() else {
                 return ExitCode::FAILURE;
@@ -324,6 +333,7 @@ fn main() -> ExitCode {
             admin,
             log_format,
             webhook,
+            stats_interval,
         } => {
             telemetry::init(log_format);
             // The one crypto provider (the Kubernetes client's TLS too).
@@ -364,6 +374,7 @@ fn main() -> ExitCode {
                     .map(|(cert, key)| ServingTls { cert, key }),
                 require_proxy_identity,
                 webhook,
+                stats_interval: Some(stats_interval.get()).filter(|d| !d.is_zero()),
             })) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod orig_dst;
 pub mod policy;
 pub mod snapshot;
+pub mod stats;
 pub mod tcp;
 pub mod telemetry;
 pub mod tls;
