@@ -30,6 +30,8 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 
+mod observe;
+
 /// How `demo` runs.
 #[derive(Clone, Debug)]
 pub struct DemoArgs {
@@ -253,6 +255,7 @@ async fn run_in(args: &DemoArgs, proxy_bin: &Path, dir: &Path) -> anyhow::Result
     let outcome = match started {
         Ok(()) => {
             print_intro(&workloads, &sidecars, &cp, dir);
+            observe::print(&cp, dir);
             traffic(args, workloads[0].outbound, &sidecars).await
         }
         Err(e) => Err(e),
@@ -456,7 +459,7 @@ async fn inbound_callers(admin: SocketAddr) -> Vec<String> {
 }
 
 /// `GET path` with `host`, on a new HTTP/1.1 connection; status and body.
-async fn get(addr: SocketAddr, host: &str, path: &str) -> anyhow::Result<(u16, String)> {
+pub(crate) async fn get(addr: SocketAddr, host: &str, path: &str) -> anyhow::Result<(u16, String)> {
     let exchange = async {
         let tcp = TcpStream::connect(addr).await?;
         let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;

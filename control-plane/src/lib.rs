@@ -24,6 +24,7 @@ pub mod ca;
 pub mod certify;
 pub mod compile;
 pub mod demo;
+pub mod diagnose;
 pub mod error;
 pub mod etcd;
 pub mod graph;

@@ -1,6 +1,6 @@
 //! `remora-control-plane`: parse args, init logging, start the app, wait
 //! for a signal, stop; or `check` a mesh file; or `ca init` a development CA;
-//! or `etcd import` / `etcd export` a mesh.
+//! or `etcd import` / `etcd export` a mesh; or `diagnose` a running mesh.
 
 use clap::{Parser, Subcommand};
 use remora_control_plane::app::ServingTls;
@@ -132,6 +132,26 @@ enum Command {
         /// How often sidecars report their stats for the service graph.
         #[arg(long, default_value = "2s")]
         stats_interval: remora_api::Duration,
+    },
+    /// Check a mesh: the mesh file, the CA's expiry, and a running control
+    /// plane's proxies (in sync, certificates). Prints ✔/⚠/✖ per check with
+    /// what to do; exits 0 when all pass, 1 when any fails, 2 on warnings only.
+    Diagnose {
+        /// A running control plane's admin address (`run --admin`).
+        #[arg(long, env = "REMORA_CP_ADMIN")]
+        admin: Option<SocketAddr>,
+        /// The mesh file to check.
+        #[arg(long, env = "REMORA_MESH")]
+        mesh: Option<PathBuf>,
+        /// The CA certificate (PEM) to check the expiry of.
+        #[arg(long, env = "REMORA_CA_CERT")]
+        ca_cert: Option<PathBuf>,
+        /// Warn when the CA expires within this.
+        #[arg(long, default_value = "720h")]
+        ca_warn: remora_api::Duration,
+        /// Warn when a proxy's certificate expires within this.
+        #[arg(long, default_value = "10m")]
+        cert_warn: remora_api::Duration,
     },
     /// Move a mesh between a file and etcd.
     Etcd {
@@ -317,6 +337,25 @@ fn main() -> ExitCode {
                 },
         } => serving_cert(&ca_cert, &ca_key, &names, lifetime.get(), &dir),
         Command::Etcd { command } => etcd(command),
+        Command::Diagnose {
+            admin,
+            mesh,
+            ca_cert,
+            ca_warn,
+            cert_warn,
+        } => {
+            let args = remora_control_plane::diagnose::DiagnoseArgs {
+                admin,
+                mesh,
+                ca_cert,
+                ca_warn: ca_warn.get(),
+                cert_warn: cert_warn.get(),
+            };
+            match runtime() {
+                Some(rt) => rt.block_on(remora_control_plane::diagnose::run(&args)),
+                None => ExitCode::FAILURE,
+            }
+        }
         Command::Run {
             mesh,
             etcd,
