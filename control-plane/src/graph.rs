@@ -5,8 +5,9 @@
 //! (`remora-stats-interval`, [`remora_api::stats`]): the difference
 //! between a proxy's last two reports, divided by the time between them,
 //! summed over the replicas of a workload. An edge is what a workload's
-//! `outbound` listener sent to a backend (a service of the mesh); a
-//! service is drawn as the node of its name.
+//! `outbound` listener sent to a backend (a service of the mesh; answers
+//! the proxy gave itself count for their route's backend); a service is
+//! drawn as the node of its name.
 
 use crate::compile::OUTBOUND;
 use crate::proxies::ProxyState;
@@ -76,9 +77,12 @@ pub fn graph<'a>(workloads: impl IntoIterator<Item = &'a str>, proxies: &[ProxyS
             bounds = &last.buckets;
         }
         for s in last.series.iter().filter(|s| s.listener == OUTBOUND) {
+            let Some(to) = target(last, s) else {
+                continue;
+            };
             let d = delta(s, before(prev, s));
             let sum = sums
-                .entry((p.workload.clone(), s.backend.clone()))
+                .entry((p.workload.clone(), to.to_string()))
                 .or_default();
             sum.rps += d.responses() as f64 / seconds;
             sum.requests += d.responses();
@@ -116,6 +120,24 @@ pub fn graph<'a>(workloads: impl IntoIterator<Item = &'a str>, proxies: &[ProxyS
         edges,
         reporting,
     }
+}
+
+/// The service a series' requests were for: its backend; for answers the
+/// proxy gave before choosing one (a fault, a rate limit: no backend), the
+/// backend its route sends to in another series, else the route's name;
+/// `None` without a route either (no route matched: no call).
+fn target<'a>(report: &'a StatsReport, s: &'a Series) -> Option<&'a str> {
+    if !s.backend.is_empty() {
+        return Some(&s.backend);
+    }
+    if s.route.is_empty() {
+        return None;
+    }
+    let routed = report
+        .series
+        .iter()
+        .find(|o| o.listener == s.listener && o.route == s.route && !o.backend.is_empty());
+    Some(routed.map_or(s.route.as_str(), |o| o.backend.as_str()))
 }
 
 /// The series of `report` with the same listener, route and backend.

@@ -37,10 +37,14 @@ async fn an_edge_is_the_difference_of_two_reports_over_their_interval() {
     assert_eq!((g.edges.len(), g.reporting), (0, 0));
 
     tokio::time::advance(Duration::from_secs(2)).await;
-    // 20 more answers to api in 2 s, 10 of them 5xx, 19 under 10 ms; the
-    // inbound side's series is no edge.
+    // 20 more answers to api in 2 s, 10 of them 5xx (4 by the proxy, a
+    // fault: no backend), 19 under 10 ms; the inbound side's series is no
+    // edge.
+    let mut faulted = series(OUTBOUND, "", 0, 4, 4);
+    faulted.route = "api".into();
     web.stats(report(vec![
-        series(OUTBOUND, "api", 110, 10, 119),
+        series(OUTBOUND, "api", 110, 6, 115),
+        faulted,
         series("inbound", "local_app", 5, 0, 5),
     ]));
     client.stats(report(vec![series(OUTBOUND, "web", 0, 0, 0)]));

@@ -8,6 +8,7 @@ mod check;
 mod demo;
 mod etcd;
 mod fake_kube;
+mod graph;
 mod identity;
 mod inject;
 mod k8s;
