@@ -6,6 +6,7 @@
 
 mod check;
 mod demo;
+mod diagnose;
 mod etcd;
 mod fake_kube;
 mod graph;
