@@ -174,7 +174,7 @@ fn ca(path: &std::path::Path, warn: Duration, now: SystemTime) -> Check {
     expiry_check(at, warn, now, what, ROTATE_CA)
 }
 
-const ROTATE_CA: &str = "rotate the CA: issue a new one and serve both roots during the change (docs/identity.md, \"Rotating the CA\")";
+const ROTATE_CA: &str = "rotate the CA: issue a new one and serve both roots during the change (docs/identity.md, \"CA rotation\")";
 
 /// ✖ expired, ⚠ expiring within `warn`, ✔ else; `what` says it with
 /// "expired at", "expires soon, at" or "valid until".
