@@ -9,6 +9,7 @@ mod check;
 mod grpc;
 mod init;
 mod limits;
+mod mesh_h2;
 mod mesh_tls;
 mod messages;
 mod policies;
