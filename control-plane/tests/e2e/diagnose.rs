@@ -18,8 +18,8 @@ async fn diagnose(args: &[&str]) -> (Option<i32>, String) {
         .output()
         .await
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.code(), text)
 }
 
@@ -38,13 +38,19 @@ async fn an_expired_ca_fails_and_one_about_to_expire_warns() {
     let expired = ca_file(dir.path(), "expired.crt", now - 11 * YEAR);
     let (code, out) = diagnose(&["--ca-cert", &expired]).await;
     assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains(&format!("✖ CA certificate {expired}: expired at ")), "{out}");
+    assert!(
+        out.contains(&format!("✖ CA certificate {expired}: expired at ")),
+        "{out}"
+    );
     assert!(out.contains("→ rotate the CA"), "{out}");
 
     let soon = ca_file(dir.path(), "soon.crt", now - 10 * YEAR + 2 * DAY);
     let (code, out) = diagnose(&["--ca-cert", &soon]).await;
     assert_eq!(code, Some(2), "{out}");
-    assert!(out.contains(&format!("⚠ CA certificate {soon}: expires in ")), "{out}");
+    assert!(
+        out.contains(&format!("⚠ CA certificate {soon}: expires in ")),
+        "{out}"
+    );
     assert!(out.contains("all checks passed, 1 warning(s)"), "{out}");
 
     let fresh = ca_file(dir.path(), "fresh.crt", now);
@@ -64,7 +70,10 @@ async fn a_broken_mesh_file_fails_naming_the_problem() {
     .unwrap();
     let (code, out) = diagnose(&["--mesh", mesh.to_str().unwrap()]).await;
     assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains(&format!("✖ mesh file {}: ", mesh.display())), "{out}");
+    assert!(
+        out.contains(&format!("✖ mesh file {}: ", mesh.display())),
+        "{out}"
+    );
     assert!(out.contains("nope"), "{out}");
     assert!(out.contains("→ fix the file"), "{out}");
 }
@@ -79,6 +88,9 @@ async fn a_control_plane_that_does_not_answer_fails() {
         .to_string();
     let (code, out) = diagnose(&["--admin", &addr]).await;
     assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains(&format!("✖ control plane at {addr}: ")), "{out}");
+    assert!(
+        out.contains(&format!("✖ control plane at {addr}: ")),
+        "{out}"
+    );
     assert!(out.contains("→ is it running?"), "{out}");
 }
