@@ -76,3 +76,35 @@ pub fn report(metrics: &Metrics) -> StatsReport {
             .collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_counts_by_status_class_and_latency_bucket() {
+        let m = Metrics::new();
+        let responses = |status, error| {
+            m.responses
+                .with_label_values(&["outbound", "api", "api", status, error])
+        };
+        responses("200", "").inc_by(3);
+        responses("503", "").inc();
+        responses("500", "fault-injected").inc_by(2);
+        let d = m.duration.with_label_values(&["outbound", "api", "api"]);
+        for seconds in [0.0001, 0.003, 0.2] {
+            d.observe(seconds);
+        }
+        let r = report(&m);
+        assert_eq!(r.certificate_expires_at, None);
+        assert_eq!(r.series.len(), 1);
+        let s = &r.series[0];
+        assert_eq!(
+            (s.listener.as_str(), s.route.as_str(), s.backend.as_str()),
+            ("outbound", "api", "api")
+        );
+        assert_eq!((s.status, s.errors, s.count), ([0, 3, 0, 0, 3], 2, 3));
+        let at = |bound: f64| s.latency[r.buckets.iter().position(|b| *b == bound).unwrap()];
+        assert_eq!((at(0.0005), at(0.005), at(0.25)), (1, 2, 3));
+    }
+}
