@@ -4,6 +4,7 @@
 //! here buffers a whole body.
 
 use super::error::ProxyError;
+use super::ReqBody;
 use crate::balance::InFlight;
 use bytes::Bytes;
 use http::HeaderMap;
@@ -211,7 +212,7 @@ pin_project! {
         Stream {
             prefix: VecDeque<Bytes>,
             #[pin]
-            body: Incoming,
+            body: ReqBody,
             limit: u64,
             seen: u64,
             // How the upload is going (see `track_sent`).
@@ -262,7 +263,7 @@ impl Prepared {
 }
 
 impl RequestBody {
-    pub fn stream(body: Incoming, limit: Option<u64>) -> Self {
+    pub fn stream(body: ReqBody, limit: Option<u64>) -> Self {
         RequestBody::Stream {
             prefix: VecDeque::new(),
             body,
@@ -275,7 +276,7 @@ impl RequestBody {
     /// Reads up to `keep` bytes: a body that ends within them becomes
     /// replayable; a longer one streams on (what was read goes first).
     pub async fn prepare(
-        mut body: Incoming,
+        mut body: ReqBody,
         keep: usize,
         limit: Option<u64>,
     ) -> Result<Prepared, ProxyError> {
@@ -316,7 +317,7 @@ impl RequestBody {
                 }
             };
             let Some(frame) = next else { break };
-            let frame = frame.map_err(|e| ProxyError::ClientBody(Box::new(e)))?;
+            let frame = frame.map_err(ProxyError::ClientBody)?;
             match frame.into_data() {
                 Ok(d) => {
                     seen += d.len() as u64;
@@ -412,7 +413,7 @@ impl Body for RequestBody {
                         }
                         Poll::Ready(Some(Ok(frame)))
                     }
-                    Some(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
+                    Some(Err(e)) => Poll::Ready(Some(Err(e))),
                     None => Poll::Ready(None),
                 }
             }

@@ -44,6 +44,8 @@ pub struct Route {
     /// On an inbound listener: who may use this route, instead of the
     /// listener's policy.
     pub authz: Option<crate::policy::authz::Authz>,
+    /// Overrides of the listener's edge compression and CORS.
+    pub edge: Option<super::edge::RouteEdge>,
 }
 
 pub enum Action {
@@ -82,6 +84,7 @@ impl Route {
             rate_limit: None,
             fault: None,
             authz: None,
+            edge: None,
         }
     }
 }
@@ -95,27 +98,33 @@ pub struct Split {
 
 impl Split {
     pub fn pick(&self, rng: &mut fastrand::Rng) -> &Arc<Backend> {
-        self.pick_with_metrics(rng).0
+        self.entry_at(self.pick_index(rng)).0
     }
 
-    /// A backend by weight, with its metric handles for this route.
-    pub fn pick_with_metrics(&self, rng: &mut fastrand::Rng) -> (&Arc<Backend>, &RouteMetrics) {
-        let (b, _, m) = self.entry(rng);
-        (b, m)
-    }
-
-    fn entry(&self, rng: &mut fastrand::Rng) -> &(Arc<Backend>, u32, RouteMetrics) {
+    /// The index of a backend picked by weight (see [`Split::entry_at`]).
+    pub fn pick_index(&self, rng: &mut fastrand::Rng) -> usize {
         if self.backends.len() == 1 {
-            return &self.backends[0];
+            return 0;
         }
         let mut n = rng.u32(0..self.total);
-        for e in &self.backends {
+        for (i, e) in self.backends.iter().enumerate() {
             if n < e.1 {
-                return e;
+                return i;
             }
             n -= e.1;
         }
-        &self.backends[self.backends.len() - 1]
+        self.backends.len() - 1
+    }
+
+    /// The backend at `index`, with its metric handles for this route.
+    pub fn entry_at(&self, index: usize) -> (&Arc<Backend>, &RouteMetrics) {
+        let (b, _, m) = &self.backends[index];
+        (b, m)
+    }
+
+    /// The split has no backend (the passthrough route's).
+    pub fn is_empty(&self) -> bool {
+        self.backends.is_empty()
     }
 
     pub fn backends(&self) -> impl Iterator<Item = &Arc<Backend>> {
@@ -262,6 +271,18 @@ impl Router {
         path: &str,
         headers: &HeaderMap,
     ) -> Option<&Route> {
+        let i = self.find_index(host, method, path, headers)?;
+        Some(&self.routes[i as usize])
+    }
+
+    /// Like [`Router::find`]: the route's index in [`Router::routes`].
+    pub fn find_index(
+        &self,
+        host: &str,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Option<u32> {
         let lower;
         let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
             lower = host.to_ascii_lowercase();
@@ -270,10 +291,11 @@ impl Router {
             host
         };
         let candidates = self.candidates(host);
-        candidates
-            .iter()
-            .map(|i| &self.routes[*i as usize])
-            .find(|r| r.matcher.matches(method, path, headers))
+        candidates.iter().copied().find(|i| {
+            self.routes[*i as usize]
+                .matcher
+                .matches(method, path, headers)
+        })
     }
 
     fn candidates(&self, host: &str) -> &[u32] {
@@ -388,6 +410,7 @@ fn compile_route(
             .authorization
             .as_ref()
             .map(crate::policy::authz::Authz::new),
+        edge: r.edge.as_ref().map(super::edge::RouteEdge::compile),
     })
 }
 
