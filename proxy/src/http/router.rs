@@ -418,5 +418,8 @@ pub fn rewrite_prefix(path_and_query: &str, from: &str, to: &str) -> String {
     out
 }
 
+mod explain;
+pub use explain::{RouteStep, RouteTrace};
+
 #[cfg(test)]
 mod tests;
