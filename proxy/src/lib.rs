@@ -13,6 +13,7 @@ pub mod balance;
 pub mod control_plane;
 pub mod detect;
 pub mod drain;
+pub mod explain;
 pub mod http;
 pub mod identity;
 pub mod init;

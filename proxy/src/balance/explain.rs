@@ -63,7 +63,9 @@ impl Backend {
                 "least_request",
                 "two endpoints drawn at random, the one with fewer requests in flight wins",
             ),
-            Balancer::RoundRobin { .. } => ("round_robin", "the next turn of the weighted schedule"),
+            Balancer::RoundRobin { .. } => {
+                ("round_robin", "the next turn of the weighted schedule")
+            }
             Balancer::RingHash { key, .. } if key.hash(headers).is_some() => {
                 ("ring_hash", "the hash of the request's key on the ring")
             }

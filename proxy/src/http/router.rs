@@ -121,6 +121,11 @@ impl Split {
     pub fn backends(&self) -> impl Iterator<Item = &Arc<Backend>> {
         self.backends.iter().map(|(b, _, _)| b)
     }
+
+    /// Each backend with its weight.
+    pub fn weights(&self) -> impl Iterator<Item = (&Arc<Backend>, u32)> {
+        self.backends.iter().map(|(b, w, _)| (b, *w))
+    }
 }
 
 /// The metric series a request through one route to one backend ends in,

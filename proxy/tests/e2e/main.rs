@@ -6,6 +6,7 @@
 mod admin;
 mod balance;
 mod check;
+mod explain;
 mod grpc;
 mod init;
 mod limits;

@@ -87,16 +87,17 @@ impl Matcher {
             return Some(format!("method {method} is not one of {}", want.join(", ")));
         }
         if !self.path.matches(path) {
-            return Some(format!("path {path} does not match {}", self.path.describe()));
+            return Some(format!(
+                "path {path} does not match {}",
+                self.path.describe()
+            ));
         }
         for (name, m) in &self.headers {
             let mut values = headers.get_all(name).iter();
             let ok = match m {
                 ValueMatcher::Present(want) => values.next().is_some() == *want,
                 ValueMatcher::Exact(v) => values.any(|x| x == v),
-                ValueMatcher::Regex(re) => {
-                    values.any(|x| x.to_str().is_ok_and(|s| re.is_match(s)))
-                }
+                ValueMatcher::Regex(re) => values.any(|x| x.to_str().is_ok_and(|s| re.is_match(s))),
             };
             if !ok {
                 return Some(format!("header {name}: {}", m.describe_failure()));
