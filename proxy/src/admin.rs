@@ -1,6 +1,6 @@
 //! The admin server (default 127.0.0.1:4191): `/live`, `/ready`,
 //! `/metrics`, `/config`, `/explain` (where a request would go, and why:
-//! `explain.rs`), `/log-level` and `POST /shutdown` (graceful
+//! `explain.rs`), `/tap` (requests as they finish: `tap.rs`), `/log-level` and `POST /shutdown` (graceful
 //! shutdown, for the app of a Job whose proxy is a regular container). It
 //! keeps answering while the proxy drains, so `/ready` can say so.
 //!
@@ -154,6 +154,9 @@ impl Admin {
                 json(StatusCode::OK, &body)
             }
             (_, "/explain") => crate::explain::http::handle(&self.store, req).await,
+            (method, "/tap") => {
+                crate::tap::http::handle(&self.metrics.tap, method, req.uri().query().unwrap_or(""))
+            }
             (&Method::GET, "/log-level") => {
                 text(StatusCode::OK, format!("{}\n", self.log_level.get()))
             }
@@ -177,7 +180,7 @@ impl Admin {
             (_, "/log-level") => text(StatusCode::METHOD_NOT_ALLOWED, "use GET or PUT\n"),
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found; try /live /ready /metrics /config /explain /log-level /shutdown\n",
+                "not found; try /live /ready /metrics /config /explain /tap /log-level /shutdown\n",
             ),
         }
     }

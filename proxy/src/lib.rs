@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod orig_dst;
 pub mod policy;
 pub mod snapshot;
+pub mod tap;
 pub mod tcp;
 pub mod telemetry;
 pub mod tls;

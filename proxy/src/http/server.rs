@@ -53,6 +53,7 @@ impl ListenerCtx {
         let access = listener
             .access_log
             .then(|| (req.method().clone(), req.uri().clone(), req.version()));
+        let tap = self.metrics.tap.see(&req, &self.name, down); // tap: the head, while someone taps
         let outcome = proxy::handle(listener, down, req).await;
         let route = outcome.route.as_deref().unwrap_or("");
         let backend = outcome.backend.as_deref().unwrap_or("");
@@ -72,6 +73,9 @@ impl ListenerCtx {
                 (rsp, e.cause())
             }
         };
+        if let Some(seen) = tap {
+            self.metrics.tap.publish(seen, route, backend, &rsp, cause); // tap: the summary
+        }
         if let Some((method, uri, version)) = access {
             tracing::info!(
                 target: "remora_proxy::access",
