@@ -80,10 +80,6 @@ async fn tap(args: &Args) -> anyhow::Result<()> {
         let body = rsp.into_body().collect().await?.to_bytes();
         bail!("{}", String::from_utf8_lossy(&body).trim());
     }
-    eprintln!(
-        "tapping {} (at most {} requests, {} s)",
-        args.admin, args.limit, args.seconds
-    );
     let mut buf = BytesMut::new();
     while let Some(frame) = rsp.body_mut().frame().await {
         if let Ok(data) = frame?.into_data() {
@@ -102,6 +98,13 @@ async fn tap(args: &Args) -> anyhow::Result<()> {
 
 fn print_line(line: &[u8], json: bool) {
     let text = String::from_utf8_lossy(line);
+    if let Ok(Opening { tapping }) = serde_json::from_slice::<Opening>(line) {
+        eprintln!(
+            "tapping (at most {} requests, {} s)",
+            tapping.limit, tapping.seconds
+        );
+        return;
+    }
     if json {
         println!("{text}");
         return;
@@ -110,6 +113,18 @@ fn print_line(line: &[u8], json: bool) {
         Ok(s) => println!("{}", render(&s)),
         Err(_) => println!("{text}"),
     }
+}
+
+/// The stream's first line.
+#[derive(serde::Deserialize)]
+struct Opening {
+    tapping: Bounds,
+}
+
+#[derive(serde::Deserialize)]
+struct Bounds {
+    limit: u64,
+    seconds: u64,
 }
 
 /// One request on one line: route and backend, request, status, latency,

@@ -1,5 +1,8 @@
 //! `GET /tap?filters` on the admin port: NDJSON, one summary a line, as
-//! requests finish. The stream ends after its `limit` or `seconds`, when
+//! requests finish, after a first line saying the stream is live and its
+//! bounds (`{"tapping":{"limit":100,"seconds":60}}`: hyper sends the
+//! response head with the first bytes, so a client knows from this line
+//! on that it misses nothing). The stream ends after its `limit` or `seconds`, when
 //! the client goes away, or never starts (400) on a bad filter; 503 when
 //! [`super::MAX_STREAMS`] are open. A stream that falls behind gets
 //! `{"dropped": n}` where it lost `n` summaries.
@@ -32,7 +35,10 @@ pub fn handle(hub: &Arc<Hub>, method: &Method, query: &str) -> Response<Body> {
             ),
         );
     };
+    let first = serde_json::json!({ "tapping": {
+        "limit": filter.limit, "seconds": filter.duration.as_secs() } });
     let state = Tapping {
+        first: Some(Bytes::from(format!("{first}\n"))),
         deadline: Instant::now() + filter.duration,
         left: filter.limit,
         filter,
@@ -49,6 +55,8 @@ pub fn handle(hub: &Arc<Hub>, method: &Method, query: &str) -> Response<Body> {
 }
 
 struct Tapping {
+    /// The line that opens the stream, until sent.
+    first: Option<Bytes>,
     filter: Filter,
     stream: Stream,
     left: u64,
@@ -58,6 +66,9 @@ struct Tapping {
 impl Tapping {
     /// The next line to send, or `None` when the stream is over.
     async fn next_line(mut self) -> Option<(Bytes, Self)> {
+        if let Some(first) = self.first.take() {
+            return Some((first, self));
+        }
         while self.left > 0 {
             let received = tokio::time::timeout_at(self.deadline, self.stream.rx.recv()).await;
             let mut line = match received {

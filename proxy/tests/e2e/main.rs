@@ -19,6 +19,7 @@ mod retry_elsewhere;
 mod routing;
 mod shutdown;
 mod streaming;
+mod tap;
 mod tcp;
 mod tls;
 mod transparent;
