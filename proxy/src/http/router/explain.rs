@@ -145,7 +145,10 @@ impl ValueMatcher {
         match self {
             ValueMatcher::Present(true) => "required, not sent".into(),
             ValueMatcher::Present(false) => "must be absent, was sent".into(),
-            m => format!("no value {}", m.describe()),
+            ValueMatcher::Exact(v) => {
+                format!("no value is {}", String::from_utf8_lossy(v.as_bytes()))
+            }
+            ValueMatcher::Regex(re) => format!("no value matches {}", re.as_str()),
         }
     }
 }
