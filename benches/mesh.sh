@@ -36,6 +36,14 @@
 #           one core for the whole mesh; the cleanest CPU and throughput figure
 #   split   client + outbound proxy (CPU 0) → mTLS → inbound proxy + nginx
 #           (CPU 1): each side's proxy beside its workload, as sidecars are
+#   two-h1  as `two`, but the outbound proxy has `pool.mesh_http2: false`:
+#           the hop is pooled HTTP/1.1 instead of one multiplexed HTTP/2
+#           connection (A/B of HTTP/2 between proxies, same run; no TCP run)
+# The mTLS paths report the hop's protocol: the outbound proxy's
+# remora_upstream_connections_total{backend="api"} by protocol (`hop h2/h1
+# conns`: connections opened to the peer, h2 and HTTP/1.1). For paths of
+# two proxies the CPU per request is also given per proxy (outbound,
+# inbound), beside nginx's own on the direct path.
 # Every proxy runs one worker thread. The TCP test uses the same layouts (the
 # sink where nginx is). The handshake test: openssl on CPU 0, the server
 # (inbound proxy or nginx) on CPU 1.
@@ -75,6 +83,7 @@ IN=19384 IN_TCP=19385 IN_ADMIN=19484
 OUT2=19386 OUT2_TCP=19387 OUT2_ADMIN=19486
 IN2=19388 IN2_TCP=19389 IN2_ADMIN=19488
 PLAIN=19390 PLAIN_TCP=19391 PLAIN_ADMIN=19490
+OUT3=19392 OUT3_TCP=19393 OUT3_ADMIN=19492
 WEB_ID=spiffe://cluster.local/ns/bench/sa/web
 API_ID=spiffe://cluster.local/ns/bench/sa/api
 
@@ -90,7 +99,7 @@ log() { echo "mesh.sh: $*" >&2; }
 die() { log "$*"; exit 1; }
 
 for port in $UP $UP_DIRECT $NGINX_TLS $SINK $SINK_DIRECT $ONE $ONE_TCP $ONE_ADMIN $OUT $OUT_TCP $OUT_ADMIN $IN $IN_TCP $IN_ADMIN \
-  $OUT2 $OUT2_TCP $OUT2_ADMIN $IN2 $IN2_TCP $IN2_ADMIN $PLAIN $PLAIN_TCP $PLAIN_ADMIN; do
+  $OUT2 $OUT2_TCP $OUT2_ADMIN $IN2 $IN2_TCP $IN2_ADMIN $PLAIN $PLAIN_TCP $PLAIN_ADMIN $OUT3 $OUT3_TCP $OUT3_ADMIN; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then die "port $port is taken: another run?"; fi
 done
 cp "$SRC_BIN" "$RUN/remora-proxy"
@@ -231,7 +240,7 @@ YAML
 plain_yaml $ONE_ADMIN $ONE $ONE_TCP $UP $SINK >"$RUN/one.yaml"
 # Two plain hops: this proxy in front of the one-hop proxy.
 plain_yaml $PLAIN_ADMIN $PLAIN $PLAIN_TCP $ONE $ONE_TCP >"$RUN/plain.yaml"
-outbound_yaml() { # admin http tcp inbound-http inbound-tcp
+outbound_yaml() { # admin http tcp inbound-http inbound-tcp mesh_http2
   cat <<YAML
 admin: { address: 127.0.0.1:$1 }
 listeners:
@@ -246,6 +255,7 @@ listeners:
     tcp_backend: api-tcp
 backends:
   - name: api
+    pool: { mesh_http2: $6 }
     endpoints: [{ address: 127.0.0.1:$4, identity: "$API_ID" }]
   - name: api-tcp
     endpoints: [{ address: 127.0.0.1:$5, identity: "$API_ID" }]
@@ -276,14 +286,16 @@ ${identity//NAME/api}
 YAML
 }
 # The mesh on CPU 1, talking to the servers on CPU 0.
-outbound_yaml $OUT_ADMIN $OUT $OUT_TCP $IN $IN_TCP >"$RUN/outbound.yaml"
+outbound_yaml $OUT_ADMIN $OUT $OUT_TCP $IN $IN_TCP true >"$RUN/outbound.yaml"
+# The A/B path: the same inbound proxy, reached over HTTP/1.1.
+outbound_yaml $OUT3_ADMIN $OUT3 $OUT3_TCP $IN $IN_TCP false >"$RUN/outbound-h1.yaml"
 inbound_yaml $IN_ADMIN $IN $IN_TCP $UP $SINK >"$RUN/inbound.yaml"
 # Split: the outbound proxy on the client's CPU 0, the inbound proxy on the
 # server's CPU 1, talking to the direct path's servers.
-outbound_yaml $OUT2_ADMIN $OUT2 $OUT2_TCP $IN2 $IN2_TCP >"$RUN/outbound-split.yaml"
+outbound_yaml $OUT2_ADMIN $OUT2 $OUT2_TCP $IN2 $IN2_TCP true >"$RUN/outbound-split.yaml"
 inbound_yaml $IN2_ADMIN $IN2 $IN2_TCP $UP_DIRECT $SINK_DIRECT >"$RUN/inbound-split.yaml"
 export RUST_LOG=warn
-for p in one:1 plain:1 outbound:1 inbound:1 outbound-split:0 inbound-split:1; do
+for p in one:1 plain:1 outbound:1 outbound-h1:1 inbound:1 outbound-split:0 inbound-split:1; do
   start "${p#*:}" "${p%:*}" "$BIN" run --config "$RUN/${p%:*}.yaml" --workers 1
   v=${p%:*}; v=${v^^}; printf -v "PID_${v//-/_}" '%s' "$STARTED"
 done
@@ -295,13 +307,14 @@ wait_ok() { # url
     [[ $(curl -fsS --max-time 2 "$1" 2>/dev/null) == ok ]] && return 0
     sleep 0.1
   done
-  for p in one plain outbound inbound outbound-split inbound-split nginx-up nginx-direct; do tail -n 5 "$RUN/$p.log" >&2 || true; done
+  for p in one plain outbound outbound-h1 inbound outbound-split inbound-split nginx-up nginx-direct; do tail -n 5 "$RUN/$p.log" >&2 || true; done
   die "no 'ok' from $1"
 }
 wait_ok "http://127.0.0.1:$UP_DIRECT/"
 wait_ok "http://127.0.0.1:$ONE/"
 wait_ok "http://127.0.0.1:$OUT/"
 wait_ok "http://127.0.0.1:$OUT2/"
+wait_ok "http://127.0.0.1:$OUT3/"
 wait_ok "http://127.0.0.1:$PLAIN/"
 curl -fsS --max-time 2 "http://127.0.0.1:$IN/" >/dev/null 2>&1 && die "the strict inbound listener answered plaintext"
 metric() { # admin-port pattern -> sum of matching samples
@@ -319,6 +332,13 @@ tls_info() { # port -> "TLSv1.3 cipher group"
     -verify_return_error -brief </dev/null 2>&1 | awk -F': ' '/Protocol version/ {v=$2} /Ciphersuite/ {c=$2} /(Server|Negotiated) Temp Key|Peer Temp Key/ {k=$2} END {print v, c, k}'
 }
 log "mTLS at the inbound proxy: $(tls_info $IN); at nginx: $(tls_info $NGINX_TLS)"
+hop_conns() { # outbound-admin-port protocol -> connections opened to the peer
+  metric "$1" "remora_upstream_connections_total{backend=\"api\",protocol=\"$2\"}"
+}
+[[ $(hop_conns $OUT_ADMIN http2) -ge 1 && $(hop_conns $OUT_ADMIN http1) -eq 0 ]] ||
+  die "the hop of path two is not HTTP/2 (outbound proxy's upstream connections: h2 $(hop_conns $OUT_ADMIN http2), h1 $(hop_conns $OUT_ADMIN http1))"
+[[ $(hop_conns $OUT3_ADMIN http2) -eq 0 ]] || die "the hop of path two-h1 used HTTP/2 despite mesh_http2: false"
+log "hop between the proxies: two h2, split h2 ($(hop_conns $OUT2_ADMIN http2) h2 connection), two-h1 http/1.1; inbound mTLS connections by ALPN: $(curl -fsS "http://127.0.0.1:$IN_ADMIN/metrics" | awk '/^remora_inbound_mtls_connections_total.*listener="inbound"/ {printf "%s ", $0}')"
 
 # --- measuring ----------------------------------------------------------------
 # CPU ticks of the given processes and their threads (utime + stime).
@@ -363,10 +383,16 @@ wait_quiet() { # bounded wait for others' CPU use to drop below 10% of a core
 }
 record() { printf '%s\t%s\t%s\t%s\t%s\n' "$ROUND" "$1" "$2" "$3" "$4" >>"$RAW"; }
 # Opens a measured window: CPU of the proxies in $1 (space-separated PIDs).
-window_open() { W_PIDS=$1; W_T0=$(ticks $W_PIDS); W_F0=$(foreign_ticks); W_S0=$(now); }
-window_close() { # kind target: records other_pct; sets W_CPU (s of proxy CPU), W_SECS
-  local t1 f1 s1
+window_open() {
+  local p
+  W_PIDS=$1; W_T0=$(ticks $W_PIDS); W_F0=$(foreign_ticks); W_S0=$(now)
+  W_EACH0=(); for p in $W_PIDS; do W_EACH0+=("$(ticks "$p")"); done
+}
+window_close() { # kind target: records other_pct; sets W_CPU (s of proxy CPU), W_EACH (s per PID), W_SECS
+  local t1 f1 s1 p i=0
   t1=$(ticks $W_PIDS); f1=$(foreign_ticks); s1=$(now)
+  W_EACH=()
+  for p in $W_PIDS; do W_EACH+=("$(awk -v t=$(($(ticks "$p") - W_EACH0[i])) -v hz="$HZ" 'BEGIN {print t / hz}')"); i=$((i + 1)); done
   W_SECS=$(awk -v a="$W_S0" -v b="$s1" 'BEGIN {print b - a}')
   W_CPU=$(awk -v t=$((t1 - W_T0)) -v hz="$HZ" 'BEGIN {print t / hz}')
   record "$1" "$2" other_pct "$(awk -v t=$((f1 - W_F0)) -v hz="$HZ" -v s="$W_SECS" 'BEGIN {printf "%.0f", t / hz / s * 100}')"
@@ -374,10 +400,13 @@ window_close() { # kind target: records other_pct; sets W_CPU (s of proxy CPU), 
 
 nginx_tree() { echo "$NGINX_DIRECT" $(pgrep -P "$NGINX_DIRECT"); }
 declare -A URL=([direct]="http://127.0.0.1:$UP_DIRECT/" [one]="http://127.0.0.1:$ONE/"
-  [plain2]="http://127.0.0.1:$PLAIN/" [two]="http://127.0.0.1:$OUT/" [split]="http://127.0.0.1:$OUT2/")
+  [plain2]="http://127.0.0.1:$PLAIN/" [two]="http://127.0.0.1:$OUT/" [split]="http://127.0.0.1:$OUT2/"
+  [two-h1]="http://127.0.0.1:$OUT3/")
 # For the direct path, the CPU column is the upstream nginx's own.
 declare -A PIDS=([direct]="$(nginx_tree)" [one]="$PID_ONE" [plain2]="$PID_PLAIN $PID_ONE" [two]="$PID_OUTBOUND $PID_INBOUND"
-  [split]="$PID_OUTBOUND_SPLIT $PID_INBOUND_SPLIT")
+  [split]="$PID_OUTBOUND_SPLIT $PID_INBOUND_SPLIT" [two-h1]="$PID_OUTBOUND_H1 $PID_INBOUND")
+# The outbound proxy's admin port on the mTLS paths: the hop's protocol.
+declare -A HOP_ADMIN=([two]=$OUT_ADMIN [split]=$OUT2_ADMIN [two-h1]=$OUT3_ADMIN)
 declare -A TCP_PORT=([direct]=$SINK_DIRECT [one]=$ONE_TCP [plain2]=$PLAIN_TCP [two]=$OUT_TCP [split]=$OUT2_TCP)
 
 http_target() { # target
@@ -408,6 +437,17 @@ print(f"rate\t{d['summary']['requestsPerSec']:.0f}\nerrors\t{total - ok}")
 print(f"cpu_us\t{float(sys.argv[1]) * 1e6 / max(ok, 1):.2f}")
 PY
   while IFS=$'\t' read -r k v; do record http-rate "$1" "$k" "$v"; done <"$RUN/oha.tsv"
+  # Two proxies: each one's CPU per request (outbound first, as in PIDS).
+  local ok
+  ok=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["statusCodeDistribution"].get("200", 0))' "$RUN/oha.json")
+  if [[ ${#W_EACH[@]} -eq 2 && $1 != direct ]]; then
+    record http-rate "$1" cpu_us_out "$(awk -v c="${W_EACH[0]}" -v n="$ok" 'BEGIN {printf "%.2f", c * 1e6 / (n > 0 ? n : 1)}')"
+    record http-rate "$1" cpu_us_in "$(awk -v c="${W_EACH[1]}" -v n="$ok" 'BEGIN {printf "%.2f", c * 1e6 / (n > 0 ? n : 1)}')"
+  fi
+  if [[ -n ${HOP_ADMIN[$1]:-} ]]; then
+    record http-rate "$1" hop_h2 "$(hop_conns "${HOP_ADMIN[$1]}" http2)"
+    record http-rate "$1" hop_h1 "$(hop_conns "${HOP_ADMIN[$1]}" http1)"
+  fi
 }
 
 handshakes() { # target port server-pids
@@ -441,7 +481,7 @@ tcp_target() { # target
 
 : >"$RAW"
 for ROUND in $(seq "$ROUNDS"); do
-  if ((ROUND % 2)); then paths=(direct one plain2 two split); else paths=(split two plain2 one direct); fi
+  if ((ROUND % 2)); then paths=(direct one plain2 two two-h1 split); else paths=(split two-h1 two plain2 one direct); fi
   for t in "${paths[@]}"; do wait_quiet; http_target "$t"; done
   if ((ROUND % 2)); then order=(remora nginx); else order=(nginx remora); fi
   for t in "${order[@]}"; do
@@ -450,7 +490,7 @@ for ROUND in $(seq "$ROUNDS"); do
       nginx) wait_quiet; handshakes nginx $NGINX_TLS "$(nginx_tree)" ;;
     esac
   done
-  for t in "${paths[@]}"; do wait_quiet; tcp_target "$t"; done
+  for t in "${paths[@]}"; do [[ $t == two-h1 ]] || { wait_quiet; tcp_target "$t"; }; done
   log "round $ROUND of $ROUNDS done (load average $(cut -d' ' -f1-3 /proc/loadavg))"
 done
 
@@ -477,10 +517,11 @@ def others(kind, path):
     o = v[(kind, path, "other_pct")]
     n = sum(x < QUIET for x in o.values())
     return f"{n}/{len(o)} (max {max(o.values()):.0f}%)"
-paths = ("direct", "one", "plain2", "two", "split")
-name = {"direct": "direct: client → nginx", "one": "one hop, plain: client → proxy → nginx",
+paths = ("direct", "one", "plain2", "two", "two-h1", "split")
+name = {"two-h1": "two hops, mTLS, `mesh_http2: false` (HTTP/1.1 hop), both proxies on CPU 1",
+        "direct": "direct: client → nginx", "one": "one hop, plain: client → proxy → nginx",
         "plain2": "two hops, plain (no TLS), both proxies on CPU 1",
-        "two": "two hops, mTLS, both proxies on CPU 1", "split": "two hops, mTLS, split: outbound on CPU 0, inbound on CPU 1"}
+        "two": "two hops, mTLS (HTTP/2 hop), both proxies on CPU 1", "split": "two hops, mTLS, split: outbound on CPU 0, inbound on CPU 1"}
 d_rps = med("http-max", "direct", "rps")
 print(f"Medians over the clean runs of {rounds} rounds: runs during which processes this script did not start used"
       f" < {QUIET}% of a core (all runs when none was clean). `clean` = clean runs / runs, and the most others used.\n")
@@ -496,6 +537,14 @@ for t in paths:
           f"{plus('p50')} | {plus('p90')} | {plus('p99')} | {cpu('http-rate')} | {errs:.0f} | {others('http-max', t)}; {others('http-rate', t)} |")
 print(f"\n+p50/+p90/+p99: median of (path − direct) in the same round, over rounds clean for both. Direct row, CPU in brackets: "
       "the upstream nginx's own. Achieved rates: " + ", ".join(f"{t} {med('http-rate', t, 'rate'):.0f}/s" for t in paths))
+print(f"\n### Two proxies at {rate}/s: CPU per request per proxy, and the hop\n")
+print(f"| path | outbound CPU µs/req | inbound CPU µs/req | nginx's own CPU µs/req (direct) | hop | hop connections opened (h2 / HTTP/1.1, end of run) |")
+print("|---|---:|---:|---:|---|---|")
+for t in ("two", "two-h1", "split"):
+    h2, h1 = med("http-rate", t, "hop_h2"), med("http-rate", t, "hop_h1")
+    hop = "h2" if h2 > 0 and h1 == 0 else "HTTP/1.1" if h2 == 0 else "mixed"
+    print(f"| {name[t]} | {med('http-rate', t, 'cpu_us_out'):.1f} | {med('http-rate', t, 'cpu_us_in'):.1f} | "
+          f"{med('http-rate', 'direct', 'cpu_us'):.1f} | {hop} | {h2:.0f} / {h1:.0f} |")
 print("\nPer round, p99 µs at the fixed rate (* = not clean):\n")
 print("| round | " + " | ".join(paths) + " |\n|---|" + "---:|" * len(paths))
 for r in sorted(v[("http-rate", "direct", "p99")]):
@@ -515,6 +564,8 @@ print("|---|---:|---:|---:|---|")
 d_tcp = med("tcp", "direct", "mib_s")
 for t in paths:
     cpu = "n/a" if t == "direct" else f"{med('tcp', t, 'cpu_us_per_mib'):.0f}"
+    if t == "two-h1":
+        continue
     print(f"| {name[t]} | {med('tcp', t, 'mib_s'):,.0f} | {med('tcp', t, 'mib_s') / d_tcp:.2f} | {cpu} | {others('tcp', t)} |")
 print("\nRaw rows (round kind path key value):")
 for line in open(raw):

@@ -401,6 +401,12 @@ pub struct Pool {
     /// Idle HTTP/1.1 connections kept per endpoint.
     #[serde(default = "defaults::max_idle")]
     pub max_idle_per_endpoint: usize,
+    /// To endpoints with a mesh `identity` (another Remora proxy): offer
+    /// ALPN `h2` and carry every request, HTTP/1.1 ones too, over one
+    /// multiplexed HTTP/2 connection per endpoint. Off: HTTP/1.1 pooling
+    /// as for any endpoint.
+    #[serde(default = "defaults::mesh_http2")]
+    pub mesh_http2: bool,
 }
 
 impl Default for Pool {
@@ -408,6 +414,7 @@ impl Default for Pool {
         Pool {
             idle_timeout: defaults::idle_timeout(),
             max_idle_per_endpoint: defaults::max_idle(),
+            mesh_http2: defaults::mesh_http2(),
         }
     }
 }
@@ -449,5 +456,9 @@ pub mod defaults {
     }
     pub fn max_idle() -> usize {
         64
+    }
+
+    pub fn mesh_http2() -> bool {
+        true
     }
 }

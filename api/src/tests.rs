@@ -287,3 +287,24 @@ fn a_second_document_is_a_problem_with_its_line() {
     let problems = parse_yaml("# c\n    drain_timeout: 1s\nlisteners: []\n").unwrap_err();
     assert!(problems[0].line.is_some(), "{problems:?}");
 }
+
+#[test]
+fn mesh_http2_is_on_unless_a_backend_turns_it_off() {
+    let c = parse_yaml(GOOD).unwrap();
+    assert!(c.backends.iter().all(|b| b.pool.mesh_http2));
+    let off = GOOD.replacen(
+        "  - name: api-v2\n",
+        "  - name: api-v2\n    pool: { mesh_http2: false }\n",
+        1,
+    );
+    let c = parse_yaml(&off).unwrap();
+    assert!(c.backends[0].pool.mesh_http2 && !c.backends[1].pool.mesh_http2);
+    let bad = off.replacen("mesh_http2: false", "mesh_http2: sometimes", 1);
+    let p = parse_yaml(&bad).expect_err("not a bool");
+    let text: Vec<String> = p.iter().map(|p| p.to_string()).collect();
+    assert!(
+        text.iter()
+            .any(|t| t.contains("mesh_http2") || t.contains("boolean")),
+        "{text:?}"
+    );
+}

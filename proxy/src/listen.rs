@@ -230,6 +230,14 @@ async fn inbound_connection(
         }
     };
     let id = crate::identity::tls::client_id(stream.get_ref().1);
+    let alpn = match stream.get_ref().1.alpn_protocol() {
+        Some(b"h2") => "h2",
+        Some(b"http/1.1") => "http/1.1",
+        _ => "-",
+    };
+    m.inbound_mtls_connections
+        .with_label_values(&[&*ctx.name, alpn])
+        .inc();
     m.inbound_connections
         .with_label_values(&[&*ctx.name, id.as_deref().unwrap_or("-")])
         .inc();

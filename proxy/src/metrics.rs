@@ -28,6 +28,7 @@ pub struct Metrics {
     pub tls_handshake_errors: IntCounterVec,
     pub inbound_connections: IntCounterVec,
     pub inbound_refused: IntCounterVec,
+    pub inbound_mtls_connections: IntCounterVec,
     pub authorization_denials: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub retries: IntCounterVec,
@@ -153,6 +154,12 @@ impl Metrics {
                 "remora_inbound_connections_total",
                 "Connections accepted on inbound listeners, by the client's mesh identity (`-` for plaintext).",
                 &["listener", "client_id"],
+            ),
+            inbound_mtls_connections: counter(
+                &r,
+                "remora_inbound_mtls_connections_total",
+                "Mutual-TLS connections accepted on inbound listeners, by the ALPN protocol agreed (`h2`: a peer proxy multiplexing its requests; `-`: none).",
+                &["listener", "alpn"],
             ),
             inbound_refused: counter(
                 &r,

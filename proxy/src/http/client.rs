@@ -12,7 +12,16 @@
 //! large snapshot are never used, and 100,000 queues of 64 slots would take
 //! about 400 MB.
 //!
+//! To another Remora proxy (an endpoint with a mesh identity), HTTP/1.1
+//! requests too go over the one HTTP/2 connection when the peer accepts
+//! ALPN `h2`: see [`mesh`].
+//!
 //! [`InFlight`]: crate::balance::InFlight
+
+mod conn;
+mod mesh;
+
+pub use conn::Conn;
 
 use super::body::RequestBody;
 use super::error::ProxyError;
@@ -25,17 +34,12 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use remora_api::CircuitBreaker;
 use rustls_pki_types::ServerName;
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_rustls::client::TlsStream;
 
 /// How to reach an endpoint: plain TCP, or TLS with these settings.
 #[derive(Clone)]
@@ -54,6 +58,8 @@ pub struct UpstreamTls {
     pub h1: Arc<rustls::ClientConfig>,
     /// ALPN `h2`.
     pub h2: Arc<rustls::ClientConfig>,
+    /// ALPN `h2` and `http/1.1`: to a mesh peer with `pool.mesh_http2`.
+    pub mesh: Option<Arc<rustls::ClientConfig>>,
     pub server_name: ServerName<'static>,
 }
 
@@ -98,6 +104,9 @@ pub struct EndpointClient {
     h2_connecting: tokio::sync::Mutex<()>,
     /// When the HTTP/2 connection last started a request ([`now_ns`]).
     h2_last_used: AtomicU64,
+    /// Until when ([`now_ns`]) this mesh peer is known not to take ALPN
+    /// `h2`: HTTP/1.1 requests stay on HTTP/1.1 until then.
+    mesh_h1_until: AtomicU64,
     metrics: UpstreamMetrics,
 }
 
@@ -110,6 +119,7 @@ impl EndpointClient {
             h2: ArcSwapOption::empty(),
             h2_connecting: tokio::sync::Mutex::new(()),
             h2_last_used: AtomicU64::new(0),
+            mesh_h1_until: AtomicU64::new(0),
             metrics,
         }
     }
@@ -136,6 +146,7 @@ impl EndpointClient {
         let limits = Limits { breaker, limits };
         match proto {
             Proto::Http2 => self.send_h2(req, limits).await.map(|rsp| (rsp, None)),
+            Proto::Http1 if !upgrade && self.mesh_h2(&req) => self.send_mesh(req, limits).await,
             Proto::Http1 if upgrade => {
                 let mut tx = self.connect_h1(limits).await?;
                 tx.send_request(req)
@@ -239,11 +250,19 @@ impl EndpointClient {
         req: http::Request<RequestBody>,
         limits: Limits<'_>,
     ) -> Result<http::Response<Incoming>, ProxyError> {
-        self.h2_last_used.store(now_ns(), Relaxed);
-        let mut tx = match self.h2.load_full() {
+        let tx = match self.h2.load_full() {
             Some(tx) if !tx.is_closed() => (*tx).clone(),
             _ => self.connect_h2(limits).await?,
         };
+        self.send_on_h2(tx, req).await
+    }
+
+    async fn send_on_h2(
+        &self,
+        mut tx: http2::SendRequest<RequestBody>,
+        req: http::Request<RequestBody>,
+    ) -> Result<http::Response<Incoming>, ProxyError> {
+        self.h2_last_used.store(now_ns(), Relaxed);
         tx.ready()
             .await
             .map_err(|source| self.upstream_error(source))?;
@@ -262,10 +281,25 @@ impl EndpointClient {
                 return Ok((*tx).clone());
             }
         }
-        let (io, slot) = self.connect(Proto::Http2, limits).await?;
-        let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+        let (io, slot) = self.connect(Offer::Only(Proto::Http2), limits).await?;
+        self.handshake_h2(io, slot).await
+    }
+
+    /// Starts HTTP/2 on `io` and makes it the endpoint's shared connection.
+    /// To a mesh peer, with the peer tuning (a large connection window).
+    async fn handshake_h2(
+        &self,
+        io: Conn,
+        slot: Slot,
+    ) -> Result<http2::SendRequest<RequestBody>, ProxyError> {
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder
             .timer(TokioTimer::new())
-            .keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_interval(Duration::from_secs(20));
+        if self.transport.identity.is_some() {
+            super::peer::tune_client(&mut builder);
+        }
+        let (tx, conn) = builder
             .handshake(TokioIo::new(io))
             .await
             .map_err(|source| self.upstream_error(source))?;
@@ -281,7 +315,15 @@ impl EndpointClient {
         &self,
         limits: Limits<'_>,
     ) -> Result<http1::SendRequest<RequestBody>, ProxyError> {
-        let (io, slot) = self.connect(Proto::Http1, limits).await?;
+        let (io, slot) = self.connect(Offer::Only(Proto::Http1), limits).await?;
+        self.handshake_h1(io, slot).await
+    }
+
+    async fn handshake_h1(
+        &self,
+        io: Conn,
+        slot: Slot,
+    ) -> Result<http1::SendRequest<RequestBody>, ProxyError> {
         let (tx, conn) = http1::Builder::new()
             .handshake(TokioIo::new(io))
             .await
@@ -295,7 +337,7 @@ impl EndpointClient {
 
     /// Opens a connection, holding a connection slot of the circuit
     /// breaker for its lifetime and a pending slot while it is opened.
-    async fn connect(&self, proto: Proto, limits: Limits<'_>) -> Result<(Conn, Slot), ProxyError> {
+    async fn connect(&self, offer: Offer, limits: Limits<'_>) -> Result<(Conn, Slot), ProxyError> {
         let overloaded = |limit: Overflow| ProxyError::Overloaded {
             backend: self.metrics.backend().clone(),
             limit: limit.as_str(),
@@ -318,9 +360,10 @@ impl EndpointClient {
             let Some(tls) = &self.transport.tls else {
                 return Ok(Conn::Plain(tcp));
             };
-            let config = match proto {
-                Proto::Http1 => tls.h1.clone(),
-                Proto::Http2 => tls.h2.clone(),
+            let config = match (offer, &tls.mesh) {
+                (Offer::Only(Proto::Http1), _) | (Offer::Mesh, None) => tls.h1.clone(),
+                (Offer::Only(Proto::Http2), _) => tls.h2.clone(),
+                (Offer::Mesh, Some(mesh)) => mesh.clone(),
             };
             tokio_rustls::TlsConnector::from(config)
                 .connect(tls.server_name.clone(), tcp)
@@ -342,7 +385,11 @@ impl EndpointClient {
         .await
         .unwrap_or(Err(ProxyError::ConnectTimeout { addr, after }));
         match &result {
-            Ok(_) => self.metrics.connected(proto),
+            Ok(conn) => self.metrics.connected(match offer {
+                Offer::Only(proto) => proto,
+                Offer::Mesh if conn.is_h2() => Proto::Http2,
+                Offer::Mesh => Proto::Http1,
+            }),
             Err(e) => self.metrics.connect_failed(e.cause()),
         }
         result.map(|conn| (conn, slot))
@@ -363,66 +410,11 @@ struct Limits<'a> {
     limits: &'a CircuitBreaker,
 }
 
-/// A connection to an endpoint.
-pub enum Conn {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for Conn {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Conn::Tls(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Conn {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Conn::Tls(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
-            Conn::Tls(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Conn::Tls(s) => Pin::new(s).poll_shutdown(cx),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Conn::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Conn::Plain(s) => s.is_write_vectored(),
-            Conn::Tls(s) => s.is_write_vectored(),
-        }
-    }
+/// The ALPN a new connection offers.
+#[derive(Clone, Copy)]
+enum Offer {
+    /// Just this protocol's (none in plaintext).
+    Only(Proto),
+    /// `h2` and `http/1.1`, to a mesh peer: the peer picks.
+    Mesh,
 }

@@ -147,9 +147,12 @@ pub async fn serve<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let client = down.client;
+    let peer = down.client_id.is_some(); // h2-peers
     let svc = hyper::service::service_fn(move |req| {
         let ctx = ctx.clone();
         let down = down.clone();
+        // h2-peers: a peer's HTTP/1.1 request, carried over HTTP/2, is HTTP/1.1 again.
+        let req = super::orig_proto::restore(req);
         async move { Ok::<_, Infallible>(ctx.handle(&down, req).await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -162,6 +165,9 @@ pub async fn serve<I>(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(limits.max_request_header_bytes.min(u32::MAX as usize) as u32);
+    if peer {
+        super::peer::tune_server(&mut builder, limits); // h2-peers
+    }
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     let mut conn = std::pin::pin!(conn);
     let result = tokio::select! {

@@ -215,8 +215,9 @@ fn webpki_error(e: webpki::Error) -> rustls::Error {
 #[error("{0}")]
 struct WebPki(String);
 
-/// Client configs (ALPN http/1.1 and h2) for connecting to the proxy at an
-/// endpoint whose identity must be `expected`.
+/// Client configs (ALPN http/1.1, h2, and both for the mesh's HTTP/2
+/// between proxies) for connecting to the proxy at an endpoint whose
+/// identity must be `expected`.
 pub fn client_tls(
     identity: &Arc<Identity>,
     roots: &Arc<MeshRoots>,
@@ -238,20 +239,27 @@ pub fn client_tls(
         .with_client_cert_resolver(Arc::new(CurrentCert(identity.clone())));
     let mut h1 = config.clone();
     h1.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let mut h2 = config;
+    let mut h2 = config.clone();
     h2.alpn_protocols = vec![b"h2".to_vec()];
+    let mut mesh = config;
+    mesh.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(UpstreamTls {
         h1: Arc::new(h1),
         h2: Arc::new(h2),
+        mesh: Some(Arc::new(mesh)),
         server_name,
     })
 }
 
 /// The server config of an inbound listener: the current mesh certificate,
 /// and a client certificate required and verified against the roots.
+/// `alpn` is what it offers: `h2` and `http/1.1` on an HTTP listener (a
+/// peer proxy then multiplexes its requests on one HTTP/2 connection),
+/// nothing on an opaque one (its bytes are the app's, not ours to frame).
 pub fn server_config(
     identity: &Arc<Identity>,
     roots: &MeshRoots,
+    alpn: &[&[u8]],
 ) -> Result<Arc<rustls::ServerConfig>, String> {
     let provider = crate::tls::provider();
     let verifier =
@@ -263,7 +271,7 @@ pub fn server_config(
         .map_err(|e| e.to_string())?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(CurrentCert(identity.clone())));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }
 

@@ -186,7 +186,12 @@ pub fn compile_as(
         let inbound = match (&l.inbound, &materials.mesh) {
             (None, _) => None,
             (Some(inbound), Some(roots)) => {
-                match crate::identity::tls::server_config(crate::identity::global(), roots) {
+                // An opaque listener (as `Plan::new` decides) offers no
+                // ALPN: a peer must not frame its bytes as HTTP/2.
+                let opaque = l.protocol == remora_api::ListenerProtocol::Tcp
+                    || (l.original_destination && l.routes.is_empty());
+                let alpn: &[&[u8]] = if opaque { &[] } else { &[b"h2", b"http/1.1"] };
+                match crate::identity::tls::server_config(crate::identity::global(), roots, alpn) {
                     Ok(tls) => Some(Arc::new(InboundTable {
                         tls,
                         strict: inbound.mode == remora_api::InboundMode::Strict,
@@ -287,6 +292,11 @@ fn build_backend(
                     let mut transport = transport.clone();
                     if let Some(id) = identity {
                         transport.tls = mesh.clients.get(id).cloned();
+                        if !b.pool.mesh_http2 {
+                            if let Some(tls) = &mut transport.tls {
+                                tls.mesh = None;
+                            }
+                        }
                         transport.identity = Some(id.into());
                     }
                     let client =

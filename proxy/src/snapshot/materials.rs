@@ -89,6 +89,7 @@ pub fn load_materials(config: &Config) -> Result<Materials, Vec<Problem>> {
             Some(UpstreamTls {
                 h1: configs.0,
                 h2: configs.1,
+                mesh: None,
                 server_name: name,
             })
         }));

@@ -10,6 +10,7 @@ mod explain;
 mod grpc;
 mod init;
 mod limits;
+mod mesh_h2;
 mod mesh_tls;
 mod messages;
 mod policies;

@@ -100,12 +100,26 @@ impl Upstream {
         key_pem: &str,
         client_ca_pem: &str,
     ) -> Upstream {
-        let config = crate::tls::rustls_server_config_mtls(
+        Self::start_mtls_alpn(
+            name,
             cert_pem,
             key_pem,
             client_ca_pem,
             &[b"h2", b"http/1.1"],
-        );
+        )
+        .await
+    }
+
+    /// Like [`Upstream::start_mtls`], offering just the ALPN protocols in
+    /// `alpn` (e.g. only `http/1.1`: a peer that does not speak HTTP/2).
+    pub async fn start_mtls_alpn(
+        name: &str,
+        cert_pem: &str,
+        key_pem: &str,
+        client_ca_pem: &str,
+        alpn: &[&[u8]],
+    ) -> Upstream {
+        let config = crate::tls::rustls_server_config_mtls(cert_pem, key_pem, client_ca_pem, alpn);
         Self::spawn(name, bind_any().await, Some(TlsAcceptor::from(config)))
     }
 

@@ -50,7 +50,13 @@ pub(super) async fn handle(
 async fn route(req: Request<Incoming>, ctx: &Ctx) -> Response<RespBody> {
     let path = req.uri().path().to_owned();
     match path.as_str() {
-        "/headers" => headers_json(&req),
+        "/headers" => {
+            // Read the body before answering, so that the answer never races
+            // a request body still in flight (a reset to the proxy).
+            let rsp = headers_json(&req);
+            drain(req, ctx).await;
+            rsp
+        }
         "/echo" => Response::new(req.into_body().map_err(BoxError::from).boxed()),
         "/sink" => sink(req).await,
         "/trailers" => trailers(),
