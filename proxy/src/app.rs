@@ -6,6 +6,7 @@
 use crate::admin::{self, Admin, Readiness};
 use crate::drain::Drain;
 use crate::http::server::ListenerCtx;
+use crate::http::stack::UserLayers;
 use crate::identity::issuer::{self, Issuer};
 use crate::identity::Identity;
 use crate::listen::accept_loop;
@@ -64,6 +65,17 @@ impl App {
         issuer: Option<issuer::Settings>,
         log_level: LogLevel,
     ) -> anyhow::Result<App> {
+        Self::start_with(source, issuer, log_level, UserLayers::default()).await
+    }
+
+    /// Like [`App::start_with_issuer`], with a library user's layers in
+    /// every HTTP listener's stack (see [`crate::builder`]).
+    pub async fn start_with(
+        source: Source,
+        issuer: Option<issuer::Settings>,
+        log_level: LogLevel,
+        layers: UserLayers,
+    ) -> anyhow::Result<App> {
         let metrics = Metrics::new();
         let (stop, stop_rx) = watch::channel(false);
         let readiness = Arc::new(Readiness::default());
@@ -90,7 +102,7 @@ impl App {
                 let (first, answer) =
                     first_snapshot(settings, admin_addr, &store, &metrics, &stop_rx).await?;
                 let admin = (admin_addr, readiness, shutdown);
-                let app = Self::serve(first, admin, store, metrics, stop, stop_rx).await;
+                let app = Self::serve(first, admin, (store, metrics, layers), stop, stop_rx).await;
                 let _ = answer.send(app.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")));
                 if let Ok(app) = &app {
                     app.set_ready_after(first_cert);
@@ -111,7 +123,8 @@ impl App {
         .await?;
         tokio::spawn(FileSource::new(path, store.clone(), metrics.clone()).watch(stop_rx.clone()));
         let admin = (admin_addr, readiness, shutdown);
-        let app = Self::serve(Some(first), admin, store, metrics, stop, stop_rx).await?;
+        let shared = (store, metrics, layers);
+        let app = Self::serve(Some(first), admin, shared, stop, stop_rx).await?;
         app.set_ready_after(None);
         Ok(app)
     }
@@ -144,8 +157,7 @@ impl App {
             Arc<Readiness>,
             Arc<tokio::sync::Notify>,
         ),
-        store: Store,
-        metrics: Arc<Metrics>,
+        (store, metrics, layers): (Store, Arc<Metrics>, UserLayers),
         stop: watch::Sender<bool>,
         stop_rx: watch::Receiver<bool>,
     ) -> anyhow::Result<App> {
@@ -164,12 +176,9 @@ impl App {
             let addr = tcp.local_addr()?;
             tracing::info!(listener = %l.name, address = %addr, tls = l.tls.is_some(), "listener bound");
             let name: Arc<str> = l.name.as_str().into();
-            let ctx = Arc::new(ListenerCtx::new(
-                index,
-                name.clone(),
-                store.clone(),
-                metrics.clone(),
-            ));
+            let mut ctx = ListenerCtx::new(index, name.clone(), store.clone(), metrics.clone());
+            ctx.user_layers = layers.clone();
+            let ctx = Arc::new(ctx);
             tokio::spawn(accept_loop(tcp, ctx, watch.clone()));
             listeners.push((name, addr));
         }

@@ -2,7 +2,7 @@
 //! endpoint a request would go to, and why, from the live snapshot, with no
 //! request sent. Each step is explained by code next to what it explains
 //! (`http/router/explain.rs`, `balance/explain.rs`); this module strings
-//! them together in the order `http/proxy.rs` applies them, with the
+//! them together in the order the layer stack (`http/stack.rs`) applies them, with the
 //! policies the chosen route would apply. Nothing here runs on the request
 //! path.
 

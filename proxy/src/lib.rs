@@ -2,14 +2,17 @@
 //!
 //! Request flow (see ARCHITECTURE.md): [`listen`] accepts and terminates TLS,
 //! [`detect`] tells HTTP from opaque TCP ([`tcp`]) where the listener asks,
-//! [`http::server`] serves HTTP/1.1 and HTTP/2, [`http::proxy`] routes with
-//! the snapshot loaded once per request ([`snapshot`]), [`balance`] picks an
+//! [`http::server`] serves HTTP/1.1 and HTTP/2, each request through the
+//! tower layer stack of [`http::stack`] (routing with the snapshot loaded
+//! once per request ([`snapshot`]), policies, retries), [`balance`] picks an
 //! endpoint, [`http::client`] sends over a pooled connection. Failures the
 //! proxy makes become responses in exactly one place ([`http::error`]).
+//! [`builder`] runs the proxy as a library, with the user's own layers.
 
 pub mod admin;
 pub mod app;
 pub mod balance;
+pub mod builder;
 pub mod control_plane;
 pub mod detect;
 pub mod drain;
@@ -28,3 +31,5 @@ pub mod telemetry;
 pub mod tls;
 
 pub use app::App;
+pub use builder::{Proxy, ProxyBuilder};
+pub use http::call::{Call, Done};

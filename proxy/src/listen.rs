@@ -22,8 +22,8 @@
 use crate::balance::Backend;
 use crate::detect::{self, Detection, Reason, Rewind};
 use crate::drain::Watch;
+use crate::http::call::Downstream;
 use crate::http::passthrough::Passthrough;
-use crate::http::proxy::Downstream;
 use crate::http::server::{serve, ListenerCtx};
 use crate::snapshot::{EndpointIndex, InboundTable, ListenerTable};
 use crate::tcp::Target;

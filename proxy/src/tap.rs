@@ -16,7 +16,7 @@ pub mod filter;
 pub mod http;
 
 use crate::http::body::ResponseBody;
-use crate::http::proxy::Downstream;
+use crate::http::call::Downstream;
 use ::http::{Request, Response};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;

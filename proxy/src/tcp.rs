@@ -21,9 +21,9 @@
 
 use crate::balance::{now_ns, Backend, Endpoint, InFlight, Overflow};
 use crate::drain::Watch;
+use crate::http::call::Downstream;
 use crate::http::client::Conn;
 use crate::http::error::ProxyError;
-use crate::http::proxy::Downstream;
 use crate::http::server::ListenerCtx;
 use crate::metrics::TcpMetrics;
 use prometheus::{IntCounter, IntGauge};

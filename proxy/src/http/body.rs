@@ -4,6 +4,7 @@
 //! here buffers a whole body.
 
 use super::error::ProxyError;
+use super::ReqBody;
 use crate::balance::InFlight;
 use bytes::Bytes;
 use http::HeaderMap;
@@ -220,7 +221,7 @@ pin_project! {
         Stream {
             prefix: VecDeque<Bytes>,
             #[pin]
-            body: Incoming,
+            body: ReqBody,
             limit: u64,
             seen: u64,
             // How the upload is going (see `track_sent`).
@@ -271,7 +272,7 @@ impl Prepared {
 }
 
 impl RequestBody {
-    pub fn stream(body: Incoming, limit: Option<u64>) -> Self {
+    pub fn stream(body: ReqBody, limit: Option<u64>) -> Self {
         RequestBody::Stream {
             prefix: VecDeque::new(),
             body,
@@ -284,7 +285,7 @@ impl RequestBody {
     /// Reads up to `keep` bytes: a body that ends within them becomes
     /// replayable; a longer one streams on (what was read goes first).
     pub async fn prepare(
-        mut body: Incoming,
+        mut body: ReqBody,
         keep: usize,
         limit: Option<u64>,
     ) -> Result<Prepared, ProxyError> {

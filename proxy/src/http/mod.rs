@@ -1,16 +1,22 @@
-//! HTTP: serving client connections, routing, forwarding to endpoints, and
-//! the one map from proxy errors to responses.
+//! HTTP: serving client connections, the request path as a tower stack of
+//! layers ([`stack`]: routing, policies, forwarding to endpoints), and the
+//! one map from proxy errors to responses.
+
+/// The body of a request as the server hands it to the stack.
+pub type ReqBody = hyper::body::Incoming;
 
 pub mod body;
+pub mod call;
 pub mod client;
 pub mod error;
 pub mod headers;
+pub mod layers;
 pub mod message;
 pub mod orig_proto;
 pub mod passthrough;
 pub mod peer;
-pub mod proxy;
 pub mod retry;
 pub mod router;
 pub mod server;
+pub mod stack;
 pub mod upgrade;

@@ -1,13 +1,8 @@
 //! Where HTTP goes that matches no route of a transparent outbound
 //! listener: the redirected connection's original destination.
 
-use super::headers::is_upgrade;
-use super::proxy::{Downstream, Outcome};
-use super::router::Route;
 use crate::balance::Backend;
 use crate::snapshot::ListenerTable;
-use http::{Request, Version};
-use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
@@ -39,7 +34,8 @@ impl Passthrough {
         }
     }
 
-    fn backend<'a>(&'a self, listener: &'a ListenerTable) -> &'a Arc<Backend> {
+    /// The backend requests to this destination go through.
+    pub fn backend<'a>(&'a self, listener: &'a ListenerTable) -> &'a Arc<Backend> {
         let known = listener.original_destination.as_ref();
         match known.and_then(|index| index.get(&self.addr)) {
             Some((backend, _)) => backend,
@@ -68,33 +64,5 @@ impl Passthrough {
                 Arc::new(backend)
             }),
         }
-    }
-}
-
-/// The route of requests to an original destination.
-static PASSTHROUGH: std::sync::LazyLock<Route> = std::sync::LazyLock::new(Route::passthrough);
-
-/// A request that matched no route of a transparent listener, to its
-/// original destination.
-pub async fn forward_to(
-    p: &Passthrough,
-    listener: &ListenerTable,
-    down: &Downstream,
-    mut req: Request<Incoming>,
-) -> Outcome<'static> {
-    let backend = p.backend(listener);
-    let on_upgrade = (req.version() == Version::HTTP_11 && is_upgrade(req.headers()))
-        .then(|| hyper::upgrade::on(&mut req));
-    let body_limit = listener.limits.max_request_body_bytes;
-    let mut rng = fastrand::Rng::new();
-    let route = &*PASSTHROUGH;
-    let result =
-        super::proxy::forward(backend, route, body_limit, down, req, on_upgrade, &mut rng).await;
-    Outcome {
-        result,
-        route: None,
-        backend: Some(backend.name.clone()),
-        metrics: None,
-        delayed: false,
     }
 }

@@ -95,27 +95,33 @@ pub struct Split {
 
 impl Split {
     pub fn pick(&self, rng: &mut fastrand::Rng) -> &Arc<Backend> {
-        self.pick_with_metrics(rng).0
+        self.entry_at(self.pick_index(rng)).0
     }
 
-    /// A backend by weight, with its metric handles for this route.
-    pub fn pick_with_metrics(&self, rng: &mut fastrand::Rng) -> (&Arc<Backend>, &RouteMetrics) {
-        let (b, _, m) = self.entry(rng);
-        (b, m)
-    }
-
-    fn entry(&self, rng: &mut fastrand::Rng) -> &(Arc<Backend>, u32, RouteMetrics) {
+    /// The index of a backend picked by weight (see [`Split::entry_at`]).
+    pub fn pick_index(&self, rng: &mut fastrand::Rng) -> usize {
         if self.backends.len() == 1 {
-            return &self.backends[0];
+            return 0;
         }
         let mut n = rng.u32(0..self.total);
-        for e in &self.backends {
+        for (i, e) in self.backends.iter().enumerate() {
             if n < e.1 {
-                return e;
+                return i;
             }
             n -= e.1;
         }
-        &self.backends[self.backends.len() - 1]
+        self.backends.len() - 1
+    }
+
+    /// The backend at `index`, with its metric handles for this route.
+    pub fn entry_at(&self, index: usize) -> (&Arc<Backend>, &RouteMetrics) {
+        let (b, _, m) = &self.backends[index];
+        (b, m)
+    }
+
+    /// The split has no backend (the passthrough route's).
+    pub fn is_empty(&self) -> bool {
+        self.backends.is_empty()
     }
 
     pub fn backends(&self) -> impl Iterator<Item = &Arc<Backend>> {
@@ -267,6 +273,18 @@ impl Router {
         path: &str,
         headers: &HeaderMap,
     ) -> Option<&Route> {
+        let i = self.find_index(host, method, path, headers)?;
+        Some(&self.routes[i as usize])
+    }
+
+    /// Like [`Router::find`]: the route's index in [`Router::routes`].
+    pub fn find_index(
+        &self,
+        host: &str,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Option<u32> {
         let lower;
         let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
             lower = host.to_ascii_lowercase();
@@ -275,10 +293,11 @@ impl Router {
             host
         };
         let candidates = self.candidates(host);
-        candidates
-            .iter()
-            .map(|i| &self.routes[*i as usize])
-            .find(|r| r.matcher.matches(method, path, headers))
+        candidates.iter().copied().find(|i| {
+            self.routes[*i as usize]
+                .matcher
+                .matches(method, path, headers)
+        })
     }
 
     fn candidates(&self, host: &str) -> &[u32] {

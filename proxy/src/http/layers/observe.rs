@@ -1,0 +1,193 @@
+//! The top of the request path: takes the request from the connection,
+//! loads the snapshot (the request's one `ArcSwap` load, kept to its end),
+//! and sends it down the stack as a [`Call`]; on the way back turns a proxy
+//! error into its response (the one place, [`error_response`]), counts the
+//! request in metrics, and logs it (access log, failures, denials).
+
+use crate::http::body::ResponseBody;
+use crate::http::call::{Call, Cx, Done, Downstream, Ready, View};
+use crate::http::error::{error_response, Fault};
+use crate::http::server::ListenerCtx;
+use crate::http::ReqBody;
+use http::{Method, Request, Response, Uri, Version};
+use pin_project_lite::pin_project;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use tokio::time::Instant;
+use tower::{Layer, Service};
+
+/// Observes the requests of one connection.
+#[derive(Clone)]
+pub struct ObserveLayer {
+    ctx: Arc<ListenerCtx>,
+    down: Downstream,
+}
+
+impl ObserveLayer {
+    pub fn new(ctx: Arc<ListenerCtx>, down: Downstream) -> Self {
+        ObserveLayer { ctx, down }
+    }
+}
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Observe<S> {
+        Observe {
+            ctx: self.ctx.clone(),
+            down: self.down.clone(),
+            inner,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Observe<S> {
+    ctx: Arc<ListenerCtx>,
+    down: Downstream,
+    inner: S,
+}
+
+/// What the access log says of the request, taken before it goes down.
+type Access = Option<(Method, Uri, Version)>;
+
+impl<S> Service<Request<ReqBody>> for Observe<S>
+where
+    S: Service<Call, Response = Done, Error = Infallible>,
+{
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = Observed<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let started = Instant::now();
+        self.ctx.requests.inc();
+        // The one snapshot load of this request: kept to its end.
+        let view = View::new(self.ctx.store.load_full(), self.ctx.index);
+        let access = view
+            .listener()
+            .access_log
+            .then(|| (req.method().clone(), req.uri().clone(), req.version()));
+        let tap = self.ctx.metrics.tap.see(&req, &self.ctx.name, &self.down); // tap: the head, while someone taps
+        let mut cx = Cx::new(view, self.down.clone());
+        cx.started = started;
+        Observed {
+            inner: self.inner.call(Call { req, cx }),
+            ctx: self.ctx.clone(),
+            access,
+            tap,
+        }
+    }
+}
+
+pin_project! {
+    /// The stack's answer on its way to the connection.
+    pub struct Observed<F> {
+        #[pin]
+        inner: F,
+        ctx: Arc<ListenerCtx>,
+        access: Access,
+        tap: Option<crate::tap::Seen>, // tap: the head, until the answer
+    }
+}
+
+impl<F: Future<Output = Ready>> Future for Observed<F> {
+    type Output = Result<Response<ResponseBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Ok(done) = ready!(this.inner.poll(cx));
+        let rsp = record(this.ctx, done, this.access.take(), this.tap.take());
+        Poll::Ready(Ok(rsp))
+    }
+}
+
+/// The response for the client, with the request counted and logged.
+fn record(
+    ctx: &ListenerCtx,
+    done: Done,
+    access: Access,
+    tap: Option<crate::tap::Seen>,
+) -> Response<ResponseBody> {
+    let Done { result, cx } = done;
+    let view = &cx.view;
+    let down = &cx.down;
+    let name = &*ctx.name;
+    let route = view.route().map_or("", |r| &*r.name);
+    let backend = view.backend().map_or("", |b| &*b.name);
+    let (rsp, cause) = match result {
+        Ok(rsp) => (rsp, ""),
+        Err(e) => {
+            let rsp = error_response(&e);
+            let status = rsp.status().as_u16();
+            match e.fault() {
+                Fault::Upstream => tracing::warn!(
+                    listener = name, route, backend, status, error = e.cause(), detail = %e, "request failed"
+                ),
+                _ => tracing::debug!(
+                    listener = name, route, backend, status, error = e.cause(), detail = %e, "request refused"
+                ),
+            }
+            (rsp, e.cause())
+        }
+    };
+    if let Some(seen) = tap {
+        ctx.metrics.tap.publish(seen, route, backend, &rsp, cause); // tap: the summary
+    }
+    if let Some((method, uri, version)) = access {
+        tracing::info!(
+            target: "remora_proxy::access",
+            listener = name, route, backend, client = %down.client, tls = down.tls,
+            client_id = down.client_id.as_deref().unwrap_or(""),
+            method = %method, path = uri.path(), version = ?version,
+            status = rsp.status().as_u16(), error = cause,
+            duration_ms = cx.started.elapsed().as_secs_f64() * 1000.0,
+            "request"
+        );
+    }
+    let m = &ctx.metrics;
+    match cause {
+        "rate-limited" => m.rate_limited.with_label_values(&[name, route]).inc(),
+        "fault-injected" => m.faults.with_label_values(&[name, route, "abort"]).inc(),
+        "forbidden" => {
+            m.authorization_denials
+                .with_label_values(&[name, route])
+                .inc();
+            tracing::info!(
+                listener = name, route, client = %down.client,
+                client_id = down.client_id.as_deref().unwrap_or("none"),
+                "request denied by the authorization policy"
+            );
+        }
+        _ => {}
+    }
+    if cx.delayed {
+        m.faults.with_label_values(&[name, route, "delay"]).inc();
+    }
+    let elapsed = cx.started.elapsed().as_secs_f64();
+    // The route's handles for the common outcome; else a label lookup.
+    let status = rsp.status();
+    let responses = || {
+        m.responses
+            .with_label_values(&[name, route, backend, status.as_str(), cause])
+    };
+    let ok = status == http::StatusCode::OK && cause.is_empty();
+    let handles = view.route_metrics();
+    match handles {
+        Some(h) if ok => h.ok.get_or_init(responses).inc(),
+        _ => responses().inc(),
+    }
+    let duration = || m.duration.with_label_values(&[name, route, backend]);
+    match handles {
+        Some(h) => h.duration.get_or_init(duration).observe(elapsed),
+        None => duration().observe(elapsed),
+    }
+    rsp
+}

@@ -1,0 +1,46 @@
+//! Routing: the route a request matches (by host, path, method and
+//! headers), else, on a transparent listener, its connection's original
+//! destination, else `404`.
+
+use super::Step;
+use crate::http::call::{Answer, Call};
+use crate::http::error::ProxyError;
+use http::{header, Request};
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Route;
+
+impl<B> Step<B> for Route {
+    fn step(&self, call: &mut Call<B>) -> Option<Answer> {
+        let req = &call.req;
+        let host = request_host(req).unwrap_or("");
+        let view = &mut call.cx.view;
+        let found =
+            view.listener()
+                .router
+                .find_index(host, req.method(), req.uri().path(), req.headers());
+        match (found, &call.cx.down.passthrough) {
+            (Some(i), _) => view.set_route(i),
+            (None, Some(p)) => {
+                let backend = p.backend(view.listener()).clone();
+                view.set_passthrough(backend);
+            }
+            (None, None) => return Some(Err(ProxyError::NoRoute)),
+        }
+        None
+    }
+}
+
+/// The host a request is for (without port), from its URI or `Host` header.
+pub fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    if let Some(a) = req.uri().authority() {
+        return Some(a.host());
+    }
+    let h = req.headers().get(header::HOST)?.to_str().ok()?;
+    let a: &str = h;
+    // Strip the port, minding IPv6 literals.
+    Some(match a.rfind(':') {
+        Some(i) if !a[i..].contains(']') => &a[..i],
+        _ => a,
+    })
+}
