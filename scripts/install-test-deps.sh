@@ -6,7 +6,8 @@
 #
 #   Debian, for the control plane's etcd source tests: etcd-server and
 #           etcd-client (a real etcd and etcdctl)
-#   Debian: curl, openssl, prometheus (for promtool), nghttp2-client (h2load,
+#   Debian: curl (Debian's decodes gzip, br and zstd: the edge compression
+#           tests), gzip (compressed request bodies), openssl, prometheus (for promtool), nghttp2-client (h2load,
 #           optional), procps, iproute2, iptables (legacy and nft variants,
 #           for the `remora-proxy init` tests), util-linux (setpriv)
 #   Python: grpcio (pinned), for tests/grpc/echo_server.py and echo_client.py;
@@ -56,6 +57,7 @@ command -v etcd     >/dev/null 2>&1 || required_missing+=(etcd-server)
 command -v etcdctl  >/dev/null 2>&1 || required_missing+=(etcd-client)
 command -v setpriv  >/dev/null 2>&1 || required_missing+=(util-linux)
 command -v unzip    >/dev/null 2>&1 || required_missing+=(unzip)
+command -v gzip     >/dev/null 2>&1 || required_missing+=(gzip)
 
 optional_missing=()
 command -v h2load >/dev/null 2>&1 || optional_missing+=(nghttp2-client)

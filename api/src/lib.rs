@@ -8,6 +8,7 @@
 
 pub mod delta;
 mod duration;
+pub mod edge;
 pub mod identity;
 mod locate;
 pub mod mesh;

@@ -92,6 +92,9 @@ pub struct Listener {
     /// redirected.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub original_destination: bool,
+    /// Edge middleware: compression, CORS, request ids, logged headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge: Option<crate::edge::ListenerEdge>,
 }
 
 impl Listener {
@@ -193,6 +196,9 @@ pub struct Route {
     /// route, instead of the listener's authorization.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization: Option<Authorization>,
+    /// Overrides of the listener's edge compression and CORS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge: Option<crate::edge::RouteEdge>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]

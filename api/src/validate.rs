@@ -105,6 +105,11 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             p.extend(found);
         }
         check_listener_mesh(&mut p, &at, l, config, &backends);
+        if let Some(edge) = &l.edge {
+            let mut found = Vec::new();
+            edge.check(&format!("{at}.edge"), l.access_log, &mut found);
+            p.extend(found);
+        }
         let mut route_names = HashSet::new();
         for (j, r) in l.routes.iter().enumerate() {
             let at = format!("{at}.routes[{j}]");
@@ -116,6 +121,11 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                 );
             }
             check_route(&mut p, &at, r, &backends);
+            if let Some(edge) = &r.edge {
+                let mut found = Vec::new();
+                edge.check(&format!("{at}.edge"), &mut found);
+                p.extend(found);
+            }
         }
     }
     let mut seen = HashSet::with_capacity(config.backends.len());

@@ -217,6 +217,7 @@ pub(crate) fn own_config(w: &Workload) -> Config {
         detect_timeout: Listener::default_detect_timeout(),
         inbound: None,
         original_destination: w.transparent,
+        edge: None,
     }];
     let mut backends = Vec::new();
     if let Some(inbound) = &w.inbound {
@@ -260,6 +261,7 @@ fn inbound_side(inbound: &WorkloadInbound) -> (Listener, Backend) {
             authorization: inbound.authorization.clone(),
         }),
         original_destination: false,
+        edge: None,
     };
     let app = Backend {
         name: APP.to_string(),
@@ -309,6 +311,7 @@ fn default_route_to(backend: &str, hosts: Vec<String>) -> Route {
         rate_limit: None,
         fault: None,
         authorization: None,
+        edge: None,
     }
 }
 

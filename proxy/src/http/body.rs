@@ -326,7 +326,7 @@ impl RequestBody {
                 }
             };
             let Some(frame) = next else { break };
-            let frame = frame.map_err(|e| ProxyError::ClientBody(Box::new(e)))?;
+            let frame = frame.map_err(ProxyError::ClientBody)?;
             match frame.into_data() {
                 Ok(d) => {
                     seen += d.len() as u64;
@@ -422,7 +422,7 @@ impl Body for RequestBody {
                         }
                         Poll::Ready(Some(Ok(frame)))
                     }
-                    Some(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
+                    Some(Err(e)) => Poll::Ready(Some(Err(e))),
                     None => Poll::Ready(None),
                 }
             }

@@ -2,12 +2,14 @@
 //! layers ([`stack`]: routing, policies, forwarding to endpoints), and the
 //! one map from proxy errors to responses.
 
-/// The body of a request as the server hands it to the stack.
-pub type ReqBody = hyper::body::Incoming;
+/// The body of a request below the edge layer: as the client sent it, or
+/// decompressed ([`edge::InBody`]).
+pub type ReqBody = edge::InBody;
 
 pub mod body;
 pub mod call;
 pub mod client;
+pub mod edge;
 pub mod error;
 pub mod headers;
 pub mod layers;

@@ -44,6 +44,8 @@ pub struct Route {
     /// On an inbound listener: who may use this route, instead of the
     /// listener's policy.
     pub authz: Option<crate::policy::authz::Authz>,
+    /// Overrides of the listener's edge compression and CORS.
+    pub edge: Option<super::edge::RouteEdge>,
 }
 
 pub enum Action {
@@ -82,6 +84,7 @@ impl Route {
             rate_limit: None,
             fault: None,
             authz: None,
+            edge: None,
         }
     }
 }
@@ -412,6 +415,7 @@ fn compile_route(
             .authorization
             .as_ref()
             .map(crate::policy::authz::Authz::new),
+        edge: r.edge.as_ref().map(super::edge::RouteEdge::compile),
     })
 }
 

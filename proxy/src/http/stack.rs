@@ -7,6 +7,7 @@
 //! |---|---|
 //! | *edge slot* | generic `Request -> Response` layers (tower-http, tracing, tap): see [`build`] |
 //! | orig proto | a peer's HTTP/1.1 request carried over HTTP/2 made HTTP/1.1 again ([`super::orig_proto`]) |
+//! | edge | the listener's tower-http middleware: compression, decompression, CORS, request id, sensitive headers ([`super::edge`]); makes the snapshot load through observe |
 //! | observe | loads the snapshot once; on the way back: error to response, metrics, logs |
 //! | message | HTTP message checks, `Max-Forwards`, header and declared body limits |
 //! | listener rate limit | the listener's `rate_limit` |
@@ -24,6 +25,7 @@
 //! | endpoint | sends the attempt; per-try timeout; teaches balancer and outlier detection |
 
 use super::call::{Call, Done, Downstream};
+use super::edge::EdgeLayer;
 use super::layers::action::Action;
 use super::layers::authz::Authz;
 use super::layers::balance::Balance;
@@ -40,10 +42,10 @@ use super::layers::upstream::{Upstream, UpstreamLayer};
 use super::layers::{StepLayer, Stepped};
 use super::orig_proto;
 use super::server::ListenerCtx;
-use super::ReqBody;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
+use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::sync::Arc;
 use tower::util::{BoxCloneSyncService, BoxCloneSyncServiceLayer, Either};
@@ -60,7 +62,7 @@ pub fn build(
     ctx: Arc<ListenerCtx>,
     down: Downstream,
 ) -> impl Service<
-    Request<hyper::body::Incoming>,
+    Request<Incoming>,
     Response = Response<impl Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static>,
     Error = Infallible,
     Future: Send + 'static,
@@ -77,7 +79,10 @@ pub fn build(
         // metrics or access log.
         // h2-peers: a peer's HTTP/1.1 request, carried over HTTP/2, is
         // HTTP/1.1 again before anything looks at it.
-        .map_request(orig_proto::restore::<ReqBody>)
+        .map_request(orig_proto::restore::<Incoming>)
+        // edge: the listener's tower-http middleware (http/edge.rs): one
+        // branch without `edge:`; it loads the snapshot through observe, once.
+        .layer(EdgeLayer)
         .layer(ObserveLayer::new(ctx, down))
         .layer(StepLayer(Message))
         .layer(StepLayer(RateLimit::Listener))

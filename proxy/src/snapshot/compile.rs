@@ -229,6 +229,7 @@ pub fn compile_as(
                 tcp_backend: tcp_backend.flatten(),
                 inbound,
                 original_destination: index.clone().filter(|_| l.original_destination),
+                edge: crate::http::edge::EdgeTable::for_listener(l),
             }),
             Err(message) => problems.push(Problem {
                 path: format!("listeners[{i}].routes"),

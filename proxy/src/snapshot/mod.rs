@@ -58,6 +58,8 @@ pub struct ListenerTable {
     /// Set on `original_destination` (transparent) listeners: the
     /// snapshot's endpoints by address, built once and shared.
     pub original_destination: Option<Arc<EndpointIndex>>,
+    /// Edge middleware (`edge:`), compiled; `None` costs a request one branch.
+    pub edge: Option<crate::http::edge::EdgeTable>,
 }
 
 /// Every endpoint of the snapshot by address, with its backend: an original

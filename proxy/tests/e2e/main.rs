@@ -6,6 +6,7 @@
 mod admin;
 mod balance;
 mod check;
+mod edge;
 mod explain;
 mod grpc;
 mod init;

@@ -345,6 +345,7 @@ pub(super) fn route(matches: RouteMatch) -> Route {
         rate_limit: None,
         fault: None,
         authorization: None,
+        edge: None,
     }
 }
 

@@ -6,9 +6,11 @@
 
 use crate::http::body::ResponseBody;
 use crate::http::call::{Call, Cx, Done, Downstream, Ready, View};
+use crate::http::edge::{logged_headers, Loads};
 use crate::http::error::{error_response, Fault};
 use crate::http::server::ListenerCtx;
 use crate::http::ReqBody;
+use crate::snapshot::Snapshot;
 use http::{Method, Request, Response, Uri, Version};
 use pin_project_lite::pin_project;
 use std::convert::Infallible;
@@ -52,7 +54,8 @@ pub struct Observe<S> {
 }
 
 /// What the access log says of the request, taken before it goes down.
-type Access = Option<(Method, Uri, Version)>;
+/// With the request headers the listener's `edge.log_headers` shows.
+type Access = Option<(Method, Uri, Version, String)>;
 
 impl<S> Service<Request<ReqBody>> for Observe<S>
 where
@@ -67,14 +70,38 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        // The one snapshot load of this request: kept to its end.
+        self.call_loaded(self.ctx.store.load_full(), req)
+    }
+}
+
+/// The edge layer above makes the request's one load through observe.
+impl<S> Loads for Observe<S>
+where
+    S: Service<Call, Response = Done, Error = Infallible>,
+{
+    fn load(&self) -> (Arc<Snapshot>, usize) {
+        (self.ctx.store.load_full(), self.ctx.index)
+    }
+
+    fn call_loaded(&mut self, snapshot: Arc<Snapshot>, req: Request<ReqBody>) -> Self::Future {
         let started = Instant::now();
         self.ctx.requests.inc();
-        // The one snapshot load of this request: kept to its end.
-        let view = View::new(self.ctx.store.load_full(), self.ctx.index);
-        let access = view
-            .listener()
-            .access_log
-            .then(|| (req.method().clone(), req.uri().clone(), req.version()));
+        let view = View::new(snapshot, self.ctx.index);
+        let listener = view.listener();
+        let access = listener.access_log.then(|| {
+            // edge: chosen headers, after the edge layers (a generated
+            // request id, sensitive values marked).
+            let headers = listener.edge.as_ref().map_or_else(String::new, |e| {
+                logged_headers(&e.log_headers, req.headers())
+            });
+            (
+                req.method().clone(),
+                req.uri().clone(),
+                req.version(),
+                headers,
+            )
+        });
         let tap = self.ctx.metrics.tap.see(&req, &self.ctx.name, &self.down); // tap: the head, while someone taps
         let mut cx = Cx::new(view, self.down.clone());
         cx.started = started;
@@ -141,13 +168,13 @@ fn record(
     if let Some(seen) = tap {
         ctx.metrics.tap.publish(seen, route, backend, &rsp, cause); // tap: the summary
     }
-    if let Some((method, uri, version)) = access {
+    if let Some((method, uri, version, headers)) = access {
         tracing::info!(
             target: "remora_proxy::access",
             listener = name, route, backend, client = %down.client, tls = down.tls,
             client_id = down.client_id.as_deref().unwrap_or(""),
             method = %method, path = uri.path(), version = ?version,
-            status = rsp.status().as_u16(), error = cause,
+            status = rsp.status().as_u16(), error = cause, headers,
             duration_ms = cx.started.elapsed().as_secs_f64() * 1000.0,
             "request"
         );

@@ -1,0 +1,344 @@
+//! Edge middleware from tower-http, per listener (`listeners[].edge`) with
+//! per-route overrides (`routes[].edge`): response compression, request
+//! decompression, CORS, request ids, and sensitive headers kept out of logs.
+//!
+//! [`EdgeLayer`] sits in the stack's edge slot, above observe
+//! (`super::stack`). Its [`Edge`] service makes the request's one snapshot
+//! load through the observe layer ([`Loads`]), reads the listener's compiled
+//! [`EdgeTable`] from it, and hands the same snapshot down. A listener without `edge:`
+//! pays one branch and passes the request on; a listener with it builds the
+//! tower-http stack around the inner service for this one request (the
+//! layers are `Arc`-backed and clone cheaply), so a new snapshot takes
+//! effect on the next request. Outermost first:
+//!
+//! ```text
+//! SetSensitiveRequestHeaders -> SetRequestId -> PropagateRequestId -> Cors
+//!   -> RequestDecompression (only for a body with Content-Encoding) -> Compression -> inner
+//! ```
+//!
+//! Request bodies reach the inner service as [`InBody`] (decompressed or
+//! not); responses leave as [`OutBody`].
+
+mod body;
+mod compress;
+mod cors;
+mod log;
+
+pub use body::{InBody, OutBody};
+pub use log::logged_headers;
+
+use super::body::{BoxError, ResponseBody};
+use crate::snapshot::{ListenerTable, Snapshot};
+use bytes::Bytes;
+use compress::Compress;
+use http::header::{ACCESS_CONTROL_REQUEST_METHOD, CONTENT_ENCODING};
+use http::{HeaderName, Method, Request, Response};
+use hyper::body::Incoming;
+use pin_project_lite::pin_project;
+use remora_api::edge::{Algorithm, ListenerEdge, RouteEdge as ApiRouteEdge};
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
+use tower_http::body::UnsyncBoxBody;
+use tower_http::compression::CompressionBody;
+use tower_http::cors::CorsLayer;
+use tower_http::decompression::DecompressionBody;
+use tower_http::decompression::RequestDecompression;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+
+/// A listener's edge middleware, compiled.
+pub struct EdgeTable {
+    compress: Compress,
+    /// Codings decompressed: gzip, br, zstd; `None` leaves bodies as sent.
+    decompress: Option<[bool; 3]>,
+    cors: Option<CorsLayer>,
+    request_id: Option<RequestId>,
+    sensitive: Arc<[HeaderName]>,
+    /// Shown in the access log.
+    pub log_headers: Box<[HeaderName]>,
+    /// Some route overrides compression or CORS: find the request's route.
+    route_overrides: bool,
+}
+
+struct RequestId {
+    header: HeaderName,
+    generate: bool,
+    echo: bool,
+}
+
+/// A route's overrides, compiled; `None` keeps the listener's.
+pub struct RouteEdge {
+    compress: Option<Compress>,
+    cors: Option<Option<CorsLayer>>,
+}
+
+impl EdgeTable {
+    /// `None` for a listener without `edge:` whose routes override nothing.
+    pub fn for_listener(l: &remora_api::Listener) -> Option<Self> {
+        let overrides = l.routes.iter().any(|r| r.edge.is_some());
+        match &l.edge {
+            Some(e) => Some(EdgeTable::compile(e, overrides)),
+            None if overrides => Some(EdgeTable::compile(&ListenerEdge::default(), true)),
+            None => None,
+        }
+    }
+
+    fn compile(e: &ListenerEdge, route_overrides: bool) -> Self {
+        let name = |h: &String| HeaderName::from_bytes(h.as_bytes()).ok();
+        let sensitive = remora_api::edge::defaults::SENSITIVE_HEADERS
+            .iter()
+            .map(|h| HeaderName::from_static(h))
+            .chain(e.sensitive_headers.iter().filter_map(name))
+            .collect();
+        EdgeTable {
+            compress: e
+                .compression
+                .as_ref()
+                .map_or_else(Compress::off, Compress::compile),
+            decompress: e
+                .decompression
+                .as_ref()
+                .map(|d| Algorithm::ALL.map(|a| d.algorithms.contains(&a))),
+            cors: e.cors.as_ref().and_then(cors::compile),
+            request_id: e.request_id.as_ref().and_then(|r| {
+                Some(RequestId {
+                    header: name(&r.header)?,
+                    generate: r.generate,
+                    echo: r.echo,
+                })
+            }),
+            sensitive,
+            log_headers: e.log_headers.iter().filter_map(name).collect(),
+            route_overrides,
+        }
+    }
+}
+
+impl RouteEdge {
+    pub fn compile(e: &ApiRouteEdge) -> Self {
+        RouteEdge {
+            compress: e.compression.as_ref().map(Compress::compile),
+            cors: e.cors.as_ref().map(cors::compile),
+        }
+    }
+}
+
+/// The service the edge layer wraps: it makes the request's one snapshot
+/// load, and takes a request with that load already made. The edge layer
+/// loads through it, so a request still loads the snapshot once.
+pub trait Loads: Service<Request<InBody>> {
+    /// The snapshot, and this listener's index in it.
+    fn load(&self) -> (Arc<Snapshot>, usize);
+
+    /// Serves `req` on `snapshot` (from [`Loads::load`]) instead of loading.
+    fn call_loaded(&mut self, snapshot: Arc<Snapshot>, req: Request<InBody>) -> Self::Future;
+}
+
+/// Wraps a service in the edge middleware of its listener, read from the
+/// request's snapshot.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EdgeLayer;
+
+impl<S> Layer<S> for EdgeLayer {
+    type Service = Edge<S>;
+
+    fn layer(&self, inner: S) -> Edge<S> {
+        Edge { inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct Edge<S> {
+    inner: S,
+}
+
+impl<S> Service<Request<Incoming>> for Edge<S>
+where
+    S: Loads<Response = Response<ResponseBody>, Error = Infallible>,
+    S: Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = Response<OutBody>;
+    type Error = Infallible;
+    type Future = EdgeFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let (snapshot, index) = self.inner.load();
+        if snapshot.listeners[index].edge.is_none() {
+            return EdgeFuture::Plain {
+                f: self.inner.call_loaded(snapshot, req.map(InBody::plain)),
+            };
+        }
+        let inner = Preloaded {
+            snapshot: Some(snapshot.clone()),
+            inner: self.inner.clone(),
+        };
+        EdgeFuture::Edge {
+            f: Box::pin(run(snapshot, index, inner, req)),
+        }
+    }
+}
+
+/// The inner service, handed the snapshot the edge layer loaded.
+#[derive(Clone)]
+struct Preloaded<S> {
+    snapshot: Option<Arc<Snapshot>>,
+    inner: S,
+}
+
+impl<S: Loads> Service<Request<InBody>> for Preloaded<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<InBody>) -> S::Future {
+        match self.snapshot.take() {
+            Some(snapshot) => self.inner.call_loaded(snapshot, req),
+            None => self.inner.call(req),
+        }
+    }
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = Response<OutBody>> + Send>>;
+
+pin_project! {
+    #[project = EdgeFutureProj]
+    pub enum EdgeFuture<F> {
+        Plain { #[pin] f: F },
+        Edge { f: BoxFuture },
+    }
+}
+
+impl<F> Future for EdgeFuture<F>
+where
+    F: Future<Output = Result<Response<ResponseBody>, Infallible>>,
+{
+    type Output = Result<Response<OutBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            EdgeFutureProj::Plain { f } => {
+                let rsp = ready!(f.poll(cx))?;
+                Poll::Ready(Ok(rsp.map(OutBody::plain)))
+            }
+            EdgeFutureProj::Edge { f } => f.as_mut().poll(cx).map(Ok),
+        }
+    }
+}
+
+/// One request of a listener with `edge:` through its middleware.
+async fn run<S>(
+    snapshot: Arc<Snapshot>,
+    index: usize,
+    inner: Preloaded<S>,
+    req: Request<Incoming>,
+) -> Response<OutBody>
+where
+    S: Loads<Response = Response<ResponseBody>, Error = Infallible>,
+    S: Send + 'static,
+    S::Future: Send,
+{
+    let listener = &snapshot.listeners[index];
+    let Some(edge) = &listener.edge else {
+        // Not reached: `call` passes such requests on without boxing.
+        let Ok(rsp) = inner.oneshot(req.map(InBody::plain)).await;
+        return rsp.map(OutBody::plain);
+    };
+    let route = edge
+        .route_overrides
+        .then(|| route_edge(listener, &req))
+        .flatten();
+    let compress = route
+        .and_then(|r| r.compress.as_ref())
+        .unwrap_or(&edge.compress)
+        .layer()
+        .clone();
+    let cors = route.and_then(|r| r.cors.as_ref()).unwrap_or(&edge.cors);
+    let outer = ServiceBuilder::new()
+        .layer(SetSensitiveRequestHeadersLayer::from_shared(
+            edge.sensitive.clone(),
+        ))
+        .option_layer(
+            edge.request_id
+                .as_ref()
+                .filter(|r| r.generate)
+                .map(|r| SetRequestIdLayer::new(r.header.clone(), MakeRequestUuid)),
+        )
+        .option_layer(
+            edge.request_id
+                .as_ref()
+                .filter(|r| r.echo)
+                .map(|r| PropagateRequestIdLayer::new(r.header.clone())),
+        )
+        .option_layer(cors.clone());
+    let encoded = req
+        .headers()
+        .get(CONTENT_ENCODING)
+        .is_some_and(|v| v != "identity");
+    let result = match edge.decompress {
+        Some([gzip, br, zstd]) if encoded => {
+            let core = compress.layer(inner).map_request(decoded as fn(_) -> _);
+            let decode = RequestDecompression::new(core)
+                .no_deflate()
+                .gzip(gzip)
+                .br(br)
+                .zstd(zstd);
+            let rsp = outer.service(decode).oneshot(req).await;
+            rsp.map(unboxed)
+        }
+        _ => {
+            let core = compress
+                .layer(inner)
+                .map_request(plain as fn(_) -> _)
+                .map_response(compressed as fn(_) -> _);
+            outer.service(core).oneshot(req).await
+        }
+    };
+    match result {
+        Ok(rsp) => rsp,
+        Err(never) => match never {},
+    }
+}
+
+fn plain(r: Request<Incoming>) -> Request<InBody> {
+    r.map(InBody::plain)
+}
+
+fn decoded(r: Request<DecompressionBody<Incoming>>) -> Request<InBody> {
+    r.map(InBody::decoded)
+}
+
+fn compressed(r: Response<CompressionBody<ResponseBody>>) -> Response<OutBody> {
+    r.map(OutBody::from)
+}
+
+fn unboxed(r: Response<UnsyncBoxBody<Bytes, BoxError>>) -> Response<OutBody> {
+    r.map(OutBody::from)
+}
+
+/// The overrides of the route a request goes to; a CORS preflight goes
+/// where the method it asks about would.
+fn route_edge<'a>(listener: &'a ListenerTable, req: &Request<Incoming>) -> Option<&'a RouteEdge> {
+    let preflight = (req.method() == Method::OPTIONS)
+        .then(|| req.headers().get(ACCESS_CONTROL_REQUEST_METHOD))
+        .flatten()
+        .and_then(|m| Method::from_bytes(m.as_bytes()).ok());
+    let method = preflight.as_ref().unwrap_or(req.method());
+    let host = super::layers::route::request_host(req).unwrap_or("");
+    let route = listener
+        .router
+        .find(host, method, req.uri().path(), req.headers())?;
+    route.edge.as_ref()
+}
