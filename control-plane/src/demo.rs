@@ -30,6 +30,8 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 
+mod operate;
+
 /// How `demo` runs.
 #[derive(Clone, Debug)]
 pub struct DemoArgs {
@@ -367,6 +369,7 @@ fn print_intro(workloads: &[Ports], sidecars: &[Sidecar], cp: &App, dir: &Path) 
         "  try:   curl -H 'host: web' http://{}/",
         workloads[0].outbound
     );
+    operate::print_explain_and_tap(workloads);
     println!(
         "  files: {}/mesh.yaml (edit it: the change is pushed), logs in {}/logs",
         dir.display(),
