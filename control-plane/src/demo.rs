@@ -31,6 +31,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 
 mod observe;
+mod operate;
 
 /// How `demo` runs.
 #[derive(Clone, Debug)]
@@ -255,7 +256,6 @@ async fn run_in(args: &DemoArgs, proxy_bin: &Path, dir: &Path) -> anyhow::Result
     let outcome = match started {
         Ok(()) => {
             print_intro(&workloads, &sidecars, &cp, dir);
-            observe::print(&cp, dir);
             traffic(args, workloads[0].outbound, &sidecars).await
         }
         Err(e) => Err(e),
@@ -373,6 +373,8 @@ fn print_intro(workloads: &[Ports], sidecars: &[Sidecar], cp: &App, dir: &Path) 
         "  try:   curl -H 'host: web' http://{}/",
         workloads[0].outbound
     );
+    operate::print_explain_and_tap(workloads);
+    observe::print(cp, dir);
     println!(
         "  files: {}/mesh.yaml (edit it: the change is pushed), logs in {}/logs",
         dir.display(),

@@ -5,9 +5,8 @@ use crate::App;
 use std::path::Path;
 
 pub(super) fn print(cp: &App, dir: &Path) {
-    println!("Watch it:");
     println!(
-        "  graph:    http://{}/graph (live: requests/s, success rate and p99 of every call)",
+        "  graph:   http://{}/graph (live: requests/s, success rate and p99 of every call)",
         cp.admin_addr
     );
     let exe = std::env::current_exe()

@@ -13,7 +13,7 @@ use remora_test_support::client::get;
 struct Demo {
     child: Child,
     pid: u32,
-    /// What it printed up to its diagnose line.
+    /// What it printed up to its "Ctrl-C stops everything." line.
     intro: String,
     _tmp: TempDir,
 }
@@ -39,7 +39,7 @@ impl Demo {
             while let Some(line) = lines.next_line().await.unwrap() {
                 intro.push_str(&line);
                 intro.push('\n');
-                if line.trim_start().starts_with("diagnose:") {
+                if line.starts_with("Ctrl-C") {
                     return;
                 }
             }

@@ -102,12 +102,14 @@ where
                 headers,
             )
         });
+        let tap = self.ctx.metrics.tap.see(&req, &self.ctx.name, &self.down); // tap: the head, while someone taps
         let mut cx = Cx::new(view, self.down.clone());
         cx.started = started;
         Observed {
             inner: self.inner.call(Call { req, cx }),
             ctx: self.ctx.clone(),
             access,
+            tap,
         }
     }
 }
@@ -119,6 +121,7 @@ pin_project! {
         inner: F,
         ctx: Arc<ListenerCtx>,
         access: Access,
+        tap: Option<crate::tap::Seen>, // tap: the head, until the answer
     }
 }
 
@@ -128,12 +131,18 @@ impl<F: Future<Output = Ready>> Future for Observed<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let Ok(done) = ready!(this.inner.poll(cx));
-        Poll::Ready(Ok(record(this.ctx, done, this.access.take())))
+        let rsp = record(this.ctx, done, this.access.take(), this.tap.take());
+        Poll::Ready(Ok(rsp))
     }
 }
 
 /// The response for the client, with the request counted and logged.
-fn record(ctx: &ListenerCtx, done: Done, access: Access) -> Response<ResponseBody> {
+fn record(
+    ctx: &ListenerCtx,
+    done: Done,
+    access: Access,
+    tap: Option<crate::tap::Seen>,
+) -> Response<ResponseBody> {
     let Done { result, cx } = done;
     let view = &cx.view;
     let down = &cx.down;
@@ -156,6 +165,9 @@ fn record(ctx: &ListenerCtx, done: Done, access: Access) -> Response<ResponseBod
             (rsp, e.cause())
         }
     };
+    if let Some(seen) = tap {
+        ctx.metrics.tap.publish(seen, route, backend, &rsp, cause); // tap: the summary
+    }
     if let Some((method, uri, version, headers)) = access {
         tracing::info!(
             target: "remora_proxy::access",
