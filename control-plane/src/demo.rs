@@ -30,6 +30,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 
+mod observe;
 mod operate;
 
 /// How `demo` runs.
@@ -43,6 +44,8 @@ pub struct DemoArgs {
     pub proxy_bin: Option<PathBuf>,
     /// Keep the directory (CA, mesh file, logs) after stopping.
     pub keep: bool,
+    /// How often sidecars report their stats (the service graph's).
+    pub stats_interval: Duration,
 }
 
 const TRUST_DOMAIN: &str = "demo.local";
@@ -222,6 +225,7 @@ async fn run_in(args: &DemoArgs, proxy_bin: &Path, dir: &Path) -> anyhow::Result
         // Each sidecar subscribes with its own certificate, for its workload.
         require_proxy_identity: true,
         webhook: None,
+        stats_interval: Some(args.stats_interval),
     })
     .await
     .context("start the control plane")?;
@@ -370,6 +374,7 @@ fn print_intro(workloads: &[Ports], sidecars: &[Sidecar], cp: &App, dir: &Path) 
         workloads[0].outbound
     );
     operate::print_explain_and_tap(workloads);
+    observe::print(cp, dir);
     println!(
         "  files: {}/mesh.yaml (edit it: the change is pushed), logs in {}/logs",
         dir.display(),
@@ -456,7 +461,7 @@ async fn inbound_callers(admin: SocketAddr) -> Vec<String> {
 }
 
 /// `GET path` with `host`, on a new HTTP/1.1 connection; status and body.
-async fn get(addr: SocketAddr, host: &str, path: &str) -> anyhow::Result<(u16, String)> {
+pub(crate) async fn get(addr: SocketAddr, host: &str, path: &str) -> anyhow::Result<(u16, String)> {
     let exchange = async {
         let tcp = TcpStream::connect(addr).await?;
         let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;

@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod orig_dst;
 pub mod policy;
 pub mod snapshot;
+pub mod stats;
 pub mod tap;
 pub mod tcp;
 pub mod telemetry;
