@@ -9,7 +9,8 @@
 #   Debian: curl (Debian's decodes gzip, br and zstd: the edge compression
 #           tests), gzip (compressed request bodies), openssl, prometheus (for promtool), nghttp2-client (h2load,
 #           optional), procps, iproute2, iptables (legacy and nft variants,
-#           for the `remora-proxy init` tests), util-linux (setpriv)
+#           for the `remora-proxy init` tests), util-linux (setpriv),
+#           chromium (headless, for the control plane's service graph page)
 #   Python: grpcio (pinned), for tests/grpc/echo_server.py and echo_client.py
 #           and the OTLP/gRPC receiver; opentelemetry-proto (pinned), for
 #           tests/otlp/receiver.py (the loopback OTLP trace receiver);
@@ -61,6 +62,7 @@ command -v etcd     >/dev/null 2>&1 || required_missing+=(etcd-server)
 command -v etcdctl  >/dev/null 2>&1 || required_missing+=(etcd-client)
 command -v setpriv  >/dev/null 2>&1 || required_missing+=(util-linux)
 command -v unzip    >/dev/null 2>&1 || required_missing+=(unzip)
+command -v chromium >/dev/null 2>&1 || required_missing+=(chromium)
 command -v gzip     >/dev/null 2>&1 || required_missing+=(gzip)
 
 optional_missing=()

@@ -14,6 +14,7 @@ mod locate;
 pub mod mesh;
 mod model;
 pub mod policy;
+pub mod stats;
 mod time;
 pub mod tracing;
 mod validate;

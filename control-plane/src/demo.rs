@@ -30,6 +30,9 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 
+mod observe;
+mod operate;
+
 /// How `demo` runs.
 #[derive(Clone, Debug)]
 pub struct DemoArgs {
@@ -44,6 +47,8 @@ pub struct DemoArgs {
     /// Send every sidecar's spans to this OTLP collector (`host:port`),
     /// over this protocol.
     pub otlp: Option<(String, remora_api::OtlpProtocol)>,
+    /// How often sidecars report their stats (the service graph's).
+    pub stats_interval: Duration,
 }
 
 const TRUST_DOMAIN: &str = "demo.local";
@@ -224,6 +229,7 @@ async fn run_in(args: &DemoArgs, proxy_bin: &Path, dir: &Path) -> anyhow::Result
         // Each sidecar subscribes with its own certificate, for its workload.
         require_proxy_identity: true,
         webhook: None,
+        stats_interval: Some(args.stats_interval),
     })
     .await
     .context("start the control plane")?;
@@ -376,6 +382,8 @@ fn print_intro(workloads: &[Ports], sidecars: &[Sidecar], cp: &App, dir: &Path) 
         "  try:   curl -H 'host: web' http://{}/",
         workloads[0].outbound
     );
+    operate::print_explain_and_tap(workloads);
+    observe::print(cp, dir);
     println!(
         "  files: {}/mesh.yaml (edit it: the change is pushed), logs in {}/logs",
         dir.display(),
@@ -462,7 +470,7 @@ async fn inbound_callers(admin: SocketAddr) -> Vec<String> {
 }
 
 /// `GET path` with `host`, on a new HTTP/1.1 connection; status and body.
-async fn get(addr: SocketAddr, host: &str, path: &str) -> anyhow::Result<(u16, String)> {
+pub(crate) async fn get(addr: SocketAddr, host: &str, path: &str) -> anyhow::Result<(u16, String)> {
     get_traced(addr, host, path, None).await
 }
 

@@ -52,6 +52,8 @@ pub struct Metrics {
     pub tcp_bytes: IntCounterVec,
     pub tcp_connect_errors: IntCounterVec,
     pub trace_spans: IntCounterVec,
+    /// Live request summaries for `/tap` (see `tap.rs`).
+    pub tap: Arc<crate::tap::Hub>,
     process: Process,
 }
 
@@ -315,6 +317,7 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            tap: Arc::default(),
             process: Process {
                 cpu: reg(&r, Counter::new("process_cpu_seconds_total", "User and system CPU time spent, in seconds.").expect("valid metric")),
                 rss: reg(&r, IntGauge::new("process_resident_memory_bytes", "Resident memory size in bytes.").expect("valid metric")),

@@ -48,6 +48,15 @@ async fn the_demo_serves_traffic_over_mutual_tls_and_cleans_up() {
         assert!(stdout.contains(line), "{line}\n{stdout}");
     }
 
+    // It says how to explain a call and tap a sidecar.
+    for line in [
+        "  explain: curl 'http://",
+        "/explain?listener=inbound&host=api",
+        "  tap:     remora-proxy tap --admin ",
+    ] {
+        assert!(stdout.contains(line), "{line}\n{stdout}");
+    }
+
     // Every sidecar it started is gone, and so are its files.
     let pids: Vec<u32> = stdout
         .lines()

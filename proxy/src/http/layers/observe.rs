@@ -107,6 +107,7 @@ where
                 headers,
             )
         });
+        let tap = self.ctx.metrics.tap.see(&req, &self.ctx.name, &self.down); // tap: the head, while someone taps
         let mut cx = Cx::new(view, self.down.clone());
         cx.started = started;
         Observed {
@@ -114,6 +115,7 @@ where
             ctx: self.ctx.clone(),
             access,
             traced,
+            tap,
         }
     }
 }
@@ -126,6 +128,7 @@ pin_project! {
         ctx: Arc<ListenerCtx>,
         access: Access,
         traced: Option<Traced>,
+        tap: Option<crate::tap::Seen>, // tap: the head, until the answer
     }
 }
 
@@ -136,7 +139,8 @@ impl<F: Future<Output = Ready>> Future for Observed<F> {
         let this = self.project();
         let Ok(done) = ready!(this.inner.poll(cx));
         let traced = this.traced.take();
-        Poll::Ready(Ok(record(this.ctx, done, this.access.take(), traced)))
+        let rsp = record(this.ctx, done, this.access.take(), this.tap.take(), traced);
+        Poll::Ready(Ok(rsp))
     }
 }
 
@@ -145,6 +149,7 @@ fn record(
     ctx: &ListenerCtx,
     done: Done,
     access: Access,
+    tap: Option<crate::tap::Seen>,
     traced: Option<Traced>,
 ) -> Response<ResponseBody> {
     let Done { result, cx } = done;
@@ -169,6 +174,9 @@ fn record(
             (rsp, e.cause())
         }
     };
+    if let Some(seen) = tap {
+        ctx.metrics.tap.publish(seen, route, backend, &rsp, cause); // tap: the summary
+    }
     if let Some((method, uri, version, headers)) = access {
         tracing::info!(
             target: "remora_proxy::access",
