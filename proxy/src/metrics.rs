@@ -51,6 +51,7 @@ pub struct Metrics {
     pub tcp_open_connections: IntGaugeVec,
     pub tcp_bytes: IntCounterVec,
     pub tcp_connect_errors: IntCounterVec,
+    pub trace_spans: IntCounterVec,
     /// Live request summaries for `/tap` (see `tap.rs`).
     pub tap: Arc<crate::tap::Hub>,
     process: Process,
@@ -285,6 +286,12 @@ impl Metrics {
                 "remora_tcp_connect_errors_total",
                 "Failed attempts to open an opaque TCP connection to a backend, by backend and cause.",
                 &["backend", "cause"],
+            ),
+            trace_spans: counter(
+                &r,
+                "remora_trace_spans_total",
+                "Trace spans by outcome: exported to the collector, failed (the export failed), dropped (the export queue was full).",
+                &["outcome"],
             ),
             identity_expiry: reg(
                 &r,

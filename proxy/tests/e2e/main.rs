@@ -14,6 +14,7 @@ mod limits;
 mod mesh_h2;
 mod mesh_tls;
 mod messages;
+mod otel;
 mod policies;
 mod reload;
 mod resilience;
