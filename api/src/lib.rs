@@ -14,7 +14,9 @@ mod locate;
 pub mod mesh;
 mod model;
 pub mod policy;
+pub mod stats;
 mod time;
+pub mod tracing;
 mod validate;
 
 pub use delta::{Delta, RoutesDelta};
@@ -29,6 +31,7 @@ pub use policy::{
     RateLimit, RetryBudget, RetryOn, RetryPolicy,
 };
 pub use time::rfc3339;
+pub use tracing::{OtlpProtocol, Tracing};
 pub use validate::{validate, Problem};
 
 /// Parses a YAML config and validates it.

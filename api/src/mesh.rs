@@ -26,6 +26,11 @@ pub struct Mesh {
     pub services: Vec<Service>,
     #[serde(default)]
     pub workloads: Vec<Workload>,
+    /// Spans from every workload's proxy to a collector (each workload's
+    /// own `tracing` replaces it); `service_name` left at its default
+    /// becomes the workload's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<crate::Tracing>,
 }
 
 impl Default for Mesh {
@@ -34,6 +39,7 @@ impl Default for Mesh {
             trust_domain: defaults::trust_domain(),
             services: Vec::new(),
             workloads: Vec::new(),
+            tracing: None,
         }
     }
 }
@@ -158,6 +164,9 @@ pub struct Workload {
     /// (`SO_ORIGINAL_DST`); HTTP still routes by host.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub transparent: bool,
+    /// This workload's proxy's spans: replaces the mesh's `tracing`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<crate::Tracing>,
 }
 
 /// Where a workload's proxy takes calls from other proxies, and where it

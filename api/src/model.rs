@@ -27,6 +27,9 @@ pub struct Config {
     /// `identity` (see `docs/identity.md`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<IdentityConfig>,
+    /// OpenTelemetry spans exported to a collector (see `docs/operations.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<Box<crate::tracing::Tracing>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -157,6 +157,11 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             }
         }
     }
+    if let Some(t) = &config.tracing {
+        let mut found = Vec::new();
+        crate::tracing::check(t, &mut found);
+        p.extend(found);
+    }
     if let Some(id) = &config.identity {
         if id.trust_roots.is_empty() == id.trust_roots_file.is_none() {
             p.add(

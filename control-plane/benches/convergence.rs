@@ -140,6 +140,7 @@ async fn run(s: &Scenario) {
         tls: None,
         require_proxy_identity: false,
         webhook: None,
+        stats_interval: None,
     })
     .await
     .unwrap();

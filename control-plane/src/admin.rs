@@ -1,6 +1,7 @@
 //! The admin server (default 127.0.0.1:9990): `/live`, `/ready`, `/status`
 //! (the mesh being served and every connected proxy, as JSON) and
-//! `/metrics` (Prometheus text).
+//! `/metrics` (Prometheus text), and the service graph: `/graph` (a page)
+//! and `/graph.json` ([`crate::graph`]).
 
 use crate::app::stopped;
 use crate::metrics::Metrics;
@@ -81,6 +82,16 @@ impl Admin {
                 "application/json",
                 serde_json::to_vec_pretty(&self.status()).unwrap_or_default(),
             ),
+            "/graph.json" => respond(
+                StatusCode::OK,
+                "application/json",
+                serde_json::to_vec(&self.graph()).unwrap_or_default(),
+            ),
+            "/graph" => respond(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                crate::graph::page(&self.graph()),
+            ),
             "/metrics" => respond(
                 StatusCode::OK,
                 crate::metrics::CONTENT_TYPE,
@@ -88,9 +99,18 @@ impl Admin {
             ),
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found; try /live /ready /status /metrics\n",
+                "not found; try /live /ready /status /metrics /graph /graph.json\n",
             ),
         }
+    }
+
+    /// The service graph of the mesh served, from the proxies' reports.
+    pub fn graph(&self) -> crate::graph::Graph {
+        let current = self.generations.borrow().clone();
+        crate::graph::graph(
+            current.snapshots.keys().map(String::as_str),
+            &self.proxies.list(),
+        )
     }
 
     /// The mesh being served, each workload's version, and every proxy.
@@ -112,6 +132,13 @@ impl Admin {
                 let mut v = serde_json::to_value(s).unwrap_or_default();
                 let current = current.snapshots.get(&s.workload).map(|p| &p.version);
                 v["in_sync"] = json!(current.is_some() && s.applied.as_ref() == current);
+                // What its last stats report said of its mesh certificate.
+                let expires = s
+                    .stats
+                    .last
+                    .as_ref()
+                    .map(|(_, r)| &r.certificate_expires_at);
+                v["certificate"] = json!({ "expires_at": expires.cloned().flatten() });
                 v
             })
             .collect();

@@ -54,6 +54,9 @@ pub struct Settings {
     pub require_proxy_identity: bool,
     /// The sidecar injector's webhook; `None`: off.
     pub webhook: Option<crate::inject::webhook::WebhookSettings>,
+    /// Ask proxies for a stats report this often, for the service graph
+    /// (`/graph`); `None`: never.
+    pub stats_interval: Option<std::time::Duration>,
 }
 
 /// The certificate and key (PEM) of the snapshot stream's port.
@@ -223,6 +226,7 @@ impl App {
                 generations: source.subscribe(),
                 metrics: metrics.clone(),
             }),
+            stats_interval: settings.stats_interval,
         });
         let tls_on = tls.is_some();
         let stream = tokio::spawn(stream::serve(tcp, tls, streams, stop_rx.clone()));

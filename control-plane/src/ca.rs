@@ -323,6 +323,12 @@ pub fn dev_root(
     Ok((cert.pem(), key.serialize_pem(), not_after))
 }
 
+/// When the first certificate of a PEM text (a CA file: the CA's) expires.
+pub fn expiry(pem: &str) -> Result<SystemTime, String> {
+    let chain = pem_certificates(pem)?;
+    Ok(unix(parse(&chain[0].1)?.validity().not_after.timestamp()))
+}
+
 /// Each `CERTIFICATE` block of a PEM text: its text (ending in a newline)
 /// and its DER.
 fn pem_certificates(text: &str) -> Result<Vec<(String, CertificateDer<'static>)>, String> {

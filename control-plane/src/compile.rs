@@ -47,7 +47,8 @@ pub fn compile_with_roots(mesh: &Mesh, trust_roots: &[String]) -> BTreeMap<Strin
     let resolved = resolve(mesh);
     let parts = compile_parts(&resolved, None);
     let mut shared = Shared::default();
-    mesh.workloads
+    resolved
+        .workloads
         .iter()
         .map(|w| {
             let snap = workload_snapshot(&parts, w, trust_roots, &mut shared);
@@ -83,11 +84,12 @@ fn routes_of(s: &Service) -> Vec<Route> {
 }
 
 /// The mesh with every endpoint's `workload` turned into the `identity` of
-/// that workload (names that resolve to nothing are left for validation).
+/// that workload (names that resolve to nothing are left for validation),
+/// and the mesh's `tracing` given to each workload without its own.
 pub fn resolve(mesh: &Mesh) -> std::borrow::Cow<'_, Mesh> {
     let named =
         |e: &remora_api::mesh::ServiceEndpoint| e.workload.is_some() && e.identity.is_none();
-    if !mesh.services.iter().any(|s| s.endpoints.iter().any(named)) {
+    if !mesh.services.iter().any(|s| s.endpoints.iter().any(named)) && mesh.tracing.is_none() {
         return std::borrow::Cow::Borrowed(mesh);
     }
     let ids: BTreeMap<&str, String> = mesh
@@ -105,7 +107,26 @@ pub fn resolve(mesh: &Mesh) -> std::borrow::Cow<'_, Mesh> {
             e.identity = ids.get(w.as_str()).cloned();
         }
     }
+    if let Some(t) = &mesh.tracing {
+        for w in resolved
+            .workloads
+            .iter_mut()
+            .filter(|w| w.tracing.is_none())
+        {
+            w.tracing = Some(workload_tracing(t, &w.name));
+        }
+    }
     std::borrow::Cow::Owned(resolved)
+}
+
+/// The mesh's `tracing` as workload `name` has it: spans named after the
+/// workload unless the mesh names a service.
+fn workload_tracing(t: &remora_api::Tracing, name: &str) -> remora_api::Tracing {
+    let mut t = t.clone();
+    if t.service_name == remora_api::tracing::defaults::service_name() && !name.is_empty() {
+        t.service_name = name.to_string();
+    }
+    t
 }
 
 /// The version of a value (the mesh): FNV-1a 64 of its compact JSON, as 16
@@ -196,7 +217,7 @@ pub(crate) fn workload_config(
 
 /// Workload `w`'s own part of its config: admin, the `outbound` listener
 /// without routes, the `inbound` listener and the app's backend if it takes
-/// calls; no identity.
+/// calls, its `tracing` (the mesh's, once [`resolve`]d); no identity.
 pub(crate) fn own_config(w: &Workload) -> Config {
     let mut listeners = vec![Listener {
         name: OUTBOUND.to_string(),
@@ -236,6 +257,7 @@ pub(crate) fn own_config(w: &Workload) -> Config {
         listeners,
         backends,
         identity: None,
+        tracing: w.tracing.clone().map(Box::new),
     }
 }
 

@@ -30,6 +30,9 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 
+mod observe;
+mod operate;
+
 /// How `demo` runs.
 #[derive(Clone, Debug)]
 pub struct DemoArgs {
@@ -41,6 +44,11 @@ pub struct DemoArgs {
     pub proxy_bin: Option<PathBuf>,
     /// Keep the directory (CA, mesh file, logs) after stopping.
     pub keep: bool,
+    /// Send every sidecar's spans to this OTLP collector (`host:port`),
+    /// over this protocol.
+    pub otlp: Option<(String, remora_api::OtlpProtocol)>,
+    /// How often sidecars report their stats (the service graph's).
+    pub stats_interval: Duration,
 }
 
 const TRUST_DOMAIN: &str = "demo.local";
@@ -193,7 +201,8 @@ async fn run_in(args: &DemoArgs, proxy_bin: &Path, dir: &Path) -> anyhow::Result
     }
     std::fs::write(dir.join("tokens.yaml"), tokens)?;
     let mesh_path = dir.join("mesh.yaml");
-    std::fs::write(&mesh_path, mesh_yaml(&workloads))?;
+    let mesh = mesh_yaml(&workloads) + &tracing_yaml(args.otlp.as_ref());
+    std::fs::write(&mesh_path, mesh)?;
     let ca = CaSettings {
         cert: ca_cert.clone(),
         key: ca_key,
@@ -220,6 +229,7 @@ async fn run_in(args: &DemoArgs, proxy_bin: &Path, dir: &Path) -> anyhow::Result
         // Each sidecar subscribes with its own certificate, for its workload.
         require_proxy_identity: true,
         webhook: None,
+        stats_interval: Some(args.stats_interval),
     })
     .await
     .context("start the control plane")?;
@@ -250,6 +260,11 @@ async fn run_in(args: &DemoArgs, proxy_bin: &Path, dir: &Path) -> anyhow::Result
     let outcome = match started {
         Ok(()) => {
             print_intro(&workloads, &sidecars, &cp, dir);
+            if let Some((collector, _)) = &args.otlp {
+                println!(
+                    "Spans (OTLP) go to {collector}: one trace per call, client -> web -> api."
+                );
+            }
             traffic(args, workloads[0].outbound, &sidecars).await
         }
         Err(e) => Err(e),
@@ -367,6 +382,8 @@ fn print_intro(workloads: &[Ports], sidecars: &[Sidecar], cp: &App, dir: &Path) 
         "  try:   curl -H 'host: web' http://{}/",
         workloads[0].outbound
     );
+    operate::print_explain_and_tap(workloads);
+    observe::print(cp, dir);
     println!(
         "  files: {}/mesh.yaml (edit it: the change is pushed), logs in {}/logs",
         dir.display(),
@@ -453,14 +470,28 @@ async fn inbound_callers(admin: SocketAddr) -> Vec<String> {
 }
 
 /// `GET path` with `host`, on a new HTTP/1.1 connection; status and body.
-async fn get(addr: SocketAddr, host: &str, path: &str) -> anyhow::Result<(u16, String)> {
+pub(crate) async fn get(addr: SocketAddr, host: &str, path: &str) -> anyhow::Result<(u16, String)> {
+    get_traced(addr, host, path, None).await
+}
+
+/// Like [`get`], passing on the W3C `traceparent` of the request being
+/// served (as an app in a traced mesh must: the sidecars cannot).
+async fn get_traced(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    traceparent: Option<http::HeaderValue>,
+) -> anyhow::Result<(u16, String)> {
     let exchange = async {
         let tcp = TcpStream::connect(addr).await?;
         let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
         tokio::spawn(conn);
-        let req = http::Request::get(path)
+        let mut req = http::Request::get(path)
             .header(http::header::HOST, host)
             .body(Empty::<Bytes>::new())?;
+        if let Some(t) = traceparent {
+            req.headers_mut().insert("traceparent", t);
+        }
         let rsp = tx.send_request(req).await?;
         let status = rsp.status().as_u16();
         let body = rsp.into_body().collect().await?.to_bytes();
@@ -487,7 +518,14 @@ async fn serve_app(listener: TcpListener, app: DemoApp) {
             async move {
                 let (status, body) = match app {
                     DemoApp::Api => (200, format!("api: hello (answer {n})\n")),
-                    DemoApp::Web { api_via } => match get(api_via, "api", req.uri().path()).await {
+                    DemoApp::Web { api_via } => match get_traced(
+                        api_via,
+                        "api",
+                        req.uri().path(),
+                        req.headers().get("traceparent").cloned(),
+                    )
+                    .await
+                    {
                         Ok((200, body)) => (200, format!("web -> {}", body)),
                         Ok((status, body)) => (502, format!("web: api answered {status}: {body}")),
                         Err(e) => (502, format!("web: cannot reach api: {e:#}\n")),
@@ -504,4 +542,20 @@ async fn serve_app(listener: TcpListener, app: DemoApp) {
                 .await;
         });
     }
+}
+
+/// The mesh's `tracing:` section for `--otlp` (empty without it): every
+/// sidecar's spans to that collector, each named after its workload.
+fn tracing_yaml(otlp: Option<&(String, remora_api::OtlpProtocol)>) -> String {
+    let Some((collector, protocol)) = otlp else {
+        return String::new();
+    };
+    let protocol = match protocol {
+        remora_api::OtlpProtocol::HttpProtobuf => "http/protobuf",
+        remora_api::OtlpProtocol::Grpc => "grpc",
+    };
+    format!(
+        "# Spans from every sidecar (`--otlp`), named after its workload.\n\
+         tracing: {{ collector: '{collector}', protocol: {protocol}, sampling: 1.0 }}\n"
+    )
 }

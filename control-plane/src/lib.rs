@@ -7,7 +7,8 @@
 //! (the mesh compiled by [`compile`], after [`mesh::parse`] validated it);
 //! [`stream`] serves `POST /v1/subscribe` and pushes every new version of a
 //! workload's snapshot; [`proxies`] keeps what each connected proxy was sent
-//! and applied; [`admin`] shows it all on `/status` and `/metrics`.
+//! and applied; [`admin`] shows it all on `/status` and `/metrics`, and
+//! [`graph`] draws the calls proxies report as a live service graph.
 //!
 //! Identity: [`ca`] signs workload certificates for the SPIFFE IDs of the
 //! mesh, [`auth`] checks the credential of a request, and [`certify`]
@@ -23,8 +24,10 @@ pub mod ca;
 pub mod certify;
 pub mod compile;
 pub mod demo;
+pub mod diagnose;
 pub mod error;
 pub mod etcd;
+pub mod graph;
 pub mod inject;
 pub mod k8s;
 pub mod mesh;

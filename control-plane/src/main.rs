@@ -1,6 +1,6 @@
 //! `remora-control-plane`: parse args, init logging, start the app, wait
 //! for a signal, stop; or `check` a mesh file; or `ca init` a development CA;
-//! or `etcd import` / `etcd export` a mesh.
+//! or `etcd import` / `etcd export` a mesh; or `diagnose` a running mesh.
 
 use clap::{Parser, Subcommand};
 use remora_control_plane::app::ServingTls;
@@ -88,6 +88,10 @@ enum Command {
         log_format: LogFormat,
         #[command(flatten)]
         webhook: Box<WebhookArgs>,
+        /// How often proxies report their request stats for the service
+        /// graph (admin `/graph`); `0s`: never.
+        #[arg(long, env = "REMORA_STATS_INTERVAL", default_value = "10s")]
+        stats_interval: remora_api::Duration,
     },
     /// Add the proxy to every pod template of a manifest (multi-document
     /// YAML; `-` reads stdin) and print it, as the webhook would
@@ -125,6 +129,37 @@ enum Command {
         /// Keep the demo's directory (CA, mesh file, logs) after stopping.
         #[arg(long)]
         keep: bool,
+        /// Send every sidecar's spans to this OpenTelemetry collector
+        /// (`host:port` of its OTLP receiver, e.g. 127.0.0.1:4318).
+        #[arg(long, value_name = "ADDR")]
+        otlp: Option<String>,
+        /// The OTLP protocol for `--otlp`: `http` (protobuf, port 4318 by
+        /// convention) or `grpc` (4317).
+        #[arg(long, value_name = "PROTOCOL", default_value = "http", value_parser = ["http", "grpc"])]
+        otlp_protocol: String,
+        /// How often sidecars report their stats for the service graph.
+        #[arg(long, default_value = "2s")]
+        stats_interval: remora_api::Duration,
+    },
+    /// Check a mesh: the mesh file, the CA's expiry, and a running control
+    /// plane's proxies (in sync, certificates). Prints ✔/⚠/✖ per check with
+    /// what to do; exits 0 when all pass, 1 when any fails, 2 on warnings only.
+    Diagnose {
+        /// A running control plane's admin address (`run --admin`).
+        #[arg(long, env = "REMORA_CP_ADMIN")]
+        admin: Option<SocketAddr>,
+        /// The mesh file to check.
+        #[arg(long, env = "REMORA_MESH")]
+        mesh: Option<PathBuf>,
+        /// The CA certificate (PEM) to check the expiry of.
+        #[arg(long, env = "REMORA_CA_CERT")]
+        ca_cert: Option<PathBuf>,
+        /// Warn when the CA expires within this.
+        #[arg(long, default_value = "720h")]
+        ca_warn: remora_api::Duration,
+        /// Warn when a proxy's certificate expires within this.
+        #[arg(long, default_value = "10m")]
+        cert_warn: remora_api::Duration,
     },
     /// Move a mesh between a file and etcd.
     Etcd {
@@ -277,6 +312,9 @@ fn main() -> ExitCode {
             rate,
             proxy_bin,
             keep,
+            otlp,
+            otlp_protocol,
+            stats_interval,
         } => {
             // The demo prints what matters; logs only when something is wrong.
             telemetry::init_with_default(LogFormat::Text, "warn");
@@ -285,6 +323,14 @@ fn main() -> ExitCode {
                 rate,
                 proxy_bin,
                 keep,
+                otlp: otlp.map(|addr| {
+                    let protocol = match otlp_protocol.as_str() {
+                        "grpc" => remora_api::OtlpProtocol::Grpc,
+                        _ => remora_api::OtlpProtocol::HttpProtobuf,
+                    };
+                    (addr, protocol)
+                }),
+                stats_interval: stats_interval.get(),
             };
             let Some(rt) = runtime() else {
                 return ExitCode::FAILURE;
@@ -308,6 +354,25 @@ fn main() -> ExitCode {
                 },
         } => serving_cert(&ca_cert, &ca_key, &names, lifetime.get(), &dir),
         Command::Etcd { command } => etcd(command),
+        Command::Diagnose {
+            admin,
+            mesh,
+            ca_cert,
+            ca_warn,
+            cert_warn,
+        } => {
+            let args = remora_control_plane::diagnose::DiagnoseArgs {
+                admin,
+                mesh,
+                ca_cert,
+                ca_warn: ca_warn.get(),
+                cert_warn: cert_warn.get(),
+            };
+            match runtime() {
+                Some(rt) => rt.block_on(remora_control_plane::diagnose::run(&args)),
+                None => ExitCode::FAILURE,
+            }
+        }
         Command::Run {
             mesh,
             etcd,
@@ -324,6 +389,7 @@ fn main() -> ExitCode {
             admin,
             log_format,
             webhook,
+            stats_interval,
         } => {
             telemetry::init(log_format);
             // The one crypto provider (the Kubernetes client's TLS too).
@@ -364,6 +430,7 @@ fn main() -> ExitCode {
                     .map(|(cert, key)| ServingTls { cert, key }),
                 require_proxy_identity,
                 webhook,
+                stats_interval: Some(stats_interval.get()).filter(|d| !d.is_zero()),
             })) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

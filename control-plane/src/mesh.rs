@@ -84,6 +84,13 @@ pub fn validate(mesh: &Mesh) -> Vec<Problem> {
             "must be a lowercase DNS name (a-z, 0-9, '-', '.'), such as `cluster.local`",
         );
     }
+    if let Some(t) = &mesh.tracing {
+        let mut problems = Vec::new();
+        remora_api::tracing::check(t, &mut problems);
+        for (path, message) in problems {
+            found.add(path, message);
+        }
+    }
     check_services(&mut found, mesh, &services);
     check_workloads(&mut found, mesh, &services);
     // The mesh rules above explain a problem better than the compiled
@@ -99,6 +106,7 @@ pub fn validate(mesh: &Mesh) -> Vec<Problem> {
         access_log: false,
         inbound: None,
         transparent: false,
+        tracing: None,
     };
     // Compiled as the control plane compiles: endpoint `workload`s resolved.
     let resolved = compile::resolve(mesh);
@@ -373,6 +381,7 @@ fn workload_path(wi: usize, path: &str) -> String {
         "listeners[0].address" => ".outbound",
         "listeners[0].access_log" => ".access_log",
         p if p.starts_with("listeners[1]") => ".inbound",
+        p if p.starts_with("tracing.") => return format!("workloads[{wi}].{p}"),
         _ => "",
     };
     format!("workloads[{wi}]{field}")

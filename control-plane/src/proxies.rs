@@ -5,11 +5,13 @@
 //! each with its own id. An entry lives as long as its [`Connection`].
 
 use crate::metrics::Metrics;
+use remora_api::stats::StatsReport;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
+use tokio::time::Instant;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ProxyState {
@@ -33,6 +35,17 @@ pub struct ProxyState {
     /// The errors of that rejection.
     pub errors: Vec<String>,
     pub last_error: Option<String>,
+    /// Its last two stats reports (`remora-stats-interval`), for
+    /// [`crate::graph`].
+    #[serde(skip)]
+    pub stats: Stats,
+}
+
+/// A proxy's last two stats reports, each with when it arrived.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub prev: Option<(Instant, Arc<StatsReport>)>,
+    pub last: Option<(Instant, Arc<StatsReport>)>,
 }
 
 /// Every connected proxy, by connection id.
@@ -73,6 +86,7 @@ impl Proxies {
             rejected: None,
             errors: Vec::new(),
             last_error: None,
+            stats: Stats::default(),
         };
         self.lock().insert(id, state);
         self.metrics.connected_proxies.inc();
@@ -126,6 +140,12 @@ impl Connection {
             s.rejected = Some(version.to_string());
             s.errors = errors;
         });
+    }
+
+    /// Keeps a stats report (and the one before it).
+    pub fn stats(&self, report: StatsReport) {
+        let report = (Instant::now(), Arc::new(report));
+        self.update(|s| s.stats.prev = s.stats.last.replace(report));
     }
 
     pub fn error(&self, message: String) {

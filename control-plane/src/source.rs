@@ -115,9 +115,10 @@ impl Generation {
         prev: Option<&Generation>,
         seen: Instant,
     ) -> Generation {
-        let parts = compile_parts(&resolve(mesh), prev.map(|g| &g.parts));
+        let resolved = resolve(mesh);
+        let parts = compile_parts(&resolved, prev.map(|g| &g.parts));
         let mut shared = Shared::default();
-        let snapshots = mesh
+        let snapshots = resolved
             .workloads
             .iter()
             .map(|w| {

@@ -57,6 +57,8 @@ pub struct Stream {
     pub metrics: Arc<Metrics>,
     pub stop: watch::Receiver<bool>,
     pub certifier: Arc<Certifier>,
+    /// Ask every proxy for a stats report this often (`None`: never).
+    pub stats_interval: Option<Duration>,
 }
 
 /// How long a client has for its TLS handshake.
@@ -198,6 +200,12 @@ impl Stream {
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("application/x-ndjson"),
         );
+        if let Some(every) = self.stats_interval {
+            rsp.headers_mut().insert(
+                remora_api::stats::STATS_INTERVAL,
+                header::HeaderValue::from(every.as_millis() as u64),
+            );
+        }
         Ok(rsp)
     }
 

@@ -1,5 +1,6 @@
 //! The admin server (default 127.0.0.1:4191): `/live`, `/ready`,
-//! `/metrics`, `/config`, `/log-level` and `POST /shutdown` (graceful
+//! `/metrics`, `/config`, `/explain` (where a request would go, and why:
+//! `explain.rs`), `/tap` (requests as they finish: `tap.rs`), `/log-level` and `POST /shutdown` (graceful
 //! shutdown, for the app of a Job whose proxy is a regular container). It
 //! keeps answering while the proxy drains, so `/ready` can say so.
 //!
@@ -14,6 +15,7 @@ use crate::snapshot::Store;
 use crate::telemetry::LogLevel;
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -60,12 +62,24 @@ pub struct Admin {
     pub shutdown: Arc<tokio::sync::Notify>,
 }
 
-fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    let mut rsp = Response::new(Full::new(body.into()));
+/// The body of every admin response: whole, or streamed (`/tap`).
+pub type Body = BoxBody<Bytes, Infallible>;
+
+pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut rsp = Response::new(Full::new(body.into()).boxed());
     *rsp.status_mut() = status;
     rsp.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    rsp
+}
+
+pub fn json(status: StatusCode, body: &impl serde::Serialize) -> Response<Body> {
+    let mut rsp = text(status, serde_json::to_vec_pretty(body).unwrap_or_default());
+    rsp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
     );
     rsp
 }
@@ -90,7 +104,7 @@ fn refuse_change(
     path: &str,
     peer: SocketAddr,
     allow_remote: bool,
-) -> Option<Response<Full<Bytes>>> {
+) -> Option<Response<Body>> {
     let changes = matches!(
         (method, path),
         (&Method::PUT, "/log-level") | (&Method::POST, "/shutdown")
@@ -107,7 +121,7 @@ fn refuse_change(
 }
 
 impl Admin {
-    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let allow_remote = || self.store.load().config.admin.allow_remote_changes;
         if let Some(refused) = refuse_change(req.method(), req.uri().path(), peer, allow_remote()) {
             return refused;
@@ -137,15 +151,11 @@ impl Admin {
             (&Method::GET, "/config") => {
                 let snap = self.store.load_full();
                 let body = serde_json::json!({ "version": snap.version, "config": &*snap.config });
-                let mut rsp = text(
-                    StatusCode::OK,
-                    serde_json::to_vec_pretty(&body).unwrap_or_default(),
-                );
-                rsp.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    header::HeaderValue::from_static("application/json"),
-                );
-                rsp
+                json(StatusCode::OK, &body)
+            }
+            (_, "/explain") => crate::explain::http::handle(&self.store, req).await,
+            (method, "/tap") => {
+                crate::tap::http::handle(&self.metrics.tap, method, req.uri().query().unwrap_or(""))
             }
             (&Method::GET, "/log-level") => {
                 text(StatusCode::OK, format!("{}\n", self.log_level.get()))
@@ -170,7 +180,7 @@ impl Admin {
             (_, "/log-level") => text(StatusCode::METHOD_NOT_ALLOWED, "use GET or PUT\n"),
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found; try /live /ready /metrics /config /log-level /shutdown\n",
+                "not found; try /live /ready /metrics /config /explain /tap /log-level /shutdown\n",
             ),
         }
     }

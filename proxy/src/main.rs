@@ -53,6 +53,9 @@ enum Command {
     /// Program iptables in this network namespace so the proxy intercepts
     /// the pod's TCP traffic, as an init container (docs/interception.md).
     Init(remora_proxy::init::Args),
+    /// Print requests as a proxy serves them, from its admin port's `/tap`:
+    /// one line each, filtered, until a limit or a time is up.
+    Tap(remora_proxy::tap::cli::Args),
 }
 
 /// Sidecar mode: where the control plane is and who this proxy is.
@@ -110,6 +113,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { file } => check(&file),
         Command::Init(args) => remora_proxy::init::main(&args),
+        Command::Tap(args) => remora_proxy::tap::cli::main(&args),
         Command::Run {
             config,
             control,

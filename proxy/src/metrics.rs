@@ -51,6 +51,9 @@ pub struct Metrics {
     pub tcp_open_connections: IntGaugeVec,
     pub tcp_bytes: IntCounterVec,
     pub tcp_connect_errors: IntCounterVec,
+    pub trace_spans: IntCounterVec,
+    /// Live request summaries for `/tap` (see `tap.rs`).
+    pub tap: Arc<crate::tap::Hub>,
     process: Process,
 }
 
@@ -284,6 +287,12 @@ impl Metrics {
                 "Failed attempts to open an opaque TCP connection to a backend, by backend and cause.",
                 &["backend", "cause"],
             ),
+            trace_spans: counter(
+                &r,
+                "remora_trace_spans_total",
+                "Trace spans by outcome: exported to the collector, failed (the export failed), dropped (the export queue was full).",
+                &["outcome"],
+            ),
             identity_expiry: reg(
                 &r,
                 Gauge::new(
@@ -308,6 +317,7 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            tap: Arc::default(),
             process: Process {
                 cpu: reg(&r, Counter::new("process_cpu_seconds_total", "User and system CPU time spent, in seconds.").expect("valid metric")),
                 rss: reg(&r, IntGauge::new("process_resident_memory_bytes", "Resident memory size in bytes.").expect("valid metric")),

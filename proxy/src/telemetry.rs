@@ -1,5 +1,8 @@
 //! Logging: `tracing` to stdout as text or JSON, filtered by a
-//! `RUST_LOG`-style directive that `/log-level` can change at run time.
+//! `RUST_LOG`-style directive that `/log-level` can change at run time;
+//! OpenTelemetry spans in [`otel`].
+
+pub mod otel;
 
 use std::sync::Arc;
 use tracing_subscriber::{reload, EnvFilter};

@@ -188,6 +188,7 @@ pub fn draft(cluster: &Cluster, opts: &Options) -> Draft {
         trust_domain: opts.trust_domain.clone(),
         services: Vec::new(),
         workloads: Vec::new(),
+        tracing: None,
     };
     let mut service_refs = Vec::new();
     let mut route_refs = Vec::new();
@@ -330,6 +331,7 @@ fn workloads(
                 access_log: false,
                 inbound,
                 transparent: true,
+                tracing: None,
             },
             obj,
         ));

@@ -271,3 +271,49 @@ fn a_second_document_is_a_problem_with_its_line() {
     assert_eq!(problems.len(), 1);
     assert_eq!(problems[0].line, Some(2), "{problems:?}");
 }
+
+#[test]
+fn the_mesh_tracing_reaches_every_proxy_named_after_its_workload() {
+    let text = "tracing: { collector: 'otel:4317', protocol: grpc, sampling: 0.25 }\nworkloads:\n  - { name: web, outbound: 127.0.0.1:4140, admin: 127.0.0.1:4191 }\n  - name: api\n    outbound: 127.0.0.1:4150\n    admin: 127.0.0.1:4192\n    tracing: { collector: 'other:4318', service_name: api-v2 }\n";
+    let mesh = parse(text).unwrap();
+    let out = crate::compile::compile(&mesh);
+    let web = out["web"].config.tracing.as_ref().expect("web traces");
+    assert_eq!(
+        (
+            web.collector.as_str(),
+            web.service_name.as_str(),
+            web.sampling
+        ),
+        ("otel:4317", "web", 0.25)
+    );
+    assert_eq!(web.protocol, remora_api::OtlpProtocol::Grpc);
+    let api = out["api"].config.tracing.as_ref().expect("api traces");
+    assert_eq!(
+        (api.collector.as_str(), api.service_name.as_str()),
+        ("other:4318", "api-v2"),
+        "a workload's own tracing wins"
+    );
+    let none = parse("workloads:\n  - { name: web, outbound: 127.0.0.1:4140 }\n").unwrap();
+    assert!(crate::compile::compile(&none)["web"]
+        .config
+        .tracing
+        .is_none());
+}
+
+#[test]
+fn a_bad_tracing_section_is_named() {
+    let text = "tracing: { collector: 'otel', sampling: 2 }\nworkloads:\n  - name: web\n    outbound: 127.0.0.1:4140\n    tracing: { collector: 'c:1', batch_size: 0 }\n";
+    let paths: Vec<String> = parse(text)
+        .unwrap_err()
+        .into_iter()
+        .map(|p| p.path)
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "tracing.collector",
+            "tracing.sampling",
+            "workloads[0].tracing.batch_size"
+        ]
+    );
+}

@@ -13,6 +13,7 @@ use crate::source::{Generation, Published};
 use bytes::Bytes;
 use hyper::body::Incoming;
 use remora_api::mesh::Ack;
+use remora_api::stats::Report;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
@@ -190,7 +191,7 @@ impl Session {
         self.sent = Some(p);
     }
 
-    /// Records an ACK or NACK line.
+    /// Records an ACK or NACK line (or a stats report).
     pub fn verdict(&mut self, line: &[u8]) {
         let (id, workload) = (self.conn.id, self.workload.as_str());
         let mut nacked = false;
@@ -214,6 +215,10 @@ impl Session {
                 version
             }
             Err(e) => {
+                if let Ok(Report::Stats(report)) = serde_json::from_slice::<Report>(line) {
+                    self.conn.stats(report);
+                    return;
+                }
                 tracing::warn!(id, workload = %workload, error = %e, "bad message from a proxy");
                 self.conn.error(format!("bad message: {e}"));
                 return;

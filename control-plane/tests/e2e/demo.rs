@@ -4,18 +4,25 @@
 
 use super::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demo_serves_traffic_over_mutual_tls_and_cleans_up() {
+/// Runs `demo ARGS --proxy-bin ...` to its end (it has a `--duration`).
+async fn demo(args: &[&str]) -> std::process::Output {
     let run = Command::new(bin())
-        .args(["demo", "--duration", "6s", "--rate", "10", "--proxy-bin"])
+        .arg("demo")
+        .args(args)
+        .arg("--proxy-bin")
         .arg(proxy_bin())
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output();
-    let out = tokio::time::timeout(Duration::from_secs(90), run)
+    tokio::time::timeout(Duration::from_secs(90), run)
         .await
         .expect("the demo stops by itself")
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_serves_traffic_over_mutual_tls_and_cleans_up() {
+    let out = demo(&["--duration", "6s", "--rate", "10"]).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
@@ -37,6 +44,15 @@ async fn the_demo_serves_traffic_over_mutual_tls_and_cleans_up() {
     for line in [
         "web's sidecar accepted mutual TLS from: spiffe://demo.local/ns/demo/sa/client",
         "api's sidecar accepted mutual TLS from: spiffe://demo.local/ns/demo/sa/web",
+    ] {
+        assert!(stdout.contains(line), "{line}\n{stdout}");
+    }
+
+    // It says how to explain a call and tap a sidecar.
+    for line in [
+        "  explain: curl 'http://",
+        "/explain?listener=inbound&host=api",
+        "  tap:     remora-proxy tap --admin ",
     ] {
         assert!(stdout.contains(line), "{line}\n{stdout}");
     }
@@ -65,4 +81,41 @@ async fn the_demo_serves_traffic_over_mutual_tls_and_cleans_up() {
         .and_then(|l| l.split("/mesh.yaml").next())
         .unwrap_or_else(|| panic!("no files line:\n{stdout}"));
     assert!(!Path::new(dir).exists(), "{dir} was left behind");
+}
+
+/// `demo --otlp`: every sidecar exports its spans to the collector (here a
+/// loopback OTLP/gRPC receiver on the real OpenTelemetry protobuf package),
+/// and a call client → web → api is one trace across all three workloads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_traces_each_call_across_its_sidecars() {
+    let receiver = remora_test_support::OtlpReceiver::start("grpc").await;
+    let otlp = receiver.addr().to_string();
+    let out = demo(&[
+        "--duration",
+        "4s",
+        "--rate",
+        "5",
+        "--otlp",
+        &otlp,
+        "--otlp-protocol",
+        "grpc",
+    ])
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("Spans (OTLP) go to"), "{stdout}");
+    // Some call's trace holds a server span from each of the workloads.
+    let spans = receiver.spans();
+    let traced_by_all = spans.iter().any(|s| {
+        let trace = &s["trace_id"];
+        ["client", "web", "api"].iter().all(|w| {
+            spans
+                .iter()
+                .any(|o| o["trace_id"] == *trace && o["service"] == *w && o["kind"] == "server")
+        })
+    });
+    assert!(
+        traced_by_all,
+        "no trace crosses client, web and api: {spans:#?}"
+    );
 }

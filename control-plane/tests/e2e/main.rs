@@ -6,8 +6,10 @@
 
 mod check;
 mod demo;
+mod diagnose;
 mod etcd;
 mod fake_kube;
+mod graph;
 mod identity;
 mod inject;
 mod k8s;

@@ -45,6 +45,7 @@ impl ControlPlane {
             metrics,
             stop,
             certifier,
+            stats_interval: None,
         });
         ControlPlane {
             source,

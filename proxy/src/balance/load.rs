@@ -121,6 +121,11 @@ impl InFlight {
         }
     }
 
+    /// The endpoint this request went to.
+    pub fn endpoint(&self) -> std::net::SocketAddr {
+        self.ep.addr
+    }
+
     /// The response body was read to its end: its connection can take the
     /// next request.
     pub fn body_done(&mut self) {

@@ -6,6 +6,7 @@
 //! config swap neither forgets what was learnt nor drops connections.
 
 mod breaker;
+mod explain;
 mod load;
 mod outlier;
 mod p2c;
@@ -15,6 +16,7 @@ mod tower_traits;
 mod tried;
 
 pub use breaker::{Breaker, Overflow, Slot};
+pub use explain::{BackendTrace, EndpointState};
 pub use load::{now_ns, InFlight, Load};
 pub use outlier::Outlier;
 pub use ring_hash::{hash as content_hash, HashKey};

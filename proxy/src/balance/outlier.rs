@@ -23,6 +23,12 @@ impl Outlier {
         now < self.ejected_until.load(Relaxed)
     }
 
+    /// How long it stays ejected after `now` (ns), if it is ejected.
+    pub fn ejected_for(&self, now: u64) -> Option<std::time::Duration> {
+        let until = self.ejected_until.load(Relaxed);
+        (now < until).then(|| std::time::Duration::from_nanos(until - now))
+    }
+
     pub fn success(&self) {
         if self.consecutive.load(Relaxed) != 0 {
             self.consecutive.store(0, Relaxed);

@@ -46,6 +46,15 @@ impl ResponseBody {
         ResponseBody::Full { data: None }
     }
 
+    /// The endpoint an upstream body comes from, until the body is read
+    /// (read-only, for tap).
+    pub fn endpoint(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            ResponseBody::Upstream { in_flight, .. } => in_flight.as_ref().map(InFlight::endpoint),
+            ResponseBody::Full { .. } => None,
+        }
+    }
+
     /// Streams an upstream body; `in_flight` is held until the body ends.
     /// With `idle_timeout`, the body fails when no frame comes for that long.
     pub fn upstream(

@@ -130,6 +130,11 @@ impl Split {
     pub fn backends(&self) -> impl Iterator<Item = &Arc<Backend>> {
         self.backends.iter().map(|(b, _, _)| b)
     }
+
+    /// Each backend with its weight.
+    pub fn weights(&self) -> impl Iterator<Item = (&Arc<Backend>, u32)> {
+        self.backends.iter().map(|(b, w, _)| (b, *w))
+    }
 }
 
 /// The metric series a request through one route to one backend ends in,
@@ -440,6 +445,9 @@ pub fn rewrite_prefix(path_and_query: &str, from: &str, to: &str) -> String {
     }
     out
 }
+
+mod explain;
+pub use explain::{RouteStep, RouteTrace};
 
 #[cfg(test)]
 mod tests;

@@ -8,7 +8,7 @@
 //! | *edge slot* | generic `Request -> Response` layers (tower-http, tracing, tap): see [`build`] |
 //! | orig proto | a peer's HTTP/1.1 request carried over HTTP/2 made HTTP/1.1 again ([`super::orig_proto`]) |
 //! | edge | the listener's tower-http middleware: compression, decompression, CORS, request id, sensitive headers ([`super::edge`]); makes the snapshot load through observe |
-//! | observe | loads the snapshot once; on the way back: error to response, metrics, logs |
+//! | observe | loads the snapshot once; starts the request's trace span ([`crate::telemetry::otel`]); on the way back: error to response, metrics, logs, span end |
 //! | message | HTTP message checks, `Max-Forwards`, header and declared body limits |
 //! | listener rate limit | the listener's `rate_limit` |
 //! | route | the route, or a transparent listener's original destination, or `404` |
@@ -22,7 +22,7 @@
 //! | retry | body buffering, attempts, retry budget, backoff |
 //! | breaker | the backend's request slot (`max_requests`) |
 //! | balance | the endpoint, avoiding those already tried |
-//! | endpoint | sends the attempt; per-try timeout; teaches balancer and outlier detection |
+//! | endpoint | sends the attempt (with its trace span); per-try timeout; teaches balancer and outlier detection |
 
 use super::call::{Call, Done, Downstream};
 use super::edge::EdgeLayer;

@@ -245,11 +245,17 @@ pub fn compile_as(
         // The snapshot is good: its certificate serves the next handshakes.
         crate::identity::global().set(c);
     }
+    let tracer = crate::telemetry::otel::Tracer::carry(
+        config.tracing.as_deref(),
+        prev.and_then(|p| p.tracer.as_ref()),
+        metrics,
+    );
     Ok(Snapshot {
         version,
         config: Arc::new(config),
         listeners,
         backends,
+        tracer,
     })
 }
 

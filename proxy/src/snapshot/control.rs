@@ -11,7 +11,9 @@
 //! at most 1 s apart while the control plane is unreachable), keeps serving its
 //! last good snapshot while the control plane is away, and, with a cache
 //! file, can start from its last good snapshot when the control plane is
-//! down.
+//! down. When the control plane asks (response header
+//! `remora-stats-interval`), the proxy also sends a stats report
+//! ([`crate::stats`]) on its request body at that interval.
 
 use super::backoff::{self, Backoff, Outcome};
 use super::{
@@ -258,6 +260,14 @@ impl Subscriber {
         tracing::info!(address = %self.settings.control_plane.address, workload = %self.settings.workload, "subscribed to the control plane");
         self.metrics.control_plane_connected.set(1);
         self.subscribed = true;
+        // Aborted when the session ends: reports go on this stream only.
+        let _stats = stats_interval(rsp.headers()).map(|every| {
+            AbortOnDrop(tokio::spawn(send_stats(
+                every,
+                self.metrics.clone(),
+                tx.clone(),
+            )))
+        });
         let mut body = rsp.into_body();
         let mut buf = BytesMut::new();
         // Bytes of `buf` known to hold no newline: a 10 MB snapshot arrives
@@ -509,6 +519,39 @@ pub fn decode_against(
 
 fn strings(problems: Vec<Problem>) -> Vec<String> {
     problems.iter().map(|p| p.to_string()).collect()
+}
+
+/// The report interval the control plane asked for (milliseconds, at
+/// least 100), if it did.
+fn stats_interval(headers: &http::HeaderMap) -> Option<Duration> {
+    let ms: u64 = headers
+        .get(remora_api::stats::STATS_INTERVAL)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()?;
+    Some(Duration::from_millis(ms.max(100)))
+}
+
+/// Sends a stats report on the subscription every `every`.
+async fn send_stats(every: Duration, metrics: Arc<Metrics>, tx: mpsc::Sender<Bytes>) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let report = remora_api::stats::Report::Stats(crate::stats::report(&metrics));
+        if tx.send(line(&report)).await.is_err() {
+            return;
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn line<T: serde::Serialize>(msg: &T) -> Bytes {

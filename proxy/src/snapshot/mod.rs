@@ -34,6 +34,8 @@ pub struct Snapshot {
     /// In config order; listener tasks find theirs by index.
     pub listeners: Vec<ListenerTable>,
     pub backends: HashMap<Arc<str>, Arc<Backend>>,
+    /// Spans to a collector, when the config has `tracing:`.
+    pub tracer: Option<Arc<crate::telemetry::otel::Tracer>>,
 }
 
 pub struct ListenerTable {
@@ -86,6 +88,7 @@ impl Snapshot {
             config: Arc::default(),
             listeners: Vec::new(),
             backends: HashMap::new(),
+            tracer: None,
         }
     }
 }

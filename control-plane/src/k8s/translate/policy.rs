@@ -373,6 +373,7 @@ fn convert_authorization(
             authorization: authorization.clone(),
         }),
         transparent: true,
+        tracing: None,
     };
     let mesh = Mesh {
         workloads: vec![probe],

@@ -13,6 +13,7 @@ use crate::balance::{Backend, InFlight};
 use crate::http::body::{BodyTooLarge, RequestBody, ResponseBody};
 use crate::http::call::{AttemptCx, Call, Deadline, Done, Ready, View};
 use crate::http::error::{innermost, ProxyError};
+use crate::telemetry::otel::Traced;
 use futures_util::future::BoxFuture;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -64,6 +65,11 @@ async fn send(
     };
     let ep = &backend.endpoints[attempt.endpoint];
     let proto = attempt.proto.unwrap_or(crate::http::client::Proto::Http1);
+    let mut req = req;
+    // otel: a client span per attempt; the upstream gets its traceparent.
+    let span = Traced::of(&req)
+        .cloned()
+        .map(|t| t.attempt(&mut req, attempt.endpoint));
     let started = Instant::now();
     let send = ep.client.send(
         req,
@@ -86,6 +92,13 @@ async fn send(
             .unwrap_or(Err(timed_out)),
         None => send.await,
     };
+    if let Some(span) = span {
+        let result = sent
+            .as_ref()
+            .map(|(r, _)| r.status())
+            .map_err(|e| e.cause());
+        span.finish(result, ep.addr, &backend.name);
+    }
     match sent {
         Ok((rsp, checkin)) => {
             ep.load.observe(started.elapsed());

@@ -2,7 +2,8 @@
 //! loads the snapshot (the request's one `ArcSwap` load, kept to its end),
 //! and sends it down the stack as a [`Call`]; on the way back turns a proxy
 //! error into its response (the one place, [`error_response`]), counts the
-//! request in metrics, and logs it (access log, failures, denials).
+//! request in metrics, and logs it (access log, failures, denials). With
+//! `tracing:`, starts and ends the request's server span.
 
 use crate::http::body::ResponseBody;
 use crate::http::call::{Call, Cx, Done, Downstream, Ready, View};
@@ -11,6 +12,7 @@ use crate::http::error::{error_response, Fault};
 use crate::http::server::ListenerCtx;
 use crate::http::ReqBody;
 use crate::snapshot::Snapshot;
+use crate::telemetry::otel::Traced;
 use http::{Method, Request, Response, Uri, Version};
 use pin_project_lite::pin_project;
 use std::convert::Infallible;
@@ -87,6 +89,9 @@ where
     fn call_loaded(&mut self, snapshot: Arc<Snapshot>, req: Request<ReqBody>) -> Self::Future {
         let started = Instant::now();
         self.ctx.requests.inc();
+        let mut req = req;
+        // otel: a server span when tracing is on and the request is sampled.
+        let traced = snapshot.tracer.as_ref().and_then(|t| t.start(&mut req));
         let view = View::new(snapshot, self.ctx.index);
         let listener = view.listener();
         let access = listener.access_log.then(|| {
@@ -102,12 +107,15 @@ where
                 headers,
             )
         });
+        let tap = self.ctx.metrics.tap.see(&req, &self.ctx.name, &self.down); // tap: the head, while someone taps
         let mut cx = Cx::new(view, self.down.clone());
         cx.started = started;
         Observed {
             inner: self.inner.call(Call { req, cx }),
             ctx: self.ctx.clone(),
             access,
+            traced,
+            tap,
         }
     }
 }
@@ -119,6 +127,8 @@ pin_project! {
         inner: F,
         ctx: Arc<ListenerCtx>,
         access: Access,
+        traced: Option<Traced>,
+        tap: Option<crate::tap::Seen>, // tap: the head, until the answer
     }
 }
 
@@ -128,12 +138,20 @@ impl<F: Future<Output = Ready>> Future for Observed<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let Ok(done) = ready!(this.inner.poll(cx));
-        Poll::Ready(Ok(record(this.ctx, done, this.access.take())))
+        let traced = this.traced.take();
+        let rsp = record(this.ctx, done, this.access.take(), this.tap.take(), traced);
+        Poll::Ready(Ok(rsp))
     }
 }
 
 /// The response for the client, with the request counted and logged.
-fn record(ctx: &ListenerCtx, done: Done, access: Access) -> Response<ResponseBody> {
+fn record(
+    ctx: &ListenerCtx,
+    done: Done,
+    access: Access,
+    tap: Option<crate::tap::Seen>,
+    traced: Option<Traced>,
+) -> Response<ResponseBody> {
     let Done { result, cx } = done;
     let view = &cx.view;
     let down = &cx.down;
@@ -156,6 +174,9 @@ fn record(ctx: &ListenerCtx, done: Done, access: Access) -> Response<ResponseBod
             (rsp, e.cause())
         }
     };
+    if let Some(seen) = tap {
+        ctx.metrics.tap.publish(seen, route, backend, &rsp, cause); // tap: the summary
+    }
     if let Some((method, uri, version, headers)) = access {
         tracing::info!(
             target: "remora_proxy::access",
@@ -166,6 +187,16 @@ fn record(ctx: &ListenerCtx, done: Done, access: Access) -> Response<ResponseBod
             duration_ms = cx.started.elapsed().as_secs_f64() * 1000.0,
             "request"
         );
+    }
+    // otel: the server span ends with the response head.
+    if let Some(t) = traced {
+        t.finish(crate::telemetry::otel::End {
+            status: rsp.status(),
+            error: cause,
+            listener: &ctx.name,
+            route: view.route().map(|r| &r.name),
+            backend: view.backend(),
+        });
     }
     let m = &ctx.metrics;
     match cause {

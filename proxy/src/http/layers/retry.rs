@@ -168,5 +168,9 @@ fn copy_head(p: &Parts) -> Parts {
     *req.uri_mut() = p.uri.clone();
     *req.version_mut() = p.version;
     *req.headers_mut() = p.headers.clone();
+    // otel: each attempt carries the request's trace.
+    if let Some(t) = p.extensions.get::<crate::telemetry::otel::Traced>() {
+        req.extensions_mut().insert(t.clone());
+    }
     req.into_parts().0
 }

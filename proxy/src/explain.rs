@@ -1,0 +1,237 @@
+//! `/explain` on the admin port: which listener, route, backend and
+//! endpoint a request would go to, and why, from the live snapshot, with no
+//! request sent. Each step is explained by code next to what it explains
+//! (`http/router/explain.rs`, `balance/explain.rs`); this module strings
+//! them together in the order the layer stack (`http/stack.rs`) applies them, with the
+//! policies the chosen route would apply. Nothing here runs on the request
+//! path.
+
+pub mod http;
+pub mod query;
+pub mod text;
+
+use crate::balance::BackendTrace;
+use crate::http::router::{Action, RouteTrace};
+use crate::policy::authz::Peer;
+use crate::snapshot::Snapshot;
+use query::Query;
+use remora_api as api;
+use serde::Serialize;
+use std::net::{IpAddr, Ipv4Addr};
+
+/// Everything `/explain` answers, serialized as its JSON.
+#[derive(Debug, Serialize)]
+pub struct Explanation {
+    /// The snapshot version explained.
+    pub version: String,
+    pub listener: ListenerChoice,
+    pub route: RouteTrace,
+    /// The chosen route's name; `None`: 404 no-route.
+    pub chosen_route: Option<String>,
+    /// What the proxy would do, in a sentence.
+    pub outcome: String,
+    pub policies: Policies,
+    /// The route's traffic split: each backend with its weight and share.
+    pub split: Vec<SplitEntry>,
+    /// A draw of the split (a request's own draw is random by weight).
+    pub chosen_backend: Option<String>,
+    /// Every backend of the split, as its balancer sees it now.
+    pub backends: Vec<BackendTrace>,
+    /// The endpoint of the chosen backend a request would go to now.
+    pub chosen_endpoint: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ListenerChoice {
+    pub name: String,
+    pub address: std::net::SocketAddr,
+    pub reason: String,
+}
+
+/// The policies on the way, as configured (`null`: none).
+#[derive(Debug, Default, Serialize)]
+pub struct Policies {
+    pub listener_rate_limit: Option<api::RateLimit>,
+    pub route_rate_limit: Option<api::RateLimit>,
+    pub fault: Option<api::Fault>,
+    pub authorization: Option<AuthzVerdict>,
+    pub retry: Option<api::RetryPolicy>,
+    pub timeout: Option<api::Duration>,
+    pub idle_timeout: Option<api::Duration>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AuthzVerdict {
+    /// `route` (the route's own policy) or `listener` (the inbound default).
+    pub policy: &'static str,
+    pub allowed: bool,
+    pub reason: String,
+    pub rules: api::Authorization,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SplitEntry {
+    pub backend: String,
+    pub weight: u32,
+    pub percent: f64,
+}
+
+/// Explains `q` against `snap`; `Err` names what in the query cannot be
+/// explained (an unknown listener, a TCP-only listener).
+pub fn explain(snap: &Snapshot, q: &Query) -> Result<Explanation, String> {
+    let (index, listener) = choose_listener(snap, q)?;
+    let table = &snap.listeners[index];
+    let route_cfg = |i: usize| &snap.config.listeners[index].routes[i];
+    let trace = table
+        .router
+        .explain(&q.host, &q.method, &q.path, &q.headers);
+    let mut out = Explanation {
+        version: snap.version.clone(),
+        listener,
+        chosen_route: None,
+        outcome: String::new(),
+        policies: Policies {
+            listener_rate_limit: table.rate_limit.as_ref().map(|(c, _)| c.clone()),
+            ..Policies::default()
+        },
+        split: Vec::new(),
+        chosen_backend: None,
+        backends: Vec::new(),
+        chosen_endpoint: None,
+        route: trace,
+    };
+    let Some(i) = out.route.chosen else {
+        out.outcome = "no route matches: 404 no-route".into();
+        return Ok(out);
+    };
+    let route = &table.router.routes()[i];
+    let cfg = route_cfg(i);
+    out.chosen_route = Some(route.name.to_string());
+    let p = &mut out.policies;
+    p.route_rate_limit = cfg.rate_limit.clone();
+    p.fault = cfg.fault.clone();
+    p.retry = cfg.retry.clone();
+    p.timeout = cfg.timeout;
+    p.idle_timeout = cfg.idle_timeout;
+    if let (Some(inbound), Some(in_cfg)) = (&table.inbound, &snap.config.listeners[index].inbound) {
+        let (policy, authz, rules) = match (&route.authz, &cfg.authorization) {
+            (Some(a), Some(rules)) => ("route", a, rules.clone()),
+            _ => ("listener", &inbound.authz, in_cfg.authorization.clone()),
+        };
+        let addr = q.client_addr.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let allowed = authz.allows(Peer {
+            id: q.client_id.as_deref(),
+            addr,
+        });
+        let who = q
+            .client_id
+            .as_deref()
+            .unwrap_or("a client without a mesh identity");
+        let reason = format!(
+            "{who} at {addr} is {} by the {policy}'s policy",
+            if allowed { "allowed" } else { "denied" }
+        );
+        p.authorization = Some(AuthzVerdict {
+            policy,
+            allowed,
+            reason,
+            rules,
+        });
+    }
+    out.outcome = match &route.action {
+        Action::Direct { status, .. } => format!("answered by the proxy: {status}"),
+        Action::Redirect(rd) => format!("redirected with {}", rd.status),
+        Action::Forward(split) => {
+            forward(&mut out, split, q);
+            match (&out.chosen_backend, out.chosen_endpoint) {
+                (Some(b), Some(e)) => format!("forwarded to backend {b}, endpoint {e}"),
+                (Some(b), None) => format!("backend {b} has no endpoints: 503 no-endpoints"),
+                _ => "the route has no backends".into(),
+            }
+        }
+    };
+    if out
+        .policies
+        .authorization
+        .as_ref()
+        .is_some_and(|a| !a.allowed)
+    {
+        out.outcome = format!("403 forbidden (else {})", out.outcome);
+    }
+    Ok(out)
+}
+
+/// The split's shares, a draw of it, and each backend's balancer.
+fn forward(out: &mut Explanation, split: &crate::http::router::Split, q: &Query) {
+    let mut rng = fastrand::Rng::new();
+    let total: u32 = split.weights().map(|(_, w)| w).sum();
+    for (b, w) in split.weights() {
+        out.split.push(SplitEntry {
+            backend: b.name.to_string(),
+            weight: w,
+            percent: if total == 0 {
+                0.0
+            } else {
+                f64::from(w) * 100.0 / f64::from(total)
+            },
+        });
+        out.backends.push(b.explain(&q.headers, &mut rng));
+    }
+    if split.backends().next().is_none() {
+        return;
+    }
+    let chosen = split.pick(&mut rng);
+    out.chosen_backend = Some(chosen.name.to_string());
+    out.chosen_endpoint = out
+        .backends
+        .iter()
+        .find(|t| *t.backend == *chosen.name)
+        .and_then(|t| t.chosen);
+}
+
+/// The listener named in the query, else the first that serves HTTP.
+fn choose_listener(snap: &Snapshot, q: &Query) -> Result<(usize, ListenerChoice), String> {
+    let cfgs = &snap.config.listeners;
+    let names = || {
+        cfgs.iter()
+            .map(|l| l.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let http = |l: &api::Listener| l.protocol != api::ListenerProtocol::Tcp;
+    let (i, reason) = match &q.listener {
+        Some(name) => {
+            let i = cfgs
+                .iter()
+                .position(|l| l.name == *name)
+                .ok_or_else(|| format!("no listener is named `{name}`; listeners: {}", names()))?;
+            if !http(&cfgs[i]) {
+                return Err(format!(
+                    "listener `{name}` forwards opaque TCP only: no HTTP routes"
+                ));
+            }
+            (i, "named in the query".to_string())
+        }
+        None => {
+            let i = cfgs
+                .iter()
+                .position(http)
+                .ok_or("no listener serves HTTP")?;
+            (
+                i,
+                format!(
+                    "the first HTTP listener (of: {}); choose with listener=",
+                    names()
+                ),
+            )
+        }
+    };
+    Ok((
+        i,
+        ListenerChoice {
+            name: cfgs[i].name.clone(),
+            address: cfgs[i].address,
+            reason,
+        },
+    ))
+}

@@ -1,0 +1,154 @@
+//! Why [`Router::find`] chooses the route it does, step by step, for
+//! `/explain` on the admin port. Read-only and off the request path: it
+//! walks the same candidate list with the same matchers, and says for each
+//! route why it did or did not match.
+
+use super::{Matcher, PathMatcher, Router, ValueMatcher};
+use http::{HeaderMap, Method};
+use serde::Serialize;
+
+/// Which routes were tried for a request, in order, and which one won.
+#[derive(Debug, Serialize)]
+pub struct RouteTrace {
+    /// How the candidate list was chosen by host.
+    pub hosts: String,
+    pub steps: Vec<RouteStep>,
+    /// Index of the chosen route in [`Router::routes`].
+    #[serde(skip)]
+    pub chosen: Option<usize>,
+}
+
+/// One route tried.
+#[derive(Debug, Serialize)]
+pub struct RouteStep {
+    pub route: String,
+    pub matched: bool,
+    /// Why it matched, or the first condition it failed.
+    pub reason: String,
+}
+
+impl Router {
+    /// Like [`Router::find`], with the reasons; stops at the first match.
+    pub fn explain(
+        &self,
+        host: &str,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> RouteTrace {
+        let host = host.to_ascii_lowercase();
+        let (hosts, candidates) = self.explain_candidates(&host);
+        let mut trace = RouteTrace {
+            hosts,
+            steps: Vec::new(),
+            chosen: None,
+        };
+        for &i in candidates {
+            let route = &self.routes[i as usize];
+            let failed = route.matcher.mismatch(method, path, headers);
+            trace.steps.push(RouteStep {
+                route: route.name.to_string(),
+                matched: failed.is_none(),
+                reason: failed.unwrap_or_else(|| route.matcher.describe()),
+            });
+            if trace.steps.last().is_some_and(|s| s.matched) {
+                trace.chosen = Some(i as usize);
+                break;
+            }
+        }
+        trace
+    }
+
+    /// The candidates of [`Router::candidates`], and how the host chose them.
+    fn explain_candidates(&self, host: &str) -> (String, &[u32]) {
+        let list = self.candidates(host);
+        let wildcard = || {
+            host.match_indices('.')
+                .map(|(i, _)| &host[i..])
+                .find(|s| self.suffix.contains_key(*s))
+        };
+        let how = if self.exact.contains_key(host) {
+            format!("routes for host {host} (exact), with routes without hosts")
+        } else if let Some(s) = wildcard() {
+            format!("routes for *{s} (longest matching wildcard), with routes without hosts")
+        } else {
+            format!("no route names host {host}: routes without hosts only")
+        };
+        (how, list)
+    }
+}
+
+impl Matcher {
+    /// The first condition the request fails, in the order `matches` checks
+    /// them; `None` when it matches.
+    fn mismatch(&self, method: &Method, path: &str, headers: &HeaderMap) -> Option<String> {
+        if !self.methods.is_empty() && !self.methods.contains(method) {
+            let want: Vec<&str> = self.methods.iter().map(Method::as_str).collect();
+            return Some(format!("method {method} is not one of {}", want.join(", ")));
+        }
+        if !self.path.matches(path) {
+            return Some(format!(
+                "path {path} does not match {}",
+                self.path.describe()
+            ));
+        }
+        for (name, m) in &self.headers {
+            let mut values = headers.get_all(name).iter();
+            let ok = match m {
+                ValueMatcher::Present(want) => values.next().is_some() == *want,
+                ValueMatcher::Exact(v) => values.any(|x| x == v),
+                ValueMatcher::Regex(re) => values.any(|x| x.to_str().is_ok_and(|s| re.is_match(s))),
+            };
+            if !ok {
+                return Some(format!("header {name}: {}", m.describe_failure()));
+            }
+        }
+        None
+    }
+
+    /// What a matching request satisfied.
+    fn describe(&self) -> String {
+        let mut parts = vec![format!("path {}", self.path.describe())];
+        if !self.methods.is_empty() {
+            let m: Vec<&str> = self.methods.iter().map(Method::as_str).collect();
+            parts.push(format!("method in {}", m.join(", ")));
+        }
+        for (name, m) in &self.headers {
+            parts.push(format!("header {name} {}", m.describe()));
+        }
+        format!("matched: {}", parts.join("; "))
+    }
+}
+
+impl PathMatcher {
+    fn describe(&self) -> String {
+        match self {
+            PathMatcher::Any => "any".into(),
+            PathMatcher::Exact(p) => format!("exactly {p}"),
+            PathMatcher::Prefix(p) => format!("prefix {p}"),
+            PathMatcher::Regex(re) => format!("regex {}", re.as_str()),
+        }
+    }
+}
+
+impl ValueMatcher {
+    fn describe(&self) -> String {
+        match self {
+            ValueMatcher::Present(true) => "present".into(),
+            ValueMatcher::Present(false) => "absent".into(),
+            ValueMatcher::Exact(v) => format!("= {}", String::from_utf8_lossy(v.as_bytes())),
+            ValueMatcher::Regex(re) => format!("~ {}", re.as_str()),
+        }
+    }
+
+    fn describe_failure(&self) -> String {
+        match self {
+            ValueMatcher::Present(true) => "required, not sent".into(),
+            ValueMatcher::Present(false) => "must be absent, was sent".into(),
+            ValueMatcher::Exact(v) => {
+                format!("no value is {}", String::from_utf8_lossy(v.as_bytes()))
+            }
+            ValueMatcher::Regex(re) => format!("no value matches {}", re.as_str()),
+        }
+    }
+}

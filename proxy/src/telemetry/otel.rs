@@ -1,0 +1,279 @@
+//! OpenTelemetry tracing: a server span per request and a client span per
+//! attempt to an endpoint, W3C `traceparent` in and out, exported over OTLP
+//! (HTTP or gRPC) by a background task.
+//!
+//! The compiled snapshot holds the [`Tracer`] when the config has a
+//! `tracing:` section (none: the request path costs one branch). A tracer
+//! whose config is unchanged is carried across snapshot swaps, so its queue
+//! and exporter live on; a replaced tracer's exporter sends what is queued
+//! and ends when the last request holding it is done.
+//!
+//! On the request path nothing blocks and nothing locks: a finished span
+//! goes into a bounded queue, and when that is full it is dropped and
+//! counted (`remora_trace_spans_total{outcome="dropped"}`).
+
+pub mod context;
+mod export;
+pub mod span;
+
+use crate::metrics::Metrics;
+use context::{Parent, SpanId, TraceId};
+use http::header::{HeaderName, HOST};
+use http::{HeaderValue, Method, Request, StatusCode};
+use prometheus::IntCounter;
+use span::{Kind, SpanRecord};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// Samples, records and queues spans for one `tracing:` config.
+pub struct Tracer {
+    config: remora_api::Tracing,
+    /// A new trace is sampled when the last 8 bytes of its id, as a
+    /// number, are below this; `None`: always.
+    threshold: Option<u64>,
+    queue: mpsc::Sender<SpanRecord>,
+    dropped: IntCounter,
+}
+
+impl Tracer {
+    /// The tracer for `config`: `previous` if it was built from the same
+    /// config, else a new one (with its exporter task, when a runtime runs).
+    pub fn carry(
+        config: Option<&remora_api::Tracing>,
+        previous: Option<&Arc<Tracer>>,
+        metrics: &Metrics,
+    ) -> Option<Arc<Tracer>> {
+        let config = config?;
+        if let Some(p) = previous.filter(|p| p.config == *config) {
+            return Some(p.clone());
+        }
+        let (queue, rx) = mpsc::channel(config.queue.max(1));
+        let outcome = |o: &str| metrics.trace_spans.with_label_values(&[o]);
+        export::spawn(
+            config,
+            rx,
+            export::Counters {
+                exported: outcome("exported"),
+                failed: outcome("failed"),
+            },
+        );
+        Some(Arc::new(Tracer {
+            threshold: (config.sampling < 1.0)
+                .then_some((config.sampling * u64::MAX as f64) as u64),
+            config: config.clone(),
+            queue,
+            dropped: outcome("dropped"),
+        }))
+    }
+
+    /// Starts the server span of `req`, when it is sampled: the request's
+    /// `traceparent` if it has a valid one (its sampled flag decides), else
+    /// a new trace sampled at the configured ratio. The request then
+    /// carries the returned [`Traced`] (for its attempts) and a
+    /// `traceparent` naming the server span. A new trace that is not
+    /// sampled still gets a `traceparent` (not sampled), so the proxies and
+    /// services after this one agree.
+    pub fn start<B>(self: &Arc<Self>, req: &mut Request<B>) -> Option<Traced> {
+        let mut rng = fastrand::Rng::new();
+        let headers = req.headers_mut();
+        let parent = headers.get(&TRACEPARENT).and_then(context::parse);
+        let (trace_id, parent) = match parent {
+            Some(Parent { sampled: false, .. }) => return None,
+            Some(p) => (p.trace_id, Some(p.span_id)),
+            None => {
+                let trace_id = context::new_trace_id(&mut rng);
+                if !self.samples(&trace_id) {
+                    let span_id = context::new_span_id(&mut rng);
+                    headers.insert(&TRACEPARENT, context::format(&trace_id, &span_id, false));
+                    headers.remove(&TRACESTATE);
+                    return None;
+                }
+                headers.remove(&TRACESTATE);
+                (trace_id, None)
+            }
+        };
+        let span_id = context::new_span_id(&mut rng);
+        headers.insert(&TRACEPARENT, context::format(&trace_id, &span_id, true));
+        let slot = Slot {
+            tracer: self.clone(),
+            trace_id,
+            span_id,
+            parent,
+            trace_state: headers.get(&TRACESTATE).cloned(),
+            host: headers.get(HOST).cloned(),
+            method: req.method().clone(),
+            path: req.uri().path_and_query().cloned(),
+            start_ns: unix_ns(),
+            started: Instant::now(),
+            attempts: AtomicU32::new(0),
+            endpoint: AtomicUsize::new(usize::MAX),
+        };
+        let traced = Traced(Arc::new(slot));
+        req.extensions_mut().insert(traced.clone());
+        Some(traced)
+    }
+
+    fn samples(&self, trace_id: &TraceId) -> bool {
+        let Some(threshold) = self.threshold else {
+            return true;
+        };
+        let low = u64::from_be_bytes(trace_id[8..].try_into().unwrap_or_default());
+        low < threshold
+    }
+
+    /// Queues a finished span, or drops it when the queue is full.
+    fn submit(&self, span: SpanRecord) {
+        if self.queue.try_send(span).is_err() {
+            self.dropped.inc();
+        }
+    }
+}
+
+/// A sampled request being traced: what its server span needs at the end,
+/// shared with the attempts (a request extension, copied to each attempt).
+#[derive(Clone)]
+pub struct Traced(Arc<Slot>);
+
+struct Slot {
+    tracer: Arc<Tracer>,
+    trace_id: TraceId,
+    span_id: SpanId,
+    parent: Option<SpanId>,
+    trace_state: Option<HeaderValue>,
+    host: Option<HeaderValue>,
+    method: Method,
+    path: Option<http::uri::PathAndQuery>,
+    start_ns: u64,
+    started: Instant,
+    /// Attempts made so far.
+    attempts: AtomicU32,
+    /// Index (in its backend) of the endpoint of the last attempt.
+    endpoint: AtomicUsize,
+}
+
+/// How a traced request ended, for its server span.
+pub struct End<'a> {
+    pub status: StatusCode,
+    /// The proxy's error cause, empty when none.
+    pub error: &'static str,
+    pub listener: &'a Arc<str>,
+    pub route: Option<&'a Arc<str>>,
+    pub backend: Option<&'a crate::balance::Backend>,
+}
+
+impl Traced {
+    /// The trace a request carries, if it is traced.
+    pub fn of<B>(req: &Request<B>) -> Option<&Traced> {
+        req.extensions().get::<Traced>()
+    }
+
+    /// Starts the client span of an attempt to endpoint `index` of the
+    /// backend: the request now carries a `traceparent` naming it.
+    pub fn attempt<B>(&self, req: &mut Request<B>, index: usize) -> Attempt {
+        let s = &self.0;
+        let number = s.attempts.fetch_add(1, Ordering::Relaxed) + 1;
+        s.endpoint.store(index, Ordering::Relaxed);
+        let span_id = context::new_span_id(&mut fastrand::Rng::new());
+        req.headers_mut()
+            .insert(&TRACEPARENT, context::format(&s.trace_id, &span_id, true));
+        Attempt {
+            slot: self.0.clone(),
+            span_id,
+            number,
+            method: req.method().clone(),
+            path: req.uri().path_and_query().cloned(),
+            start_ns: unix_ns(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Ends and queues the server span.
+    pub fn finish(self, end: End<'_>) {
+        let s = &self.0;
+        let endpoint = match (end.backend, s.endpoint.load(Ordering::Relaxed)) {
+            (Some(b), i) => b.endpoints.get(i).map(|e| e.addr),
+            (None, _) => None,
+        };
+        s.tracer.submit(SpanRecord {
+            kind: Kind::Server,
+            trace_id: s.trace_id,
+            span_id: s.span_id,
+            parent: s.parent,
+            trace_state: s.trace_state.clone(),
+            start_ns: s.start_ns,
+            end_ns: s.start_ns + elapsed_ns(s.started),
+            method: s.method.clone(),
+            path: s.path.clone(),
+            host: s.host.clone(),
+            status: Some(end.status.as_u16()),
+            listener: Some(end.listener.clone()),
+            route: end.route.cloned(),
+            backend: end.backend.map(|b| b.name.clone()),
+            endpoint,
+            attempt: s.attempts.load(Ordering::Relaxed),
+            error: end.error,
+        });
+    }
+}
+
+/// The client span of one attempt, until its response head (or failure).
+pub struct Attempt {
+    slot: Arc<Slot>,
+    span_id: SpanId,
+    number: u32,
+    method: Method,
+    path: Option<http::uri::PathAndQuery>,
+    start_ns: u64,
+    started: Instant,
+}
+
+impl Attempt {
+    /// Ends and queues the client span: the endpoint answered `status`, or
+    /// the attempt failed with the proxy error cause `Err`.
+    pub fn finish(
+        self,
+        result: Result<StatusCode, &'static str>,
+        endpoint: SocketAddr,
+        backend: &Arc<str>,
+    ) {
+        let s = &self.slot;
+        s.tracer.submit(SpanRecord {
+            kind: Kind::Client,
+            trace_id: s.trace_id,
+            span_id: self.span_id,
+            parent: Some(s.span_id),
+            trace_state: s.trace_state.clone(),
+            start_ns: self.start_ns,
+            end_ns: self.start_ns + elapsed_ns(self.started),
+            method: self.method,
+            path: self.path,
+            host: None,
+            status: result.ok().map(|s| s.as_u16()),
+            listener: None,
+            route: None,
+            backend: Some(backend.clone()),
+            endpoint: Some(endpoint),
+            attempt: self.number,
+            error: result.err().unwrap_or(""),
+        });
+    }
+}
+
+fn unix_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn elapsed_ns(since: Instant) -> u64 {
+    since.elapsed().as_nanos() as u64
+}
+
+#[cfg(test)]
+mod tests;
