@@ -20,23 +20,7 @@ port=${PORT:-19980}
 mkdir -p "$out/tmp"
 chmod 777 "$out" "$out/tmp"
 
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-
-wait_port() {
-  local i
-  for i in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "nothing listens on :$1" >&2
-  return 1
-}
+source "$here/lib.sh"   # pids, cleanup on exit, wait_port
 
 cat > "$out/upstream.conf" <<EOF
 worker_processes 1;

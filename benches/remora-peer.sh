@@ -7,7 +7,9 @@
 # listener), LAB_UPSTREAMS (comma list; else LAB_UPSTREAM), LAB_CERT, LAB_KEY,
 # LAB_WORKERS (default: nproc), LAB_RUN (where to write the config; else a
 # temp dir). Optional: REMORA_BIN (default <repo>/target/release/remora-proxy),
-# REMORA_BALANCER (default round_robin), RUST_LOG (default warn).
+# REMORA_BALANCER (default round_robin), REMORA_LIMITS (each listener's
+# `limits`, as YAML flow: 'max_connections: 20000, header_read_timeout: 60s';
+# default the proxy's), RUST_LOG (default warn).
 #
 # Writes a config with listener `plain` on 127.0.0.1:$LAB_PORT and listener
 # `tls` on 127.0.0.1:$LAB_TLS_PORT, one catch-all route to backend `upstream`,
@@ -39,6 +41,9 @@ config=$(mktemp "$dir/remora.XXXXXX.yaml")
     if [[ $name == tls && ( "$p" == "-" || -z "$p" ) ]]; then continue; fi
     echo "  - name: $name"
     echo "    address: 127.0.0.1:$p"
+    if [[ -n "${REMORA_LIMITS:-}" ]]; then
+      echo "    limits: { $REMORA_LIMITS }"
+    fi
     if [[ $name == tls ]]; then
       echo "    tls:"
       echo "      certificates:"

@@ -25,13 +25,7 @@ const SIZES: [usize; 2] = [3, 100];
 /// hold that load (keep them alive while measuring).
 fn backend(n: usize, balancer: &api::Balancer) -> (Backend, Vec<InFlight>) {
     let metrics = Metrics::new();
-    let transport = Transport {
-        tls: None,
-        identity: None,
-        connect_timeout: Duration::from_secs(1),
-        idle_timeout: Duration::from_secs(90),
-        max_idle: 1,
-    };
+    let transport = Transport::plain();
     let eps: Vec<_> = (0..n)
         .map(|i| {
             let addr: SocketAddr = format!("127.0.0.{}:{}", 1 + i / 200, 1000 + i)

@@ -149,12 +149,29 @@ async fn connection(
             }
         }
     }
+    // The task of every connection is as large as its largest path: the
+    // TLS and inbound paths (a handshake, and a server over a TLS stream)
+    // are boxed so a plaintext connection does not carry their size.
     if let Some(inbound) = plan.inbound.clone() {
-        return inbound_connection(ctx, tcp, client, dst_port, plan, &inbound, drain).await;
+        let inbound = inbound_connection(ctx, tcp, client, dst_port, plan, &inbound, drain);
+        return Box::pin(inbound).await;
     }
     let Some(config) = plan.tls.clone() else {
         return plain(ctx, tcp, client, dst_port, plan, drain).await;
     };
+    Box::pin(terminated(ctx, tcp, client, dst_port, plan, config, drain)).await
+}
+
+/// Terminates TLS, then serves the decrypted stream.
+async fn terminated(
+    ctx: &Arc<ListenerCtx>,
+    tcp: TcpStream,
+    client: SocketAddr,
+    dst_port: u16,
+    plan: Plan,
+    config: Arc<rustls::ServerConfig>,
+    drain: Watch,
+) {
     let timeout = plan.limits.header_read_timeout.get();
     let Ok(stream) = handshake(ctx, tcp, config, timeout, client).await else {
         return;
@@ -175,7 +192,8 @@ async fn plain(
 ) {
     let decision = match plan.protocol {
         ListenerProtocol::Detect => {
-            decided(ctx, detect::peek(&tcp, dst_port, plan.detect_timeout).await)
+            let peek = detect::peek(&tcp, dst_port, plan.detect_timeout);
+            decided(ctx, Box::pin(peek).await)
         }
         configured => without_looking(ctx, configured),
     };
@@ -362,7 +380,8 @@ pub async fn dispatch<I>(
         return serve(ctx.clone(), io, down, &plan.limits, drain).await;
     }
     match opaque_target(&plan) {
-        Some(target) => crate::tcp::forward(ctx, io, down, target, drain).await,
+        // Boxed: an HTTP connection's task does not carry its size.
+        Some(target) => Box::pin(crate::tcp::forward(ctx, io, down, target, drain)).await,
         None if plan.original_destination.is_some() => tracing::warn!(
             listener = %ctx.name, client = %down.client,
             "connection refused: it was not redirected (addressed to this listener itself) \

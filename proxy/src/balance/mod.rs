@@ -12,6 +12,7 @@ mod outlier;
 mod p2c;
 mod ring_hash;
 mod round_robin;
+mod tower_traits;
 mod tried;
 
 pub use breaker::{Breaker, Overflow, Slot};

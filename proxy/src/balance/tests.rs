@@ -5,7 +5,7 @@ use http::HeaderValue;
 use std::collections::HashMap;
 use std::time::Duration;
 
-fn backend(weights: &[u32], balancer: api::Balancer) -> Backend {
+pub(super) fn backend(weights: &[u32], balancer: api::Balancer) -> Backend {
     let metrics = Metrics::new();
     let eps = weights
         .iter()
