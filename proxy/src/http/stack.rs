@@ -5,10 +5,10 @@
 //!
 //! | layer | what it does |
 //! |---|---|
-//! | *edge slot* | generic `Request -> Response` layers (tower-http, tracing, tap): see [`build`] |
+//! | *edge slot* | generic `Request -> Response` layers that need no snapshot: see [`build`] |
 //! | orig proto | a peer's HTTP/1.1 request carried over HTTP/2 made HTTP/1.1 again ([`super::orig_proto`]) |
 //! | edge | the listener's tower-http middleware: compression, decompression, CORS, request id, sensitive headers ([`super::edge`]); makes the snapshot load through observe |
-//! | observe | loads the snapshot once; starts the request's trace span ([`crate::telemetry::otel`]); on the way back: error to response, metrics, logs, span end |
+//! | observe | loads the snapshot once; starts the request's trace span ([`crate::telemetry::otel`]); on the way back: error to response, metrics, logs, tap, span end |
 //! | message | HTTP message checks, `Max-Forwards`, header and declared body limits |
 //! | listener rate limit | the listener's `rate_limit` |
 //! | route | the route, or a transparent listener's original destination, or `404` |
@@ -72,8 +72,8 @@ pub fn build(
     let user = ctx.user_layers.clone();
     ServiceBuilder::new()
         // EDGE SLOT: generic layers over the request and the response go
-        // HERE, above observe (response compression, request decompression,
-        // CORS, request ids, OpenTelemetry tracing, tap). They see every
+        // HERE, above observe (as the edge layer below does; tracing and tap
+        // live in observe, which has the route and cause). They see every
         // request, including those the proxy refuses, and the response the
         // client gets; what they answer themselves is not in the proxy's
         // metrics or access log.
