@@ -233,6 +233,15 @@ impl App {
         } else {
             tracing::warn!("drain deadline passed; closing remaining connections");
         }
+        // otel: spans still queued go out before the process exits.
+        let tracer = self.store.load().tracer.clone();
+        if let Some(tracer) = tracer {
+            if tracer.flush().await {
+                tracing::info!("queued spans sent");
+            } else {
+                tracing::warn!("queued spans not sent within the export timeout; dropped");
+            }
+        }
         let _ = self.stop.send(true);
         clean
     }

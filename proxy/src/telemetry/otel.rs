@@ -38,6 +38,7 @@ pub struct Tracer {
     /// number, are below this; `None`: always.
     threshold: Option<u64>,
     queue: mpsc::Sender<SpanRecord>,
+    flushes: mpsc::Sender<export::Flush>,
     dropped: IntCounter,
 }
 
@@ -54,10 +55,12 @@ impl Tracer {
             return Some(p.clone());
         }
         let (queue, rx) = mpsc::channel(config.queue.max(1));
+        let (flushes, flush_rx) = mpsc::channel(1);
         let outcome = |o: &str| metrics.trace_spans.with_label_values(&[o]);
         export::spawn(
             config,
             rx,
+            flush_rx,
             export::Counters {
                 exported: outcome("exported"),
                 failed: outcome("failed"),
@@ -68,8 +71,22 @@ impl Tracer {
                 .then_some((config.sampling * u64::MAX as f64) as u64),
             config: config.clone(),
             queue,
+            flushes,
             dropped: outcome("dropped"),
         }))
+    }
+
+    /// Sends every span queued now to the collector, for a proxy about to
+    /// exit: waits at most the export timeout in all. Returns whether they
+    /// went out (or failed and were counted) in time.
+    pub async fn flush(&self) -> bool {
+        let wait = self.config.export_timeout.get();
+        let (done, answered) = tokio::sync::oneshot::channel();
+        let asked = async {
+            self.flushes.send(done).await.ok()?;
+            answered.await.ok()
+        };
+        matches!(tokio::time::timeout(wait, asked).await, Ok(Some(())))
     }
 
     /// Starts the server span of `req`, when it is sampled: the request's

@@ -24,7 +24,7 @@ pub async fn curl(args: Vec<String>) -> (u16, String) {
     .expect("curl task")
 }
 
-async fn explain(admin: std::net::SocketAddr, query: &str) -> Value {
+pub async fn explain(admin: std::net::SocketAddr, query: &str) -> Value {
     let (status, body) = curl(vec![format!("http://{admin}/explain?{query}")]).await;
     assert_eq!(status, 200, "{body}");
     serde_json::from_str(&body).expect("JSON")

@@ -296,6 +296,33 @@ async fn authorization_by_identity_and_by_network() {
         "{m}"
     );
 
+    // /explain gives the verdicts those requests got, without sending one.
+    let admin = inbound.admin();
+    for (who, allowed) in [
+        (format!("client_id={WEB}"), true),
+        (
+            "client_id=spiffe://cluster.local/ns/shop/sa/payments".into(),
+            false,
+        ),
+        ("client_addr=127.0.0.1".into(), false),
+        ("client_addr=10.1.2.3".into(), true),
+    ] {
+        let query = format!("host=app&path=/&{who}");
+        let e = crate::explain::explain(admin, &query).await;
+        let verdict = &e["policies"]["authorization"];
+        assert_eq!(verdict["allowed"], allowed, "{who}: {e:#}");
+        assert_eq!(verdict["policy"], "listener", "{who}: {e:#}");
+        let reason = verdict["reason"].as_str().unwrap();
+        let word = if allowed { "is allowed" } else { "is denied" };
+        assert!(reason.contains(word), "{who}: {reason}");
+        let outcome = e["outcome"].as_str().unwrap();
+        assert_eq!(
+            outcome.starts_with("403 forbidden"),
+            !allowed,
+            "{who}: {outcome}"
+        );
+    }
+
     // Permissive with the default policy: plaintext reaches the app.
     let open = inbound_proxy(&ca, &app, "{ mode: permissive }").await;
     let rsp = Request::new("GET", &format!("http://{}/", open.listener("inbound")))

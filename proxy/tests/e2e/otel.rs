@@ -242,3 +242,32 @@ fn check_accepts_the_tracing_example_and_names_a_bad_field() {
         "{stdout}"
     );
 }
+
+/// Spans still queued when the proxy is told to stop are sent before it
+/// exits: with a batch interval far longer than the test, only the
+/// shutdown's flush can deliver them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_spans_are_sent_at_shutdown() {
+    let receiver = OtlpReceiver::start("http").await;
+    let up = Upstream::start("app").await;
+    let tracing = format!(
+        "{{ collector: '{}', protocol: http/protobuf, batch_interval: 1h }}",
+        receiver.addr()
+    );
+    let mut proxy = proxy(&up, &tracing, "").await;
+    let url = format!("http://{}/", proxy.listener("edge"));
+    let traceparent = format!("traceparent: 00-{TRACE}-{PARENT}-01");
+    curl(&url, &[traceparent], 200);
+    assert!(receiver.spans().is_empty(), "exported before the shutdown");
+
+    proxy.signal("TERM").unwrap();
+    let status = proxy.wait_exit(WAIT).await.expect("the proxy exits");
+    assert!(status.success(), "exit status {status:?}");
+    let spans = receiver.wait_for_trace(TRACE, 2, WAIT).await;
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+    assert!(
+        proxy.logs().iter().any(|l| l.contains("queued spans sent")),
+        "{:?}",
+        proxy.logs()
+    );
+}

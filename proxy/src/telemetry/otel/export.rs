@@ -31,56 +31,113 @@ pub struct Counters {
     pub failed: IntCounter,
 }
 
+/// A request to send everything queued now; answered when it is sent
+/// (or failed).
+pub type Flush = tokio::sync::oneshot::Sender<()>;
+
 /// Starts the exporter on the current runtime; without one (a compile in a
 /// plain unit test) there is none, and every span is counted as dropped.
-pub fn spawn(config: &Tracing, rx: mpsc::Receiver<SpanRecord>, counters: Counters) {
+pub fn spawn(
+    config: &Tracing,
+    rx: mpsc::Receiver<SpanRecord>,
+    flushes: mpsc::Receiver<Flush>,
+    counters: Counters,
+) {
     if let Ok(rt) = tokio::runtime::Handle::try_current() {
-        rt.spawn(run(config.clone(), rx, counters));
+        let exporter = Exporter {
+            config: config.clone(),
+            conn: None,
+            failing: false,
+            counters,
+        };
+        rt.spawn(exporter.run(rx, flushes));
     }
 }
 
-/// Runs until every sender (every tracer handle) is gone and the queue is
-/// empty.
-async fn run(config: Tracing, mut rx: mpsc::Receiver<SpanRecord>, counters: Counters) {
-    let mut conn = None;
-    let mut batch = Vec::with_capacity(config.batch_size);
-    let mut failing = false;
-    loop {
-        let Some(first) = rx.recv().await else {
-            return;
-        };
-        batch.push(first);
-        let flush_at = Instant::now() + config.batch_interval.get();
-        while batch.len() < config.batch_size {
-            let want = config.batch_size - batch.len();
-            match tokio::time::timeout_at(flush_at, rx.recv_many(&mut batch, want)).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
+struct Exporter {
+    config: Tracing,
+    conn: Option<Conn>,
+    failing: bool,
+    counters: Counters,
+}
+
+impl Exporter {
+    /// Runs until every sender (every tracer handle) is gone and the queue
+    /// is empty. A flush request cuts the batch being gathered short, and
+    /// sends whatever else is queued before it is answered.
+    async fn run(mut self, mut rx: mpsc::Receiver<SpanRecord>, mut flushes: mpsc::Receiver<Flush>) {
+        let size = self.config.batch_size;
+        let mut batch = Vec::with_capacity(size);
+        loop {
+            let mut flush = None;
+            tokio::select! {
+                Some(f) = flushes.recv() => flush = Some(f),
+                first = rx.recv() => {
+                    let Some(first) = first else { return };
+                    batch.push(first);
+                    let flush_at = Instant::now() + self.config.batch_interval.get();
+                    while batch.len() < size && flush.is_none() {
+                        let want = size - batch.len();
+                        tokio::select! {
+                            Some(f) = flushes.recv() => flush = Some(f),
+                            got = tokio::time::timeout_at(flush_at, rx.recv_many(&mut batch, want)) => {
+                                if matches!(got, Ok(0) | Err(_)) {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
             }
+            let Some(done) = flush else {
+                self.export(&mut batch).await;
+                continue;
+            };
+            // Everything queued when the flush came, in full batches.
+            loop {
+                while batch.len() < size {
+                    match rx.try_recv() {
+                        Ok(span) => batch.push(span),
+                        Err(_) => break,
+                    }
+                }
+                if batch.is_empty() {
+                    break;
+                }
+                self.export(&mut batch).await;
+            }
+            let _ = done.send(());
         }
+    }
+
+    /// Sends `batch` (emptied) to the collector; counts the outcome.
+    async fn export(&mut self, batch: &mut Vec<SpanRecord>) {
+        let config = &self.config;
         let n = batch.len() as u64;
-        let body = encode(&config, batch.drain(..));
-        let sent =
-            tokio::time::timeout(config.export_timeout.get(), send(&config, &mut conn, body))
-                .await
-                .unwrap_or_else(|_| Err("the export timed out".into()));
+        let body = encode(config, batch.drain(..));
+        let sent = tokio::time::timeout(
+            config.export_timeout.get(),
+            send(config, &mut self.conn, body),
+        )
+        .await
+        .unwrap_or_else(|_| Err("the export timed out".into()));
         match sent {
             Ok(()) => {
-                counters.exported.inc_by(n);
-                if failing {
+                self.counters.exported.inc_by(n);
+                if self.failing {
                     tracing::info!(collector = %config.collector, "exporting spans again");
                 }
-                failing = false;
+                self.failing = false;
             }
             Err(error) => {
-                counters.failed.inc_by(n);
-                conn = None;
-                if !failing {
+                self.counters.failed.inc_by(n);
+                self.conn = None;
+                if !self.failing {
                     tracing::warn!(collector = %config.collector, %error, spans = n, "span export failed; dropping the batch");
                 } else {
                     tracing::debug!(collector = %config.collector, %error, spans = n, "span export failed");
                 }
-                failing = true;
+                self.failing = true;
             }
         }
     }
