@@ -53,7 +53,8 @@
 # made with openssl. Needs nginx, wrk, oha, openssl, python3 (and perf for
 # PROFILE). Knobs: ROUNDS [3], DURATION [10] s per run, RATE [1000],
 # RATE_CONNS [32], CONNS [64], HS_SECONDS [10], TCP_MB [2000], PROFILE [0]
-# seconds of perf on path `two`, QUIET_WAIT [180] s in all to wait before
+# seconds of perf on path `two`, SYSCALLS [0] seconds of `perf stat` per
+# proxy on paths two and two-h1 (system calls, context switches), QUIET_WAIT [180] s in all to wait before
 # each run for others' CPU use to drop below 10% of a core, REMORA_BIN,
 # OHA_BIN. The binary is copied first (others rebuild target/). Stops
 # exactly the PIDs it starts.
@@ -68,6 +69,7 @@ CONNS=${CONNS:-64}
 HS_SECONDS=${HS_SECONDS:-10}
 TCP_MB=${TCP_MB:-2000}
 PROFILE=${PROFILE:-0}
+SYSCALLS=${SYSCALLS:-0}
 OHA=${OHA_BIN:-$(command -v oha || echo "$HOME/.cargo/bin/oha")}
 RUN=$(mktemp -d /tmp/remora-mesh.XXXXXX)
 chmod 755 "$RUN"
@@ -571,6 +573,30 @@ print("\nRaw rows (round kind path key value):")
 for line in open(raw):
     print("    " + line.rstrip("\n").replace("\t", " "))
 PY
+
+if [[ $SYSCALLS != 0 ]]; then
+  # Per proxy, at RATE for SYSCALLS seconds: system calls and context
+  # switches per request, HTTP/2 hop (two) against HTTP/1.1 hop (two-h1).
+  echo; echo "### System calls and context switches per request at $RATE req/s (perf stat, ${SYSCALLS}s)"; echo
+  echo "| path | proxy | syscalls/req | context switches/req |"
+  echo "|---|---|---:|---:|"
+  for t in two two-h1; do
+    timeout $((SYSCALLS + 30)) taskset -c 0 "$OHA" -q "$RATE" -c "$RATE_CONNS" -z "$((SYSCALLS + 4))s" --no-tui \
+      --output-format json "${URL[$t]}" >"$RUN/sys-oha.json" &
+    load=$!
+    sleep 2
+    read -r p_out p_in <<<"${PIDS[$t]}"
+    perf stat -x, -e raw_syscalls:sys_enter,context-switches -p "$p_out" -o "$RUN/sys-out.stat" -- sleep "$SYSCALLS" &
+    s_out=$!
+    perf stat -x, -e raw_syscalls:sys_enter,context-switches -p "$p_in" -o "$RUN/sys-in.stat" -- sleep "$SYSCALLS"
+    wait "$s_out" "$load" || true
+    n=$((RATE * SYSCALLS))
+    for side in out in; do
+      awk -F, -v t="$t" -v side="$side" -v n="$n" '/sys_enter/ {c = $1} /context-switches/ {w = $1}
+        END {printf "| %s | %s | %.1f | %.1f |\n", t, (side == "out" ? "outbound" : "inbound"), c / n, w / n}' "$RUN/sys-$side.stat"
+    done
+  done
+fi
 
 if [[ $PROFILE != 0 ]]; then
   prof=/tmp/remora-mesh-profile
