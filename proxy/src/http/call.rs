@@ -48,7 +48,9 @@ impl Downstream {
 /// [`super::body::RequestBody`] for each attempt below it.
 pub struct Call<B = ReqBody> {
     pub req: Request<B>,
-    pub cx: Cx,
+    /// Boxed: a call and its answer move through every layer by value,
+    /// and the context is larger than the request.
+    pub cx: Box<Cx>,
 }
 
 /// What the stack answers: the response, or the proxy's error (turned into a
@@ -56,7 +58,7 @@ pub struct Call<B = ReqBody> {
 /// request's context for metrics and logs.
 pub struct Done {
     pub result: Answer,
-    pub cx: Cx,
+    pub cx: Box<Cx>,
 }
 
 /// A response, or the proxy's error.
@@ -208,7 +210,7 @@ impl Cx {
 }
 
 impl Done {
-    pub fn new(result: Answer, cx: Cx) -> Self {
+    pub fn new(result: Answer, cx: Box<Cx>) -> Self {
         Done { result, cx }
     }
 }

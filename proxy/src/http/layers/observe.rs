@@ -108,7 +108,7 @@ where
             )
         });
         let tap = self.ctx.metrics.tap.see(&req, &self.ctx.name, &self.down); // tap: the head, while someone taps
-        let mut cx = Cx::new(view, self.down.clone());
+        let mut cx = Box::new(Cx::new(view, self.down.clone()));
         cx.started = started;
         Observed {
             inner: self.inner.call(Call { req, cx }),

@@ -91,7 +91,7 @@ fn deposit(cx: &Cx) {
     }
 }
 
-async fn attempts<S>(mut inner: S, parts: Parts, mut body: Prepared, mut cx: Cx) -> Ready
+async fn attempts<S>(mut inner: S, parts: Parts, mut body: Prepared, mut cx: Box<Cx>) -> Ready
 where
     S: Service<Call<RequestBody>, Response = Done, Error = Infallible>,
 {
