@@ -149,6 +149,11 @@ impl EndpointClient {
     /// Sends a request; `upgrade` requests get a connection of their own.
     /// New connections count against the backend's circuit breaker. An
     /// HTTP/1.1 response comes with the [`Checkin`] of its pooled connection.
+    ///
+    /// Every path that opens a connection boxes that future (`Box::pin`):
+    /// opening is rare (connections are pooled or shared), and unboxed, the
+    /// TCP connect and TLS handshake would make this future, which every
+    /// request in flight holds, that much larger.
     pub async fn send(
         &self,
         req: http::Request<RequestBody>,
@@ -162,7 +167,7 @@ impl EndpointClient {
             Proto::Http2 => self.send_h2(req, limits).await.map(|rsp| (rsp, None)),
             Proto::Http1 if !upgrade && self.mesh_h2(&req) => self.send_mesh(req, limits).await,
             Proto::Http1 if upgrade => {
-                let mut tx = self.connect_h1(limits).await?;
+                let mut tx = Box::pin(self.connect_h1(limits)).await?;
                 tx.send_request(req)
                     .await
                     .map(|rsp| (rsp, None))
@@ -179,7 +184,7 @@ impl EndpointClient {
     ) -> Result<(http::Response<Incoming>, Option<Checkin>), ProxyError> {
         let (mut tx, reused) = match self.checkout().await {
             Some(tx) => (tx, true),
-            None => (self.connect_h1(limits).await?, false),
+            None => (Box::pin(self.connect_h1(limits)).await?, false),
         };
         let req = match tx.try_send_request(req).await {
             Ok(rsp) => return Ok((rsp, self.checkin(tx))),
@@ -190,7 +195,7 @@ impl EndpointClient {
                 _ => return Err(self.upstream_error(e.into_error())),
             },
         };
-        let mut tx = self.connect_h1(limits).await?;
+        let mut tx = Box::pin(self.connect_h1(limits)).await?;
         let rsp = tx
             .send_request(req)
             .await
@@ -266,7 +271,7 @@ impl EndpointClient {
     ) -> Result<http::Response<Incoming>, ProxyError> {
         let tx = match self.h2.load_full() {
             Some(tx) if !tx.is_closed() => (*tx).clone(),
-            _ => self.connect_h2(limits).await?,
+            _ => Box::pin(self.connect_h2(limits)).await?,
         };
         self.send_on_h2(tx, req).await
     }

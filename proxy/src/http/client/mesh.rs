@@ -61,7 +61,7 @@ impl EndpointClient {
     ) -> Result<(Response<Incoming>, Option<Checkin>), ProxyError> {
         let peer = match self.h2.load_full() {
             Some(tx) if !tx.is_closed() => Peer::H2((*tx).clone()),
-            _ => self.connect_mesh(limits).await?,
+            _ => Box::pin(self.connect_mesh(limits)).await?,
         };
         match peer {
             Peer::H2(mut tx) => {
@@ -77,7 +77,7 @@ impl EndpointClient {
                         None => return Err(self.upstream_error(e.into_error())),
                     },
                 };
-                match self.connect_mesh(limits).await? {
+                match Box::pin(self.connect_mesh(limits)).await? {
                     Peer::H2(tx) => self.send_on_h2(tx, req).await.map(|rsp| (rsp, None)),
                     // It just declined `h2`: the request is HTTP/2-shaped by now.
                     _ => Err(self.upstream_error(not_sent.into_error())),
