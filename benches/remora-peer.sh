@@ -9,7 +9,8 @@
 # temp dir). Optional: REMORA_BIN (default <repo>/target/release/remora-proxy),
 # REMORA_BALANCER (default round_robin), REMORA_LIMITS (each listener's
 # `limits`, as YAML flow: 'max_connections: 20000, header_read_timeout: 60s';
-# default the proxy's), RUST_LOG (default warn).
+# default the proxy's), RUST_LOG (default warn), REMORA_WRAP (a command the
+# proxy runs under, e.g. valgrind; word-split).
 #
 # Writes a config with listener `plain` on 127.0.0.1:$LAB_PORT and listener
 # `tls` on 127.0.0.1:$LAB_TLS_PORT, one catch-all route to backend `upstream`,
@@ -64,4 +65,5 @@ config=$(mktemp "$dir/remora.XXXXXX.yaml")
 } > "$config"
 
 export RUST_LOG=${RUST_LOG:-warn}
-exec "$bin" run --config "$config" --workers "$workers"
+# shellcheck disable=SC2086 # REMORA_WRAP is a command line
+exec ${REMORA_WRAP:-} "$bin" run --config "$config" --workers "$workers"
