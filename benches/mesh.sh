@@ -54,7 +54,10 @@
 # PROFILE). Knobs: ROUNDS [3], DURATION [10] s per run, RATE [1000],
 # RATE_CONNS [32], CONNS [64], HS_SECONDS [10], TCP_MB [2000], PROFILE [0]
 # seconds of perf on path `two`, SYSCALLS [0] seconds of `perf stat` per
-# proxy on paths two and two-h1 (system calls, context switches), QUIET_WAIT [180] s in all to wait before
+# proxy on paths two and two-h1 (system calls, context switches), INSTR [0]
+# requests: instead of the rounds, the proxies of paths two and two-h1 run
+# under callgrind and the script prints user-space instructions per request
+# of each (needs valgrind), QUIET_WAIT [180] s in all to wait before
 # each run for others' CPU use to drop below 10% of a core, REMORA_BIN,
 # OHA_BIN. The binary is copied first (others rebuild target/). Stops
 # exactly the PIDs it starts.
@@ -70,6 +73,7 @@ HS_SECONDS=${HS_SECONDS:-10}
 TCP_MB=${TCP_MB:-2000}
 PROFILE=${PROFILE:-0}
 SYSCALLS=${SYSCALLS:-0}
+INSTR=${INSTR:-0}
 OHA=${OHA_BIN:-$(command -v oha || echo "$HOME/.cargo/bin/oha")}
 RUN=$(mktemp -d /tmp/remora-mesh.XXXXXX)
 chmod 755 "$RUN"
@@ -297,8 +301,16 @@ inbound_yaml $IN_ADMIN $IN $IN_TCP $UP $SINK >"$RUN/inbound.yaml"
 outbound_yaml $OUT2_ADMIN $OUT2 $OUT2_TCP $IN2 $IN2_TCP true >"$RUN/outbound-split.yaml"
 inbound_yaml $IN2_ADMIN $IN2 $IN2_TCP $UP_DIRECT $SINK_DIRECT >"$RUN/inbound-split.yaml"
 export RUST_LOG=warn
+# INSTR: the proxies of paths two and two-h1 under callgrind (see below).
+declare -A WRAP=()
+if [[ $INSTR != 0 ]]; then
+  for p in outbound outbound-h1 inbound; do
+    WRAP[$p]="valgrind --tool=callgrind --callgrind-out-file=$RUN/$p.cg.%p"
+  done
+fi
 for p in one:1 plain:1 outbound:1 outbound-h1:1 inbound:1 outbound-split:0 inbound-split:1; do
-  start "${p#*:}" "${p%:*}" "$BIN" run --config "$RUN/${p%:*}.yaml" --workers 1
+  # shellcheck disable=SC2086 # WRAP is a command line
+  start "${p#*:}" "${p%:*}" ${WRAP[${p%:*}]:-} "$BIN" run --config "$RUN/${p%:*}.yaml" --workers 1
   v=${p%:*}; v=${v^^}; printf -v "PID_${v//-/_}" '%s' "$STARTED"
 done
 
@@ -341,6 +353,37 @@ hop_conns() { # outbound-admin-port protocol -> connections opened to the peer
   die "the hop of path two is not HTTP/2 (outbound proxy's upstream connections: h2 $(hop_conns $OUT_ADMIN http2), h1 $(hop_conns $OUT_ADMIN http1))"
 [[ $(hop_conns $OUT3_ADMIN http2) -eq 0 ]] || die "the hop of path two-h1 used HTTP/2 despite mesh_http2: false"
 log "hop between the proxies: two h2, split h2 ($(hop_conns $OUT2_ADMIN http2) h2 connection), two-h1 http/1.1; inbound mTLS connections by ALPN: $(curl -fsS "http://127.0.0.1:$IN_ADMIN/metrics" | awk '/^remora_inbound_mtls_connections_total.*listener="inbound"/ {printf "%s ", $0}')"
+
+if [[ $INSTR != 0 ]]; then
+  # User-space instructions per request of each proxy on the two mTLS
+  # paths (HTTP/2 hop, HTTP/1.1 hop), one request at a time, under
+  # callgrind: noise-free, for where the HTTP/2 hop's extra CPU goes. The
+  # dumps are copied to /tmp for callgrind_annotate.
+  instr_of() { # pid logname -> instructions since the last zeroing
+    callgrind_control -d "$1" >/dev/null 2>&1
+    awk '/^(summary|totals):/ {print $2; exit}' "$(ls -t "$RUN/$2".cg.* | head -1)"
+  }
+  echo; echo "### Instructions per request at one request at a time (callgrind, $INSTR requests)"; echo
+  declare -A PIDS_INSTR=([two]="$PID_OUTBOUND $PID_INBOUND" [two-h1]="$PID_OUTBOUND_H1 $PID_INBOUND")
+  declare -A URL_INSTR=([two]="http://127.0.0.1:$OUT/" [two-h1]="http://127.0.0.1:$OUT3/")
+  echo "| path | outbound proxy | inbound proxy |"
+  echo "|---|---:|---:|"
+  for t in two two-h1; do
+    read -r p_out p_in <<<"${PIDS_INSTR[$t]}"
+    name_out=$([[ $t == two ]] && echo outbound || echo outbound-h1)
+    timeout 300 "$OHA" -n 300 -c 1 --no-tui "${URL_INSTR[$t]}" >/dev/null
+    callgrind_control -z "$p_out" >/dev/null 2>&1
+    callgrind_control -z "$p_in" >/dev/null 2>&1
+    timeout 900 "$OHA" -n "$INSTR" -c 1 --no-tui "${URL_INSTR[$t]}" >/dev/null
+    i_out=$(instr_of "$p_out" "$name_out")
+    i_in=$(instr_of "$p_in" inbound)
+    cp "$(ls -t "$RUN/$name_out".cg.* | head -1)" "/tmp/remora-mesh-$t-outbound.callgrind"
+    cp "$(ls -t "$RUN"/inbound.cg.* | head -1)" "/tmp/remora-mesh-$t-inbound.callgrind"
+    awk -v t="$t" -v o="$i_out" -v i="$i_in" -v n="$INSTR" 'BEGIN {printf "| %s | %.0f | %.0f |\n", t, o / n, i / n}'
+  done
+  echo; echo "Dumps: /tmp/remora-mesh-{two,two-h1}-{outbound,inbound}.callgrind"
+  exit 0
+fi
 
 # --- measuring ----------------------------------------------------------------
 # CPU ticks of the given processes and their threads (utime + stime).
