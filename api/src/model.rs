@@ -42,6 +42,10 @@ pub struct Admin {
     /// that are not on loopback. Off: they get 403.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_remote_changes: bool,
+    /// Whether `/tap` (live request summaries: paths, peers, identities)
+    /// answers clients that are not on loopback. Off: they get 403.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_remote_tap: bool,
 }
 
 impl Default for Admin {
@@ -49,6 +53,7 @@ impl Default for Admin {
         Admin {
             address: defaults::admin_address(),
             allow_remote_changes: false,
+            allow_remote_tap: false,
         }
     }
 }

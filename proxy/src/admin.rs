@@ -9,6 +9,9 @@
 //! `--admin-allow-remote-changes`) says otherwise: binding the admin server
 //! to `0.0.0.0` for probes and scrapes does not open them to the network.
 //! [`peer_may_change`] is the one rule; every such endpoint asks it.
+//! `/tap` shows live requests (paths, peers, identities), so it follows the
+//! same rule with its own switch, `admin.allow_remote_tap`
+//! ([`refuse_tap`]): `kubectl port-forward` reaches it as loopback.
 
 use crate::metrics::Metrics;
 use crate::snapshot::Store;
@@ -120,10 +123,28 @@ fn refuse_change(
     ))
 }
 
+/// The 403 for `/tap` from a peer off loopback while `allow_remote_tap`
+/// is off, or `None` when the request may go on.
+fn refuse_tap(path: &str, peer: SocketAddr, allow_remote: bool) -> Option<Response<Body>> {
+    if path != "/tap" || peer_may_change(peer, allow_remote) {
+        return None;
+    }
+    tracing::warn!(%peer, "tap refused: the client is not on loopback");
+    Some(text(
+        StatusCode::FORBIDDEN,
+        "tap is allowed only from localhost (kubectl port-forward arrives as localhost); \
+         set admin.allow_remote_tap: true to allow it from elsewhere\n",
+    ))
+}
+
 impl Admin {
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let allow_remote = || self.store.load().config.admin.allow_remote_changes;
         if let Some(refused) = refuse_change(req.method(), req.uri().path(), peer, allow_remote()) {
+            return refused;
+        }
+        let allow_tap = || self.store.load().config.admin.allow_remote_tap;
+        if let Some(refused) = refuse_tap(req.uri().path(), peer, allow_tap()) {
             return refused;
         }
         match (req.method(), req.uri().path()) {

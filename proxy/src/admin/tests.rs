@@ -49,3 +49,17 @@ fn state_changing_requests_from_elsewhere_get_403() {
         );
     }
 }
+
+#[test]
+fn tap_from_elsewhere_gets_403_unless_allowed() {
+    let remote: SocketAddr = "10.1.2.3:4000".parse().unwrap();
+    let local: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+    let rsp = refuse_tap("/tap", remote, false).expect("refused");
+    assert_eq!(rsp.status(), StatusCode::FORBIDDEN);
+    assert!(refuse_tap("/tap", local, false).is_none());
+    assert!(refuse_tap("/tap", remote, true).is_none());
+    // Other reads stay open.
+    for path in ["/metrics", "/ready", "/config", "/explain"] {
+        assert!(refuse_tap(path, remote, false).is_none(), "{path}");
+    }
+}

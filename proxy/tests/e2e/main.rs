@@ -4,6 +4,7 @@
 //! suite links once.
 
 mod admin;
+mod admin_remote;
 mod balance;
 mod check;
 mod edge;
