@@ -28,31 +28,7 @@ chmod 777 "$out" "$out/tmp"
 
 source "$here/lib.sh"   # pids, cleanup on exit, wait_port
 
-cat > "$out/upstream.conf" <<CONF
-worker_processes 1;
-daemon off;
-master_process on;
-user www-data www-data;
-pid $out/upstream.pid;
-error_log $out/upstream.error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path $out/tmp/body;
-    proxy_temp_path $out/tmp/proxy;
-    fastcgi_temp_path $out/tmp/fastcgi;
-    uwsgi_temp_path $out/tmp/uwsgi;
-    scgi_temp_path $out/tmp/scgi;
-    server {
-        listen 127.0.0.1:$up_port;
-        location / { return 200 "ok\n"; }
-    }
-}
-CONF
-nginx -p "$out" -c "$out/upstream.conf" -e "$out/upstream.error.log" &
-pids+=($!)
-wait_port "$up_port"
+start_upstream "$out" "$up_port"
 
 echo "| build | instructions per request | requests |"
 echo "|---|---:|---:|"

@@ -22,31 +22,7 @@ chmod 777 "$out" "$out/tmp"
 
 source "$here/lib.sh"   # pids, cleanup on exit, wait_port
 
-cat > "$out/upstream.conf" <<EOF
-worker_processes 1;
-daemon off;
-master_process on;
-user www-data www-data;
-pid $out/upstream.pid;
-error_log $out/upstream.error.log warn;
-events { worker_connections 8192; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path $out/tmp/body;
-    proxy_temp_path $out/tmp/proxy;
-    fastcgi_temp_path $out/tmp/fastcgi;
-    uwsgi_temp_path $out/tmp/uwsgi;
-    scgi_temp_path $out/tmp/scgi;
-    server {
-        listen 127.0.0.1:$up_port backlog=4096;
-        location / { return 200 "ok\n"; }
-    }
-}
-EOF
-taskset -c 0 nginx -p "$out" -c "$out/upstream.conf" -e "$out/upstream.error.log" &
-pids+=($!)
-wait_port "$up_port"
+start_upstream "$out" "$up_port" 0
 
 LAB_PORT=$port LAB_TLS_PORT=- LAB_UPSTREAM=127.0.0.1:$up_port LAB_WORKERS=1 LAB_RUN=$out \
   taskset -c 1 "$here/remora-peer.sh" > "$out/remora.log" 2>&1 &
