@@ -194,12 +194,13 @@ impl View {
 }
 
 impl Cx {
-    /// The context of a request that has not been routed yet.
-    pub fn new(view: View, down: Downstream) -> Self {
+    /// The context of a request that has not been routed yet, taken at
+    /// `started`.
+    pub fn new(view: View, down: Downstream, started: Instant) -> Self {
         Cx {
             view,
             down,
-            started: Instant::now(),
+            started,
             rng: fastrand::Rng::new(),
             delayed: false,
             deadline: None,

@@ -108,8 +108,7 @@ where
             )
         });
         let tap = self.ctx.metrics.tap.see(&req, &self.ctx.name, &self.down); // tap: the head, while someone taps
-        let mut cx = Box::new(Cx::new(view, self.down.clone()));
-        cx.started = started;
+        let cx = Box::new(Cx::new(view, self.down.clone(), started));
         Observed {
             inner: self.inner.call(Call { req, cx }),
             ctx: self.ctx.clone(),

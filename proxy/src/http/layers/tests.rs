@@ -50,7 +50,11 @@ fn through(snapshot: &Arc<Snapshot>, uri: &str) -> (Call<()>, Option<Answer>) {
         .body(())
         .unwrap();
     let down = Downstream::new("127.0.0.1:5000".parse().unwrap(), false);
-    let cx = Box::new(Cx::new(View::new(snapshot.clone(), 0), down));
+    let cx = Box::new(Cx::new(
+        View::new(snapshot.clone(), 0),
+        down,
+        tokio::time::Instant::now(),
+    ));
     let mut call = Call { req, cx };
     let steps: [&dyn Step<()>; 6] = [
         &Message,
