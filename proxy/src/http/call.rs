@@ -47,9 +47,10 @@ impl Downstream {
 /// ([`ReqBody`]) above the retry layer, a replayable or streamed
 /// [`super::body::RequestBody`] for each attempt below it.
 pub struct Call<B = ReqBody> {
-    pub req: Request<B>,
-    /// Boxed: a call and its answer move through every layer by value,
-    /// and the context is larger than the request.
+    /// Boxed, as the context: a call moves through every layer by value,
+    /// and boxed it is two pointers instead of ~600 bytes.
+    pub req: Box<Request<B>>,
+    /// Boxed: it also goes back up in the [`Done`].
     pub cx: Box<Cx>,
 }
 

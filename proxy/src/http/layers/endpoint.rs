@@ -41,7 +41,7 @@ impl Service<Call<RequestBody>> for Endpoint {
                 let e = ProxyError::Malformed("no endpoint was chosen");
                 return Ok(Done::new(Err(e), cx));
             };
-            let sent = send(req, &cx.view, &cx.attempt, cx.deadline, &mut in_flight).await;
+            let sent = send(*req, &cx.view, &cx.attempt, cx.deadline, &mut in_flight).await;
             let idle_timeout = cx.view.forward_route().idle_timeout;
             let result = sent.map(|rsp| {
                 let (parts, body) = rsp.into_parts();

@@ -110,7 +110,10 @@ where
         let tap = self.ctx.metrics.tap.see(&req, &self.ctx.name, &self.down); // tap: the head, while someone taps
         let cx = Box::new(Cx::new(view, self.down.clone(), started));
         Observed {
-            inner: self.inner.call(Call { req, cx }),
+            inner: self.inner.call(Call {
+                req: Box::new(req),
+                cx,
+            }),
             ctx: self.ctx.clone(),
             access,
             traced,

@@ -56,12 +56,15 @@ where
         let policy = policy.filter(|_| !cx.attempt.upgrade);
         cx.attempt.per_try = policy.and_then(|p| p.per_try_timeout).map(|t| t.get());
         let keep = policy.filter(|p| p.attempts > 1).map(|p| p.buffer_bytes);
-        let (parts, body) = req.into_parts();
+        let (parts, body) = (*req).into_parts();
         let Some(keep) = keep else {
             deposit(&cx);
             let body = RequestBody::stream(body, body_limit);
             let req = Request::from_parts(parts, body);
-            return Either::Left(self.inner.call(Call { req, cx }));
+            return Either::Left(self.inner.call(Call {
+                req: Box::new(req),
+                cx,
+            }));
         };
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
@@ -125,6 +128,7 @@ where
         };
         let req = Request::from_parts(head, req_body);
         let Ok(svc) = inner.ready().await;
+        let req = Box::new(req);
         let Ok(Done { result, cx: back }) = svc.call(Call { req, cx }).await;
         cx = back;
         let (Some(p), Some(backend)) = (cx.view.forward_route().retry.as_ref(), cx.view.backend())

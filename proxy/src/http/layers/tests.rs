@@ -55,7 +55,10 @@ fn through(snapshot: &Arc<Snapshot>, uri: &str) -> (Call<()>, Option<Answer>) {
         down,
         tokio::time::Instant::now(),
     ));
-    let mut call = Call { req, cx };
+    let mut call = Call {
+        req: Box::new(req),
+        cx,
+    };
     let steps: [&dyn Step<()>; 6] = [
         &Message,
         &RateLimit::Listener,

@@ -59,7 +59,7 @@ where
         };
         let upgrade = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
         if upgrade {
-            cx.on_upgrade = Some(hyper::upgrade::on(&mut *req));
+            cx.on_upgrade = Some(hyper::upgrade::on(&mut **req));
         }
         let proto = match backend.protocol {
             _ if upgrade => Proto::Http1,
