@@ -58,7 +58,9 @@ pub struct Call<B = ReqBody> {
 /// response by the observe layer, the one place that does), with the
 /// request's context for metrics and logs.
 pub struct Done {
-    pub result: Answer,
+    /// Boxed, as the call's parts: the answer goes up through every layer
+    /// by value, in each layer's future.
+    pub result: Box<Answer>,
     pub cx: Box<Cx>,
 }
 
@@ -213,7 +215,10 @@ impl Cx {
 
 impl Done {
     pub fn new(result: Answer, cx: Box<Cx>) -> Self {
-        Done { result, cx }
+        Done {
+            result: Box::new(result),
+            cx,
+        }
     }
 }
 

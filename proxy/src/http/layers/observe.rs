@@ -160,7 +160,7 @@ fn record(
     let name = &*ctx.name;
     let route = view.route().map_or("", |r| &*r.name);
     let backend = view.backend().map_or("", |b| &*b.name);
-    let (rsp, cause) = match result {
+    let (rsp, cause) = match *result {
         Ok(rsp) => (rsp, ""),
         Err(e) => {
             let rsp = error_response(&e);

@@ -133,19 +133,19 @@ where
         cx = back;
         let (Some(p), Some(backend)) = (cx.view.forward_route().retry.as_ref(), cx.view.backend())
         else {
-            return Ok(Done::new(result, cx));
+            return Ok(Done { result, cx });
         };
-        let reason = match &result {
+        let reason = match &*result {
             Ok(rsp) => retry::reason_of_response(p, rsp.status(), rsp.headers()),
             Err(e) => retry::reason_of_error(p, e),
         };
         let (Some(reason), false) = (reason, last) else {
-            return Ok(Done::new(result, cx));
+            return Ok(Done { result, cx });
         };
         if !backend.budget.withdraw(now_ns()) {
             backend.metrics.budget_exhausted.inc();
             tracing::debug!(backend = %backend.name, reason, "retry budget exhausted; returning the failure");
-            return Ok(Done::new(result, cx));
+            return Ok(Done { result, cx });
         }
         backend
             .metrics

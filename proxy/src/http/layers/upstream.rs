@@ -16,7 +16,7 @@ use crate::http::ReqBody;
 use futures_util::future::{Either, FutureExt, Map};
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Request, StatusCode, Uri, Version};
 use remora_api::UpstreamProtocol;
 use std::convert::Infallible;
 use std::task::{Context, Poll};
@@ -80,23 +80,23 @@ where
 
 /// The response on its way to the client.
 fn finish(ready: Ready) -> Ready {
-    let Ok(Done { result, mut cx }) = ready;
-    let result = result.map(|mut rsp| {
+    let Ok(Done { mut result, mut cx }) = ready;
+    if let Ok(rsp) = &mut *result {
         if let (Some(client), StatusCode::SWITCHING_PROTOCOLS) =
             (cx.on_upgrade.take(), rsp.status())
         {
-            crate::http::upgrade::tunnel(client, hyper::upgrade::on(&mut rsp));
-            let (parts, _) = rsp.into_parts();
-            return Response::from_parts(parts, ResponseBody::empty());
+            crate::http::upgrade::tunnel(client, hyper::upgrade::on(&mut *rsp));
+            // The connection is the tunnel's now: the client gets the head.
+            *rsp.body_mut() = ResponseBody::empty();
+        } else {
+            remove_hop_by_hop(rsp.headers_mut(), false);
+            cx.view
+                .forward_route()
+                .response_headers
+                .apply(rsp.headers_mut());
         }
-        remove_hop_by_hop(rsp.headers_mut(), false);
-        cx.view
-            .forward_route()
-            .response_headers
-            .apply(rsp.headers_mut());
-        rsp
-    });
-    Ok(Done::new(result, cx))
+    }
+    Ok(Done { result, cx })
 }
 
 /// Rewrites the request head for the upstream: hop-by-hop headers out,
