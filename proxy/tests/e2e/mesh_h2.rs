@@ -22,9 +22,19 @@ const OPAQUE: &str = "    protocol: tcp\n    tcp_backend: app\n";
 /// Proxy B: inbound listener `inbound` (mutual TLS, strict) to the app,
 /// the rest of the listener being `listener` ([`HTTP`] or [`OPAQUE`]).
 async fn inbound_proxy(ca: &TestCa, app: &Upstream, listener: &str) -> ProxyProcess {
+    inbound_proxy_at(ca, app, listener, "127.0.0.1:0").await
+}
+
+/// [`inbound_proxy`] with its inbound listener at `address`.
+async fn inbound_proxy_at(
+    ca: &TestCa,
+    app: &Upstream,
+    listener: &str,
+    address: &str,
+) -> ProxyProcess {
     let dir = tempdir();
     let yaml = format!(
-        "admin: {{ address: 127.0.0.1:0 }}\nlisteners:\n  - name: inbound\n    address: 127.0.0.1:0\n    access_log: true\n    inbound: {{ mode: strict }}\n{listener}backends:\n  - name: app\n    endpoints: [{{ address: {} }}]\n{}",
+        "admin: {{ address: 127.0.0.1:0 }}\nlisteners:\n  - name: inbound\n    address: {address}\n    access_log: true\n    inbound: {{ mode: strict }}\n{listener}backends:\n  - name: app\n    endpoints: [{{ address: {} }}]\n{}",
         app.addr(),
         identity_section(dir.path(), ca, &ca.issue_spiffe(API))
     );
@@ -147,6 +157,32 @@ async fn http1_requests_between_proxies_share_one_http2_connection() {
         .await
         .unwrap();
     assert!(line.contains("\"version\":\"HTTP/1.1\""), "{line}");
+}
+
+/// The peer proxy dies (SIGKILL, as a node failure or an OOM kill) and a
+/// new one comes up at the same address: the caller's HTTP/2 connection is
+/// gone, and its next requests go over a new one, none of them failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_peer_restarts_requests_go_over_a_new_http2_connection() {
+    let ca = TestCa::new("mesh root");
+    let app = Upstream::start("app").await;
+    let mut b = inbound_proxy(&ca, &app, HTTP).await;
+    let at = b.listener("inbound");
+    let a = outbound_proxy(&ca, at, true).await;
+    let edge = a.listener("edge");
+    curl_many(edge).await;
+    b.signal("KILL").unwrap();
+    b.wait_exit(std::time::Duration::from_secs(10))
+        .await
+        .expect("the peer exits");
+    let b = inbound_proxy_at(&ca, &app, HTTP, &at.to_string()).await;
+    curl_many(edge).await;
+    assert_app_saw_http1(&curl_headers(edge).await, edge);
+    let m = b.metrics().await;
+    assert_eq!(mtls_connections(&m, "h2"), 1, "{m}");
+    let opened = a.metrics().await;
+    let series = "remora_upstream_connections_total{backend=\"api\",protocol=\"http2\"} 2";
+    assert!(opened.contains(series), "{opened}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
