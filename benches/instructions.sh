@@ -12,21 +12,19 @@
 # -c 1` (one at a time: no batching, so the count per request is stable),
 # counters dumped. Prints instructions per request (all of the proxy's
 # threads; kernel work is not counted) and keeps each build's dump as
-# $INSTR_DIR/<binary name>.callgrind (read it with callgrind_annotate). Needs valgrind, nginx, oha. Stops
-# only the PIDs it started.
+# $INSTR_DIR/<binary name>.callgrind (read it with callgrind_annotate).
+# Needs valgrind, nginx, oha. Stops only the PIDs it started.
 set -euo pipefail
 
-[[ $# -ge 1 ]] || { sed -n '2,15p' "$0"; exit 2; }
+[[ $# -ge 1 ]] || { sed -n '2,16p' "$0"; exit 2; }
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 out=${INSTR_DIR:-/tmp/remora-instructions}
 warmup=${WARMUP:-500}
 requests=${REQUESTS:-5000}
 oha=${OHA_BIN:-$(command -v oha || echo "$HOME/.cargo/bin/oha")}
 up_port=18950 port=19950
-mkdir -p "$out/tmp"
-chmod 777 "$out" "$out/tmp"
 
-source "$here/lib.sh"   # pids, cleanup on exit, wait_port
+source "$here/lib.sh"   # pids, cleanup on exit, wait_port, start_upstream
 
 start_upstream "$out" "$up_port"
 

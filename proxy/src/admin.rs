@@ -139,12 +139,14 @@ fn refuse_tap(path: &str, peer: SocketAddr, allow_remote: bool) -> Option<Respon
 
 impl Admin {
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-        let allow_remote = || self.store.load().config.admin.allow_remote_changes;
-        if let Some(refused) = refuse_change(req.method(), req.uri().path(), peer, allow_remote()) {
-            return refused;
-        }
-        let allow_tap = || self.store.load().config.admin.allow_remote_tap;
-        if let Some(refused) = refuse_tap(req.uri().path(), peer, allow_tap()) {
+        let (allow_changes, allow_tap) = {
+            let admin = &self.store.load().config.admin;
+            (admin.allow_remote_changes, admin.allow_remote_tap)
+        };
+        let path = req.uri().path();
+        let refused = refuse_change(req.method(), path, peer, allow_changes)
+            .or_else(|| refuse_tap(path, peer, allow_tap));
+        if let Some(refused) = refused {
             return refused;
         }
         match (req.method(), req.uri().path()) {

@@ -239,7 +239,9 @@ impl App {
             if tracer.flush().await {
                 tracing::info!("queued spans sent");
             } else {
-                tracing::warn!("queued spans not sent within the export timeout; dropped");
+                tracing::warn!(
+                    "queued spans not sent: the collector failed or did not answer within the export timeout; dropped"
+                );
             }
         }
         let _ = self.stop.send(true);

@@ -77,8 +77,8 @@ impl Tracer {
     }
 
     /// Sends every span queued now to the collector, for a proxy about to
-    /// exit: waits at most the export timeout in all. Returns whether they
-    /// went out (or failed and were counted) in time.
+    /// exit: waits at most the export timeout in all. Returns whether the
+    /// collector took them all in time.
     pub async fn flush(&self) -> bool {
         let wait = self.config.export_timeout.get();
         let (done, answered) = tokio::sync::oneshot::channel();
@@ -86,7 +86,7 @@ impl Tracer {
             self.flushes.send(done).await.ok()?;
             answered.await.ok()
         };
-        matches!(tokio::time::timeout(wait, asked).await, Ok(Some(())))
+        matches!(tokio::time::timeout(wait, asked).await, Ok(Some(true)))
     }
 
     /// Starts the server span of `req`, when it is sampled: the request's

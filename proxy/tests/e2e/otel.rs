@@ -271,3 +271,30 @@ async fn queued_spans_are_sent_at_shutdown() {
         proxy.logs()
     );
 }
+
+/// With the collector down at shutdown, the queued spans cannot go: the
+/// proxy says so and exits anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_that_cannot_be_sent_at_shutdown_are_reported_and_the_proxy_exits() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let collector = closed.local_addr().unwrap();
+    drop(closed);
+    let up = Upstream::start("app").await;
+    let tracing =
+        format!("{{ collector: '{collector}', protocol: http/protobuf, batch_interval: 1h }}");
+    let mut proxy = proxy(&up, &tracing, "").await;
+    curl(&format!("http://{}/", proxy.listener("edge")), &[], 200);
+
+    proxy.signal("TERM").unwrap();
+    let status = proxy.wait_exit(WAIT).await.expect("the proxy exits");
+    assert!(status.success(), "exit status {status:?}");
+    let logs = proxy.logs();
+    assert!(
+        logs.iter().any(|l| l.contains("queued spans not sent")),
+        "{logs:?}"
+    );
+    assert!(
+        !logs.iter().any(|l| l.contains("queued spans sent")),
+        "{logs:?}"
+    );
+}

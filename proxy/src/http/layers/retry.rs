@@ -126,9 +126,8 @@ where
             let e = ProxyError::Malformed("request body was already sent");
             return Ok(Done::new(Err(e), cx));
         };
-        let req = Request::from_parts(head, req_body);
+        let req = Box::new(Request::from_parts(head, req_body));
         let Ok(svc) = inner.ready().await;
-        let req = Box::new(req);
         let Ok(Done { result, cx: back }) = svc.call(Call { req, cx }).await;
         cx = back;
         let (Some(p), Some(backend)) = (cx.view.forward_route().retry.as_ref(), cx.view.backend())

@@ -31,9 +31,9 @@ pub struct Counters {
     pub failed: IntCounter,
 }
 
-/// A request to send everything queued now; answered when it is sent
-/// (or failed).
-pub type Flush = tokio::sync::oneshot::Sender<()>;
+/// A request to send everything queued now; answered, once it is done,
+/// with whether the collector took all of it.
+pub type Flush = tokio::sync::oneshot::Sender<bool>;
 
 /// Starts the exporter on the current runtime; without one (a compile in a
 /// plain unit test) there is none, and every span is counted as dropped.
@@ -94,6 +94,7 @@ impl Exporter {
                 continue;
             };
             // Everything queued when the flush came, in full batches.
+            let mut all_sent = true;
             loop {
                 while batch.len() < size {
                     match rx.try_recv() {
@@ -104,14 +105,15 @@ impl Exporter {
                 if batch.is_empty() {
                     break;
                 }
-                self.export(&mut batch).await;
+                all_sent &= self.export(&mut batch).await;
             }
-            let _ = done.send(());
+            let _ = done.send(all_sent);
         }
     }
 
-    /// Sends `batch` (emptied) to the collector; counts the outcome.
-    async fn export(&mut self, batch: &mut Vec<SpanRecord>) {
+    /// Sends `batch` (emptied) to the collector; counts the outcome and
+    /// returns whether the collector took it.
+    async fn export(&mut self, batch: &mut Vec<SpanRecord>) -> bool {
         let config = &self.config;
         let n = batch.len() as u64;
         let body = encode(config, batch.drain(..));
@@ -128,6 +130,7 @@ impl Exporter {
                     tracing::info!(collector = %config.collector, "exporting spans again");
                 }
                 self.failing = false;
+                true
             }
             Err(error) => {
                 self.counters.failed.inc_by(n);
@@ -138,6 +141,7 @@ impl Exporter {
                     tracing::debug!(collector = %config.collector, %error, spans = n, "span export failed");
                 }
                 self.failing = true;
+                false
             }
         }
     }
