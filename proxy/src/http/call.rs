@@ -12,7 +12,7 @@ use super::router::{Action, Route, RouteMetrics};
 use super::ReqBody;
 use crate::balance::{Backend, InFlight, Slot, Tried};
 use crate::snapshot::{ListenerTable, Snapshot};
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +30,9 @@ pub struct Downstream {
     /// On a connection redirected to a transparent outbound listener: where
     /// requests that match no route go.
     pub passthrough: Option<Arc<Passthrough>>,
+    /// `client`'s address as an `x-forwarded-for` value, formatted once
+    /// per connection (perf, issue 12).
+    pub(crate) forwarded_for: HeaderValue,
 }
 
 impl Downstream {
@@ -39,6 +42,7 @@ impl Downstream {
             tls,
             client_id: None,
             passthrough: None,
+            forwarded_for: super::headers::forwarded_value(client.ip()),
         }
     }
 }
@@ -75,7 +79,8 @@ pub type Ready = Result<Done, Infallible>;
 pub struct Cx {
     /// The config this request sees, and what was picked from it.
     pub view: View,
-    pub down: Downstream,
+    /// The connection's: shared by its requests.
+    pub down: Arc<Downstream>,
     /// When the observe layer took the request.
     pub started: Instant,
     pub rng: fastrand::Rng,
@@ -199,7 +204,7 @@ impl View {
 impl Cx {
     /// The context of a request that has not been routed yet, taken at
     /// `started`.
-    pub fn new(view: View, down: Downstream, started: Instant) -> Self {
+    pub fn new(view: View, down: Arc<Downstream>, started: Instant) -> Self {
         Cx {
             view,
             down,

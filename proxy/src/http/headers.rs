@@ -58,6 +58,11 @@ static HOP_BY_HOP: [HeaderName; 5] = [
     header::UPGRADE,
 ];
 
+/// A name that [`remove_hop_by_hop`] removes or rewrites (`TE`).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::TE || HOP_BY_HOP.iter().any(|h| h == name)
+}
+
 /// Whether this HTTP/1 request asks to switch protocols (e.g. WebSocket).
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
@@ -78,6 +83,11 @@ fn connection_tokens(v: &HeaderValue) -> impl Iterator<Item = &str> {
 /// Removes hop-by-hop headers. `TE: trailers` is kept (gRPC needs it); with
 /// `upgrade`, `Connection: upgrade` and `Upgrade` are kept for the next hop.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // perf: most messages carry none; one pass over the names is cheaper
+    // than looking each hop-by-hop name up (issue 12).
+    if !upgrade && !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let plain = |v: &HeaderValue| v.as_bytes() == b"keep-alive" || v.as_bytes() == b"close";
     if !headers.get_all(header::CONNECTION).iter().all(plain) {
         let named: Vec<HeaderName> = headers
@@ -115,19 +125,37 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
-/// Appends the client's address to `x-forwarded-for` and sets
-/// `x-forwarded-proto` to the scheme the client used (a client's own value
-/// is replaced: it cannot claim TLS it did not use).
-pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, tls: bool) {
-    let mut value = String::with_capacity(48);
-    if let Some(prev) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        value.push_str(prev);
-        value.push_str(", ");
-    }
-    use std::fmt::Write;
-    let _ = write!(value, "{client}");
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
+/// A client address as an `x-forwarded-for` value (for [`add_forwarded`]).
+pub fn forwarded_value(client: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&client.to_string()).expect("an IP address is a valid header value")
+}
+
+/// Appends the client's address (`client`, from [`forwarded_value`]) to
+/// `x-forwarded-for` and sets `x-forwarded-proto` to the scheme the client
+/// used (a client's own value is replaced: it cannot claim TLS it did not
+/// use).
+pub fn add_forwarded(headers: &mut HeaderMap, client: &HeaderValue, tls: bool) {
+    use http::header::Entry;
+    match headers.entry(&X_FORWARDED_FOR) {
+        Entry::Vacant(e) => {
+            e.insert(client.clone());
+        }
+        Entry::Occupied(mut e) => {
+            // Every line of the chain, in order, then this client.
+            let mut joined = Vec::with_capacity(64);
+            let mut text = true;
+            for v in e.iter() {
+                text &= v.to_str().is_ok();
+                joined.extend_from_slice(v.as_bytes());
+                joined.extend_from_slice(b", ");
+            }
+            joined.extend_from_slice(client.as_bytes());
+            let value = match HeaderValue::from_bytes(&joined) {
+                Ok(v) if text => v,
+                _ => client.clone(), // a chain that is not text is not kept
+            };
+            e.insert(value);
+        }
     }
     let proto = if tls { "https" } else { "http" };
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
@@ -170,6 +198,28 @@ mod tests {
     }
 
     #[test]
+    fn each_hop_by_hop_header_alone_is_removed() {
+        for name in [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "transfer-encoding",
+            "upgrade",
+        ] {
+            let mut h = map(&[(name, "x"), ("accept", "*/*")]);
+            remove_hop_by_hop(&mut h, false);
+            assert!(h.get(name).is_none(), "{name} was kept");
+            assert_eq!(h.len(), 1, "only {name} goes");
+        }
+        let mut h = map(&[("te", "gzip"), ("accept", "*/*")]);
+        remove_hop_by_hop(&mut h, false);
+        assert!(h.get("te").is_none(), "TE without trailers goes");
+        let mut h = map(&[("accept", "*/*"), ("host", "a")]);
+        remove_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 2, "end-to-end headers stay");
+    }
+
+    #[test]
     fn upgrade_headers_survive_an_upgrade() {
         let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
         assert!(is_upgrade(&h));
@@ -184,13 +234,37 @@ mod tests {
             ("x-forwarded-for", "10.0.0.1"),
             ("x-forwarded-proto", "https"),
         ]);
-        add_forwarded(&mut h, "127.0.0.1".parse().unwrap(), false);
+        add_forwarded(
+            &mut h,
+            &forwarded_value("127.0.0.1".parse().unwrap()),
+            false,
+        );
         assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1, 127.0.0.1");
         assert_eq!(
             h.get("x-forwarded-proto").unwrap(),
             "http",
             "the client's claim is replaced"
         );
+        let mut h = HeaderMap::new();
+        add_forwarded(&mut h, &forwarded_value("::1".parse().unwrap()), true);
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "::1");
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
+        let mut h = map(&[
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-for", "10.0.0.2"),
+        ]);
+        add_forwarded(&mut h, &forwarded_value("10.0.0.3".parse().unwrap()), false);
+        let all: Vec<_> = h.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(all, ["10.0.0.1, 10.0.0.2, 10.0.0.3"], "every line is kept");
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"caf\xe9").unwrap(),
+        );
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2"));
+        add_forwarded(&mut h, &forwarded_value("10.0.0.3".parse().unwrap()), false);
+        let all: Vec<_> = h.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(all, ["10.0.0.3"], "a chain that is not text is replaced");
     }
 
     #[test]

@@ -27,12 +27,15 @@ use tower::{Layer, Service};
 #[derive(Clone)]
 pub struct ObserveLayer {
     ctx: Arc<ListenerCtx>,
-    down: Downstream,
+    down: Arc<Downstream>,
 }
 
 impl ObserveLayer {
     pub fn new(ctx: Arc<ListenerCtx>, down: Downstream) -> Self {
-        ObserveLayer { ctx, down }
+        ObserveLayer {
+            ctx,
+            down: Arc::new(down),
+        }
     }
 }
 
@@ -51,7 +54,7 @@ impl<S> Layer<S> for ObserveLayer {
 #[derive(Clone)]
 pub struct Observe<S> {
     ctx: Arc<ListenerCtx>,
-    down: Downstream,
+    down: Arc<Downstream>,
     inner: S,
 }
 

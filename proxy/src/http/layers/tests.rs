@@ -52,7 +52,7 @@ fn through(snapshot: &Arc<Snapshot>, uri: &str) -> (Call<()>, Option<Answer>) {
     let down = Downstream::new("127.0.0.1:5000".parse().unwrap(), false);
     let cx = Box::new(Cx::new(
         View::new(snapshot.clone(), 0),
-        down,
+        std::sync::Arc::new(down),
         tokio::time::Instant::now(),
     ));
     let mut call = Call {

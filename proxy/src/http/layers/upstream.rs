@@ -128,7 +128,7 @@ fn upstream_head(
     let h = req.headers_mut();
     remove_hop_by_hop(h, upgrade);
     h.remove(header::EXPECT);
-    add_forwarded(h, down.client.ip(), down.tls);
+    add_forwarded(h, &down.forwarded_for, down.tls);
     route.request_headers.apply(h);
     match proto {
         Proto::Http1 => {
