@@ -190,10 +190,7 @@ async fn sampling_0_exports_no_new_trace_but_follows_a_sampled_parent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_that_is_down_does_not_break_requests() {
-    // A port nothing listens on.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let collector = closed.local_addr().unwrap();
-    drop(closed);
+    let collector = closed_port();
     let up = Upstream::start("app").await;
     let proxy = proxy(&up, &tracing_to(collector, "grpc", 1.0), "").await;
     let url = format!("http://{}/", proxy.listener("edge"));
@@ -276,9 +273,7 @@ async fn queued_spans_are_sent_at_shutdown() {
 /// proxy says so and exits anyway.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_that_cannot_be_sent_at_shutdown_are_reported_and_the_proxy_exits() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let collector = closed.local_addr().unwrap();
-    drop(closed);
+    let collector = closed_port();
     let up = Upstream::start("app").await;
     let tracing =
         format!("{{ collector: '{collector}', protocol: http/protobuf, batch_interval: 1h }}");
@@ -297,4 +292,10 @@ async fn spans_that_cannot_be_sent_at_shutdown_are_reported_and_the_proxy_exits(
         !logs.iter().any(|l| l.contains("queued spans sent")),
         "{logs:?}"
     );
+}
+
+/// A loopback port nothing listens on: a collector that is down.
+fn closed_port() -> std::net::SocketAddr {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    closed.local_addr().unwrap()
 }
