@@ -272,6 +272,14 @@ impl Prepared {
 }
 
 impl RequestBody {
+    /// No body (what is left where a body was taken out).
+    pub fn empty() -> Self {
+        RequestBody::Replay {
+            data: None,
+            trailers: None,
+        }
+    }
+
     pub fn stream(body: ReqBody, limit: Option<u64>) -> Self {
         RequestBody::Stream {
             prefix: VecDeque::new(),
@@ -284,14 +292,21 @@ impl RequestBody {
 
     /// Reads up to `keep` bytes: a body that ends within them becomes
     /// replayable; a longer one streams on (what was read goes first).
-    pub async fn prepare(
-        mut body: ReqBody,
-        keep: usize,
-        limit: Option<u64>,
-    ) -> Result<Prepared, ProxyError> {
-        let max = limit.unwrap_or(u64::MAX);
+    /// A body that is not the client's untouched stream (one already read
+    /// from, or in memory) is sent as it is.
+    pub async fn prepare(self, keep: usize) -> Result<Prepared, ProxyError> {
+        let (mut body, max) = match self {
+            RequestBody::Stream {
+                prefix,
+                body,
+                limit,
+                seen: 0,
+                sent: None,
+            } if prefix.is_empty() => (body, limit),
+            other => return Ok(Prepared::Streaming(other)),
+        };
         if body.size_hint().lower() > keep as u64 {
-            return Ok(Prepared::Streaming(RequestBody::stream(body, limit)));
+            return Ok(Prepared::Streaming(RequestBody::stream(body, Some(max))));
         }
         let mut chunks = VecDeque::new();
         let mut seen = 0u64;

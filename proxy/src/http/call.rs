@@ -4,12 +4,11 @@
 //! reads what the layers above it picked (route, backend) from `cx.view`,
 //! and leaves what the observe layer needs (delay, the backend chosen) there.
 
-use super::body::ResponseBody;
+use super::body::{RequestBody, ResponseBody};
 use super::client::Proto;
 use super::error::ProxyError;
 use super::passthrough::Passthrough;
 use super::router::{Action, Route, RouteMetrics};
-use super::ReqBody;
 use crate::balance::{Backend, InFlight, Slot, Tried};
 use crate::snapshot::{ListenerTable, Snapshot};
 use http::{HeaderValue, Request, Response};
@@ -47,10 +46,11 @@ impl Downstream {
     }
 }
 
-/// A request on its way down the stack. `B` is the body: the client's
-/// ([`ReqBody`]) above the retry layer, a replayable or streamed
-/// [`super::body::RequestBody`] for each attempt below it.
-pub struct Call<B = ReqBody> {
+/// A request on its way down the stack. `B` is the body: the client's,
+/// streamed within the listener's body limit, until the retry layer reads
+/// it to send again (a [`RequestBody`] all the way down; one type, so no
+/// layer has to take the request apart to change its body).
+pub struct Call<B = RequestBody> {
     /// Boxed, as the context: a call moves through every layer by value,
     /// and boxed it is two pointers instead of ~600 bytes.
     pub req: Box<Request<B>>,
@@ -60,11 +60,10 @@ pub struct Call<B = ReqBody> {
 
 /// What the stack answers: the response, or the proxy's error (turned into a
 /// response by the observe layer, the one place that does), with the
-/// request's context for metrics and logs.
+/// request's context for metrics and logs. The answer travels in the
+/// context ([`Cx::answer`]): one box, already there, instead of its own
+/// (perf, issue 12); read it with [`Done::result`].
 pub struct Done {
-    /// Boxed, as the call's parts: the answer goes up through every layer
-    /// by value, in each layer's future.
-    pub result: Box<Answer>,
     pub cx: Box<Cx>,
 }
 
@@ -93,6 +92,9 @@ pub struct Cx {
     pub on_upgrade: Option<hyper::upgrade::OnUpgrade>,
     /// The state of the current attempt (below the retry layer).
     pub attempt: AttemptCx,
+    /// The answer, once there is one (a [`Done`] carries it up); until
+    /// then, and once taken, [`Cx::no_answer`].
+    pub answer: Answer,
 }
 
 /// When the route's timeout runs out.
@@ -214,16 +216,36 @@ impl Cx {
             deadline: None,
             on_upgrade: None,
             attempt: AttemptCx::default(),
+            answer: Cx::no_answer(),
         }
+    }
+
+    /// What [`Cx::answer`] holds before the request is answered.
+    pub fn no_answer() -> Answer {
+        Err(ProxyError::Malformed("the request was not answered"))
     }
 }
 
 impl Done {
-    pub fn new(result: Answer, cx: Box<Cx>) -> Self {
-        Done {
-            result: Box::new(result),
-            cx,
-        }
+    pub fn new(result: Answer, mut cx: Box<Cx>) -> Self {
+        cx.answer = result;
+        Done { cx }
+    }
+
+    /// The response, or the proxy's error.
+    pub fn result(&self) -> &Answer {
+        &self.cx.answer
+    }
+
+    pub fn result_mut(&mut self) -> &mut Answer {
+        &mut self.cx.answer
+    }
+
+    /// The answer, taken out of the context, and the context.
+    pub fn into_parts(self) -> (Answer, Box<Cx>) {
+        let mut cx = self.cx;
+        let result = std::mem::replace(&mut cx.answer, Cx::no_answer());
+        (result, cx)
     }
 }
 

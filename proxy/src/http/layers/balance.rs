@@ -12,7 +12,7 @@ use crate::http::error::ProxyError;
 pub struct Balance;
 
 impl Step<RequestBody> for Balance {
-    fn step(&self, call: &mut Call<RequestBody>) -> Option<Answer> {
+    fn step(&self, call: &mut Call) -> Option<Answer> {
         let cx = &mut call.cx;
         // Taken here, so a failed pick frees it before the next attempt.
         let slot = cx.attempt.slot.take();

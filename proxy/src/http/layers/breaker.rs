@@ -11,7 +11,7 @@ use crate::http::error::ProxyError;
 pub struct Breaker;
 
 impl Step<RequestBody> for Breaker {
-    fn step(&self, call: &mut Call<RequestBody>) -> Option<Answer> {
+    fn step(&self, call: &mut Call) -> Option<Answer> {
         let cx = &mut call.cx;
         let backend = cx.view.backend()?;
         match backend

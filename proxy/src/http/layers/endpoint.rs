@@ -25,7 +25,7 @@ use tower::Service;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Endpoint;
 
-impl Service<Call<RequestBody>> for Endpoint {
+impl Service<Call> for Endpoint {
     type Response = Done;
     type Error = Infallible;
     type Future = BoxFuture<'static, Ready>;
@@ -34,7 +34,7 @@ impl Service<Call<RequestBody>> for Endpoint {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, call: Call<RequestBody>) -> Self::Future {
+    fn call(&mut self, call: Call) -> Self::Future {
         Box::pin(async move {
             let Call { req, mut cx } = call;
             let Some(mut in_flight) = cx.attempt.in_flight.take() else {

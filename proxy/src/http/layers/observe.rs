@@ -5,7 +5,7 @@
 //! request in metrics, and logs it (access log, failures, denials). With
 //! `tracing:`, starts and ends the request's server span.
 
-use crate::http::body::ResponseBody;
+use crate::http::body::{RequestBody, ResponseBody};
 use crate::http::call::{Call, Cx, Done, Downstream, Ready, View};
 use crate::http::edge::{logged_headers, Loads};
 use crate::http::error::{error_response, Fault};
@@ -111,6 +111,8 @@ where
             )
         });
         let tap = self.ctx.metrics.tap.see(&req, &self.ctx.name, &self.down); // tap: the head, while someone taps
+        let limit = listener.limits.max_request_body_bytes;
+        let req = req.map(|body| RequestBody::stream(body, limit));
         let cx = Box::new(Cx::new(view, self.down.clone(), started));
         Observed {
             inner: self.inner.call(Call {
@@ -157,13 +159,13 @@ fn record(
     tap: Option<crate::tap::Seen>,
     traced: Option<Traced>,
 ) -> Response<ResponseBody> {
-    let Done { result, cx } = done;
+    let (result, cx) = done.into_parts();
     let view = &cx.view;
     let down = &cx.down;
     let name = &*ctx.name;
     let route = view.route().map_or("", |r| &*r.name);
     let backend = view.backend().map_or("", |b| &*b.name);
-    let (rsp, cause) = match *result {
+    let (rsp, cause) = match result {
         Ok(rsp) => (rsp, ""),
         Err(e) => {
             let rsp = error_response(&e);

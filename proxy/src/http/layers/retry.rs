@@ -1,7 +1,7 @@
 //! Retries under the route's policy while attempts, the body's
 //! replayability and the backend's retry budget allow, with backoff, all
-//! within the route's deadline. Below this layer a call carries the body
-//! of one attempt ([`RequestBody`]).
+//! within the route's deadline. A route with retries reads the client's
+//! body first (up to its `buffer_bytes`) so each attempt can send it again.
 //!
 //! A route without retries makes one attempt through the concrete future
 //! of the layers below; a route with retries runs its loop in one boxed
@@ -38,7 +38,7 @@ pub struct Retry<S> {
 
 impl<S> Service<Call> for Retry<S>
 where
-    S: Service<Call<RequestBody>, Response = Done, Error = Infallible> + Clone + Send + 'static,
+    S: Service<Call, Response = Done, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send,
 {
     type Response = Done;
@@ -50,25 +50,20 @@ where
     }
 
     fn call(&mut self, call: Call) -> Self::Future {
-        let Call { req, mut cx } = call;
-        let body_limit = cx.view.listener().limits.max_request_body_bytes;
+        let Call { mut req, mut cx } = call;
         let policy = cx.view.forward_route().retry.as_ref();
         let policy = policy.filter(|_| !cx.attempt.upgrade);
         cx.attempt.per_try = policy.and_then(|p| p.per_try_timeout).map(|t| t.get());
-        let keep = policy.filter(|p| p.attempts > 1).map(|p| p.buffer_bytes);
-        let (parts, body) = (*req).into_parts();
-        let Some(keep) = keep else {
+        let Some(keep) = policy.filter(|p| p.attempts > 1).map(|p| p.buffer_bytes) else {
+            // One attempt: the client's body streams on as it came.
             deposit(&cx);
-            let body = RequestBody::stream(body, body_limit);
-            let req = Request::from_parts(parts, body);
-            return Either::Left(self.inner.call(Call {
-                req: Box::new(req),
-                cx,
-            }));
+            return Either::Left(self.inner.call(Call { req, cx }));
         };
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        let prepare = RequestBody::prepare(body, keep, body_limit);
+        let body = std::mem::replace(req.body_mut(), RequestBody::empty());
+        let parts = (*req).into_parts().0;
+        let prepare = body.prepare(keep);
         Either::Right(Box::pin(async move {
             let prepared = match cx.deadline {
                 Some(d) => tokio::time::timeout_at(d.at, prepare)
@@ -96,7 +91,7 @@ fn deposit(cx: &Cx) {
 
 async fn attempts<S>(mut inner: S, parts: Parts, mut body: Prepared, mut cx: Box<Cx>) -> Ready
 where
-    S: Service<Call<RequestBody>, Response = Done, Error = Infallible>,
+    S: Service<Call, Response = Done, Error = Infallible>,
 {
     let mut parts = Some(parts);
     let mut retries = 0;
@@ -128,23 +123,23 @@ where
         };
         let req = Box::new(Request::from_parts(head, req_body));
         let Ok(svc) = inner.ready().await;
-        let Ok(Done { result, cx: back }) = svc.call(Call { req, cx }).await;
+        let Ok(Done { cx: back }) = svc.call(Call { req, cx }).await;
         cx = back;
         let (Some(p), Some(backend)) = (cx.view.forward_route().retry.as_ref(), cx.view.backend())
         else {
-            return Ok(Done { result, cx });
+            return Ok(Done { cx });
         };
-        let reason = match &*result {
+        let reason = match &cx.answer {
             Ok(rsp) => retry::reason_of_response(p, rsp.status(), rsp.headers()),
             Err(e) => retry::reason_of_error(p, e),
         };
         let (Some(reason), false) = (reason, last) else {
-            return Ok(Done { result, cx });
+            return Ok(Done { cx });
         };
         if !backend.budget.withdraw(now_ns()) {
             backend.metrics.budget_exhausted.inc();
             tracing::debug!(backend = %backend.name, reason, "retry budget exhausted; returning the failure");
-            return Ok(Done { result, cx });
+            return Ok(Done { cx });
         }
         backend
             .metrics
@@ -152,7 +147,7 @@ where
             .with_label_values(&[&*backend.name, reason])
             .inc();
         retries += 1;
-        drop(result);
+        cx.answer = Cx::no_answer();
         let wake = Instant::now() + retry::backoff(p, retries, &mut cx.rng);
         match cx.deadline {
             Some(d) if d.at <= wake => {

@@ -6,13 +6,12 @@
 
 use super::{answered, Answered};
 use crate::balance::Backend;
-use crate::http::body::ResponseBody;
+use crate::http::body::{RequestBody, ResponseBody};
 use crate::http::call::{Call, Done, Downstream, Ready};
 use crate::http::client::Proto;
 use crate::http::error::ProxyError;
 use crate::http::headers::{add_forwarded, is_upgrade, remove_hop_by_hop};
 use crate::http::router::{rewrite_prefix, Route};
-use crate::http::ReqBody;
 use futures_util::future::{Either, FutureExt, Map};
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -80,8 +79,8 @@ where
 
 /// The response on its way to the client.
 fn finish(ready: Ready) -> Ready {
-    let Ok(Done { mut result, mut cx }) = ready;
-    if let Ok(rsp) = &mut *result {
+    let Ok(Done { mut cx }) = ready;
+    if let Ok(rsp) = &mut cx.answer {
         if let (Some(client), StatusCode::SWITCHING_PROTOCOLS) =
             (cx.on_upgrade.take(), rsp.status())
         {
@@ -96,14 +95,14 @@ fn finish(ready: Ready) -> Ready {
                 .apply(rsp.headers_mut());
         }
     }
-    Ok(Done { result, cx })
+    Ok(Done { cx })
 }
 
 /// Rewrites the request head for the upstream: hop-by-hop headers out,
 /// forwarding headers in, the route's header operations, host and path
 /// rewrites, and the URI form the upstream protocol needs.
 fn upstream_head(
-    req: &mut Request<ReqBody>,
+    req: &mut Request<RequestBody>,
     route: &Route,
     backend: &Backend,
     proto: Proto,
