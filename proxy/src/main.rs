@@ -176,10 +176,20 @@ fn main() -> ExitCode {
                 }
             };
             let log_level = telemetry::init(log_format);
-            let mut rt = tokio::runtime::Builder::new_multi_thread();
-            if let Some(n) = workers {
-                rt.worker_threads(n.max(1));
-            }
+            // One worker (a sidecar's usual CPU share): a single-threaded
+            // runtime, which skips the work-stealing scheduler's
+            // bookkeeping (-2.3% instructions per request, issue 12).
+            let workers = workers
+                .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+                .unwrap_or(1);
+            let mut rt = match workers {
+                0 | 1 => tokio::runtime::Builder::new_current_thread(),
+                n => {
+                    let mut rt = tokio::runtime::Builder::new_multi_thread();
+                    rt.worker_threads(n);
+                    rt
+                }
+            };
             let rt = match rt.enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {

@@ -52,8 +52,13 @@ async fn outbound_proxy(ca: &TestCa, to: SocketAddr, mesh_http2: bool) -> ProxyP
     start(dir, &yaml).await
 }
 
+/// Starts a proxy as a sidecar usually runs: one worker, so the
+/// single-threaded runtime (the other tests run one worker per CPU).
 async fn start(dir: remora_test_support::proxy::TempDir, yaml: &str) -> ProxyProcess {
-    ProxyProcess::start_in(dir, bin(), yaml)
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, yaml).expect("write config.yaml");
+    let args = vec!["--config".into(), config.into(), "--workers".into(), "1".into()];
+    ProxyProcess::start_with(dir, bin(), args)
         .await
         .expect("proxy starts")
 }
