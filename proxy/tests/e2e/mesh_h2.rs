@@ -57,7 +57,12 @@ async fn outbound_proxy(ca: &TestCa, to: SocketAddr, mesh_http2: bool) -> ProxyP
 async fn start(dir: remora_test_support::proxy::TempDir, yaml: &str) -> ProxyProcess {
     let config = dir.path().join("config.yaml");
     std::fs::write(&config, yaml).expect("write config.yaml");
-    let args = vec!["--config".into(), config.into(), "--workers".into(), "1".into()];
+    let args = vec![
+        "--config".into(),
+        config.into(),
+        "--workers".into(),
+        "1".into(),
+    ];
     ProxyProcess::start_with(dir, bin(), args)
         .await
         .expect("proxy starts")
