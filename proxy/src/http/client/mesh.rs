@@ -56,7 +56,7 @@ impl EndpointClient {
     /// takes it, else over HTTP/1.1 (with its [`Checkin`]).
     pub(super) async fn send_mesh(
         &self,
-        req: Request<RequestBody>,
+        req: Box<Request<RequestBody>>,
         limits: Limits<'_>,
     ) -> Result<(Response<Incoming>, Option<Checkin>), ProxyError> {
         let peer = match self.h2.load_full() {
@@ -65,7 +65,7 @@ impl EndpointClient {
         };
         match peer {
             Peer::H2(mut tx) => {
-                let req = orig_proto::to_h2(req)?;
+                let req = orig_proto::to_h2(*req)?;
                 self.h2_last_used.store(now_ns(), Relaxed);
                 let (req, not_sent) = match tx.try_send_request(req).await {
                     Ok(rsp) => return Ok((rsp, None)),
@@ -85,7 +85,7 @@ impl EndpointClient {
             }
             Peer::H1(mut tx) => {
                 let rsp = tx
-                    .send_request(req)
+                    .send_request(*req)
                     .await
                     .map_err(|source| self.upstream_error(source))?;
                 Ok((rsp, self.checkin(tx)))

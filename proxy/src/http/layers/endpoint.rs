@@ -41,7 +41,7 @@ impl Service<Call> for Endpoint {
                 let e = ProxyError::Malformed("no endpoint was chosen");
                 return Ok(Done::new(Err(e), cx));
             };
-            let sent = send(*req, &cx.view, &cx.attempt, cx.deadline, &mut in_flight).await;
+            let sent = send(req, &cx.view, &cx.attempt, cx.deadline, &mut in_flight).await;
             let idle_timeout = cx.view.forward_route().idle_timeout;
             let result = sent.map(|rsp| {
                 let (parts, body) = rsp.into_parts();
@@ -54,7 +54,7 @@ impl Service<Call> for Endpoint {
 }
 
 async fn send(
-    req: Request<RequestBody>,
+    req: Box<Request<RequestBody>>,
     view: &View,
     attempt: &AttemptCx,
     deadline: Option<Deadline>,
@@ -69,7 +69,7 @@ async fn send(
     // otel: a client span per attempt; the upstream gets its traceparent.
     let span = Traced::of(&req)
         .cloned()
-        .map(|t| t.attempt(&mut req, attempt.endpoint));
+        .map(|t| t.attempt(&mut *req, attempt.endpoint));
     let started = Instant::now();
     let send = ep.client.send(
         req,
