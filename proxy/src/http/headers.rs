@@ -58,10 +58,23 @@ static HOP_BY_HOP: [HeaderName; 5] = [
     header::UPGRADE,
 ];
 
-/// A name that [`remove_hop_by_hop`] removes or rewrites (`TE`).
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::TE || HOP_BY_HOP.iter().any(|h| h == name)
+/// Which of [`HOP_BY_HOP`] (bit `i` for entry `i`) and `TE` ([`TE_BIT`])
+/// the message carries: one pass over its names.
+fn hop_by_hop_present(headers: &HeaderMap) -> u8 {
+    headers.keys().fold(0, |present, name| {
+        if name == header::TE {
+            return present | TE_BIT;
+        }
+        match HOP_BY_HOP.iter().position(|h| h == name) {
+            Some(i) => present | 1 << i,
+            None => present,
+        }
+    })
 }
+
+const TE_BIT: u8 = 1 << HOP_BY_HOP.len();
+/// `Connection` is [`HOP_BY_HOP`]'s first entry.
+const CONNECTION_BIT: u8 = 1;
 
 /// Whether this HTTP/1 request asks to switch protocols (e.g. WebSocket).
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -83,13 +96,15 @@ fn connection_tokens(v: &HeaderValue) -> impl Iterator<Item = &str> {
 /// Removes hop-by-hop headers. `TE: trailers` is kept (gRPC needs it); with
 /// `upgrade`, `Connection: upgrade` and `Upgrade` are kept for the next hop.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    // perf: most messages carry none; one pass over the names is cheaper
-    // than looking each hop-by-hop name up (issue 12).
-    if !upgrade && !headers.keys().any(is_hop_by_hop) {
+    // perf: most messages carry none, and most of the rest only
+    // `Connection: keep-alive`; one pass over the names finds which are
+    // there, and only those are looked up again (issue 12).
+    let present = hop_by_hop_present(headers);
+    if !upgrade && present == 0 {
         return;
     }
     let plain = |v: &HeaderValue| v.as_bytes() == b"keep-alive" || v.as_bytes() == b"close";
-    if !headers.get_all(header::CONNECTION).iter().all(plain) {
+    if present & CONNECTION_BIT != 0 && !headers.get_all(header::CONNECTION).iter().all(plain) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
@@ -103,21 +118,23 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             }
         }
     }
-    for name in &HOP_BY_HOP {
-        if upgrade && (name == header::CONNECTION || name == header::UPGRADE) {
-            continue;
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        let kept = upgrade && (name == header::CONNECTION || name == header::UPGRADE);
+        if present & 1 << i != 0 && !kept {
+            headers.remove(name);
         }
-        headers.remove(name);
     }
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-    if let Some(te) = headers.get(header::TE) {
-        let trailers = connection_tokens(te).any(|t| t.eq_ignore_ascii_case("trailers"));
-        if trailers {
-            headers.insert(header::TE, HeaderValue::from_static("trailers"));
-        } else {
-            headers.remove(header::TE);
+    if present & TE_BIT != 0 {
+        if let Some(te) = headers.get(header::TE) {
+            let trailers = connection_tokens(te).any(|t| t.eq_ignore_ascii_case("trailers"));
+            if trailers {
+                headers.insert(header::TE, HeaderValue::from_static("trailers"));
+            } else {
+                headers.remove(header::TE);
+            }
         }
     }
 }
@@ -217,6 +234,21 @@ mod tests {
         let mut h = map(&[("accept", "*/*"), ("host", "a")]);
         remove_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 2, "end-to-end headers stay");
+        assert_eq!(HOP_BY_HOP[0], header::CONNECTION, "CONNECTION_BIT is bit 0");
+    }
+
+    #[test]
+    fn a_keep_alive_response_keeps_everything_else() {
+        let mut h = map(&[
+            ("content-type", "text/plain"),
+            ("connection", "keep-alive"),
+            ("content-length", "2"),
+            ("te", "trailers"),
+        ]);
+        remove_hop_by_hop(&mut h, false);
+        assert!(h.get("connection").is_none());
+        assert_eq!(h.get("te").unwrap(), "trailers");
+        assert_eq!(h.len(), 3);
     }
 
     #[test]
