@@ -292,8 +292,9 @@ impl RequestBody {
 
     /// Reads up to `keep` bytes: a body that ends within them becomes
     /// replayable; a longer one streams on (what was read goes first).
-    /// A body that is not the client's untouched stream (one already read
-    /// from, or in memory) is sent as it is.
+    /// A body already in memory (a layer above may have put one there)
+    /// stays replayable whatever its size; a stream already read from is
+    /// sent as it is, once.
     pub async fn prepare(self, keep: usize) -> Result<Prepared, ProxyError> {
         let (mut body, max) = match self {
             RequestBody::Stream {
@@ -303,6 +304,10 @@ impl RequestBody {
                 seen: 0,
                 sent: None,
             } if prefix.is_empty() => (body, limit),
+            RequestBody::Replay { data, trailers } => {
+                let data = data.unwrap_or_default();
+                return Ok(Prepared::Replayable { data, trailers });
+            }
             other => return Ok(Prepared::Streaming(other)),
         };
         if body.size_hint().lower() > keep as u64 {
@@ -465,6 +470,26 @@ impl Body for RequestBody {
                 }
                 h
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_body_in_memory_is_sent_again_for_each_attempt() {
+        let body = RequestBody::Replay {
+            data: Some(Bytes::from_static(b"hello")),
+            trailers: None,
+        };
+        // Larger than what a retrying route would read into memory.
+        let mut prepared = body.prepare(1).await.expect("prepared");
+        for attempt in 1..=2 {
+            let body = prepared.attempt().expect("a body for each attempt");
+            let sent = body.collect().await.expect("read").to_bytes();
+            assert_eq!(sent, "hello", "attempt {attempt}");
         }
     }
 }
