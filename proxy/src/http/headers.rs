@@ -234,6 +234,10 @@ mod tests {
         let mut h = map(&[("accept", "*/*"), ("host", "a")]);
         remove_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 2, "end-to-end headers stay");
+    }
+
+    #[test]
+    fn connection_bit_names_connection() {
         assert_eq!(HOP_BY_HOP[0], header::CONNECTION, "CONNECTION_BIT is bit 0");
     }
 
