@@ -29,7 +29,13 @@ fn epoch() -> Instant {
 
 /// Nanoseconds since the first call in this process, on the tokio clock.
 pub fn now_ns() -> u64 {
-    Instant::now().saturating_duration_since(epoch()).as_nanos() as u64
+    ns_at(Instant::now())
+}
+
+/// [`now_ns`] of an instant already read (perf, issue 12: a request reads
+/// the clock once where it can).
+pub fn ns_at(at: Instant) -> u64 {
+    at.saturating_duration_since(epoch()).as_nanos() as u64
 }
 
 impl Default for Load {
@@ -65,7 +71,11 @@ impl Load {
     /// Records a round trip: a higher sample replaces the estimate at once
     /// (the "peak"), a lower one is blended in as time passes.
     pub fn observe(&self, rtt: Duration) {
-        let now = now_ns();
+        self.observe_at(rtt, now_ns());
+    }
+
+    /// [`Load::observe`] of a round trip that ended at `now` ([`ns_at`]).
+    pub fn observe_at(&self, rtt: Duration, now: u64) {
         let sample = rtt.as_nanos() as f64;
         let prev = f64::from_bits(self.rtt_ns.load(Relaxed));
         let elapsed = now.saturating_sub(self.stamp_ns.load(Relaxed)) as f64;
@@ -88,7 +98,12 @@ impl Load {
 
     /// Linkerd's cost: decayed latency × (in flight + 1), scaled down by weight.
     pub fn peak_ewma_cost(&self, weight: u32) -> f64 {
-        let rtt = self.decayed(now_ns());
+        self.peak_ewma_cost_at(weight, now_ns())
+    }
+
+    /// [`Load::peak_ewma_cost`] at `now` ([`now_ns`]), read once per pick.
+    pub fn peak_ewma_cost_at(&self, weight: u32, now: u64) -> f64 {
+        let rtt = self.decayed(now);
         (rtt.max(1.0)) * (self.in_flight() as f64 + 1.0) / weight as f64
     }
 

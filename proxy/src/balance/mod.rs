@@ -17,7 +17,7 @@ mod tried;
 
 pub use breaker::{Breaker, Overflow, Slot};
 pub use explain::{BackendTrace, EndpointState};
-pub use load::{now_ns, InFlight, Load};
+pub use load::{now_ns, ns_at, InFlight, Load};
 pub use outlier::Outlier;
 pub use ring_hash::{hash as content_hash, HashKey};
 pub use tried::Tried;
@@ -223,7 +223,7 @@ impl Backend {
         let up = |i: usize| available(i) && !tried.contains(i);
         let i = match &self.balancer {
             Balancer::PeakEwma => p2c::pick(eps.len(), rng, |i| {
-                cost(up(i), eps[i].load.peak_ewma_cost(w[i]))
+                cost(up(i), eps[i].load.peak_ewma_cost_at(w[i], now))
             }),
             Balancer::LeastRequest => p2c::pick(eps.len(), rng, |i| {
                 cost(up(i), eps[i].load.least_request_cost(w[i]))

@@ -25,7 +25,7 @@ pub use conn::Conn;
 
 use super::body::RequestBody;
 use super::error::ProxyError;
-use crate::balance::{now_ns, Breaker, Overflow, Slot};
+use crate::balance::{now_ns, ns_at, Breaker, Overflow, Slot};
 use crate::metrics::UpstreamMetrics;
 use arc_swap::ArcSwapOption;
 use crossbeam_queue::ArrayQueue;
@@ -165,8 +165,13 @@ impl EndpointClient {
         upgrade: bool,
         breaker: &Arc<Breaker>,
         limits: &CircuitBreaker,
+        now: Instant,
     ) -> Result<(http::Response<Incoming>, Option<Checkin>), ProxyError> {
-        let limits = Limits { breaker, limits };
+        let limits = Limits {
+            breaker,
+            limits,
+            now,
+        };
         match proto {
             Proto::Http2 => self.send_h2(req, limits).await.map(|rsp| (rsp, None)),
             Proto::Http1 if !upgrade && self.mesh_h2(&req) => self.send_mesh(req, limits).await,
@@ -186,7 +191,7 @@ impl EndpointClient {
         req: Box<http::Request<RequestBody>>,
         limits: Limits<'_>,
     ) -> Result<(http::Response<Incoming>, Option<Checkin>), ProxyError> {
-        let (mut tx, reused) = match self.checkout().await {
+        let (mut tx, reused) = match self.checkout(limits.now).await {
             Some(tx) => (tx, true),
             None => (Box::pin(self.connect_h1(limits)).await?, false),
         };
@@ -212,10 +217,11 @@ impl EndpointClient {
     /// to take the next request: waited for, at most [`READY_WAIT`] (more
     /// means its request body is still being sent: an upstream that answered
     /// early; that connection is let go).
-    async fn checkout(&self) -> Option<http1::SendRequest<RequestBody>> {
+    async fn checkout(&self, now: Instant) -> Option<http1::SendRequest<RequestBody>> {
         let pool = self.idle.get()?;
         while let Some(mut idle) = pool.pop() {
-            if idle.since.elapsed() >= self.transport.idle_timeout || idle.tx.is_closed() {
+            let idle_for = now.saturating_duration_since(idle.since);
+            if idle_for >= self.transport.idle_timeout || idle.tx.is_closed() {
                 continue;
             }
             if idle.tx.is_ready() {
@@ -277,15 +283,16 @@ impl EndpointClient {
             Some(tx) if !tx.is_closed() => (*tx).clone(),
             _ => Box::pin(self.connect_h2(limits)).await?,
         };
-        self.send_on_h2(tx, *req).await
+        self.send_on_h2(tx, *req, limits.now).await
     }
 
     async fn send_on_h2(
         &self,
         mut tx: http2::SendRequest<RequestBody>,
         req: http::Request<RequestBody>,
+        now: Instant,
     ) -> Result<http::Response<Incoming>, ProxyError> {
-        self.h2_last_used.store(now_ns(), Relaxed);
+        self.h2_last_used.store(ns_at(now), Relaxed);
         tx.ready()
             .await
             .map_err(|source| self.upstream_error(source))?;
@@ -429,11 +436,13 @@ impl EndpointClient {
     }
 }
 
-/// The circuit breaker of the backend a request goes to, with its limits.
+/// The circuit breaker of the backend a request goes to, with its limits,
+/// and when the attempt started (the clock read once per attempt).
 #[derive(Clone, Copy)]
 struct Limits<'a> {
     breaker: &'a Arc<Breaker>,
     limits: &'a CircuitBreaker,
+    now: Instant,
 }
 
 /// The ALPN a new connection offers.

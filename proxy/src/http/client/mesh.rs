@@ -13,7 +13,7 @@
 //! [`orig_proto`]: crate::http::orig_proto
 
 use super::{Checkin, EndpointClient, Limits, Offer};
-use crate::balance::now_ns;
+use crate::balance::{now_ns, ns_at};
 use crate::http::body::RequestBody;
 use crate::http::error::ProxyError;
 use crate::http::orig_proto;
@@ -66,7 +66,7 @@ impl EndpointClient {
         match peer {
             Peer::H2(mut tx) => {
                 let req = orig_proto::to_h2(*req)?;
-                self.h2_last_used.store(now_ns(), Relaxed);
+                self.h2_last_used.store(ns_at(limits.now), Relaxed);
                 let (req, not_sent) = match tx.try_send_request(req).await {
                     Ok(rsp) => return Ok((rsp, None)),
                     Err(mut e) => match e.take_message() {
@@ -78,7 +78,10 @@ impl EndpointClient {
                     },
                 };
                 match Box::pin(self.connect_mesh(limits)).await? {
-                    Peer::H2(tx) => self.send_on_h2(tx, req).await.map(|rsp| (rsp, None)),
+                    Peer::H2(tx) => self
+                        .send_on_h2(tx, req, limits.now)
+                        .await
+                        .map(|rsp| (rsp, None)),
                     // It just declined `h2`: the request is HTTP/2-shaped by now.
                     _ => Err(self.upstream_error(not_sent.into_error())),
                 }

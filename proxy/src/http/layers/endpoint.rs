@@ -9,7 +9,7 @@
 //! references.
 
 use super::breaker::count_overflow;
-use crate::balance::{Backend, InFlight};
+use crate::balance::{ns_at, Backend, InFlight};
 use crate::http::body::{BodyTooLarge, RequestBody, ResponseBody};
 use crate::http::call::{AttemptCx, Call, Deadline, Done, Ready, View};
 use crate::http::error::{innermost, ProxyError};
@@ -77,6 +77,7 @@ async fn send(
         attempt.upgrade,
         &backend.breaker,
         &backend.limits,
+        started,
     );
     // One timer: the per-try timeout or the route's deadline, whichever
     // comes first.
@@ -101,7 +102,9 @@ async fn send(
     }
     match sent {
         Ok((rsp, checkin)) => {
-            ep.load.observe(started.elapsed());
+            // One clock read for the round trip and the estimate's stamp.
+            let answered = Instant::now();
+            ep.load.observe_at(answered - started, ns_at(answered));
             backend.report(ep, !rsp.status().is_server_error());
             in_flight.checkin = checkin;
             if hyper::body::Body::is_end_stream(rsp.body()) {

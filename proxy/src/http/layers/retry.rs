@@ -7,7 +7,7 @@
 //! of the layers below; a route with retries runs its loop in one boxed
 //! future (it buffers the body and may sleep between attempts anyway).
 
-use crate::balance::now_ns;
+use crate::balance::{now_ns, ns_at};
 use crate::http::body::{Prepared, RequestBody};
 use crate::http::call::{Call, Cx, Done, Ready};
 use crate::http::error::ProxyError;
@@ -82,10 +82,11 @@ where
     }
 }
 
-/// Every request counts toward the backend's retry budget.
+/// Every request counts toward the backend's retry budget, at the time it
+/// came in (no clock read of its own).
 fn deposit(cx: &Cx) {
     if let Some(b) = cx.view.backend() {
-        b.budget.deposit(now_ns());
+        b.budget.deposit(ns_at(cx.started));
     }
 }
 
