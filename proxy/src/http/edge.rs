@@ -136,6 +136,43 @@ pub trait Loads: Service<Request<InBody>> {
 
     /// Serves `req` on `snapshot` (from [`Loads::load`]) instead of loading.
     fn call_loaded(&mut self, snapshot: Arc<Snapshot>, req: Request<InBody>) -> Self::Future;
+
+    /// Counts and logs a request the edge middleware answered itself (a
+    /// CORS preflight, a body in a coding the listener does not decode),
+    /// as the requests that went down are.
+    fn answered(&self, answer: Answered<'_>);
+}
+
+/// A request the edge middleware answered without the inner service.
+pub struct Answered<'a> {
+    pub snapshot: &'a Snapshot,
+    pub index: usize,
+    pub head: &'a EdgeHead,
+    pub status: http::StatusCode,
+    /// The metrics' `error` label: empty for a preflight.
+    pub cause: &'static str,
+    pub started: tokio::time::Instant,
+}
+
+/// What the access log and the metrics say of a request the edge
+/// middleware may answer, taken as it reaches CORS (after the request id
+/// and the sensitive marks).
+pub struct EdgeHead {
+    pub method: Method,
+    pub uri: http::Uri,
+    pub version: http::Version,
+    /// The route it would go to (index in the listener's routes).
+    pub route: Option<u32>,
+    /// `edge.log_headers`, when the listener logs access.
+    pub headers: String,
+}
+
+/// Watches a request that the edge middleware may answer itself: what it
+/// looked like, and whether it went further down.
+#[derive(Default)]
+struct Watch {
+    head: std::sync::OnceLock<EdgeHead>,
+    reached: std::sync::atomic::AtomicBool,
 }
 
 /// Wraps a service in the edge middleware of its listener, read from the
@@ -177,12 +214,20 @@ where
                 f: self.inner.call_loaded(snapshot, req.map(InBody::plain)),
             };
         }
+        // A request the middleware may answer itself (an OPTIONS under
+        // CORS, an encoded body under decompression) is watched, to be
+        // counted and logged if it does.
+        let watch = answerable(&snapshot.listeners[index], &req).then(|| {
+            let w = Arc::new(Watch::default());
+            (self.inner.clone(), w, tokio::time::Instant::now())
+        });
         let inner = Preloaded {
             snapshot: Some(snapshot.clone()),
             inner: self.inner.clone(),
+            reached: watch.as_ref().map(|(_, w, _)| w.clone()),
         };
         EdgeFuture::Edge {
-            f: Box::pin(run(snapshot, index, inner, req)),
+            f: Box::pin(run(snapshot, index, inner, req, watch)),
         }
     }
 }
@@ -192,6 +237,8 @@ where
 struct Preloaded<S> {
     snapshot: Option<Arc<Snapshot>>,
     inner: S,
+    /// Told when a watched request goes further down.
+    reached: Option<Arc<Watch>>,
 }
 
 impl<S: Loads> Service<Request<InBody>> for Preloaded<S> {
@@ -204,6 +251,9 @@ impl<S: Loads> Service<Request<InBody>> for Preloaded<S> {
     }
 
     fn call(&mut self, req: Request<InBody>) -> S::Future {
+        if let Some(w) = &self.reached {
+            w.reached.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         match self.snapshot.take() {
             Some(snapshot) => self.inner.call_loaded(snapshot, req),
             None => self.inner.call(req),
@@ -244,6 +294,67 @@ async fn run<S>(
     index: usize,
     inner: Preloaded<S>,
     req: Request<Incoming>,
+    watch: Option<(S, Arc<Watch>, tokio::time::Instant)>,
+) -> Response<OutBody>
+where
+    S: Loads<Response = Response<ResponseBody>, Error = Infallible>,
+    S: Send + 'static,
+    S::Future: Send,
+{
+    let Some((observe, w, started)) = watch else {
+        return through(&snapshot, index, inner, req, None).await;
+    };
+    let mut rsp = through(&snapshot, index, inner, req, Some(&w)).await;
+    if w.reached.load(std::sync::atomic::Ordering::Relaxed) {
+        return rsp;
+    }
+    if let Some(head) = w.head.get() {
+        let cause = if head.method == Method::OPTIONS {
+            ""
+        } else {
+            // Named like the proxy's other refusals.
+            let name = http::HeaderName::from_static(super::error::REMORA_ERROR);
+            let value = http::HeaderValue::from_static("unsupported-encoding");
+            rsp.headers_mut().insert(name, value);
+            "unsupported-encoding"
+        };
+        observe.answered(Answered {
+            snapshot: &snapshot,
+            index,
+            head,
+            status: rsp.status(),
+            cause,
+            started,
+        });
+    }
+    rsp
+}
+
+/// Whether the edge middleware may answer `req` itself: an `OPTIONS`
+/// request where CORS is on (tower-http answers every one), a body with a
+/// `Content-Encoding` where decompression is.
+fn answerable(listener: &ListenerTable, req: &Request<Incoming>) -> bool {
+    let Some(edge) = &listener.edge else {
+        return false;
+    };
+    let cors = edge.cors.is_some() || edge.route_overrides;
+    (req.method() == Method::OPTIONS && cors) || (edge.decompress.is_some() && encoded(req))
+}
+
+fn encoded<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(CONTENT_ENCODING)
+        .is_some_and(|v| v != "identity")
+}
+
+/// The request through the listener's middleware and `inner`; a watched
+/// one leaves its head in `watch` as it reaches CORS.
+async fn through<S>(
+    snapshot: &Arc<Snapshot>,
+    index: usize,
+    inner: Preloaded<S>,
+    req: Request<Incoming>,
+    watch: Option<&Arc<Watch>>,
 ) -> Response<OutBody>
 where
     S: Loads<Response = Response<ResponseBody>, Error = Infallible>,
@@ -282,13 +393,16 @@ where
                 .filter(|r| r.echo)
                 .map(|r| PropagateRequestIdLayer::new(r.header.clone())),
         )
+        .option_layer(watch.map(|w| {
+            let (w, snapshot) = (w.clone(), snapshot.clone());
+            tower::util::MapRequestLayer::new(move |req: Request<Incoming>| {
+                let _ = w.head.set(EdgeHead::of(&snapshot, index, &req));
+                req
+            })
+        }))
         .option_layer(cors.clone());
-    let encoded = req
-        .headers()
-        .get(CONTENT_ENCODING)
-        .is_some_and(|v| v != "identity");
     let result = match edge.decompress {
-        Some([gzip, br, zstd]) if encoded => {
+        Some([gzip, br, zstd]) if encoded(&req) => {
             let core = compress.layer(inner).map_request(decoded as fn(_) -> _);
             let decode = RequestDecompression::new(core)
                 .no_deflate()
@@ -328,17 +442,39 @@ fn unboxed(r: Response<UnsyncBoxBody<Bytes, BoxError>>) -> Response<OutBody> {
     r.map(OutBody::from)
 }
 
-/// The overrides of the route a request goes to; a CORS preflight goes
-/// where the method it asks about would.
+/// The overrides of the route a request goes to.
 fn route_edge<'a>(listener: &'a ListenerTable, req: &Request<Incoming>) -> Option<&'a RouteEdge> {
+    let i = route_index(listener, req)?;
+    listener.router.routes()[i as usize].edge.as_ref()
+}
+
+/// The route a request goes to; a CORS preflight goes where the method it
+/// asks about would.
+fn route_index(listener: &ListenerTable, req: &Request<Incoming>) -> Option<u32> {
     let preflight = (req.method() == Method::OPTIONS)
         .then(|| req.headers().get(ACCESS_CONTROL_REQUEST_METHOD))
         .flatten()
         .and_then(|m| Method::from_bytes(m.as_bytes()).ok());
     let method = preflight.as_ref().unwrap_or(req.method());
     let host = super::layers::route::request_host(req).unwrap_or("");
-    let route = listener
+    listener
         .router
-        .find(host, method, req.uri().path(), req.headers())?;
-    route.edge.as_ref()
+        .find_index(host, method, req.uri().path(), req.headers())
+}
+
+impl EdgeHead {
+    fn of(snapshot: &Snapshot, index: usize, req: &Request<Incoming>) -> Self {
+        let listener = &snapshot.listeners[index];
+        let headers = match &listener.edge {
+            Some(e) if listener.access_log => logged_headers(&e.log_headers, req.headers()),
+            _ => String::new(),
+        };
+        EdgeHead {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            route: route_index(listener, req),
+            headers,
+        }
+    }
 }

@@ -123,6 +123,46 @@ async fn a_gzip_request_body_reaches_the_upstream_decompressed() {
     let (head, _) = fetch(&["-H", "content-encoding: br", "--data-binary", &data, &url]).await;
     assert!(head.starts_with("http/1.1 415"), "{head}");
     assert_eq!(header(&head, "accept-encoding"), Some("gzip"), "{head}");
+    assert_eq!(
+        header(&head, "remora-error"),
+        Some("unsupported-encoding"),
+        "{head}"
+    );
+    // Refused at the edge, yet in the metrics and the access log.
+    let m = p.metrics().await;
+    assert_eq!(
+        metric(&m, "remora_requests_total{listener=\"web\"}"),
+        2,
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "remora_responses_total{backend=\"\",error=\"unsupported-encoding\",listener=\"web\",route=\"up\",status_code=\"415\"}"
+        ),
+        1,
+        "{m}"
+    );
+    let line = p
+        .wait_for_log_where(
+            0,
+            |l| l.contains("remora_proxy::access") && l.contains("\"status\":415"),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(entry["error"], "unsupported-encoding", "{line}");
+    assert_eq!(entry["method"], "POST", "{line}");
+}
+
+/// A sample's value in Prometheus text: the line starting with `prefix`.
+fn metric(text: &str, prefix: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,6 +214,31 @@ async fn cors_preflights_are_answered_for_allowed_origins_only() {
         "{head}"
     );
     assert_eq!(up.requests(), 0, "a preflight is answered by the proxy");
+    // Answered at the edge, yet counted and logged like any request: by
+    // the route the method it asks about would take.
+    let line = p
+        .wait_for_log("\"method\":\"OPTIONS\"", Duration::from_secs(5))
+        .await
+        .unwrap();
+    let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(entry["target"], "remora_proxy::access", "{line}");
+    assert_eq!(entry["route"], "up", "{line}");
+    assert_eq!(entry["status"], 200, "{line}");
+    assert_eq!(entry["path"], "/headers", "{line}");
+    let m = p.metrics().await;
+    assert_eq!(
+        metric(&m, "remora_requests_total{listener=\"web\"}"),
+        1,
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "remora_responses_total{backend=\"\",error=\"\",listener=\"web\",route=\"up\",status_code=\"200\"}"
+        ),
+        1,
+        "{m}"
+    );
     let (head, _) = preflight("https://evil.example.com").await;
     // No allowed origin: the browser refuses (tower-http still lists methods).
     assert_eq!(header(&head, "access-control-allow-origin"), None, "{head}");

@@ -7,7 +7,7 @@
 
 use crate::http::body::{RequestBody, ResponseBody};
 use crate::http::call::{Call, Cx, Done, Downstream, Ready, View};
-use crate::http::edge::{logged_headers, Loads};
+use crate::http::edge::{logged_headers, Answered, Loads};
 use crate::http::error::{error_response, Fault};
 use crate::http::server::ListenerCtx;
 use crate::http::ReqBody;
@@ -87,6 +87,49 @@ where
 {
     fn load(&self) -> (Arc<Snapshot>, usize) {
         (self.ctx.store.load_full(), self.ctx.index)
+    }
+
+    fn answered(&self, a: Answered<'_>) {
+        let ctx = &self.ctx;
+        let listener = &a.snapshot.listeners[a.index];
+        let name = &*ctx.name;
+        let route = a
+            .head
+            .route
+            .map_or("", |i| &*listener.router.routes()[i as usize].name);
+        ctx.requests.inc();
+        if !a.cause.is_empty() {
+            tracing::debug!(
+                listener = name,
+                route,
+                status = a.status.as_u16(),
+                error = a.cause,
+                "request refused"
+            );
+        }
+        if listener.access_log {
+            AccessEvent {
+                listener: name,
+                route,
+                backend: "",
+                down: &self.down,
+                method: &a.head.method,
+                uri: &a.head.uri,
+                version: a.head.version,
+                headers: &a.head.headers,
+                status: a.status,
+                cause: a.cause,
+                started: a.started,
+            }
+            .log();
+        }
+        let m = &ctx.metrics;
+        m.responses
+            .with_label_values(&[name, route, "", a.status.as_str(), a.cause])
+            .inc();
+        m.duration
+            .with_label_values(&[name, route, ""])
+            .observe(a.started.elapsed().as_secs_f64());
     }
 
     fn call_loaded(&mut self, snapshot: Arc<Snapshot>, req: Request<ReqBody>) -> Self::Future {
@@ -184,16 +227,21 @@ fn record(
     if let Some(seen) = tap {
         ctx.metrics.tap.publish(seen, route, backend, &rsp, cause); // tap: the summary
     }
-    if let Some((method, uri, version, headers)) = access {
-        tracing::info!(
-            target: "remora_proxy::access",
-            listener = name, route, backend, client = %down.client, tls = down.tls,
-            client_id = down.client_id.as_deref().unwrap_or(""),
-            method = %method, path = uri.path(), version = ?version,
-            status = rsp.status().as_u16(), error = cause, headers,
-            duration_ms = cx.started.elapsed().as_secs_f64() * 1000.0,
-            "request"
-        );
+    if let Some((method, uri, version, headers)) = &access {
+        AccessEvent {
+            listener: name,
+            route,
+            backend,
+            down,
+            method,
+            uri,
+            version: *version,
+            headers,
+            status: rsp.status(),
+            cause,
+            started: cx.started,
+        }
+        .log();
     }
     // otel: the server span ends with the response head.
     if let Some(t) = traced {
@@ -243,4 +291,36 @@ fn record(
         None => duration().observe(elapsed),
     }
     rsp
+}
+
+/// One event of a listener's access log (`access_log: true`).
+struct AccessEvent<'a> {
+    listener: &'a str,
+    route: &'a str,
+    backend: &'a str,
+    down: &'a Downstream,
+    method: &'a Method,
+    uri: &'a Uri,
+    version: Version,
+    /// `edge.log_headers`, redacted.
+    headers: &'a str,
+    status: http::StatusCode,
+    cause: &'a str,
+    started: Instant,
+}
+
+impl AccessEvent<'_> {
+    fn log(&self) {
+        let down = self.down;
+        tracing::info!(
+            target: "remora_proxy::access",
+            listener = self.listener, route = self.route, backend = self.backend,
+            client = %down.client, tls = down.tls,
+            client_id = down.client_id.as_deref().unwrap_or(""),
+            method = %self.method, path = self.uri.path(), version = ?self.version,
+            status = self.status.as_u16(), error = self.cause, headers = self.headers,
+            duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+            "request"
+        );
+    }
 }
