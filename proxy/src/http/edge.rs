@@ -19,11 +19,14 @@
 //! Request bodies reach the inner service as [`InBody`] (decompressed or
 //! not); responses leave as [`OutBody`].
 
+mod answered;
 mod body;
 mod compress;
 mod cors;
 mod log;
 
+use answered::{answerable, Watch};
+pub use answered::{Answered, EdgeHead};
 pub use body::{InBody, OutBody};
 pub use log::logged_headers;
 
@@ -141,38 +144,6 @@ pub trait Loads: Service<Request<InBody>> {
     /// CORS preflight, a body in a coding the listener does not decode),
     /// as the requests that went down are.
     fn answered(&self, answer: Answered<'_>);
-}
-
-/// A request the edge middleware answered without the inner service.
-pub struct Answered<'a> {
-    pub snapshot: &'a Snapshot,
-    pub index: usize,
-    pub head: &'a EdgeHead,
-    pub status: http::StatusCode,
-    /// The metrics' `error` label: empty for a preflight.
-    pub cause: &'static str,
-    pub started: tokio::time::Instant,
-}
-
-/// What the access log and the metrics say of a request the edge
-/// middleware may answer, taken as it reaches CORS (after the request id
-/// and the sensitive marks).
-pub struct EdgeHead {
-    pub method: Method,
-    pub uri: http::Uri,
-    pub version: http::Version,
-    /// The route it would go to (index in the listener's routes).
-    pub route: Option<u32>,
-    /// `edge.log_headers`, when the listener logs access.
-    pub headers: String,
-}
-
-/// Watches a request that the edge middleware may answer itself: what it
-/// looked like, and whether it went further down.
-#[derive(Default)]
-struct Watch {
-    head: std::sync::OnceLock<EdgeHead>,
-    reached: std::sync::atomic::AtomicBool,
 }
 
 /// Wraps a service in the edge middleware of its listener, read from the
@@ -330,18 +301,7 @@ where
     rsp
 }
 
-/// Whether the edge middleware may answer `req` itself: an `OPTIONS`
-/// request where CORS is on (tower-http answers every one), a body with a
-/// `Content-Encoding` where decompression is.
-fn answerable(listener: &ListenerTable, req: &Request<Incoming>) -> bool {
-    let Some(edge) = &listener.edge else {
-        return false;
-    };
-    let cors = edge.cors.is_some() || edge.route_overrides;
-    (req.method() == Method::OPTIONS && cors) || (edge.decompress.is_some() && encoded(req))
-}
-
-fn encoded<B>(req: &Request<B>) -> bool {
+pub(super) fn encoded<B>(req: &Request<B>) -> bool {
     req.headers()
         .get(CONTENT_ENCODING)
         .is_some_and(|v| v != "identity")
@@ -450,7 +410,7 @@ fn route_edge<'a>(listener: &'a ListenerTable, req: &Request<Incoming>) -> Optio
 
 /// The route a request goes to; a CORS preflight goes where the method it
 /// asks about would.
-fn route_index(listener: &ListenerTable, req: &Request<Incoming>) -> Option<u32> {
+pub(super) fn route_index(listener: &ListenerTable, req: &Request<Incoming>) -> Option<u32> {
     let preflight = (req.method() == Method::OPTIONS)
         .then(|| req.headers().get(ACCESS_CONTROL_REQUEST_METHOD))
         .flatten()
@@ -460,21 +420,4 @@ fn route_index(listener: &ListenerTable, req: &Request<Incoming>) -> Option<u32>
     listener
         .router
         .find_index(host, method, req.uri().path(), req.headers())
-}
-
-impl EdgeHead {
-    fn of(snapshot: &Snapshot, index: usize, req: &Request<Incoming>) -> Self {
-        let listener = &snapshot.listeners[index];
-        let headers = match &listener.edge {
-            Some(e) if listener.access_log => logged_headers(&e.log_headers, req.headers()),
-            _ => String::new(),
-        };
-        EdgeHead {
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            version: req.version(),
-            route: route_index(listener, req),
-            headers,
-        }
-    }
 }
