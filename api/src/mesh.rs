@@ -76,6 +76,13 @@ pub struct Service {
     /// Further host names callers may use (e.g. `api.prod.svc.cluster.local`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,
+    /// Addresses callers may dial the service at that are none of its
+    /// endpoints (a Kubernetes Service's ClusterIP and port): a caller's
+    /// transparent proxy routes a request it took from a connection to one
+    /// of them as a call to this service, whatever its host (a short name,
+    /// the IP itself).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<std::net::SocketAddr>,
     #[serde(default)]
     pub protocol: UpstreamProtocol,
     /// How callers spread requests over the endpoints.

@@ -223,6 +223,12 @@ pub struct RouteMatch {
     /// All must match.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<HeaderMatch>,
+    /// On a transparent listener (`original_destination: true`): a request
+    /// whose host matches no route, on a connection the client dialed to
+    /// one of these addresses (a Kubernetes Service's ClusterIP and port),
+    /// takes this route if the rest of the match holds. Elsewhere unused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub destinations: Vec<std::net::SocketAddr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -312,6 +312,14 @@ fn check_route(p: &mut Problems, at: &str, r: &Route, backends: &HashSet<&str>) 
     for (k, h) in m.hosts.iter().enumerate() {
         check_host(p, || format!("{at}.match.hosts[{k}]"), h);
     }
+    for (k, d) in m.destinations.iter().enumerate() {
+        if d.ip().is_unspecified() || d.port() == 0 {
+            p.add(
+                format!("{at}.match.destinations[{k}]"),
+                format!("`{d}` is not an address a client dials"),
+            );
+        }
+    }
     match &m.path {
         Some(PathMatch::Exact(s)) | Some(PathMatch::Prefix(s)) if !s.starts_with('/') => {
             p.add(format!("{at}.match.path"), "must start with '/'");
@@ -617,6 +625,22 @@ mod tests {
                 found.iter().any(|p| p.contains(want)),
                 "{want:?} in {found:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_route_destination_must_be_one_a_client_dials() {
+        let route = |d: &str| {
+            format!(
+                "    protocol: detect\n    original_destination: true\n    routes:\n      - name: api\n        match: {{ destinations: [\"{d}\"] }}\n        backends: [{{ name: db }}]\n"
+            )
+        };
+        assert_eq!(problems(&route("10.96.0.12:8080")), Vec::<String>::new());
+        assert_eq!(problems(&route("[fd00::12]:80")), Vec::<String>::new());
+        for bad in ["0.0.0.0:8080", "10.96.0.12:0"] {
+            let found = problems(&route(bad));
+            let want = "listeners[0].routes[0].match.destinations[0]: ";
+            assert!(found.iter().any(|p| p.contains(want)), "{bad}: {found:?}");
         }
     }
 

@@ -5,8 +5,8 @@
 //! A workload's config has its admin address and one listener, `outbound`,
 //! whose routes are those of every service the workload may call (sorted by
 //! service name, each service's routes in their order), with `match.hosts`
-//! set to the service's name and aliases and route names prefixed by the
-//! service (`api.canary`). A service without routes gets one route named
+//! set to the service's name and aliases, `match.destinations` to its
+//! `addresses`, and route names prefixed by the service (`api.canary`). A service without routes gets one route named
 //! after it, to itself. The backends are the services those routes reach.
 //! With a CA, every config also carries `identity: { trust_roots }`.
 //!
@@ -70,7 +70,9 @@ fn routes_of(s: &Service) -> Vec<Route> {
         .cloned()
         .collect();
     if s.routes.is_empty() {
-        return vec![default_route(s, hosts)];
+        let mut r = default_route(s, hosts);
+        r.matches.destinations = s.addresses.clone();
+        return vec![r];
     }
     s.routes
         .iter()
@@ -78,6 +80,7 @@ fn routes_of(s: &Service) -> Vec<Route> {
             let mut r = r.clone();
             r.name = format!("{}.{}", s.name, r.name);
             r.matches.hosts = hosts.clone();
+            r.matches.destinations = s.addresses.clone();
             r
         })
         .collect()

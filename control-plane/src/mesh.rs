@@ -146,6 +146,7 @@ impl Found {
 
 fn check_services(found: &mut Found, mesh: &Mesh, services: &Services<'_>) {
     let mut hosts: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut addresses: BTreeMap<std::net::SocketAddr, &str> = BTreeMap::new();
     for (i, s) in mesh.services.iter().enumerate() {
         let at = format!("services[{i}]");
         if !dns_name(&s.name) {
@@ -172,6 +173,21 @@ fn check_services(found: &mut Found, mesh: &Mesh, services: &Services<'_>) {
                 Some(other) => found.add(
                     path,
                     format!("`{host}` is already a host of service `{other}`"),
+                ),
+                None => {}
+            }
+        }
+        for (j, a) in s.addresses.iter().enumerate() {
+            let path = format!("{at}.addresses[{j}]");
+            if a.ip().is_unspecified() || a.port() == 0 {
+                found.add(path, format!("`{a}` is not an address a caller dials"));
+                continue;
+            }
+            match addresses.insert(*a, &s.name) {
+                Some(other) if other == s.name => found.add(path, format!("`{a}` is listed twice")),
+                Some(other) => found.add(
+                    path,
+                    format!("`{a}` is already an address of service `{other}`"),
                 ),
                 None => {}
             }
@@ -203,6 +219,12 @@ fn check_services(found: &mut Found, mesh: &Mesh, services: &Services<'_>) {
                 found.add(
                     format!("{at}.match.hosts"),
                     "a service's routes match its name and aliases: leave `hosts` out",
+                );
+            }
+            if !r.matches.destinations.is_empty() {
+                found.add(
+                    format!("{at}.match.destinations"),
+                    "a service's routes match its `addresses`: leave `destinations` out",
                 );
             }
             for (k, b) in r.backends.iter().enumerate() {

@@ -474,6 +474,48 @@ fn a_transparent_workload_reads_original_destinations_on_both_sides() {
 }
 
 #[test]
+fn a_service_address_is_a_destination_of_each_of_its_routes() {
+    let mesh = parse(
+        "services:
+  - name: api
+    addresses: [\"10.96.0.10:80\", \"[fd00:96::10]:80\"]
+    routes:
+      - { name: v2, match: { path: { prefix: /v2 } }, backends: [{ name: api }] }
+      - { name: rest, backends: [{ name: api }] }
+  - name: web
+    addresses: [\"10.96.0.11:80\"]
+workloads:
+  - { name: web, outbound: 127.0.0.1:4140, transparent: true, calls: [api] }
+  - { name: api, outbound: 127.0.0.1:4140, transparent: true, calls: [web] }
+",
+    );
+    let out = compile(&mesh);
+    let want: Vec<std::net::SocketAddr> = vec![
+        "10.96.0.10:80".parse().unwrap(),
+        "[fd00:96::10]:80".parse().unwrap(),
+    ];
+    let web = &out["web"].config;
+    let routes = &web.listeners[0].routes;
+    assert_eq!(route_names(&out["web"]), ["api.v2", "api.rest"]);
+    for r in routes {
+        assert_eq!(r.matches.destinations, want, "{}", r.name);
+    }
+    // A service without routes: its one route.
+    let api = &out["api"].config;
+    assert_eq!(
+        api.listeners[0].routes[0].matches.destinations,
+        ["10.96.0.11:80".parse::<std::net::SocketAddr>().unwrap()]
+    );
+    for c in [web, api] {
+        assert!(
+            remora_api::validate(c).is_empty(),
+            "{:?}",
+            remora_api::validate(c)
+        );
+    }
+}
+
+#[test]
 fn a_service_sets_how_callers_balance_connect_and_pool() {
     let mesh = parse(
         "services:

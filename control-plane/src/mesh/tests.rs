@@ -32,6 +32,24 @@ fn table_of_invalid_meshes() {
             "already a host of service `a`",
         ),
         (
+            "address claimed by two services",
+            format!("services: [{{name: a, addresses: [\"10.96.0.1:80\"]}}, {{name: b, addresses: [\"10.96.0.1:80\"]}}]\n{w}"),
+            "services[1].addresses[0]",
+            "already an address of service `a`",
+        ),
+        (
+            "address no caller dials",
+            format!("services: [{{name: a, addresses: [\"0.0.0.0:80\"]}}]\n{w}"),
+            "services[0].addresses[0]",
+            "not an address a caller dials",
+        ),
+        (
+            "route that sets destinations",
+            format!("services: [{{name: a, routes: [{{name: r, match: {{destinations: [\"10.96.0.1:80\"]}}, backends: [{{name: a}}]}}]}}]\n{w}"),
+            "services[0].routes[0].match.destinations",
+            "leave `destinations` out",
+        ),
+        (
             "alias that is not a host name",
             format!("services: [{{name: a, aliases: [\"A_B\"]}}]\n{w}"),
             "services[0].aliases[0]",

@@ -155,6 +155,9 @@ async fn the_initial_lists_give_services_endpoints_and_meshed_workloads() {
         .find(|r| r.name == "api.shop.api-v1-0")
         .expect("the HTTPRoute's route");
     assert_eq!(route.timeout, Some(remora_api::Duration::from_secs(2)));
+    // Called by its ClusterIP (a short name resolves to it): the same route.
+    let cluster_ip: std::net::SocketAddr = "10.96.12.40:80".parse().unwrap();
+    assert_eq!(route.matches.destinations, [cluster_ip]);
     let inbound = &config.listeners[1];
     assert_eq!(inbound.address.to_string(), "0.0.0.0:4143");
     // The empty start, then the cluster: GRPCRoutes and the CRDs are not

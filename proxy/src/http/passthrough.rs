@@ -34,6 +34,11 @@ impl Passthrough {
         }
     }
 
+    /// The address the client dialed.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// The backend requests to this destination go through.
     pub fn backend<'a>(&'a self, listener: &'a ListenerTable) -> &'a Arc<Backend> {
         let known = listener.original_destination.as_ref();

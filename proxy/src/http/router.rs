@@ -15,6 +15,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use regex::Regex;
 use remora_api as api;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -24,6 +25,9 @@ pub struct Router {
     /// Keyed by the suffix with its leading dot: `.example.com`.
     suffix: HashMap<Box<str>, Vec<u32>>,
     any: Vec<u32>,
+    /// Routes by `match.destinations`, in order: for a request whose host
+    /// matches none, by the address its client dialed.
+    destinations: HashMap<SocketAddr, Vec<u32>>,
 }
 
 pub struct Route {
@@ -230,6 +234,7 @@ impl Router {
             exact: HashMap::new(),
             suffix: HashMap::new(),
             any: Vec::new(),
+            destinations: HashMap::new(),
         };
         for (i, r) in routes.iter().enumerate() {
             let mut route = compile_route(r, &backend)?;
@@ -244,6 +249,9 @@ impl Router {
             }
             router.routes.push(route);
             let i = i as u32;
+            for d in &r.matches.destinations {
+                router.destinations.entry(*d).or_default().push(i);
+            }
             let hosts = &r.matches.hosts;
             if hosts.is_empty() || hosts.iter().any(|h| h == "*") {
                 router.any.push(i);
@@ -296,6 +304,25 @@ impl Router {
             host
         };
         let candidates = self.candidates(host);
+        candidates.iter().copied().find(|i| {
+            self.routes[*i as usize]
+                .matcher
+                .matches(method, path, headers)
+        })
+    }
+
+    /// The route for a request whose host matched none, by the address its
+    /// client dialed (a transparent listener's original destination): the
+    /// first route with that address in `match.destinations` whose path,
+    /// methods and headers match.
+    pub fn find_index_at(
+        &self,
+        destination: SocketAddr,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Option<u32> {
+        let candidates = self.destinations.get(&destination)?;
         candidates.iter().copied().find(|i| {
             self.routes[*i as usize]
                 .matcher

@@ -143,13 +143,15 @@ async fn a_plain_client_reaches_another_pod_through_both_proxies_over_mutual_tls
         .await
         .unwrap();
 
-    // With routes, HTTP on the outbound listener is routed by host, and a
-    // host no route knows goes on to where the client was headed: the
+    // With routes, HTTP on the outbound listener is routed by host; a host
+    // no route knows, dialed at an address a route stands for (10.254.0.99,
+    // no pod's: a Service's ClusterIP called by a short name), takes that
+    // route; else it goes on to where the client was headed: the
     // snapshot's backend with an endpoint there, else the address itself.
     let text = std::fs::read_to_string(outbound.config_path()).unwrap();
     let routed = text.replacen(
         "    original_destination: true\n",
-        "    original_destination: true\n    routes: [{ name: api, match: { hosts: [api] }, backends: [{ name: api }] }]\n",
+        "    original_destination: true\n    routes: [{ name: api, match: { hosts: [api], destinations: [\"10.254.0.99:8080\"] }, backends: [{ name: api }] }]\n",
         1,
     );
     let mark = outbound.log_mark();
@@ -178,6 +180,10 @@ async fn a_plain_client_reaches_another_pod_through_both_proxies_over_mutual_tls
         ])
         .await;
     assert_eq!(by_name, via_mesh);
+    assert_eq!(
+        curl(&client_pod, None, "http://10.254.0.99:8080/").await,
+        via_mesh
+    );
     let metrics = outbound.metrics().await;
     let http = |route: &str, backend: &str| {
         let labels = [
@@ -190,7 +196,7 @@ async fn a_plain_client_reaches_another_pod_through_both_proxies_over_mutual_tls
     };
     assert_eq!(http("", "passthrough"), 1.0, "{metrics}");
     assert_eq!(http("", "api"), 1.0, "{metrics}");
-    assert_eq!(http("api", "api"), 1.0, "{metrics}");
+    assert_eq!(http("api", "api"), 2.0, "{metrics}");
     assert_eq!(
         value(&metrics, "remora_tcp_connections_total", &passthrough),
         1.0,
@@ -207,10 +213,10 @@ async fn a_plain_client_reaches_another_pod_through_both_proxies_over_mutual_tls
     let gone = curl(&client_pod, None, "http://10.254.0.2:8080/").await;
     assert!(gone.starts_with("ERROR"), "{gone}");
     let metrics = inbound.metrics().await;
-    // The 3 opaque ones, and the routed HTTP requests' (one per endpoint
-    // of `api` the balancer chose, at most 2).
+    // The 3 opaque ones, and the 3 routed HTTP requests' (pooled or not:
+    // at least one, at most one each).
     let total = value(&metrics, "remora_inbound_connections_total", &by_web);
-    assert!((4.0..=5.0).contains(&total), "{metrics}");
+    assert!((4.0..=6.0).contains(&total), "{metrics}");
 }
 
 /// The server pod's proxy: strict mutual TLS, any authenticated peer, and

@@ -95,6 +95,7 @@ pub(super) fn rule(
                         path: Some(path),
                         methods: Vec::new(),
                         headers,
+                        destinations: Vec::new(),
                     },
                 ))
             })

@@ -63,6 +63,7 @@ fn matched(m: &HttpRouteRulesMatches) -> Result<Matched, String> {
             path: Some(path),
             methods,
             headers,
+            destinations: Vec::new(),
         },
     ))
 }

@@ -1,8 +1,10 @@
 //! Services and their endpoints: a Service with a TCP port is the mesh
 //! service `<name>.<ns>` (see [`super`]); its endpoints are the ready
-//! addresses of its EndpointSlices at the first TCP port's target port.
+//! addresses of its EndpointSlices at the first TCP port's target port, its
+//! `addresses` its ClusterIPs at that port.
 
 use super::{sorted, Cluster, ObjRef, ObjectProblem, Options};
+use k8s_openapi::api::core::v1::ServiceSpec;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use remora_api::mesh::{Service, ServiceEndpoint};
 use remora_api::UpstreamProtocol;
@@ -77,6 +79,7 @@ pub(super) fn services(
                 format!("{mesh_name}.svc"),
                 format!("{mesh_name}.svc.{}", opts.cluster_domain),
             ],
+            addresses: cluster_ips(spec, port.port),
             protocol,
             balancer: Default::default(),
             connect_timeout: remora_api::defaults::connect_timeout(),
@@ -97,6 +100,29 @@ pub(super) fn services(
         };
         out.insert(mesh_name, draft);
     }
+    out
+}
+
+/// The Service's ClusterIPs (both families of a dual-stack one) at `port`:
+/// where its callers connect when they call it by a short name or by IP.
+/// None for a headless Service (`clusterIP: None`: its name resolves to the
+/// pods, which are endpoints already).
+fn cluster_ips(spec: &ServiceSpec, port: i32) -> Vec<SocketAddr> {
+    let Ok(port) = u16::try_from(port) else {
+        return Vec::new();
+    };
+    let ips = match &spec.cluster_ips {
+        Some(ips) if !ips.is_empty() => ips.iter().collect::<Vec<_>>(),
+        _ => spec.cluster_ip.iter().collect(),
+    };
+    let mut out: Vec<SocketAddr> = ips
+        .into_iter()
+        .filter_map(|ip| ip.parse::<IpAddr>().ok())
+        .filter(|ip| !ip.is_unspecified())
+        .map(|ip| SocketAddr::new(ip, port))
+        .collect();
+    out.sort_unstable();
+    out.dedup();
     out
 }
 

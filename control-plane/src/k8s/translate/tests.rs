@@ -15,6 +15,14 @@ fn service(ns: &str, name: &str, ports: Value) -> Arc<KService> {
         "spec": {"ports": ports, "selector": {"app": name}}}))
 }
 
+/// A Service with `clusterIPs` (`["None"]`: headless).
+fn service_at(ns: &str, name: &str, ports: Value, ips: &[&str]) -> Arc<KService> {
+    obj(json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"namespace": ns, "name": name},
+        "spec": {"ports": ports, "selector": {"app": name},
+            "clusterIP": ips[0], "clusterIPs": ips}}))
+}
+
 /// A slice of Service `svc` with one port `http` = `port` and endpoints
 /// (ip, pod, ready, zone).
 fn slice(ns: &str, svc: &str, port: u16, eps: &[(&str, &str, bool, &str)]) -> Arc<EndpointSlice> {
@@ -64,15 +72,17 @@ fn run(cluster: &Cluster) -> Translation {
 fn shop() -> Cluster {
     Cluster {
         services: vec![
-            service(
+            service_at(
                 "shop",
                 "api",
                 json!([{"name": "http", "port": 80, "targetPort": 8080}]),
+                &["10.96.0.10"],
             ),
-            service(
+            service_at(
                 "shop",
                 "web",
                 json!([{"name": "http", "port": 80, "targetPort": 8080}]),
+                &["10.96.0.11", "fd00:96::11"],
             ),
             service(
                 "kube-system",
@@ -113,11 +123,13 @@ trust_domain: cluster.local
 services:
   - name: api.shop
     aliases: [api.shop.svc, api.shop.svc.cluster.local]
+    addresses: ["10.96.0.10:80"]
     endpoints:
       - { address: 10.0.0.2:8080, identity: spiffe://cluster.local/ns/shop/sa/api, zone: zone-a }
       - { address: 10.0.0.4:8080, zone: zone-b }
   - name: web.shop
     aliases: [web.shop.svc, web.shop.svc.cluster.local]
+    addresses: ["10.96.0.11:80", "[fd00:96::11]:80"]
     endpoints:
       - { address: 10.0.1.2:8080, identity: spiffe://cluster.local/ns/shop/sa/web, zone: zone-b }
 workloads:

@@ -1,6 +1,7 @@
 //! Routing: the route a request matches (by host, path, method and
-//! headers), else, on a transparent listener, its connection's original
-//! destination, else `404`.
+//! headers), else, on a transparent listener, the route for its
+//! connection's original destination (`match.destinations`) or that
+//! destination itself, else `404`.
 
 use super::Step;
 use crate::http::call::{Answer, Call};
@@ -22,8 +23,18 @@ impl<B> Step<B> for Route {
         match (found, &call.cx.down.passthrough) {
             (Some(i), _) => view.set_route(i),
             (None, Some(p)) => {
-                let backend = p.backend(view.listener()).clone();
-                view.set_passthrough(backend);
+                // A host no route names, dialed at an address a route
+                // stands for (a ClusterIP, called by a short name or by
+                // its IP): that route; else the original destination.
+                let router = &view.listener().router;
+                let path = req.uri().path();
+                match router.find_index_at(p.addr(), req.method(), path, req.headers()) {
+                    Some(i) => view.set_route(i),
+                    None => {
+                        let backend = p.backend(view.listener()).clone();
+                        view.set_passthrough(backend);
+                    }
+                }
             }
             (None, None) => return Some(Err(ProxyError::NoRoute)),
         }

@@ -190,3 +190,33 @@ type Case<'a> = (
     &'a [(&'a str, &'a str)],
     Option<&'a str>,
 );
+
+#[test]
+fn a_destination_finds_the_routes_that_name_it_in_order() {
+    let r = router(
+        r#"
+- name: api.v2
+  match: { hosts: [api.shop], path: { prefix: /v2 }, destinations: ["10.96.0.12:8080"] }
+  backends: [{ name: a }]
+- name: api
+  match: { hosts: [api.shop], destinations: ["10.96.0.12:8080", "[fd00::12]:8080"] }
+  backends: [{ name: b }]
+- name: web
+  match: { hosts: [web.shop], destinations: ["10.96.0.13:80"] }
+  backends: [{ name: b }]
+"#,
+    );
+    let at = |dst: &str, path: &str| {
+        let i = r.find_index_at(dst.parse().unwrap(), &Method::GET, path, &HeaderMap::new())?;
+        Some(&*r.routes()[i as usize].name)
+    };
+    assert_eq!(at("10.96.0.12:8080", "/v2/x"), Some("api.v2"));
+    assert_eq!(at("10.96.0.12:8080", "/v1"), Some("api"));
+    assert_eq!(at("[fd00::12]:8080", "/"), Some("api"));
+    assert_eq!(at("10.96.0.13:80", "/"), Some("web"));
+    // Another port of the same IP, or an address no route names.
+    assert_eq!(at("10.96.0.12:9090", "/"), None);
+    assert_eq!(at("10.96.0.99:8080", "/"), None);
+    // The host still decides first: a destination is not a host.
+    assert_eq!(find(&r, "10.96.0.12", "GET", "/", &[]), None);
+}
