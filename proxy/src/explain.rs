@@ -82,9 +82,16 @@ pub fn explain(snap: &Snapshot, q: &Query) -> Result<Explanation, String> {
     let (index, listener) = choose_listener(snap, q)?;
     let table = &snap.listeners[index];
     let route_cfg = |i: usize| &snap.config.listeners[index].routes[i];
-    let trace = table
+    let mut trace = table
         .router
         .explain(&q.host, &q.method, &q.path, &q.headers);
+    let transparent = snap.config.listeners[index].original_destination;
+    let redirected = q.destination.filter(|_| transparent);
+    if let (None, Some(d)) = (trace.chosen, redirected) {
+        table
+            .router
+            .explain_at(&mut trace, d, &q.method, &q.path, &q.headers);
+    }
     let mut out = Explanation {
         version: snap.version.clone(),
         listener,
@@ -101,7 +108,10 @@ pub fn explain(snap: &Snapshot, q: &Query) -> Result<Explanation, String> {
         route: trace,
     };
     let Some(i) = out.route.chosen else {
-        out.outcome = "no route matches: 404 no-route".into();
+        out.outcome = match redirected {
+            Some(d) => format!("no route matches: on to the original destination {d}"),
+            None => "no route matches: 404 no-route".into(),
+        };
         return Ok(out);
     };
     let route = &table.router.routes()[i];

@@ -4,7 +4,7 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde::Deserialize;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// A request as `/explain` takes it.
 #[derive(Debug)]
@@ -21,6 +21,9 @@ pub struct Query {
     pub client_id: Option<String>,
     /// The caller's address, for authorization by network.
     pub client_addr: Option<IpAddr>,
+    /// On a transparent listener: the address the client dialed (before
+    /// iptables redirected it), for `match.destinations` and passthrough.
+    pub destination: Option<SocketAddr>,
 }
 
 /// The JSON form: the same fields; `headers` an object of name → value.
@@ -35,11 +38,12 @@ struct Raw {
     listener: Option<String>,
     client_id: Option<String>,
     client_addr: Option<String>,
+    destination: Option<String>,
 }
 
 impl Query {
     /// From `?method=..&host=..&path=..&header=name:value&listener=..&
-    /// client_id=..&client_addr=..` (`format` is the caller's).
+    /// client_id=..&client_addr=..&destination=..` (`format` is the caller's).
     pub fn from_query_string(qs: &str) -> Result<Query, String> {
         let mut raw = Raw::default();
         let mut headers = Vec::new();
@@ -51,6 +55,7 @@ impl Query {
                 "listener" => &mut raw.listener,
                 "client_id" => &mut raw.client_id,
                 "client_addr" => &mut raw.client_addr,
+                "destination" => &mut raw.destination,
                 "header" => {
                     let (n, v) = v
                         .split_once(':')
@@ -62,7 +67,7 @@ impl Query {
                 other => {
                     return Err(format!(
                         "unknown parameter `{other}`; use method, host, path, header=name:value, \
-                         listener, client_id, client_addr, format"
+                         listener, client_id, client_addr, destination, format"
                     ))
                 }
             };
@@ -125,6 +130,12 @@ impl Raw {
                 ));
             }
         }
+        let destination = match self.destination {
+            Some(d) => Some(d.parse().map_err(|_| {
+                format!("destination `{d}` is not an address (10.96.0.12:80, [fd00::12]:80)")
+            })?),
+            None => None,
+        };
         Ok(Query {
             method,
             host,
@@ -133,6 +144,7 @@ impl Raw {
             listener: self.listener,
             client_id: self.client_id,
             client_addr,
+            destination,
         })
     }
 }

@@ -173,6 +173,66 @@ async fn explain_names_the_route_backend_and_endpoint_with_reasons() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_transparent_listener_the_address_dialed_finds_its_route() {
+    let up = Upstream::start("up").await;
+    let yaml = format!(
+        r#"admin: {{ address: 127.0.0.1:0 }}
+listeners:
+  - name: outbound
+    address: 127.0.0.1:0
+    protocol: detect
+    original_destination: true
+    routes:
+      - name: api.v2
+        match: {{ hosts: [api.shop], path: {{ prefix: /v2 }}, destinations: ["10.96.0.12:80"] }}
+        backends: [{{ name: api }}]
+      - name: api
+        match: {{ hosts: [api.shop], destinations: ["10.96.0.12:80"] }}
+        backends: [{{ name: api }}]
+backends:
+  - name: api
+    endpoints: [{{ address: {} }}]
+"#,
+        up.addr()
+    );
+    let proxy = start(&yaml).await;
+    let admin = proxy.admin();
+    // Called by a short name: no route names host `api`; the address it
+    // dialed (the ClusterIP) does.
+    let e = explain(admin, "host=api:80&path=/v1/x&destination=10.96.0.12:80").await;
+    assert_eq!(e["chosen_route"], "api", "{e:#}");
+    assert_eq!(e["chosen_backend"], "api");
+    let how = e["route"]["hosts"].as_str().unwrap();
+    assert!(how.contains("no route names host api"), "{how}");
+    assert!(
+        how.contains("destination 10.96.0.12:80 (2 of them)"),
+        "{how}"
+    );
+    let steps = e["route"]["steps"].as_array().unwrap();
+    assert_eq!(steps[0]["route"], "api.v2");
+    assert!(steps[0]["reason"].as_str().unwrap().contains("path /v1/x"));
+    // Another address: on to where the client was headed.
+    let e = explain(admin, "host=api&destination=10.96.0.99:80").await;
+    assert_eq!(e["chosen_route"], Value::Null);
+    assert_eq!(
+        e["outcome"],
+        "no route matches: on to the original destination 10.96.0.99:80"
+    );
+    // Not redirected (no destination): 404, as the proxy answers.
+    let e = explain(admin, "host=api").await;
+    assert!(e["outcome"].as_str().unwrap().contains("404"), "{e:#}");
+    let (status, body) = curl(vec![format!(
+        "http://{admin}/explain?host=api&destination=api:80"
+    )])
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("destination `api:80` is not an address"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_explain_queries_are_a_clear_400() {
     let up = Upstream::start("up").await;
     let proxy = start(&crate::config(

@@ -59,6 +59,41 @@ impl Router {
         trace
     }
 
+    /// Like [`Router::find_index_at`], with the reasons: the routes naming
+    /// `destination` tried after the host found none (a transparent
+    /// listener's request on a connection dialed there), added to `trace`.
+    pub fn explain_at(
+        &self,
+        trace: &mut RouteTrace,
+        destination: std::net::SocketAddr,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+    ) {
+        let candidates = self.destinations.get(&destination).map_or(&[][..], |c| c);
+        trace.hosts = format!(
+            "{}; then routes for destination {destination} ({} of them)",
+            trace.hosts,
+            candidates.len()
+        );
+        for &i in candidates {
+            let route = &self.routes[i as usize];
+            let failed = route.matcher.mismatch(method, path, headers);
+            let matched = failed.is_none();
+            trace.steps.push(RouteStep {
+                route: route.name.to_string(),
+                matched,
+                reason: failed.unwrap_or_else(|| {
+                    format!("destination {destination}, {}", route.matcher.describe())
+                }),
+            });
+            if matched {
+                trace.chosen = Some(i as usize);
+                return;
+            }
+        }
+    }
+
     /// The candidates of [`Router::candidates`], and how the host chose them.
     fn explain_candidates(&self, host: &str) -> (String, &[u32]) {
         let list = self.candidates(host);
