@@ -24,6 +24,7 @@ use crate::detect::{self, Detection, Reason, Rewind};
 use crate::drain::Watch;
 use crate::http::call::Downstream;
 use crate::http::passthrough::Passthrough;
+use crate::http::router::TcpDestinations;
 use crate::http::server::{serve, ListenerCtx};
 use crate::snapshot::{EndpointIndex, InboundTable, ListenerTable};
 use crate::tcp::Target;
@@ -88,6 +89,8 @@ pub struct Plan {
     pub inbound: Option<Arc<InboundTable>>,
     /// Set on a transparent listener: the snapshot's endpoints by address.
     pub original_destination: Option<Arc<EndpointIndex>>,
+    /// Set on a transparent listener whose routes name destinations.
+    pub tcp_destinations: Option<Arc<TcpDestinations>>,
     /// Where the client meant to connect, when iptables redirected it to a
     /// transparent listener; set per connection at accept.
     pub destination: Option<SocketAddr>,
@@ -109,6 +112,7 @@ impl Plan {
             tcp_backend: table.tcp_backend.clone(),
             inbound: table.inbound.clone(),
             original_destination: table.original_destination.clone(),
+            tcp_destinations: table.tcp_destinations.clone(),
             destination: None,
         }
     }
@@ -397,7 +401,9 @@ pub async fn dispatch<I>(
 /// Where an opaque connection goes. Redirected to a transparent listener:
 /// on an inbound listener the local app on `127.0.0.1` at the original
 /// port; else the original destination, as the snapshot's endpoint there
-/// when it has one. Otherwise `tcp_backend`.
+/// when it has one, or as the backend of the route that names it in
+/// `match.destinations` (a ClusterIP: balanced over the service's
+/// endpoints). Otherwise `tcp_backend`.
 pub fn opaque_target(plan: &Plan) -> Option<Target> {
     match (plan.destination, &plan.original_destination) {
         (Some(dst), Some(_)) if plan.inbound.is_some() => Some(Target::Direct(SocketAddr::from((
@@ -406,10 +412,32 @@ pub fn opaque_target(plan: &Plan) -> Option<Target> {
         )))),
         (Some(dst), Some(index)) => Some(match index.get(&dst) {
             Some((backend, ep)) => Target::Endpoint(backend.clone(), ep.clone()),
-            None => Target::Direct(dst),
+            None => {
+                let named = plan.tcp_destinations.as_ref().and_then(|d| d.get(&dst));
+                match named.and_then(|w| pick_weighted(w)) {
+                    Some(backend) => Target::Balanced(backend.clone()),
+                    None => Target::Direct(dst),
+                }
+            }
         }),
         _ => plan.tcp_backend.clone().map(Target::Balanced),
     }
+}
+
+/// A backend drawn by weight (the first when every weight is 0).
+fn pick_weighted(weights: &[(Arc<Backend>, u32)]) -> Option<&Arc<Backend>> {
+    let total: u32 = weights.iter().map(|(_, w)| w).sum();
+    if total == 0 {
+        return weights.first().map(|(b, _)| b);
+    }
+    let mut n = fastrand::u32(0..total);
+    for (b, w) in weights {
+        if n < *w {
+            return Some(b);
+        }
+        n -= w;
+    }
+    weights.last().map(|(b, _)| b)
 }
 
 /// Terminates TLS. A client that goes away during the handshake (a TCP

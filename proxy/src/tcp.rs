@@ -11,9 +11,10 @@
 //! TLS (a backend's `tls`, or mesh identities) get TLS here too, without
 //! ALPN. An original destination that is an endpoint of the snapshot is
 //! that one endpoint, with the same transport, breaker and outlier
-//! reporting, and no other endpoint is tried; any other address is reached
-//! directly in plaintext and counted under the backend label
-//! [`PASSTHROUGH`].
+//! reporting, and no other endpoint is tried; one that a route names in
+//! `match.destinations` (a ClusterIP) is its backend's, balanced as for
+//! `tcp_backend`; any other address is reached directly in plaintext and
+//! counted under the backend label [`PASSTHROUGH`].
 //!
 //! Bytes are copied both ways with half-close: when one side ends its
 //! writing, the other side's write half is shut down and the copy goes on

@@ -194,7 +194,16 @@ fn prefix_match(prefix: &str, path: &str) -> bool {
     }
 }
 
+/// Where opaque connections to an address of `match.destinations` go: a
+/// route's backends with their weights ([`Router::tcp_destinations`]).
+pub type TcpDestinations = HashMap<SocketAddr, Vec<(Arc<Backend>, u32)>>;
+
 impl Matcher {
+    /// No path, method or header condition.
+    fn takes_any_request(&self) -> bool {
+        matches!(self.path, PathMatcher::Any) && self.methods.is_empty() && self.headers.is_empty()
+    }
+
     fn matches(&self, method: &Method, path: &str, headers: &HeaderMap) -> bool {
         if !self.methods.is_empty() && !self.methods.contains(method) {
             return false;
@@ -328,6 +337,30 @@ impl Router {
                 .matcher
                 .matches(method, path, headers)
         })
+    }
+
+    /// For opaque TCP on a transparent listener, per address of some
+    /// route's `match.destinations`: the backends (and weights) of the
+    /// first route naming it that takes any request (no path, method or
+    /// header condition) and forwards. An address whose routes all match
+    /// on HTTP details has none: its connections go to it directly.
+    pub fn tcp_destinations(&self) -> TcpDestinations {
+        let mut out = TcpDestinations::new();
+        for (dst, list) in &self.destinations {
+            let any_request = list
+                .iter()
+                .map(|i| &self.routes[*i as usize])
+                .find(|r| r.matcher.takes_any_request() && matches!(r.action, Action::Forward(_)));
+            if let Some(Route {
+                action: Action::Forward(split),
+                ..
+            }) = any_request
+            {
+                let weights = split.weights().map(|(b, w)| (b.clone(), w)).collect();
+                out.insert(*dst, weights);
+            }
+        }
+        out
     }
 
     fn candidates(&self, host: &str) -> &[u32] {

@@ -218,6 +218,11 @@ pub fn compile_as(
         };
         match routes {
             Ok(router) => listeners.push(ListenerTable {
+                tcp_destinations: l
+                    .original_destination
+                    .then(|| router.tcp_destinations())
+                    .filter(|d| !d.is_empty())
+                    .map(Arc::new),
                 name: l.name.as_str().into(),
                 router,
                 limits: l.limits.clone(),

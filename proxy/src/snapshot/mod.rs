@@ -60,6 +60,9 @@ pub struct ListenerTable {
     /// Set on `original_destination` (transparent) listeners: the
     /// snapshot's endpoints by address, built once and shared.
     pub original_destination: Option<Arc<EndpointIndex>>,
+    /// On a transparent listener with `match.destinations`: where opaque
+    /// connections to those addresses go (a ClusterIP's service).
+    pub tcp_destinations: Option<Arc<crate::http::router::TcpDestinations>>,
     /// Edge middleware (`edge:`), compiled; `None` costs a request one branch.
     pub edge: Option<crate::http::edge::EdgeTable>,
 }

@@ -202,6 +202,23 @@ async fn a_plain_client_reaches_another_pod_through_both_proxies_over_mutual_tls
         1.0,
         "HTTP did not go as opaque TCP"
     );
+    // Opaque bytes to the address the route stands for: to the route's
+    // backend, over mutual TLS, not to 10.254.0.99 itself.
+    let echoed = client_pod
+        .ok(&["python3", "-c", CLIENT, "10.254.0.99", "8080"])
+        .await;
+    assert_eq!(echoed.trim(), "ping over the mesh|bye from app");
+    let metrics = outbound.metrics().await;
+    let to_api = [("listener", "outbound"), ("backend", "api")];
+    assert_eq!(
+        value(&metrics, "remora_tcp_connections_total", &to_api),
+        3.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        value(&metrics, "remora_tcp_connections_total", &passthrough),
+        1.0
+    );
 
     // With the client pod's proxy gone, the plain client's connection goes
     // nowhere: it was intercepted, not sent straight to the app.
@@ -213,10 +230,10 @@ async fn a_plain_client_reaches_another_pod_through_both_proxies_over_mutual_tls
     let gone = curl(&client_pod, None, "http://10.254.0.2:8080/").await;
     assert!(gone.starts_with("ERROR"), "{gone}");
     let metrics = inbound.metrics().await;
-    // The 3 opaque ones, and the 3 routed HTTP requests' (pooled or not:
+    // The 4 opaque ones, and the 3 routed HTTP requests' (pooled or not:
     // at least one, at most one each).
     let total = value(&metrics, "remora_inbound_connections_total", &by_web);
-    assert!((4.0..=6.0).contains(&total), "{metrics}");
+    assert!((5.0..=7.0).contains(&total), "{metrics}");
 }
 
 /// The server pod's proxy: strict mutual TLS, any authenticated peer, and

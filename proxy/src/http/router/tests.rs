@@ -220,3 +220,32 @@ fn a_destination_finds_the_routes_that_name_it_in_order() {
     // The host still decides first: a destination is not a host.
     assert_eq!(find(&r, "10.96.0.12", "GET", "/", &[]), None);
 }
+
+#[test]
+fn opaque_tcp_to_a_destination_takes_the_backends_of_its_route_for_any_request() {
+    let r = router(
+        r#"
+- name: api.v2
+  match: { hosts: [api.shop], path: { prefix: /v2 }, destinations: ["10.96.0.12:80"] }
+  backends: [{ name: v2 }]
+- name: api
+  match: { hosts: [api.shop], destinations: ["10.96.0.12:80"] }
+  backends: [{ name: stable, weight: 90 }, { name: canary, weight: 10 }]
+- name: web.get
+  match: { hosts: [web.shop], methods: [GET], destinations: ["10.96.0.13:80"] }
+  backends: [{ name: web }]
+- name: moved
+  match: { hosts: [old.shop], destinations: ["10.96.0.14:80"] }
+  redirect: { host: new.shop }
+"#,
+    );
+    let tcp = r.tcp_destinations();
+    let api: Vec<(&str, u32)> = tcp[&"10.96.0.12:80".parse().unwrap()]
+        .iter()
+        .map(|(b, w)| (&*b.name, *w))
+        .collect();
+    // Not the route that needs a path: the one that takes any request.
+    assert_eq!(api, [("stable", 90), ("canary", 10)]);
+    // Only HTTP routes that need a method, or do not forward: none.
+    assert_eq!(tcp.len(), 1, "{:?}", tcp.keys().collect::<Vec<_>>());
+}
