@@ -3,8 +3,8 @@
 //! decompressed before the upstream, CORS preflights, request ids, and the
 //! access log's chosen headers with sensitive ones redacted.
 
-use crate::start;
 use crate::tls::curl;
+use crate::{metric, start};
 use remora_test_support::{ProxyProcess, Upstream};
 use std::time::Duration;
 
@@ -60,6 +60,18 @@ async fn fetch(args: &[&str]) -> (String, String) {
         .split_once("\r\n\r\n")
         .expect("headers, then body");
     (head.to_ascii_lowercase(), body.to_string())
+}
+
+/// Listener `web` counted `requests` requests, one of them answered at
+/// the edge with `status` and `error` (route `up`, no backend).
+async fn assert_counted(p: &ProxyProcess, requests: u64, status: &str, error: &str) {
+    let m = p.metrics().await;
+    let received = metric(&m, "remora_requests_total{listener=\"web\"}");
+    assert_eq!(received, requests, "{m}");
+    let answered = format!(
+        "remora_responses_total{{backend=\"\",error=\"{error}\",listener=\"web\",route=\"up\",status_code=\"{status}\"}}"
+    );
+    assert_eq!(metric(&m, &answered), 1, "{m}");
 }
 
 fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
@@ -129,20 +141,7 @@ async fn a_gzip_request_body_reaches_the_upstream_decompressed() {
         "{head}"
     );
     // Refused at the edge, yet in the metrics and the access log.
-    let m = p.metrics().await;
-    assert_eq!(
-        metric(&m, "remora_requests_total{listener=\"web\"}"),
-        2,
-        "{m}"
-    );
-    assert_eq!(
-        metric(
-            &m,
-            "remora_responses_total{backend=\"\",error=\"unsupported-encoding\",listener=\"web\",route=\"up\",status_code=\"415\"}"
-        ),
-        1,
-        "{m}"
-    );
+    assert_counted(&p, 2, "415", "unsupported-encoding").await;
     let line = p
         .wait_for_log_where(
             0,
@@ -154,15 +153,6 @@ async fn a_gzip_request_body_reaches_the_upstream_decompressed() {
     let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(entry["error"], "unsupported-encoding", "{line}");
     assert_eq!(entry["method"], "POST", "{line}");
-}
-
-/// A sample's value in Prometheus text: the line starting with `prefix`.
-fn metric(text: &str, prefix: &str) -> u64 {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,20 +215,7 @@ async fn cors_preflights_are_answered_for_allowed_origins_only() {
     assert_eq!(entry["route"], "up", "{line}");
     assert_eq!(entry["status"], 200, "{line}");
     assert_eq!(entry["path"], "/headers", "{line}");
-    let m = p.metrics().await;
-    assert_eq!(
-        metric(&m, "remora_requests_total{listener=\"web\"}"),
-        1,
-        "{m}"
-    );
-    assert_eq!(
-        metric(
-            &m,
-            "remora_responses_total{backend=\"\",error=\"\",listener=\"web\",route=\"up\",status_code=\"200\"}"
-        ),
-        1,
-        "{m}"
-    );
+    assert_counted(&p, 1, "200", "").await;
     let (head, _) = preflight("https://evil.example.com").await;
     // No allowed origin: the browser refuses (tower-http still lists methods).
     assert_eq!(header(&head, "access-control-allow-origin"), None, "{head}");

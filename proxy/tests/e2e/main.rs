@@ -53,3 +53,13 @@ pub fn config(routes: &str, backends: &str) -> String {
 }
 
 pub use remora_test_support::tools::require;
+
+/// A sample's value in Prometheus text: the first line starting with
+/// `prefix` (name and labels), 0 when there is none.
+pub fn metric(text: &str, prefix: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}

@@ -1,6 +1,6 @@
 //! Local rate limits, fault injection and active health checks, end to end.
 
-use crate::start;
+use crate::{metric, start};
 use remora_test_support::client::Request;
 use remora_test_support::{Http1Conn, Upstream};
 use std::time::Duration;
@@ -15,14 +15,6 @@ fn yaml(route: &str, backend: &str, ups: &[&Upstream]) -> String {
         "admin: {{ address: 127.0.0.1:0 }}\nlisteners:\n  - name: edge\n    address: 127.0.0.1:0\n    routes:\n      - name: r\n        backends: [{{ name: b }}]\n{route}\nbackends:\n  - name: b\n    endpoints: [{}]\n{backend}\n",
         eps.join(", ")
     )
-}
-
-fn metric(text: &str, prefix: &str) -> u64 {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,7 @@
 //! budget, outlier ejection and recovery, circuit breaking, per-try timeouts.
 //! Upstreams fail on command and say who answered.
 
-use crate::start;
+use crate::{metric, start};
 use bytes::Bytes;
 use remora_test_support::client::Request;
 use remora_test_support::upstream::Mode;
@@ -20,14 +20,6 @@ fn yaml(route: &str, backend: &str, ups: &[&Upstream]) -> String {
         "admin: {{ address: 127.0.0.1:0 }}\nlisteners:\n  - name: edge\n    address: 127.0.0.1:0\n    routes:\n      - name: r\n        backends: [{{ name: b }}]\n{route}\nbackends:\n  - name: b\n    endpoints: [{}]\n{backend}\n",
         eps.join(", ")
     )
-}
-
-fn metric(text: &str, prefix: &str) -> u64 {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
