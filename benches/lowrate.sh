@@ -8,8 +8,10 @@
 #
 # The proxy under test runs alone on CPU 1 with one worker; the upstream
 # (nginx `return 200`) and the client (`oha -q RATE -c 1`, open loop, one
-# connection) share CPU 0. Remora and nginx alternate within each round so
-# that both see the same machine. Per run: `/proc/PID/stat` user and system
+# connection) share CPU 0. Each round measures the client straight to the
+# upstream first (the latency a hop adds is counted against it), then
+# Remora and nginx, alternating their order, so that all see the same
+# machine. Per run: `/proc/PID/stat` user and system
 # ticks before/after (CLK_TCK resolution: at 10,000 requests, 1 µs), `perf
 # stat -e raw_syscalls:sys_enter,context-switches` on the proxy's PID, and
 # oha's latency percentiles. Prints each run, then the medians.
@@ -65,6 +67,22 @@ PY
   tail -1 "$out/results.jsonl"
 }
 
+# The client straight to the upstream: the latency a hop adds is measured
+# against this.
+run_direct() {
+  timeout 30 "$oha" -z 2s -q "$rate" -c 1 --no-tui "http://127.0.0.1:$up_port/" > /dev/null
+  timeout $((secs + 30)) taskset -c 0 "$oha" -z "${secs}s" -q "$rate" -c 1 --no-tui \
+    --output-format json "http://127.0.0.1:$up_port/" > "$out/direct.json"
+  python3 - "$out/direct.json" >> "$out/results.jsonl" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+p = j["latencyPercentiles"]
+print(json.dumps({"proxy": "direct", "requests": j["statusCodeDistribution"].get("200", 0),
+                  "p50": p["p50"] * 1e6, "p99": p["p99"] * 1e6}))
+PY
+  tail -1 "$out/results.jsonl"
+}
+
 run_remora() {
   LAB_PORT=$remora_port LAB_TLS_PORT=- LAB_UPSTREAM=127.0.0.1:$up_port LAB_WORKERS=1 \
     LAB_RUN=$out REMORA_BIN=$bin taskset -c 1 "$here/remora-peer.sh" > "$out/remora.log" 2>&1 &
@@ -98,19 +116,26 @@ run_nginx() {
 
 : > "$out/results.jsonl"
 for i in $(seq "$rounds"); do
+  run_direct
   if (( i % 2 )); then run_remora; run_nginx; else run_nginx; run_remora; fi
 done
 
 python3 - "$out/results.jsonl" "$rate" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-print(f"\nmedians of {len(rows) // 2} runs each at {sys.argv[2]} req/s, one connection:\n")
-print("| proxy | CPU µs/req | user | kernel | syscalls/req | switches/req | p50 µs | p99 µs |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|")
+print(f"\nmedians of {len(rows) // 3} rounds at {sys.argv[2]} req/s, one connection "
+      "(+p50/+p99: the median over rounds of the hop's percentile minus direct's):\n")
+print("| path | CPU µs/req | user | kernel | syscalls/req | switches/req | p50 µs | p99 µs | +p50 | +p99 |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+direct = [x for x in rows if x["proxy"] == "direct"]
+md = lambda k: statistics.median(x[k] for x in direct)
+print(f"| direct | | | | | | {md('p50'):.0f} | {md('p99'):.0f} | | |")
 for name in ("remora", "nginx"):
     r = [x for x in rows if x["proxy"] == name]
     m = lambda k: statistics.median(x[k] for x in r)
     total = statistics.median(x["user"] + x["sys"] for x in r)
+    added = lambda k: statistics.median(x[k] - d[k] for x, d in zip(r, direct))
     print(f"| {name} | {total:.0f} | {m('user'):.0f} | {m('sys'):.0f} | {m('syscalls'):.2f} "
-          f"| {m('switches'):.2f} | {m('p50'):.0f} | {m('p99'):.0f} |")
+          f"| {m('switches'):.2f} | {m('p50'):.0f} | {m('p99'):.0f} | +{added('p50'):.0f} "
+          f"| +{added('p99'):.0f} |")
 PY
