@@ -87,6 +87,16 @@ pub fn explain(snap: &Snapshot, q: &Query) -> Result<Explanation, String> {
         .explain(&q.host, &q.method, &q.path, &q.headers);
     let transparent = snap.config.listeners[index].original_destination;
     let redirected = q.destination.filter(|_| transparent);
+    if let (Some(i), Some(d)) = (trace.chosen, redirected) {
+        let route = &table.router.routes()[i];
+        if route.names_another_port(d) {
+            trace.hosts = format!(
+                "{}; {} is for another port of its destinations' address, not {d}",
+                trace.hosts, route.name
+            );
+            trace.chosen = None;
+        }
+    }
     if let (None, Some(d)) = (trace.chosen, redirected) {
         table
             .router

@@ -280,7 +280,8 @@ where
         return rsp;
     }
     if let Some(head) = w.head.get() {
-        let cause = if head.method == Method::OPTIONS {
+        // CORS answers 200; request decompression refuses with 415.
+        let cause = if rsp.status() != http::StatusCode::UNSUPPORTED_MEDIA_TYPE {
             ""
         } else {
             // Named like the proxy's other refusals.

@@ -50,6 +50,8 @@ pub struct Route {
     pub authz: Option<crate::policy::authz::Authz>,
     /// Overrides of the listener's edge compression and CORS.
     pub edge: Option<super::edge::RouteEdge>,
+    /// `match.destinations`.
+    destinations: Box<[SocketAddr]>,
 }
 
 pub enum Action {
@@ -89,7 +91,18 @@ impl Route {
             fault: None,
             authz: None,
             edge: None,
+            destinations: Box::default(),
         }
+    }
+
+    /// Whether a request that matched this route by host was dialed at
+    /// another port of an IP in its `match.destinations` (another port of
+    /// its Service's ClusterIP): it is for what listens there, not for
+    /// this route.
+    pub fn names_another_port(&self, dialed: SocketAddr) -> bool {
+        !self.destinations.is_empty()
+            && !self.destinations.contains(&dialed)
+            && self.destinations.iter().any(|d| d.ip() == dialed.ip())
     }
 }
 
@@ -476,6 +489,7 @@ fn compile_route(
             .as_ref()
             .map(crate::policy::authz::Authz::new),
         edge: r.edge.as_ref().map(super::edge::RouteEdge::compile),
+        destinations: r.matches.destinations.clone().into(),
     })
 }
 

@@ -218,6 +218,15 @@ backends:
         e["outcome"],
         "no route matches: on to the original destination 10.96.0.99:80"
     );
+    // The route's host, but another port of its address: not the route's.
+    let e = explain(admin, "host=api.shop&destination=10.96.0.12:9090").await;
+    assert_eq!(e["chosen_route"], Value::Null, "{e:#}");
+    let how = e["route"]["hosts"].as_str().unwrap();
+    assert!(how.contains("another port"), "{how}");
+    assert_eq!(
+        e["outcome"],
+        "no route matches: on to the original destination 10.96.0.12:9090"
+    );
     // Not redirected (no destination): 404, as the proxy answers.
     let e = explain(admin, "host=api").await;
     assert!(e["outcome"].as_str().unwrap().contains("404"), "{e:#}");

@@ -219,6 +219,23 @@ async fn a_plain_client_reaches_another_pod_through_both_proxies_over_mutual_tls
         value(&metrics, "remora_tcp_connections_total", &passthrough),
         1.0
     );
+    // Another port of that address (another port of the Service): not the
+    // route's, though the host names it; on to where the client dialed.
+    server_pod
+        .ok(&["ip", "addr", "add", "10.254.0.99/24", "dev", "tp1"])
+        .await;
+    let other_port = client_pod
+        .ok(&[
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            "-H",
+            "Host: api",
+            "http://10.254.0.99:9000/",
+        ])
+        .await;
+    assert_eq!(other_port, "plain saw 10.254.0.1");
 
     // With the client pod's proxy gone, the plain client's connection goes
     // nowhere: it was intercepted, not sent straight to the app.

@@ -16,17 +16,20 @@ impl<B> Step<B> for Route {
         let req = &call.req;
         let host = request_host(req).unwrap_or("");
         let view = &mut call.cx.view;
-        let found =
-            view.listener()
-                .router
-                .find_index(host, req.method(), req.uri().path(), req.headers());
+        let router = &view.listener().router;
+        let found = router.find_index(host, req.method(), req.uri().path(), req.headers());
+        let found = match (found, &call.cx.down.passthrough) {
+            // Dialed at another port of its Service's ClusterIP: not this
+            // route's, whatever the host says.
+            (Some(i), Some(p)) if router.routes()[i as usize].names_another_port(p.addr()) => None,
+            (found, _) => found,
+        };
         match (found, &call.cx.down.passthrough) {
             (Some(i), _) => view.set_route(i),
             (None, Some(p)) => {
                 // A host no route names, dialed at an address a route
                 // stands for (a ClusterIP, called by a short name or by
                 // its IP): that route; else the original destination.
-                let router = &view.listener().router;
                 let path = req.uri().path();
                 match router.find_index_at(p.addr(), req.method(), path, req.headers()) {
                     Some(i) => view.set_route(i),

@@ -249,3 +249,27 @@ fn opaque_tcp_to_a_destination_takes_the_backends_of_its_route_for_any_request()
     // Only HTTP routes that need a method, or do not forward: none.
     assert_eq!(tcp.len(), 1, "{:?}", tcp.keys().collect::<Vec<_>>());
 }
+
+#[test]
+fn a_route_is_not_for_another_port_of_its_destinations() {
+    let r = router(
+        r#"
+- name: api
+  match: { hosts: [api.shop], destinations: ["10.96.0.12:80", "[fd00::12]:80"] }
+  backends: [{ name: a }]
+- name: web
+  match: { hosts: [web.shop] }
+  backends: [{ name: a }]
+"#,
+    );
+    let (api, web) = (&r.routes()[0], &r.routes()[1]);
+    let at = |a: &str| a.parse::<SocketAddr>().unwrap();
+    assert!(!api.names_another_port(at("10.96.0.12:80")));
+    assert!(!api.names_another_port(at("[fd00::12]:80")));
+    assert!(api.names_another_port(at("10.96.0.12:9090")));
+    assert!(api.names_another_port(at("[fd00::12]:9090")));
+    // Another address altogether (an endpoint, an outside host): the host
+    // decides, as without destinations.
+    assert!(!api.names_another_port(at("10.244.0.7:8080")));
+    assert!(!web.names_another_port(at("10.96.0.12:9090")));
+}
