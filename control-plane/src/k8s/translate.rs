@@ -7,11 +7,13 @@
 //!   ServiceAccount) a workload `<sa>.<ns>`: outbound 127.0.0.1:4140, admin
 //!   0.0.0.0:4191, transparent, inbound 0.0.0.0:4143 to the app on
 //!   127.0.0.1:<first container port, else 80> (with a CA; see [`Options`]).
-//! - A Service with a TCP port is the service `<name>.<ns>`, aliases
-//!   `<name>.<ns>.svc` and `<name>.<ns>.svc.<cluster domain>`; its
-//!   endpoints are the ready addresses of its EndpointSlices at the first
-//!   TCP port's target port, with the zone, and the identity of the pod's
-//!   workload when the pod is meshed.
+//! - A Service's first TCP port is the service `<name>.<ns>`, aliases
+//!   `<name>.<ns>.svc` and `<name>.<ns>.svc.<cluster domain>`; each other
+//!   TCP port the service `<name>.<ns>.<port>`, reached by the ClusterIP at
+//!   that port. Each one's endpoints are the ready addresses of the
+//!   Service's EndpointSlices at that port's target port, with the zone,
+//!   and the identity of the pod's workload when the pod is meshed; its
+//!   `addresses` the ClusterIPs at that port.
 //! - HTTPRoutes and GRPCRoutes whose parent is a Service ([`routes`]) are
 //!   its routes; ServicePolicies and AuthorizationPolicies ([`policy`]) set
 //!   its policies and the workloads' inbound authorization.

@@ -149,9 +149,15 @@ async fn a_plain_client_reaches_another_pod_through_both_proxies_over_mutual_tls
     // route; else it goes on to where the client was headed: the
     // snapshot's backend with an endpoint there, else the address itself.
     let text = std::fs::read_to_string(outbound.config_path()).unwrap();
+    let routes = "    routes:\n      - { name: api, match: { hosts: [api], destinations: [\"10.254.0.99:8080\"] }, backends: [{ name: api }] }\n      - { name: plain, match: { hosts: [plain], destinations: [\"10.254.0.99:9000\"] }, backends: [{ name: plain }] }\n";
     let routed = text.replacen(
         "    original_destination: true\n",
-        "    original_destination: true\n    routes: [{ name: api, match: { hosts: [api], destinations: [\"10.254.0.99:8080\"] }, backends: [{ name: api }] }]\n",
+        &format!("    original_destination: true\n{routes}"),
+        1,
+    );
+    let routed = routed.replacen(
+        "backends:\n",
+        "backends:\n  - name: plain\n    endpoints: [{ address: \"10.254.0.99:9000\" }]\n",
         1,
     );
     let mark = outbound.log_mark();
@@ -219,8 +225,9 @@ async fn a_plain_client_reaches_another_pod_through_both_proxies_over_mutual_tls
         value(&metrics, "remora_tcp_connections_total", &passthrough),
         1.0
     );
-    // Another port of that address (another port of the Service): not the
-    // route's, though the host names it; on to where the client dialed.
+    // Another port of that address (another port of the Service, a
+    // service of its own): not the route's, though the host names it; the
+    // route of that address and port.
     server_pod
         .ok(&["ip", "addr", "add", "10.254.0.99/24", "dev", "tp1"])
         .await;
@@ -236,6 +243,18 @@ async fn a_plain_client_reaches_another_pod_through_both_proxies_over_mutual_tls
         ])
         .await;
     assert_eq!(other_port, "plain saw 10.254.0.1");
+    let metrics = outbound.metrics().await;
+    let labels = [
+        ("listener", "outbound"),
+        ("route", "plain"),
+        ("backend", "plain"),
+        ("status_code", "200"),
+    ];
+    assert_eq!(
+        value(&metrics, "remora_responses_total", &labels),
+        1.0,
+        "{metrics}"
+    );
 
     // With the client pod's proxy gone, the plain client's connection goes
     // nowhere: it was intercepted, not sent straight to the app.

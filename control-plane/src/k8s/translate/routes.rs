@@ -14,12 +14,14 @@
 //! route's name: a match on query parameters (that match is left out), a
 //! `ReplaceFullPath` rewrite or a `ReplacePrefixMatch` redirect (the rule
 //! is left out), mirrors, CORS and backend filters (the filter is left
-//! out), parents in other namespaces or on another port (the parent is left
-//! out), backends in other namespaces or outside the mesh (the backend is
+//! out), parents in other namespaces or on a port the Service does not have
+//! (the parent is left out; a parent without a port is each of its TCP
+//! ports), backends in other namespaces or outside the mesh (the backend is
 //! left out; a rule with none left answers 500, as Gateway API says).
 //! Parents that are not Services (Gateways) are another controller's.
 //! [`http`] and [`grpc`] translate the rules of each kind.
 
+use super::services::of_service;
 use super::{sorted, ObjRef, ObjectProblem, Services};
 use remora_api::{
     DirectResponse, Duration, HeaderMatch, HeaderOps, Route, RouteMatch, WeightedBackend,
@@ -200,18 +202,28 @@ fn parents_in_mesh<'a>(
             )));
             continue;
         }
-        let target = format!("{name}.{}", obj.namespace);
-        match services.get(&target) {
-            None => problems.push(obj.problem(format!(
-                "parent Service {name} is not in the mesh (no such Service with a TCP port)"
-            ))),
-            Some(s) if port.is_some_and(|p| p != s.port) => problems.push(obj.problem(format!(
-                "parent Service {name} port {}: the mesh routes only its first TCP port, {}",
-                port.unwrap_or_default(),
-                s.port
-            ))),
-            Some(_) if out.contains(&target) => {}
-            Some(_) => out.push(target),
+        // No port: every TCP port of the Service (as Gateway API says).
+        let mut found = of_service(services, &obj.namespace, name, port).peekable();
+        if found.peek().is_none() {
+            let message = match (
+                port,
+                of_service(services, &obj.namespace, name, None).next(),
+            ) {
+                (_, None) => format!(
+                    "parent Service {name} is not in the mesh (no such Service with a TCP port)"
+                ),
+                (p, Some(_)) => format!(
+                    "parent Service {name} port {}: the Service has no such TCP port",
+                    p.unwrap_or_default()
+                ),
+            };
+            problems.push(obj.problem(message));
+            continue;
+        }
+        for s in found {
+            if !out.contains(&s.service.name) {
+                out.push(s.service.name.clone());
+            }
         }
     }
     out
@@ -234,24 +246,27 @@ fn backend(
             ns.unwrap_or_default()
         ));
     }
-    let target = format!("{name}.{}", obj.namespace);
-    let Some(s) = services.get(&target) else {
-        return Err(format!(
-            "backend {name}: no Service with a TCP port in the mesh"
-        ));
+    // No port (Gateway API requires one for a Service): its first.
+    let Some(s) = of_service(services, &obj.namespace, name, None).find(|s| match port {
+        Some(p) => s.port == p,
+        None => s.first,
+    }) else {
+        return Err(match port {
+            Some(p)
+                if of_service(services, &obj.namespace, name, None)
+                    .next()
+                    .is_some() =>
+            {
+                format!("backend {name} port {p}: the Service has no such TCP port")
+            }
+            _ => format!("backend {name}: no Service with a TCP port in the mesh"),
+        });
     };
-    if port.is_some_and(|p| p != s.port) {
-        return Err(format!(
-            "backend {name} port {}: the mesh routes only its first TCP port, {}",
-            port.unwrap_or_default(),
-            s.port
-        ));
-    }
     match weight.unwrap_or(1) {
         0 => Ok(None),
         w if w < 0 => Err(format!("backend {name}: weight {w} is negative")),
         w => Ok(Some(WeightedBackend {
-            name: target,
+            name: s.service.name.clone(),
             weight: u32::try_from(w).unwrap_or(1),
         })),
     }

@@ -1,7 +1,8 @@
-//! Services and their endpoints: a Service with a TCP port is the mesh
-//! service `<name>.<ns>` (see [`super`]); its endpoints are the ready
-//! addresses of its EndpointSlices at the first TCP port's target port, its
-//! `addresses` its ClusterIPs at that port.
+//! Services and their endpoints: a Service's first TCP port is the mesh
+//! service `<name>.<ns>` (see [`super`]), each other TCP port the service
+//! `<name>.<ns>.<port>`; the endpoints of each are the ready addresses of
+//! the Service's EndpointSlices at that port's target port, its `addresses`
+//! the ClusterIPs at that port.
 
 use super::{sorted, Cluster, ObjRef, ObjectProblem, Options};
 use k8s_openapi::api::core::v1::ServiceSpec;
@@ -11,14 +12,17 @@ use remora_api::UpstreamProtocol;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
-/// A service being built: the mesh service, the Kubernetes Service it came
-/// from, its routed port, and the object behind each of its routes.
+/// A service being built: the mesh service, the Kubernetes Service (and
+/// port) it came from, and the object behind each of its routes.
 #[derive(Debug)]
 pub struct ServiceDraft {
     pub service: Service,
     pub obj: ObjRef,
-    /// The Service port the mesh routes (the first TCP one).
+    /// The Service port this service is.
     pub port: i32,
+    /// It is the Service's first TCP port (`<name>.<ns>`, with its DNS
+    /// names); the others are `<name>.<ns>.<port>`.
+    pub first: bool,
     pub route_objs: Vec<ObjRef>,
 }
 
@@ -50,55 +54,68 @@ pub(super) fn services(
             problems.push(obj.problem("ExternalName Services are not part of the mesh"));
             continue;
         }
-        let Some(port) = spec
+        let tcp_ports = spec
             .ports
             .iter()
             .flatten()
-            .find(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
-        else {
-            continue;
-        };
-        let mesh_name = format!("{name}.{ns}");
-        if mesh_name.len() > 63 {
-            problems.push(obj.problem(format!(
-                "the mesh name `{mesh_name}` is longer than 63 characters"
-            )));
-            continue;
+            .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP");
+        for (i, port) in tcp_ports.enumerate() {
+            // The first TCP port is the service `<name>.<ns>`, reached by
+            // the Service's DNS names; each other one `<name>.<ns>.<port>`,
+            // reached by its ClusterIP at that port (whatever the name).
+            let mesh_name = match i {
+                0 => format!("{name}.{ns}"),
+                _ => format!("{name}.{ns}.{}", port.port),
+            };
+            if mesh_name.len() > 63 {
+                problems.push(obj.problem(format!(
+                    "the mesh name `{mesh_name}` is longer than 63 characters"
+                )));
+                continue;
+            }
+            if out.contains_key(&mesh_name) {
+                continue; // the same port number listed twice: Kubernetes refuses it
+            }
+            let protocol = match port.app_protocol.as_deref() {
+                Some("kubernetes.io/h2c" | "h2c" | "grpc") => UpstreamProtocol::Http2,
+                _ => UpstreamProtocol::default(),
+            };
+            let port_name = port.name.as_deref().unwrap_or("");
+            let mut endpoints = BTreeMap::new();
+            for slice in slices.get(&(ns, name)).into_iter().flatten() {
+                slice_endpoints(slice, port_name, ids, &obj, &mut endpoints, problems);
+            }
+            let aliases = match i {
+                0 => vec![
+                    format!("{mesh_name}.svc"),
+                    format!("{mesh_name}.svc.{}", opts.cluster_domain),
+                ],
+                _ => Vec::new(),
+            };
+            let service = Service {
+                aliases,
+                addresses: cluster_ips(spec, port.port),
+                protocol,
+                balancer: Default::default(),
+                connect_timeout: remora_api::defaults::connect_timeout(),
+                pool: Default::default(),
+                endpoints: endpoints.into_values().collect(),
+                routes: Vec::new(),
+                retry_budget: Default::default(),
+                outlier_detection: Default::default(),
+                circuit_breaker: Default::default(),
+                health_check: None,
+                name: mesh_name.clone(),
+            };
+            let draft = ServiceDraft {
+                service,
+                obj: obj.clone(),
+                port: port.port,
+                first: i == 0,
+                route_objs: Vec::new(),
+            };
+            out.insert(mesh_name, draft);
         }
-        let protocol = match port.app_protocol.as_deref() {
-            Some("kubernetes.io/h2c" | "h2c" | "grpc") => UpstreamProtocol::Http2,
-            _ => UpstreamProtocol::default(),
-        };
-        let port_name = port.name.as_deref().unwrap_or("");
-        let mut endpoints = BTreeMap::new();
-        for slice in slices.get(&(ns, name)).into_iter().flatten() {
-            slice_endpoints(slice, port_name, ids, &obj, &mut endpoints, problems);
-        }
-        let service = Service {
-            aliases: vec![
-                format!("{mesh_name}.svc"),
-                format!("{mesh_name}.svc.{}", opts.cluster_domain),
-            ],
-            addresses: cluster_ips(spec, port.port),
-            protocol,
-            balancer: Default::default(),
-            connect_timeout: remora_api::defaults::connect_timeout(),
-            pool: Default::default(),
-            endpoints: endpoints.into_values().collect(),
-            routes: Vec::new(),
-            retry_budget: Default::default(),
-            outlier_detection: Default::default(),
-            circuit_breaker: Default::default(),
-            health_check: None,
-            name: mesh_name.clone(),
-        };
-        let draft = ServiceDraft {
-            service,
-            obj,
-            port: port.port,
-            route_objs: Vec::new(),
-        };
-        out.insert(mesh_name, draft);
     }
     out
 }
@@ -183,4 +200,17 @@ fn slice_endpoints(
             },
         );
     }
+}
+
+/// The mesh services of Service `name` in `ns`: the one at `port`, or all
+/// of its ports when `port` is `None`.
+pub fn of_service<'a>(
+    services: &'a Services,
+    ns: &'a str,
+    name: &'a str,
+    port: Option<i32>,
+) -> impl Iterator<Item = &'a ServiceDraft> + 'a {
+    services.values().filter(move |s| {
+        s.obj.namespace == ns && s.obj.name == name && port.is_none_or(|p| p == s.port)
+    })
 }

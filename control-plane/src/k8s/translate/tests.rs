@@ -649,3 +649,109 @@ fn the_example_policies_translate_without_a_problem() {
     let inbound = t.mesh.workloads[0].inbound.as_ref().unwrap();
     assert_eq!(inbound.mode, remora_api::InboundMode::Strict);
 }
+
+/// A slice of Service `svc` in `ns` with ports (name, port) and one ready
+/// endpoint of pod `pod` at `ip`.
+fn slice_ports(
+    ns: &str,
+    svc: &str,
+    ports: &[(&str, u16)],
+    ip: &str,
+    pod: &str,
+) -> Arc<EndpointSlice> {
+    let ports: Vec<Value> = ports
+        .iter()
+        .map(|(name, port)| json!({"name": name, "port": port, "protocol": "TCP"}))
+        .collect();
+    obj(
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"namespace": ns, "name": format!("{svc}-xyz"),
+            "labels": {"kubernetes.io/service-name": svc}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [ip], "conditions": {"ready": true},
+            "targetRef": {"kind": "Pod", "namespace": ns, "name": pod}}],
+        "ports": ports}),
+    )
+}
+
+#[test]
+fn each_tcp_port_of_a_service_is_a_service_reached_at_its_cluster_ip() {
+    let mut cluster = shop();
+    cluster.services.push(service_at(
+        "shop",
+        "users",
+        json!([{"name": "http", "port": 80, "targetPort": 8080},
+               {"name": "dns", "port": 53, "protocol": "UDP"},
+               {"name": "grpc", "port": 9090, "targetPort": 9091, "appProtocol": "grpc"}]),
+        &["10.96.0.20"],
+    ));
+    cluster.endpoint_slices.push(slice_ports(
+        "shop",
+        "users",
+        &[("http", 8080), ("grpc", 9091), ("dns", 53)],
+        "10.0.2.2",
+        "users-1",
+    ));
+    // A route on the second port, one on every port, a backend on it.
+    cluster.http_routes = vec![
+        http_route(
+            "shop",
+            "users-grpc",
+            "2024-01-01T00:00:00Z",
+            json!({"parentRefs": [{"kind": "Service", "name": "users", "port": 9090}],
+                "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/v2"}}],
+                           "backendRefs": [{"name": "users", "port": 9090}]}]}),
+        ),
+        http_route(
+            "shop",
+            "users-all",
+            "2024-01-02T00:00:00Z",
+            json!({"parentRefs": [{"kind": "Service", "name": "users"}],
+                "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/health"}}],
+                           "backendRefs": [{"name": "users", "port": 80}]}]}),
+        ),
+        http_route(
+            "shop",
+            "users-bad",
+            "2024-01-03T00:00:00Z",
+            json!({"parentRefs": [{"kind": "Service", "name": "users", "port": 7000}],
+                "rules": [{"backendRefs": [{"name": "users", "port": 80}]}]}),
+        ),
+    ];
+    let t = run(&cluster);
+    let by_name = |n: &str| t.mesh.services.iter().find(|s| s.name == n).unwrap();
+    let http = by_name("users.shop");
+    assert_eq!(
+        http.aliases,
+        ["users.shop.svc", "users.shop.svc.cluster.local"]
+    );
+    assert_eq!(
+        http.addresses,
+        ["10.96.0.20:80".parse::<SocketAddr>().unwrap()]
+    );
+    assert_eq!(http.endpoints[0].address.to_string(), "10.0.2.2:8080");
+    let grpc = by_name("users.shop.9090");
+    assert!(grpc.aliases.is_empty());
+    assert_eq!(
+        grpc.addresses,
+        ["10.96.0.20:9090".parse::<SocketAddr>().unwrap()]
+    );
+    assert_eq!(grpc.endpoints[0].address.to_string(), "10.0.2.2:9091");
+    assert_eq!(grpc.protocol, remora_api::UpstreamProtocol::Http2);
+    // UDP ports are not services.
+    assert!(t.mesh.services.iter().all(|s| !s.name.ends_with(".53")));
+    let names = |s: &remora_api::mesh::Service| -> Vec<String> {
+        s.routes.iter().map(|r| r.name.clone()).collect()
+    };
+    // By precedence: the longer prefix first.
+    assert_eq!(names(grpc), ["users-all-0", "users-grpc-0"]);
+    assert_eq!(names(http), ["users-all-0"]);
+    assert_eq!(grpc.routes[0].backends[0].name, "users.shop");
+    assert_eq!(grpc.routes[1].backends[0].name, "users.shop.9090");
+    let bad = t.problems.iter().find(|p| p.name == "users-bad").unwrap();
+    assert!(
+        bad.message
+            .contains("port 7000: the Service has no such TCP port"),
+        "{bad}"
+    );
+}
