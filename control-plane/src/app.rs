@@ -35,6 +35,8 @@ pub enum MeshFrom {
         cluster_domain: String,
         /// The trust domain of the workloads' SPIFFE IDs.
         trust_domain: String,
+        /// The mesh's tracing (`--tracing-collector`).
+        tracing: Option<remora_api::Tracing>,
     },
 }
 
@@ -164,6 +166,7 @@ impl App {
             MeshFrom::Kubernetes {
                 cluster_domain,
                 trust_domain,
+                tracing,
             } => {
                 let client = kube::Client::try_default()
                     .await
@@ -172,6 +175,7 @@ impl App {
                     cluster_domain,
                     trust_domain: trust_domain.clone(),
                     mtls: ca.is_some(),
+                    tracing,
                 };
                 kube = Some((client, opts));
                 // Empty until the cluster is synced (and not ready till then).

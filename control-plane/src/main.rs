@@ -8,6 +8,7 @@ use remora_control_plane::auth::Credentials;
 use remora_control_plane::ca::{self, CaSettings};
 use remora_control_plane::etcd::{EtcdSettings, EtcdTls};
 use remora_control_plane::inject::cli::{InjectArgs, WebhookArgs};
+use remora_control_plane::k8s::TracingArgs;
 use remora_control_plane::telemetry::{self, LogFormat};
 use remora_control_plane::{App, MeshFrom, Settings};
 use std::net::SocketAddr;
@@ -60,6 +61,8 @@ enum Command {
         /// (`spiffe://<trust domain>/ns/<ns>/sa/<sa>`).
         #[arg(long, env = "REMORA_TRUST_DOMAIN", default_value = "cluster.local")]
         trust_domain: String,
+        #[command(flatten)]
+        tracing: TracingArgs,
         /// Address of the snapshot stream (`POST /v1/subscribe`, HTTP/2) and
         /// of certificate requests (`POST /v1/certify`).
         #[arg(long, env = "REMORA_CP_LISTEN", default_value = "127.0.0.1:8086")]
@@ -381,6 +384,7 @@ fn main() -> ExitCode {
             kubernetes,
             cluster_domain,
             trust_domain,
+            tracing,
             listen,
             ca,
             tls_cert,
@@ -401,6 +405,18 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            let mesh_tracing = match (tracing.tracing(), kubernetes) {
+                (Ok(t), true) => t,
+                (Ok(None), false) => None,
+                (Ok(Some(_)), false) => {
+                    eprintln!("error: --tracing-collector is for --kubernetes; a mesh file or etcd sets `tracing` in the mesh");
+                    return ExitCode::from(2);
+                }
+                (Err(e), _) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let mesh = match (mesh, etcd, kubernetes) {
                 (Some(path), _, _) => MeshFrom::File(path),
                 (None, Some(etcd), _) => {
@@ -414,6 +430,7 @@ fn main() -> ExitCode {
                     MeshFrom::Kubernetes {
                         cluster_domain,
                         trust_domain,
+                        tracing: mesh_tracing,
                     }
                 }
             };

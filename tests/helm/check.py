@@ -203,6 +203,11 @@ def case_checks(case, objs, c, dep, hook):
                            ("--proxy-cpu-limit", ""), ("--proxy-memory-limit", "256Mi")]:
             check(arg(c, flag) == want, f"{flag} is {arg(c, flag)!r}, want {want!r}")
         check(not [k for k in objs if len(k) > 2], "objects outside the release namespace by default")
+        check(arg(c, "--tracing-collector") is None, "tracing off by default")
+    elif case == "tracing":
+        for flag, want in [("--tracing-collector", "otel-collector.observability:4317"),
+                           ("--tracing-protocol", "grpc"), ("--tracing-sampling", "0.1")]:
+            check(arg(c, flag) == want, f"{flag} is {arg(c, flag)!r}, want {want!r}")
     elif case == "replicas-3":
         check(dep["spec"]["replicas"] == 3, "replicas 3")
         check(pdb["spec"]["minAvailable"] == 2, "PDB minAvailable 2")

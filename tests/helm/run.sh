@@ -65,7 +65,7 @@ cleanup() {
 trap cleanup EXIT
 
 # ------------------------------------------------ lint, template, validate --
-cases=(default byo-ca replicas-3 failure-policy-fail custom-images)
+cases=(default byo-ca replicas-3 failure-policy-fail custom-images tracing)
 for case in "${cases[@]}"; do
     args=()
     [ "$case" = default ] || args=(-f "tests/helm/values/$case.yaml")
@@ -82,8 +82,10 @@ done
 step "lint, template, kubernetes-validate --strict -k $K8S and check.py: ${cases[*]}"
 
 # Every flag the chart passes is one the real binary takes, with a value it
-# parses (clap stops at the final --help only after reading all before it).
-python3 - "$work/default.yaml" >"$work/cp-args.txt" <<'PY' || fail "no control-plane container args in the rendering"
+# parses (clap stops at the final --help only after reading all before it):
+# the default rendering, and the one with tracing on.
+for case in default tracing; do
+python3 - "$work/$case.yaml" >"$work/cp-args.txt" <<'PY' || fail "no control-plane container args in the rendering"
 import sys, yaml
 for o in yaml.safe_load_all(open(sys.argv[1])):
     if o and o.get("kind") == "Deployment":
@@ -95,8 +97,9 @@ sys.exit(1)
 PY
 mapfile -t cp_args <"$work/cp-args.txt"
 "$CP_BIN" "${cp_args[@]}" --help >/dev/null 2>"$work/args-err.txt" \
-    || { cat "$work/args-err.txt"; fail "remora-control-plane refuses the chart's args: ${cp_args[*]}"; }
-step "remora-control-plane takes every flag the chart passes (${#cp_args[@]} args)"
+    || { cat "$work/args-err.txt"; fail "remora-control-plane refuses the chart's args ($case): ${cp_args[*]}"; }
+step "remora-control-plane takes every flag the chart passes ($case: ${#cp_args[@]} args)"
+done
 
 # The validator is not a no-op: an unknown field in the Deployment is refused.
 sed 's/^  replicas: 2$/  replicaz: 2/' "$work/default.yaml" >"$work/tampered.yaml"
@@ -116,12 +119,13 @@ expect_refused bad-replicas.yaml "/controlPlane/replicas"
 expect_refused bad-failure-policy.yaml "/injector/failurePolicy"
 expect_refused bad-unknown-key.yaml "replica"
 expect_refused bad-sidecar-mode.yaml "/proxy/sidecarMode"
+expect_refused bad-tracing-protocol.yaml "/tracing/protocol"
 if "$HELM" template remora "$CHART" -n "$NS" --kube-version 1.28.9 >/dev/null 2>"$work/err.txt"; then
     fail "helm template accepted Kubernetes 1.28 (kubeVersion is >= 1.29: native sidecars)"
 fi
 grep -q 'kubeVersion' "$work/err.txt" || { cat "$work/err.txt"; fail "the 1.28 refusal does not name kubeVersion"; }
 expect_refused bad-pdb.yaml "minAvailable (1) must be less than controlPlane.replicas (1)"
-step "values refused: replicas \"two\", failurePolicy Sometimes, an unknown key, sidecarMode ambient (schema); a PDB no drain can satisfy, Kubernetes 1.28 (chart)"
+step "values refused: replicas \"two\", failurePolicy Sometimes, an unknown key, sidecarMode ambient, tracing protocol zipkin (schema); a PDB no drain can satisfy, Kubernetes 1.28 (chart)"
 
 # ------------------------------------------------------------ openssl --
 c=$work/certs

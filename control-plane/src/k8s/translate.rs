@@ -77,6 +77,9 @@ pub struct Options {
     /// endpoints of meshed pods an identity (mutual TLS). Without one, the
     /// mesh is plaintext and only routes calls out.
     pub mtls: bool,
+    /// The mesh's `tracing` (`run --tracing-collector`): the cluster's
+    /// objects do not carry one.
+    pub tracing: Option<remora_api::Tracing>,
 }
 
 /// What was made of the cluster.
@@ -190,7 +193,7 @@ pub fn draft(cluster: &Cluster, opts: &Options) -> Draft {
         trust_domain: opts.trust_domain.clone(),
         services: Vec::new(),
         workloads: Vec::new(),
-        tracing: None,
+        tracing: opts.tracing.clone(),
     };
     let mut service_refs = Vec::new();
     let mut route_refs = Vec::new();

@@ -52,6 +52,7 @@ impl Replica {
             cluster_domain: "cluster.local".into(),
             trust_domain: "cluster.local".into(),
             mtls: true,
+            tracing: None,
         };
         tokio::spawn(remora_control_plane::k8s::watch::run(
             fake.client(),
@@ -295,6 +296,12 @@ async fn the_binary_with_kubernetes_is_ready_after_the_sync_and_serves_a_subscri
             "127.0.0.1:0",
             "--admin",
             "127.0.0.1:0",
+            "--tracing-collector",
+            "127.0.0.1:4317",
+            "--tracing-protocol",
+            "grpc",
+            "--tracing-sampling",
+            "0.25",
         ])
         .args(["--log-format", "json"])
         .env("KUBECONFIG", &kubeconfig)
@@ -355,6 +362,12 @@ async fn the_binary_with_kubernetes_is_ready_after_the_sync_and_serves_a_subscri
         .unwrap();
     assert_eq!(api.endpoints[0].address.to_string(), "10.244.1.17:8080");
     assert_eq!(api.endpoints[0].identity, None);
+    // The flags' tracing, the spans named after the workload.
+    let tracing = config.tracing.as_deref().expect("tracing from the flags");
+    assert_eq!(tracing.collector, "127.0.0.1:4317");
+    assert_eq!(tracing.protocol, remora_api::OtlpProtocol::Grpc);
+    assert_eq!(tracing.sampling, 0.25);
+    assert_eq!(tracing.service_name, "web.shop");
     let rsp = Request::new("GET", &format!("http://{admin}/status"))
         .send()
         .await;
@@ -417,4 +430,45 @@ async fn remora_policies_from_the_cluster_apply_and_bad_ones_are_named() {
         r.source.status.load().left_out,
         ["ServicePolicy shop/typo: not applied: timeout: \"4 seconds\": unknown unit `seconds`; use ms, s, m or h"]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracing_flags_are_checked_before_anything_starts() {
+    let dir = tempdir();
+    let mesh = dir.path().join("mesh.yaml");
+    std::fs::write(&mesh, "services: []\n").unwrap();
+    let mesh = mesh.to_str().unwrap();
+    for (args, says) in [
+        (
+            vec!["--kubernetes", "--tracing-collector", "http://otel:4318"],
+            "--tracing-collector must be host:port",
+        ),
+        (
+            vec![
+                "--kubernetes",
+                "--tracing-collector",
+                "otel:4318",
+                "--tracing-sampling",
+                "2",
+            ],
+            "--tracing-sampling must be a ratio from 0 to 1",
+        ),
+        (
+            vec!["--mesh", mesh, "--tracing-collector", "otel:4318"],
+            "--tracing-collector is for --kubernetes",
+        ),
+    ] {
+        let out = Command::new(bin())
+            .arg("run")
+            .args(&args)
+            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .env_remove("KUBECONFIG")
+            .kill_on_drop(true)
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
 }

@@ -60,6 +60,7 @@ fn opts(mtls: bool) -> Options {
         cluster_domain: "cluster.local".into(),
         trust_domain: "cluster.local".into(),
         mtls,
+        tracing: None,
     }
 }
 
