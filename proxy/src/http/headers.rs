@@ -62,6 +62,11 @@ static HOP_BY_HOP: [HeaderName; 5] = [
 /// the message carries: one pass over its names.
 fn hop_by_hop_present(headers: &HeaderMap) -> u8 {
     headers.keys().fold(0, |present, name| {
+        // perf: most names are none of these, and their length says so
+        // without comparing them to each (issue 12).
+        if !hop_by_hop_length(name.as_str().len()) {
+            return present;
+        }
         if name == header::TE {
             return present | TE_BIT;
         }
@@ -70,6 +75,11 @@ fn hop_by_hop_present(headers: &HeaderMap) -> u8 {
             None => present,
         }
     })
+}
+
+/// Whether a name this long may be one of [`HOP_BY_HOP`] or `TE`.
+fn hop_by_hop_length(len: usize) -> bool {
+    matches!(len, 2 | 7 | 10 | 16 | 17)
 }
 
 const TE_BIT: u8 = 1 << HOP_BY_HOP.len();
@@ -239,6 +249,12 @@ mod tests {
     #[test]
     fn connection_bit_names_connection() {
         assert_eq!(HOP_BY_HOP[0], header::CONNECTION, "CONNECTION_BIT is bit 0");
+        for name in HOP_BY_HOP.iter().chain([&header::TE]) {
+            assert!(
+                hop_by_hop_length(name.as_str().len()),
+                "{name}: its length is not listed"
+            );
+        }
     }
 
     #[test]
