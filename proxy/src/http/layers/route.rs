@@ -50,11 +50,40 @@ pub fn request_host<B>(req: &Request<B>) -> Option<&str> {
     if let Some(a) = req.uri().authority() {
         return Some(a.host());
     }
-    let h = req.headers().get(header::HOST)?.to_str().ok()?;
-    let a: &str = h;
-    // Strip the port, minding IPv6 literals.
-    Some(match a.rfind(':') {
-        Some(i) if !a[i..].contains(']') => &a[..i],
+    let a = req.headers().get(header::HOST)?.to_str().ok()?;
+    // Strip the port, minding IPv6 literals. On bytes: `str::rfind` with a
+    // char costs ~160 instructions on a short host (perf, issue 12).
+    let b = a.as_bytes();
+    Some(match b.iter().rposition(|&c| c == b':') {
+        Some(i) if !b[i..].contains(&b']') => &a[..i],
         _ => a,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::request_host;
+    use http::Request;
+
+    #[test]
+    fn the_host_is_without_its_port_minding_ipv6_literals() {
+        let host = |h: &str| {
+            let req = Request::builder().header("host", h).body(()).unwrap();
+            request_host(&req).map(str::to_string)
+        };
+        assert_eq!(
+            host("api.example.com:8080").as_deref(),
+            Some("api.example.com")
+        );
+        assert_eq!(host("api.example.com").as_deref(), Some("api.example.com"));
+        assert_eq!(host("[::1]:80").as_deref(), Some("[::1]"));
+        assert_eq!(host("[::1]").as_deref(), Some("[::1]"));
+        assert_eq!(host("10.96.0.12:80").as_deref(), Some("10.96.0.12"));
+        let absolute = Request::builder()
+            .uri("http://web.shop:8080/x")
+            .header("host", "other")
+            .body(())
+            .unwrap();
+        assert_eq!(request_host(&absolute), Some("web.shop"));
+    }
 }
