@@ -2,7 +2,8 @@
 //! finish, then exits 0.
 
 use crate::{config, start};
-use remora_test_support::client::Request;
+use bytes::Bytes;
+use remora_test_support::client::{Http1Conn, Request};
 use remora_test_support::Upstream;
 use std::time::Duration;
 
@@ -130,4 +131,40 @@ async fn post_shutdown_from_loopback_stops_the_proxy() {
         "{:?}",
         proxy.logs()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_closes_idle_keep_alive_connections_at_once() {
+    let up = Upstream::start("up").await;
+    let routes = "      - name: all\n        backends: [{ name: up }]";
+    let backends = format!(
+        "  - name: up\n    endpoints: [{{ address: {} }}]",
+        up.addr()
+    );
+    // A deadline far beyond the waits below: the drain must not need it.
+    let yaml = format!("drain_timeout: 60s\n{}", config(routes, &backends));
+    let mut proxy = start(&yaml).await;
+    let mut conns = Vec::new();
+    for _ in 0..3 {
+        let mut conn = Http1Conn::connect(proxy.listener("edge")).await;
+        let rsp = conn.send("GET", "/", &[], Bytes::new()).await;
+        assert_eq!(rsp.status, 200);
+        conns.push(conn);
+    }
+    proxy.signal("TERM").unwrap();
+    // Each idle connection learns of the drain and closes: the drain ends
+    // long before its deadline.
+    proxy
+        .wait_for_log("\"drained\"", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(!proxy.logs().join("\n").contains("drain deadline passed"));
+    for conn in &conns {
+        assert!(conn.is_closed(), "an idle connection was left open");
+    }
+    let status = proxy
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("proxy exited");
+    assert!(status.success(), "exit status {status:?}");
 }
