@@ -3,6 +3,8 @@
 //!
 //! - `<prefix>trust_domain`: the trust domain, a plain string (absent: the
 //!   mesh default, `cluster.local`);
+//! - `<prefix>tracing`: the mesh's `tracing`, a YAML (or JSON) document
+//!   (absent: none);
 //! - `<prefix>services/<name>`: one service, a YAML (or JSON) document with
 //!   the fields of an entry of the mesh file's `services:` (`name` may be
 //!   left out; if written it must be the key's);
@@ -26,6 +28,8 @@ use std::collections::BTreeMap;
 
 /// The key (after the prefix) of the trust domain.
 pub const TRUST_DOMAIN: &str = "trust_domain";
+/// The key (after the prefix) of the mesh's tracing.
+pub const TRACING: &str = "tracing";
 /// Where services are (after the prefix): `services/<name>`.
 pub const SERVICES: &str = "services/";
 /// Where workloads are (after the prefix): `workloads/<name>`.
@@ -56,6 +60,8 @@ pub fn read(
 #[derive(Default)]
 struct Origins<'a> {
     trust_domain: Option<&'a str>,
+    /// (key, document) of the tracing.
+    tracing: Option<(&'a str, &'a str)>,
     /// (key, document) of each service, in the mesh's order.
     services: Vec<(&'a str, &'a str)>,
     workloads: Vec<(&'a str, &'a str)>,
@@ -78,6 +84,11 @@ fn parse<'a>(prefix: &str, keys: &'a Keys) -> Result<(Mesh, Origins<'a>), Vec<Pr
             mesh.trust_domain = text.trim().to_string();
             origins.trust_domain = Some(key);
             Ok(())
+        } else if rest == TRACING {
+            typed::<remora_api::Tracing>(key, text, serde_yaml_ng::from_str(text)).map(|t| {
+                mesh.tracing = Some(t);
+                origins.tracing = Some((key, text));
+            })
         } else if let Some(name) = rest.strip_prefix(SERVICES) {
             document::<Service>(key, name, text).map(|s| {
                 mesh.services.push(s);
@@ -92,12 +103,13 @@ fn parse<'a>(prefix: &str, keys: &'a Keys) -> Result<(Mesh, Origins<'a>), Vec<Pr
             Err(at_key(
                 key,
                 "",
-                format!("not a mesh key: expected {prefix}{TRUST_DOMAIN}, {prefix}{SERVICES}<name> or {prefix}{WORKLOADS}<name>"),
+                format!("not a mesh key: expected {prefix}{TRUST_DOMAIN}, {prefix}{TRACING}, {prefix}{SERVICES}<name> or {prefix}{WORKLOADS}<name>"),
             ))
         };
         problems.extend(parsed.err());
     }
     let none = origins.trust_domain.is_none()
+        && origins.tracing.is_none()
         && origins.services.is_empty()
         && origins.workloads.is_empty();
     if none && problems.is_empty() {
@@ -126,6 +138,11 @@ impl Origins<'_> {
             let (index, rest) = p.path.strip_prefix(list)?.split_once(']')?;
             let (key, text) = origins.get(index.parse::<usize>().ok()?)?;
             Some((*key, *text, rest.strip_prefix('.').unwrap_or(rest)))
+        })
+        .or_else(|| {
+            let (key, text) = self.tracing?;
+            let rest = p.path.strip_prefix(TRACING)?;
+            Some((key, text, rest.strip_prefix('.').unwrap_or(rest)))
         });
         match located {
             Some((key, text, rest)) => {
@@ -150,6 +167,9 @@ impl Origins<'_> {
 pub fn write(prefix: &str, mesh: &Mesh) -> Result<BTreeMap<String, String>, serde_yaml_ng::Error> {
     let mut keys = BTreeMap::new();
     keys.insert(format!("{prefix}{TRUST_DOMAIN}"), mesh.trust_domain.clone());
+    if let Some(t) = &mesh.tracing {
+        keys.insert(format!("{prefix}{TRACING}"), to_yaml(t)?);
+    }
     for s in &mesh.services {
         keys.insert(format!("{prefix}{SERVICES}{}", s.name), to_yaml(s)?);
     }
@@ -213,10 +233,19 @@ fn document<T: DeserializeOwned>(key: &str, name: &str, text: &str) -> Result<T,
     // Deserialized from text again, so errors carry their field path.
     let doc = serde_yaml_ng::to_string(&value).map_err(|e| at_key(key, "", e.to_string()))?;
     let de = serde_yaml_ng::Deserializer::from_str(&doc);
-    serde_yaml_ng::with::singleton_map_recursive::deserialize(de).map_err(|e| {
+    typed(
+        key,
+        text,
+        serde_yaml_ng::with::singleton_map_recursive::deserialize(de),
+    )
+}
+
+/// A document's parse, its error at `key` with the field's path and line.
+fn typed<T>(key: &str, text: &str, parsed: Result<T, serde_yaml_ng::Error>) -> Result<T, Problem> {
+    parsed.map_err(|e| {
         let (path, message) = crate::mesh::split_serde_message(&e.to_string());
         let mut p = at_key(key, &path, message);
-        p.line = remora_api::line_of(text, &path);
+        p.line = remora_api::line_of(text, &path).or(e.location().map(|l| l.line()));
         p
     })
 }

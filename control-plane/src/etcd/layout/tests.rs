@@ -46,6 +46,25 @@ fn a_mesh_written_reads_back_sorted_by_name() {
 }
 
 #[test]
+fn the_mesh_tracing_is_a_key_of_its_own_and_survives_the_round_trip() {
+    let text =
+        format!("{MESH}tracing: {{ collector: \"otel:4317\", protocol: grpc, sampling: 0.5 }}\n");
+    let mesh = crate::mesh::parse(&text).unwrap();
+    assert!(mesh.tracing.is_some());
+    let written = write(P, &mesh).unwrap();
+    assert!(
+        written["/remora/tracing"].contains("collector: otel:4317"),
+        "{written:?}"
+    );
+    let keys: Keys = written
+        .into_iter()
+        .map(|(k, v)| (k, Bytes::from(v)))
+        .collect();
+    let read = read(P, &keys, check).unwrap();
+    assert_eq!(read.tracing, mesh.tracing);
+}
+
+#[test]
 fn the_name_comes_from_the_key_and_json_is_yaml() {
     let k = keys(&[
         ("trust_domain", "example.org\n"),
@@ -100,6 +119,23 @@ fn every_problem_names_its_key() {
             "etcd /remora/services/Api: name",
             "lowercase DNS name",
             None,
+        ),
+        (
+            "a tracing rule, at the tracing key",
+            keys(&[
+                ("tracing", "collector: otel:4318\nsampling: 3\n"),
+                ("workloads/web", "outbound: 127.0.0.1:2\n"),
+            ]),
+            "etcd /remora/tracing: sampling",
+            "must be a ratio from 0 to 1",
+            Some(2),
+        ),
+        (
+            "a tracing field of the wrong type",
+            keys(&[("tracing", "collector: otel:4318\nqueue: many\n")]),
+            "etcd /remora/tracing: queue",
+            "invalid type",
+            Some(2),
         ),
         (
             "not a mapping",
