@@ -9,8 +9,9 @@
 # temp dir). Optional: REMORA_BIN (default <repo>/target/release/remora-proxy),
 # REMORA_BALANCER (default round_robin), REMORA_LIMITS (each listener's
 # `limits`, as YAML flow: 'max_connections: 20000, header_read_timeout: 60s';
-# default the proxy's), RUST_LOG (default warn), REMORA_WRAP (a command the
-# proxy runs under, e.g. valgrind; word-split).
+# default the proxy's), REMORA_EDGE (each listener's `edge`, as YAML flow:
+# 'request_id: {}, compression: {}'), RUST_LOG (default warn), REMORA_WRAP
+# (a command the proxy runs under, e.g. valgrind; word-split).
 #
 # Writes a config with listener `plain` on 127.0.0.1:$LAB_PORT and listener
 # `tls` on 127.0.0.1:$LAB_TLS_PORT, one catch-all route to backend `upstream`,
@@ -44,6 +45,9 @@ config=$(mktemp "$dir/remora.XXXXXX.yaml")
     echo "    address: 127.0.0.1:$p"
     if [[ -n "${REMORA_LIMITS:-}" ]]; then
       echo "    limits: { $REMORA_LIMITS }"
+    fi
+    if [[ -n "${REMORA_EDGE:-}" ]]; then
+      echo "    edge: { $REMORA_EDGE }"
     fi
     if [[ $name == tls ]]; then
       echo "    tls:"

@@ -103,6 +103,8 @@ async fn responses_are_compressed_as_the_client_accepts() {
     assert_eq!(body, "hi\n");
     let (head, body) = fetch(&[&gzip[..], &[&format!("{base}/plain")]].concat()).await;
     assert_eq!(header(&head, "content-encoding"), None, "route off: {head}");
+    // Nothing varies by Accept-Encoding where compression is off.
+    assert_eq!(header(&head, "vary"), None, "route off: {head}");
     assert_eq!(body, TEXT.repeat(100));
     // No Accept-Encoding, nothing compressed.
     let (head, _) = fetch(&[&format!("{base}/big")]).await;

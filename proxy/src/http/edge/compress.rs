@@ -13,7 +13,7 @@ use tower_http::compression::CompressionLayer;
 /// A compression layer ready to wrap a service; off when it offers no
 /// coding (the body then passes through untouched).
 #[derive(Clone)]
-pub struct Compress(CompressionLayer<And<SizeAbove, MediaTypes>>);
+pub struct Compress(CompressionLayer<And<SizeAbove, MediaTypes>>, bool);
 
 /// Compresses a response whose `Content-Type` starts with one of these
 /// (compared without case).
@@ -41,7 +41,16 @@ impl Compress {
             .br(on(Algorithm::Br))
             .zstd(on(Algorithm::Zstd));
         let types = c.content_types.iter().map(|t| t.as_str().into()).collect();
-        Compress(layer.compress_when(SizeAbove::new(c.min_size).and(MediaTypes(types))))
+        let any = Algorithm::ALL.into_iter().any(on);
+        Compress(
+            layer.compress_when(SizeAbove::new(c.min_size).and(MediaTypes(types))),
+            any,
+        )
+    }
+
+    /// It offers at least one coding.
+    pub fn is_on(&self) -> bool {
+        self.1
     }
 
     /// Compresses nothing.
