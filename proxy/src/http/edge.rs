@@ -13,7 +13,8 @@
 //!
 //! ```text
 //! SetSensitiveRequestHeaders -> SetRequestId -> PropagateRequestId -> Cors
-//!   -> RequestDecompression (only for a body with Content-Encoding) -> Compression -> inner
+//!   -> RequestDecompression (only for a body with Content-Encoding)
+//!   -> Compression (only where a coding is on) -> inner
 //! ```
 //!
 //! Request bodies reach the inner service as [`InBody`] (decompressed or
