@@ -174,17 +174,7 @@ async fn a_plain_client_reaches_another_pod_through_both_proxies_over_mutual_tls
         curl(&client_pod, None, "http://10.254.0.2:8080/").await,
         via_mesh
     );
-    let by_name = client_pod
-        .ok(&[
-            "curl",
-            "-sS",
-            "--max-time",
-            "5",
-            "-H",
-            "Host: api",
-            "http://10.254.0.2:8080/",
-        ])
-        .await;
+    let by_name = curl_as_api(&client_pod, "http://10.254.0.2:8080/").await;
     assert_eq!(by_name, via_mesh);
     assert_eq!(
         curl(&client_pod, None, "http://10.254.0.99:8080/").await,
@@ -231,17 +221,7 @@ async fn a_plain_client_reaches_another_pod_through_both_proxies_over_mutual_tls
     server_pod
         .ok(&["ip", "addr", "add", "10.254.0.99/24", "dev", "tp1"])
         .await;
-    let other_port = client_pod
-        .ok(&[
-            "curl",
-            "-sS",
-            "--max-time",
-            "5",
-            "-H",
-            "Host: api",
-            "http://10.254.0.99:9000/",
-        ])
-        .await;
+    let other_port = curl_as_api(&client_pod, "http://10.254.0.99:9000/").await;
     assert_eq!(other_port, "plain saw 10.254.0.1");
     let metrics = outbound.metrics().await;
     let labels = [
@@ -270,6 +250,12 @@ async fn a_plain_client_reaches_another_pod_through_both_proxies_over_mutual_tls
     // at least one, at most one each).
     let total = value(&metrics, "remora_inbound_connections_total", &by_web);
     assert!((5.0..=7.0).contains(&total), "{metrics}");
+}
+
+/// A GET of `url` from `ns` (as root: intercepted) with the host `api`.
+async fn curl_as_api(ns: &Netns, url: &str) -> String {
+    ns.ok(&["curl", "-sS", "--max-time", "5", "-H", "Host: api", url])
+        .await
 }
 
 /// The server pod's proxy: strict mutual TLS, any authenticated peer, and
