@@ -15,9 +15,8 @@ pub mod cli;
 pub mod filter;
 pub mod http;
 
-use crate::http::body::ResponseBody;
 use crate::http::call::Downstream;
-use ::http::{Request, Response};
+use ::http::Request;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -121,7 +120,8 @@ impl Hub {
         seen: Seen,
         route: &str,
         backend: &str,
-        rsp: &Response<ResponseBody>,
+        status: ::http::StatusCode,
+        endpoint: Option<std::net::SocketAddr>,
         error: &str,
     ) {
         let summary = Summary {
@@ -132,11 +132,11 @@ impl Hub {
             listener: seen.listener.to_string(),
             route: route.into(),
             backend: backend.into(),
-            endpoint: rsp.body().endpoint(),
+            endpoint,
             method: seen.method.to_string(),
             authority: seen.authority,
             path: seen.path,
-            status: rsp.status().as_u16(),
+            status: status.as_u16(),
             latency_ms: seen.started.elapsed().as_secs_f64() * 1000.0,
             client: seen.client,
             client_id: seen.client_id.as_deref().map(str::to_string),

@@ -145,6 +145,10 @@ pub trait Loads: Service<Request<InBody>> {
     /// CORS preflight, a body in a coding the listener does not decode),
     /// as the requests that went down are.
     fn answered(&self, answer: Answered<'_>);
+
+    /// What a tap shows of a request the edge middleware may answer itself
+    /// (`None` while nobody taps).
+    fn see(&self, req: &Request<Incoming>) -> Option<crate::tap::Seen>;
 }
 
 /// Wraps a service in the edge middleware of its listener, read from the
@@ -191,12 +195,13 @@ where
         // counted and logged if it does.
         let watch = answerable(&snapshot.listeners[index], &req).then(|| {
             let w = Arc::new(Watch::default());
-            (self.inner.clone(), w, tokio::time::Instant::now())
+            let seen = self.inner.see(&req);
+            (self.inner.clone(), w, tokio::time::Instant::now(), seen)
         });
         let inner = Preloaded {
             snapshot: Some(snapshot.clone()),
             inner: self.inner.clone(),
-            reached: watch.as_ref().map(|(_, w, _)| w.clone()),
+            reached: watch.as_ref().map(|(_, w, _, _)| w.clone()),
         };
         EdgeFuture::Edge {
             f: Box::pin(run(snapshot, index, inner, req, watch)),
@@ -266,14 +271,19 @@ async fn run<S>(
     index: usize,
     inner: Preloaded<S>,
     req: Request<Incoming>,
-    watch: Option<(S, Arc<Watch>, tokio::time::Instant)>,
+    watch: Option<(
+        S,
+        Arc<Watch>,
+        tokio::time::Instant,
+        Option<crate::tap::Seen>,
+    )>,
 ) -> Response<OutBody>
 where
     S: Loads<Response = Response<ResponseBody>, Error = Infallible>,
     S: Send + 'static,
     S::Future: Send,
 {
-    let Some((observe, w, started)) = watch else {
+    let Some((observe, w, started, seen)) = watch else {
         return through(&snapshot, index, inner, req, None).await;
     };
     let mut rsp = through(&snapshot, index, inner, req, Some(&w)).await;
@@ -298,6 +308,7 @@ where
             status: rsp.status(),
             cause,
             started,
+            seen,
         });
     }
     rsp

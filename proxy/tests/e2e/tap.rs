@@ -150,3 +150,60 @@ async fn the_cli_prints_only_what_its_filter_asks_for() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("status `teapot`"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preflight_the_edge_answers_is_tapped_too() {
+    require("curl");
+    let up = Upstream::start("app").await;
+    let yaml = format!(
+        "admin: {{ address: 127.0.0.1:0 }}
+listeners:
+  - name: web
+    address: 127.0.0.1:0
+    edge: {{ cors: {{ allowed_origins: ['*'] }} }}
+    routes:
+      - name: users
+        backends: [{{ name: app }}]
+backends:
+  - name: app
+    endpoints: [{{ address: {} }}]
+",
+        up.addr()
+    );
+    let proxy = start(&yaml).await;
+    let url = format!("http://{}/tap?limit=1&seconds=30", proxy.admin());
+    let mut child = Command::new("curl")
+        .args(["-sN", "--max-time", "30", &url])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run curl");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let opening = next_line(&mut lines).await;
+    assert!(opening.contains("tapping"), "{opening}");
+    let (status, _) = curl(vec![
+        "-X".into(),
+        "OPTIONS".into(),
+        "-H".into(),
+        "origin: https://app.example.com".into(),
+        "-H".into(),
+        "access-control-request-method: GET".into(),
+        format!("http://{}/users/7", proxy.listener("web")),
+    ])
+    .await;
+    assert_eq!(status, 200);
+    let line = next_line(&mut lines).await;
+    let seen: Value = serde_json::from_str(&line).expect("a JSON line");
+    assert_eq!(
+        (&seen["method"], &seen["route"], &seen["backend"]),
+        (
+            &Value::from("OPTIONS"),
+            &Value::from("users"),
+            &Value::from("")
+        ),
+        "{line}"
+    );
+    assert_eq!(seen["status"], 200, "{line}");
+    assert_eq!(up.requests(), 0, "answered by the proxy");
+    assert!(exits(child).await, "the stream ends after 1 line");
+}

@@ -19,6 +19,8 @@ pub struct Answered<'a> {
     /// The metrics' `error` label: empty for a preflight.
     pub cause: &'static str,
     pub started: tokio::time::Instant,
+    /// For a tap, when one is open.
+    pub seen: Option<crate::tap::Seen>,
 }
 
 /// What the access log and the metrics say of a request the edge

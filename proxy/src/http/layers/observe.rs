@@ -89,6 +89,10 @@ where
         (self.ctx.store.load_full(), self.ctx.index)
     }
 
+    fn see(&self, req: &Request<hyper::body::Incoming>) -> Option<crate::tap::Seen> {
+        self.ctx.metrics.tap.see(req, &self.ctx.name, &self.down)
+    }
+
     fn answered(&self, a: Answered<'_>) {
         let ctx = &self.ctx;
         let listener = &a.snapshot.listeners[a.index];
@@ -122,6 +126,11 @@ where
                 started: a.started,
             }
             .log();
+        }
+        if let Some(seen) = a.seen {
+            ctx.metrics
+                .tap
+                .publish(seen, route, "", a.status, None, a.cause); // tap
         }
         let m = &ctx.metrics;
         m.responses
@@ -225,7 +234,10 @@ fn record(
         }
     };
     if let Some(seen) = tap {
-        ctx.metrics.tap.publish(seen, route, backend, &rsp, cause); // tap: the summary
+        let (status, endpoint) = (rsp.status(), rsp.body().endpoint());
+        ctx.metrics
+            .tap
+            .publish(seen, route, backend, status, endpoint, cause); // tap: the summary
     }
     if let Some((method, uri, version, headers)) = &access {
         AccessEvent {
