@@ -94,16 +94,6 @@ impl Route {
             destinations: Box::default(),
         }
     }
-
-    /// Whether a request that matched this route by host was dialed at
-    /// another port of an IP in its `match.destinations` (another port of
-    /// its Service's ClusterIP): it is for what listens there, not for
-    /// this route.
-    pub fn names_another_port(&self, dialed: SocketAddr) -> bool {
-        !self.destinations.is_empty()
-            && !self.destinations.contains(&dialed)
-            && self.destinations.iter().any(|d| d.ip() == dialed.ip())
-    }
 }
 
 /// Weighted backends of a route (a traffic split), each with the metric
@@ -207,16 +197,7 @@ fn prefix_match(prefix: &str, path: &str) -> bool {
     }
 }
 
-/// Where opaque connections to an address of `match.destinations` go: a
-/// route's backends with their weights ([`Router::tcp_destinations`]).
-pub type TcpDestinations = HashMap<SocketAddr, Vec<(Arc<Backend>, u32)>>;
-
 impl Matcher {
-    /// No path, method or header condition.
-    fn takes_any_request(&self) -> bool {
-        matches!(self.path, PathMatcher::Any) && self.methods.is_empty() && self.headers.is_empty()
-    }
-
     fn matches(&self, method: &Method, path: &str, headers: &HeaderMap) -> bool {
         if !self.methods.is_empty() && !self.methods.contains(method) {
             return false;
@@ -331,49 +312,6 @@ impl Router {
                 .matcher
                 .matches(method, path, headers)
         })
-    }
-
-    /// The route for a request whose host matched none, by the address its
-    /// client dialed (a transparent listener's original destination): the
-    /// first route with that address in `match.destinations` whose path,
-    /// methods and headers match.
-    pub fn find_index_at(
-        &self,
-        destination: SocketAddr,
-        method: &Method,
-        path: &str,
-        headers: &HeaderMap,
-    ) -> Option<u32> {
-        let candidates = self.destinations.get(&destination)?;
-        candidates.iter().copied().find(|i| {
-            self.routes[*i as usize]
-                .matcher
-                .matches(method, path, headers)
-        })
-    }
-
-    /// For opaque TCP on a transparent listener, per address of some
-    /// route's `match.destinations`: the backends (and weights) of the
-    /// first route naming it that takes any request (no path, method or
-    /// header condition) and forwards. An address whose routes all match
-    /// on HTTP details has none: its connections go to it directly.
-    pub fn tcp_destinations(&self) -> TcpDestinations {
-        let mut out = TcpDestinations::new();
-        for (dst, list) in &self.destinations {
-            let any_request = list
-                .iter()
-                .map(|i| &self.routes[*i as usize])
-                .find(|r| r.matcher.takes_any_request() && matches!(r.action, Action::Forward(_)));
-            if let Some(Route {
-                action: Action::Forward(split),
-                ..
-            }) = any_request
-            {
-                let weights = split.weights().map(|(b, w)| (b.clone(), w)).collect();
-                out.insert(*dst, weights);
-            }
-        }
-        out
     }
 
     fn candidates(&self, host: &str) -> &[u32] {
@@ -520,7 +458,10 @@ pub fn rewrite_prefix(path_and_query: &str, from: &str, to: &str) -> String {
     out
 }
 
+mod destinations;
 mod explain;
+
+pub use destinations::TcpDestinations;
 pub use explain::{RouteStep, RouteTrace};
 
 #[cfg(test)]
