@@ -307,13 +307,19 @@ fn check_limits(p: &mut Problems, at: &str, l: &Limits) {
     }
 }
 
+/// An address a client can connect to (`match.destinations`, a mesh
+/// service's `addresses`): not `0.0.0.0`/`::`, not port 0.
+pub fn dialable(a: &std::net::SocketAddr) -> bool {
+    !a.ip().is_unspecified() && a.port() != 0
+}
+
 fn check_route(p: &mut Problems, at: &str, r: &Route, backends: &HashSet<&str>) {
     let m = &r.matches;
     for (k, h) in m.hosts.iter().enumerate() {
         check_host(p, || format!("{at}.match.hosts[{k}]"), h);
     }
     for (k, d) in m.destinations.iter().enumerate() {
-        if d.ip().is_unspecified() || d.port() == 0 {
+        if !dialable(d) {
             p.add(
                 format!("{at}.match.destinations[{k}]"),
                 format!("`{d}` is not an address a client dials"),

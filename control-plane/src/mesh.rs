@@ -179,7 +179,7 @@ fn check_services(found: &mut Found, mesh: &Mesh, services: &Services<'_>) {
         }
         for (j, a) in s.addresses.iter().enumerate() {
             let path = format!("{at}.addresses[{j}]");
-            if a.ip().is_unspecified() || a.port() == 0 {
+            if !remora_api::dialable(a) {
                 found.add(path, format!("`{a}` is not an address a caller dials"));
                 continue;
             }

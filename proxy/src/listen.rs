@@ -412,32 +412,13 @@ pub fn opaque_target(plan: &Plan) -> Option<Target> {
         )))),
         (Some(dst), Some(index)) => Some(match index.get(&dst) {
             Some((backend, ep)) => Target::Endpoint(backend.clone(), ep.clone()),
-            None => {
-                let named = plan.tcp_destinations.as_ref().and_then(|d| d.get(&dst));
-                match named.and_then(|w| pick_weighted(w)) {
-                    Some(backend) => Target::Balanced(backend.clone()),
-                    None => Target::Direct(dst),
-                }
-            }
+            None => match plan.tcp_destinations.as_ref().and_then(|d| d.get(&dst)) {
+                Some(split) => Target::Balanced(split.pick(&mut fastrand::Rng::new()).clone()),
+                None => Target::Direct(dst),
+            },
         }),
         _ => plan.tcp_backend.clone().map(Target::Balanced),
     }
-}
-
-/// A backend drawn by weight (the first when every weight is 0).
-fn pick_weighted(weights: &[(Arc<Backend>, u32)]) -> Option<&Arc<Backend>> {
-    let total: u32 = weights.iter().map(|(_, w)| w).sum();
-    if total == 0 {
-        return weights.first().map(|(b, _)| b);
-    }
-    let mut n = fastrand::u32(0..total);
-    for (b, w) in weights {
-        if n < *w {
-            return Some(b);
-        }
-        n -= w;
-    }
-    weights.last().map(|(b, _)| b)
 }
 
 /// Terminates TLS. A client that goes away during the handshake (a TCP

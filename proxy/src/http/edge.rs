@@ -193,20 +193,31 @@ where
         // A request the middleware may answer itself (an OPTIONS under
         // CORS, an encoded body under decompression) is watched, to be
         // counted and logged if it does.
-        let watch = answerable(&snapshot.listeners[index], &req).then(|| {
-            let w = Arc::new(Watch::default());
-            let seen = self.inner.see(&req);
-            (self.inner.clone(), w, tokio::time::Instant::now(), seen)
+        let watch = answerable(&snapshot.listeners[index], &req).then(|| Watched {
+            seen: self.inner.see(&req),
+            observe: self.inner.clone(),
+            watch: Arc::new(Watch::default()),
+            started: tokio::time::Instant::now(),
         });
         let inner = Preloaded {
             snapshot: Some(snapshot.clone()),
             inner: self.inner.clone(),
-            reached: watch.as_ref().map(|(_, w, _, _)| w.clone()),
+            reached: watch.as_ref().map(|w| w.watch.clone()),
         };
         EdgeFuture::Edge {
             f: Box::pin(run(snapshot, index, inner, req, watch)),
         }
     }
+}
+
+/// A request the edge middleware may answer itself, watched: what counts
+/// and logs it if it does ([`Loads::answered`]).
+struct Watched<S> {
+    observe: S,
+    watch: Arc<Watch>,
+    started: tokio::time::Instant,
+    /// For a tap, when one is open.
+    seen: Option<crate::tap::Seen>,
 }
 
 /// The inner service, handed the snapshot the edge layer loaded.
@@ -271,26 +282,27 @@ async fn run<S>(
     index: usize,
     inner: Preloaded<S>,
     req: Request<Incoming>,
-    watch: Option<(
-        S,
-        Arc<Watch>,
-        tokio::time::Instant,
-        Option<crate::tap::Seen>,
-    )>,
+    watched: Option<Watched<S>>,
 ) -> Response<OutBody>
 where
     S: Loads<Response = Response<ResponseBody>, Error = Infallible>,
     S: Send + 'static,
     S::Future: Send,
 {
-    let Some((observe, w, started, seen)) = watch else {
+    let Some(Watched {
+        observe,
+        watch,
+        started,
+        seen,
+    }) = watched
+    else {
         return through(&snapshot, index, inner, req, None).await;
     };
-    let mut rsp = through(&snapshot, index, inner, req, Some(&w)).await;
-    if w.reached.load(std::sync::atomic::Ordering::Relaxed) {
+    let mut rsp = through(&snapshot, index, inner, req, Some(&watch)).await;
+    if watch.reached.load(std::sync::atomic::Ordering::Relaxed) {
         return rsp;
     }
-    if let Some(head) = w.head.get() {
+    if let Some(head) = watch.head.get() {
         // CORS answers 200; request decompression refuses with 415.
         let cause = if rsp.status() != http::StatusCode::UNSUPPORTED_MEDIA_TYPE {
             ""

@@ -13,7 +13,11 @@ use tower_http::compression::CompressionLayer;
 /// A compression layer ready to wrap a service; off when it offers no
 /// coding (the body then passes through untouched).
 #[derive(Clone)]
-pub struct Compress(CompressionLayer<And<SizeAbove, MediaTypes>>, bool);
+pub struct Compress {
+    layer: CompressionLayer<And<SizeAbove, MediaTypes>>,
+    /// At least one coding is offered.
+    on: bool,
+}
 
 /// Compresses a response whose `Content-Type` starts with one of these
 /// (compared without case).
@@ -41,16 +45,15 @@ impl Compress {
             .br(on(Algorithm::Br))
             .zstd(on(Algorithm::Zstd));
         let types = c.content_types.iter().map(|t| t.as_str().into()).collect();
-        let any = Algorithm::ALL.into_iter().any(on);
-        Compress(
-            layer.compress_when(SizeAbove::new(c.min_size).and(MediaTypes(types))),
-            any,
-        )
+        Compress {
+            layer: layer.compress_when(SizeAbove::new(c.min_size).and(MediaTypes(types))),
+            on: Algorithm::ALL.into_iter().any(on),
+        }
     }
 
     /// It offers at least one coding.
     pub fn is_on(&self) -> bool {
-        self.1
+        self.on
     }
 
     /// Compresses nothing.
@@ -62,6 +65,6 @@ impl Compress {
     }
 
     pub fn layer(&self) -> &CompressionLayer<And<SizeAbove, MediaTypes>> {
-        &self.0
+        &self.layer
     }
 }

@@ -16,15 +16,19 @@ impl<B> Step<B> for Route {
         let req = &call.req;
         let host = request_host(req).unwrap_or("");
         let view = &mut call.cx.view;
+        let passthrough = &call.cx.down.passthrough;
         let router = &view.listener().router;
-        let found = router.find_index(host, req.method(), req.uri().path(), req.headers());
-        let found = match (found, &call.cx.down.passthrough) {
+        let found = router
+            .find_index(host, req.method(), req.uri().path(), req.headers())
             // Dialed at another port of its Service's ClusterIP: not this
             // route's, whatever the host says.
-            (Some(i), Some(p)) if router.routes()[i as usize].names_another_port(p.addr()) => None,
-            (found, _) => found,
-        };
-        match (found, &call.cx.down.passthrough) {
+            .filter(|&i| {
+                let route = &router.routes()[i as usize];
+                !passthrough
+                    .as_ref()
+                    .is_some_and(|p| route.names_another_port(p.addr()))
+            });
+        match (found, passthrough) {
             (Some(i), _) => view.set_route(i),
             (None, Some(p)) => {
                 // A host no route names, dialed at an address a route

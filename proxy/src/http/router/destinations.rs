@@ -3,16 +3,14 @@
 //! routes when the host names none (a short name, the IP itself), for
 //! opaque TCP too; and a route is not for another port of its addresses.
 
-use super::{Action, Matcher, PathMatcher, Route, Router};
-use crate::balance::Backend;
+use super::{Action, Matcher, PathMatcher, Route, RouteMetrics, Router, Split};
 use http::{HeaderMap, Method};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 /// Where opaque connections to an address of `match.destinations` go: a
-/// route's backends with their weights ([`Router::tcp_destinations`]).
-pub type TcpDestinations = HashMap<SocketAddr, Vec<(Arc<Backend>, u32)>>;
+/// route's split ([`Router::tcp_destinations`]), drawn from by weight.
+pub type TcpDestinations = HashMap<SocketAddr, Split>;
 
 impl Router {
     /// The route for a request whose host matched none, by the address its
@@ -35,9 +33,9 @@ impl Router {
     }
 
     /// For opaque TCP on a transparent listener, per address of some
-    /// route's `match.destinations`: the backends (and weights) of the
-    /// first route naming it that takes any request (no path, method or
-    /// header condition) and forwards. An address whose routes all match
+    /// route's `match.destinations`: the split of the first route naming it
+    /// that takes any request (no path, method or header condition) and
+    /// forwards. An address whose routes all match
     /// on HTTP details has none: its connections go to it directly.
     pub fn tcp_destinations(&self) -> TcpDestinations {
         let mut out = TcpDestinations::new();
@@ -51,8 +49,15 @@ impl Router {
                 ..
             }) = any_request
             {
-                let weights = split.weights().map(|(b, w)| (b.clone(), w)).collect();
-                out.insert(*dst, weights);
+                // The same backends and weights; no route metrics (TCP
+                // connections are counted by the TCP metrics).
+                let backends = split
+                    .backends
+                    .iter()
+                    .map(|(b, w, _)| (b.clone(), *w, RouteMetrics::default()))
+                    .collect();
+                let total = split.total;
+                out.insert(*dst, Split { backends, total });
             }
         }
         out
