@@ -1,6 +1,6 @@
 //! Serving one client connection: HTTP/1.1 and HTTP/2 on the same socket
 //! (h2 preface or ALPN), each request through the layer stack
-//! ([`super::stack`]).
+//! ([`super::stack`]). The HTTP/1.1 header read timeout: [`super::head_timer`].
 
 use super::call::Downstream;
 use super::stack::UserLayers;
@@ -11,6 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use prometheus::IntCounter;
+use std::future::Future;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -59,10 +60,13 @@ pub async fn serve<I>(
     let client = down.client;
     let peer = down.client_id.is_some(); // h2-peers
     let svc = TowerToHyperService::new(super::stack::build(ctx, down));
+    // The header read timeout's one sleep for the connection (perf, issue
+    // 12): see `head_timer`.
+    let (head_timer, mut watchdog) = super::head_timer::new(limits.header_read_timeout.get());
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
+        .timer(head_timer)
         .header_read_timeout(limits.header_read_timeout.get())
         .max_buf_size(limits.max_request_header_bytes.max(8192))
         .writev(false); // perf: one write per response, not a writev (issue 12)
@@ -75,13 +79,19 @@ pub async fn serve<I>(
     }
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     let mut conn = std::pin::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = drain.signaled() => {
+    let mut signaled = std::pin::pin!(drain.signaled());
+    let mut draining = false;
+    // One task polls the watchdog and, after it, the connection: the
+    // watchdog's sleep wakes the task for hyper's head timer.
+    let result = std::future::poll_fn(|cx| {
+        if !draining && signaled.as_mut().poll(cx).is_ready() {
             conn.as_mut().graceful_shutdown();
-            conn.await
+            draining = true;
         }
-    };
+        watchdog.poll(cx);
+        conn.as_mut().poll(cx)
+    })
+    .await;
     if let Err(e) = result {
         tracing::debug!(%client, error = %e, "client connection ended with an error");
     }

@@ -69,6 +69,33 @@ async fn slow_header_senders_are_cut_off() {
     assert_eq!(rsp.status, 200);
 }
 
+/// The header timeout runs per request head: a kept-alive connection that
+/// keeps sending requests outlives it, one left idle past it is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_timeout_runs_per_head_and_closes_idle_keep_alive() {
+    let up = Upstream::start("up").await;
+    let proxy = start(&limited(&up, "{ header_read_timeout: 1s }")).await;
+    let mut conn = Http1Conn::connect(proxy.listener("edge")).await;
+    // 8 requests 300 ms apart: 2.4 s on one connection, every head on time.
+    for i in 0..8 {
+        let rsp = conn
+            .try_send("GET", "/", &[], Bytes::new())
+            .await
+            .unwrap_or_else(|e| panic!("request {i} on the kept-alive connection: {e:#}"));
+        assert_eq!(rsp.status, 200);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let closed = async {
+        while !conn.is_closed() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), closed)
+        .await
+        .expect("an idle kept-alive connection still open 20 s after a 1 s header timeout");
+    assert_eq!(up.requests(), 8);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_bodies_get_413() {
     let up = Upstream::start("up").await;
