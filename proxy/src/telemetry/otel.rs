@@ -99,22 +99,19 @@ impl Tracer {
     pub fn start<B>(self: &Arc<Self>, req: &mut Request<B>) -> Option<Traced> {
         let mut rng = fastrand::Rng::new();
         let headers = req.headers_mut();
-        let parent = headers.get(&TRACEPARENT).and_then(context::parse);
-        let (trace_id, parent) = match parent {
-            Some(Parent { sampled: false, .. }) => return None,
-            Some(p) => (p.trace_id, Some(p.span_id)),
-            None => {
-                let trace_id = context::new_trace_id(&mut rng);
-                if !self.samples(&trace_id) {
-                    let span_id = context::new_span_id(&mut rng);
-                    headers.insert(&TRACEPARENT, context::format(&trace_id, &span_id, false));
-                    headers.remove(&TRACESTATE);
-                    return None;
-                }
+        let (trace_id, parent) = match self.join(headers.get(&TRACEPARENT), &mut rng) {
+            Join::Sampled(trace_id, parent) => (trace_id, parent),
+            Join::Unsampled(None) => return None,
+            Join::Unsampled(Some(trace_id)) => {
+                let span_id = context::new_span_id(&mut rng);
+                headers.insert(&TRACEPARENT, context::format(&trace_id, &span_id, false));
                 headers.remove(&TRACESTATE);
-                (trace_id, None)
+                return None;
             }
         };
+        if parent.is_none() {
+            headers.remove(&TRACESTATE);
+        }
         let span_id = context::new_span_id(&mut rng);
         headers.insert(&TRACEPARENT, context::format(&trace_id, &span_id, true));
         let slot = Slot {
@@ -136,6 +133,56 @@ impl Tracer {
         Some(traced)
     }
 
+    /// The trace a request with this `traceparent` joins: the client's
+    /// when the header is valid (its sampled flag decides), else a new one,
+    /// sampled at the configured ratio.
+    fn join(&self, traceparent: Option<&HeaderValue>, rng: &mut fastrand::Rng) -> Join {
+        match traceparent.and_then(context::parse) {
+            Some(Parent { sampled: false, .. }) => Join::Unsampled(None),
+            Some(p) => Join::Sampled(p.trace_id, Some(p.span_id)),
+            None => {
+                let trace_id = context::new_trace_id(rng);
+                if self.samples(&trace_id) {
+                    Join::Sampled(trace_id, None)
+                } else {
+                    Join::Unsampled(Some(trace_id))
+                }
+            }
+        }
+    }
+
+    /// Queues the server span of a request the proxy answered before it
+    /// went anywhere (the edge middleware's answers: a CORS preflight, a
+    /// 415), ending now, when it is sampled as [`Tracer::start`] would have
+    /// sampled it. Such a request has no attempts and no backend.
+    pub fn answered(&self, a: Unforwarded<'_>) {
+        let mut rng = fastrand::Rng::new();
+        let Join::Sampled(trace_id, parent) = self.join(a.head.traceparent.as_ref(), &mut rng)
+        else {
+            return;
+        };
+        let end_ns = unix_ns();
+        self.submit(SpanRecord {
+            kind: Kind::Server,
+            trace_id,
+            span_id: context::new_span_id(&mut rng),
+            parent,
+            trace_state: parent.and(a.head.tracestate.clone()),
+            start_ns: end_ns.saturating_sub(elapsed_ns(a.started)),
+            end_ns,
+            method: a.method.clone(),
+            path: a.head.path.clone(),
+            host: a.head.host.clone(),
+            status: Some(a.status.as_u16()),
+            listener: Some(a.listener.clone()),
+            route: a.route.cloned(),
+            backend: None,
+            endpoint: None,
+            attempt: 0,
+            error: a.error,
+        });
+    }
+
     fn samples(&self, trace_id: &TraceId) -> bool {
         let Some(threshold) = self.threshold else {
             return true;
@@ -150,6 +197,49 @@ impl Tracer {
             self.dropped.inc();
         }
     }
+}
+
+/// The trace a request joins ([`Tracer::join`]).
+enum Join {
+    /// Sampled: the trace, and the client's span in it (none: a new trace).
+    Sampled(TraceId, Option<SpanId>),
+    /// Not sampled: a new trace's id, or none when the client's
+    /// `traceparent` says not sampled.
+    Unsampled(Option<TraceId>),
+}
+
+/// What the server span of a request answered at the edge needs of its
+/// head, taken as it went through (only while tracing is on).
+pub struct TraceHead {
+    traceparent: Option<HeaderValue>,
+    tracestate: Option<HeaderValue>,
+    host: Option<HeaderValue>,
+    path: Option<http::uri::PathAndQuery>,
+}
+
+impl TraceHead {
+    pub fn of<B>(req: &Request<B>) -> Self {
+        let h = req.headers();
+        TraceHead {
+            traceparent: h.get(&TRACEPARENT).cloned(),
+            tracestate: h.get(&TRACESTATE).cloned(),
+            host: h.get(HOST).cloned(),
+            path: req.uri().path_and_query().cloned(),
+        }
+    }
+}
+
+/// A request the proxy answered before it went anywhere, for
+/// [`Tracer::answered`].
+pub struct Unforwarded<'a> {
+    pub head: &'a TraceHead,
+    pub method: &'a Method,
+    pub started: Instant,
+    pub status: StatusCode,
+    /// The proxy's error cause, empty when none.
+    pub error: &'static str,
+    pub listener: &'a Arc<str>,
+    pub route: Option<&'a Arc<str>>,
 }
 
 /// A sampled request being traced: what its server span needs at the end,

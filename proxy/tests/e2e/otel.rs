@@ -15,17 +15,25 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// A proxy with one route `traced` to `up`, exporting to `collector`.
 async fn proxy(up: &Upstream, tracing: &str, route_extra: &str) -> ProxyProcess {
+    proxy_on(up, tracing, "", route_extra).await
+}
+
+/// As [`proxy`], with `listener_extra` lines in the listener.
+async fn proxy_on(
+    up: &Upstream,
+    tracing: &str,
+    listener_extra: &str,
+    route_extra: &str,
+) -> ProxyProcess {
     let routes =
         format!("      - name: traced\n        backends: [{{ name: app }}]\n{route_extra}");
     let backends = format!(
         "  - name: app\n    endpoints: [{{ address: {} }}]",
         up.addr()
     );
-    start(&format!(
-        "{}tracing: {tracing}\n",
-        config(&routes, &backends)
-    ))
-    .await
+    let config = config(&routes, &backends)
+        .replace("    routes:\n", &format!("{listener_extra}    routes:\n"));
+    start(&format!("{config}tracing: {tracing}\n")).await
 }
 
 fn tracing_to(collector: std::net::SocketAddr, protocol: &str, sampling: f64) -> String {
@@ -37,9 +45,15 @@ fn tracing_to(collector: std::net::SocketAddr, protocol: &str, sampling: f64) ->
 /// curl `url` with these extra headers; returns the body (status must be
 /// `status`).
 fn curl(url: &str, headers: &[String], status: u16) -> String {
+    curl_with(&[], url, headers, status)
+}
+
+/// As [`curl`], with more of curl's arguments (a method, a body).
+fn curl_with(args: &[&str], url: &str, headers: &[String], status: u16) -> String {
     require("curl");
     let mut cmd = std::process::Command::new("curl");
     cmd.args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"]);
+    cmd.args(args);
     for h in headers {
         cmd.args(["-H", h]);
     }
@@ -186,6 +200,75 @@ async fn sampling_0_exports_no_new_trace_but_follows_a_sampled_parent() {
         .filter(|s| s["trace_id"] != TRACE)
         .collect();
     assert!(others.is_empty(), "{others:#?}");
+}
+
+/// Requests the edge middleware answers itself (a CORS preflight, a body
+/// in a coding the listener does not decode) reach no backend, yet get
+/// their server span, sampled as any request: in the client's trace, named
+/// after the route they would take, with no backend and no attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_the_edge_answers_itself_are_traced() {
+    const REFUSED: &str = "0af7651916cd43dd8448eb211c80319c";
+    const UNSAMPLED: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90";
+    let receiver = OtlpReceiver::start("http").await;
+    let up = Upstream::start("app").await;
+    let edge = "    edge: { cors: { allowed_origins: ['https://app.example'] }, \
+                decompression: { algorithms: [gzip] } }\n";
+    let tracing = tracing_to(receiver.addr(), "http/protobuf", 1.0);
+    let proxy = proxy_on(&up, &tracing, edge, "").await;
+    let url = format!("http://{}/items", proxy.listener("edge"));
+    let preflight = [
+        "-X",
+        "OPTIONS",
+        "-H",
+        "origin: https://app.example",
+        "-H",
+        "access-control-request-method: GET",
+    ];
+    let parent =
+        |trace: &str, flags: &str| vec![format!("traceparent: 00-{trace}-{PARENT}-{flags}")];
+    curl_with(&preflight, &url, &parent(UNSAMPLED, "00"), 200);
+    let mut sampled = parent(TRACE, "01");
+    sampled.push("tracestate: vendor=abc".into());
+    curl_with(&preflight, &url, &sampled, 200);
+    let br = [
+        "-X",
+        "POST",
+        "-H",
+        "content-encoding: br",
+        "--data-binary",
+        "x",
+    ];
+    curl_with(&br, &url, &parent(REFUSED, "01"), 415);
+    assert_eq!(up.requests(), 0, "the edge answered both");
+
+    let spans = receiver.wait_for_trace(TRACE, 1, WAIT).await;
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    let span = &spans[0];
+    assert_eq!(span["kind"], "server");
+    assert_eq!(span["parent_span_id"], PARENT);
+    assert_eq!(span["trace_state"], "vendor=abc");
+    assert_eq!(span["name"], "OPTIONS traced");
+    assert_eq!(attr(span, "http.request.method"), "OPTIONS");
+    assert_eq!(attr(span, "url.path"), "/items");
+    assert_eq!(attr(span, "http.response.status_code"), 200);
+    assert_eq!(attr(span, "remora.route"), "traced");
+    assert_eq!(attr(span, "remora.backend"), &Value::Null);
+    assert_eq!(attr(span, "remora.attempts"), 0);
+    assert_eq!(span["status"]["code"], 0, "unset: not an error");
+
+    let spans = receiver.wait_for_trace(REFUSED, 1, WAIT).await;
+    let span = &spans[0];
+    assert_eq!(span["name"], "POST traced");
+    assert_eq!(attr(span, "http.response.status_code"), 415);
+    assert_eq!(attr(span, "error.type"), "unsupported-encoding");
+    // Sent before the sampled ones, on the same queue: none came.
+    let unsampled: Vec<Value> = receiver
+        .spans()
+        .into_iter()
+        .filter(|s| s["trace_id"] == UNSAMPLED)
+        .collect();
+    assert!(unsampled.is_empty(), "{unsampled:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

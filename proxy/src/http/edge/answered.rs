@@ -1,10 +1,12 @@
 //! Requests the edge middleware answers itself (tower-http's CORS answers
 //! every `OPTIONS`; request decompression refuses a coding it does not take
 //! with 415): watched on their way through, so the observe layer can count
-//! and log them like the requests that reach it ([`super::Loads::answered`]).
+//! and log them like the requests that reach it, and give them a server
+//! span while tracing is on ([`super::Loads::answered`]).
 
 use super::{encoded, logged_headers, route_index};
 use crate::snapshot::{ListenerTable, Snapshot};
+use crate::telemetry::otel::TraceHead;
 use http::{Method, Request};
 use hyper::body::Incoming;
 use std::sync::atomic::AtomicBool;
@@ -34,6 +36,8 @@ pub struct EdgeHead {
     pub route: Option<u32>,
     /// `edge.log_headers`, when the listener logs access.
     pub headers: String,
+    /// For its server span, while tracing is on.
+    pub trace: Option<TraceHead>,
 }
 
 /// Watches a request that the edge middleware may answer itself: what it
@@ -68,6 +72,7 @@ impl EdgeHead {
             version: req.version(),
             route: route_index(listener, req),
             headers,
+            trace: snapshot.tracer.as_ref().map(|_| TraceHead::of(req)),
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::http::error::{error_response, Fault};
 use crate::http::server::ListenerCtx;
 use crate::http::ReqBody;
 use crate::snapshot::Snapshot;
-use crate::telemetry::otel::Traced;
+use crate::telemetry::otel::{Traced, Unforwarded};
 use http::{Method, Request, Response, Uri, Version};
 use pin_project_lite::pin_project;
 use std::convert::Infallible;
@@ -97,11 +97,24 @@ where
         let ctx = &self.ctx;
         let listener = &a.snapshot.listeners[a.index];
         let name = &*ctx.name;
-        let route = a
+        let route_name = a
             .head
             .route
-            .map_or("", |i| &*listener.router.routes()[i as usize].name);
+            .map(|i| &listener.router.routes()[i as usize].name);
+        let route = route_name.map_or("", |r| &**r);
         ctx.requests.inc();
+        // otel: its server span, sampled as any request's.
+        if let (Some(tracer), Some(head)) = (&a.snapshot.tracer, &a.head.trace) {
+            tracer.answered(Unforwarded {
+                head,
+                method: &a.head.method,
+                started: a.started,
+                status: a.status,
+                error: a.cause,
+                listener: &ctx.name,
+                route: route_name,
+            });
+        }
         if !a.cause.is_empty() {
             tracing::debug!(
                 listener = name,
