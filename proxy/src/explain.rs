@@ -8,14 +8,17 @@
 
 pub mod http;
 pub mod query;
+mod tcp;
 pub mod text;
 
 use crate::balance::BackendTrace;
 use crate::http::router::{Action, RouteTrace};
+use crate::listen::Plan;
 use crate::policy::authz::Peer;
 use crate::snapshot::Snapshot;
 use query::Query;
 use remora_api as api;
+use remora_api::ListenerProtocol;
 use serde::Serialize;
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -24,6 +27,8 @@ use std::net::{IpAddr, Ipv4Addr};
 pub struct Explanation {
     /// The snapshot version explained.
     pub version: String,
+    /// `http` (a request) or `tcp` (an opaque connection).
+    pub protocol: &'static str,
     pub listener: ListenerChoice,
     pub route: RouteTrace,
     /// The chosen route's name; `None`: 404 no-route.
@@ -39,6 +44,16 @@ pub struct Explanation {
     pub backends: Vec<BackendTrace>,
     /// The endpoint of the chosen backend a request would go to now.
     pub chosen_endpoint: Option<std::net::SocketAddr>,
+}
+
+impl Explanation {
+    /// The caller is refused by the authorization policy.
+    fn denied(&self) -> bool {
+        self.policies
+            .authorization
+            .as_ref()
+            .is_some_and(|a| !a.allowed)
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -79,7 +94,13 @@ pub struct SplitEntry {
 /// Explains `q` against `snap`; `Err` names what in the query cannot be
 /// explained (an unknown listener, a TCP-only listener).
 pub fn explain(snap: &Snapshot, q: &Query) -> Result<Explanation, String> {
-    let (index, listener) = choose_listener(snap, q)?;
+    let (index, listener, tcp) = choose_listener(snap, q)?;
+    if tcp {
+        return Ok(tcp::explain(snap, index, listener, q));
+    }
+    if q.host.is_empty() {
+        return Err("host is required (or a header host:name)".into());
+    }
     let table = &snap.listeners[index];
     let route_cfg = |i: usize| &snap.config.listeners[index].routes[i];
     let mut trace = table
@@ -104,6 +125,7 @@ pub fn explain(snap: &Snapshot, q: &Query) -> Result<Explanation, String> {
     }
     let mut out = Explanation {
         version: snap.version.clone(),
+        protocol: "http",
         listener,
         chosen_route: None,
         outcome: String::new(),
@@ -133,31 +155,8 @@ pub fn explain(snap: &Snapshot, q: &Query) -> Result<Explanation, String> {
     p.retry = cfg.retry.clone();
     p.timeout = cfg.timeout;
     p.idle_timeout = cfg.idle_timeout;
-    if let (Some(inbound), Some(in_cfg)) = (&table.inbound, &snap.config.listeners[index].inbound) {
-        let (policy, authz, rules) = match (&route.authz, &cfg.authorization) {
-            (Some(a), Some(rules)) => ("route", a, rules.clone()),
-            _ => ("listener", &inbound.authz, in_cfg.authorization.clone()),
-        };
-        let addr = q.client_addr.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        let allowed = authz.allows(Peer {
-            id: q.client_id.as_deref(),
-            addr,
-        });
-        let who = q
-            .client_id
-            .as_deref()
-            .unwrap_or("a client without a mesh identity");
-        let reason = format!(
-            "{who} at {addr} is {} by the {policy}'s policy",
-            if allowed { "allowed" } else { "denied" }
-        );
-        p.authorization = Some(AuthzVerdict {
-            policy,
-            allowed,
-            reason,
-            rules,
-        });
-    }
+    let route_policy = route.authz.as_ref().zip(cfg.authorization.as_ref());
+    p.authorization = authorization(snap, index, route_policy, q);
     out.outcome = match &route.action {
         Action::Direct { status, .. } => format!("answered by the proxy: {status}"),
         Action::Redirect(rd) => format!("redirected with {}", rd.status),
@@ -170,15 +169,45 @@ pub fn explain(snap: &Snapshot, q: &Query) -> Result<Explanation, String> {
             }
         }
     };
-    if out
-        .policies
-        .authorization
-        .as_ref()
-        .is_some_and(|a| !a.allowed)
-    {
+    if out.denied() {
         out.outcome = format!("403 forbidden (else {})", out.outcome);
     }
     Ok(out)
+}
+
+/// On an inbound listener: whether the query's client may pass, by the
+/// route's policy when it has one, else the listener's.
+fn authorization(
+    snap: &Snapshot,
+    index: usize,
+    route: Option<(&crate::policy::authz::Authz, &api::Authorization)>,
+    q: &Query,
+) -> Option<AuthzVerdict> {
+    let inbound = snap.listeners[index].inbound.as_ref()?;
+    let in_cfg = snap.config.listeners[index].inbound.as_ref()?;
+    let (policy, authz, rules) = match route {
+        Some((a, rules)) => ("route", a, rules.clone()),
+        None => ("listener", &inbound.authz, in_cfg.authorization.clone()),
+    };
+    let addr = q.client_addr.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let allowed = authz.allows(Peer {
+        id: q.client_id.as_deref(),
+        addr,
+    });
+    let who = q
+        .client_id
+        .as_deref()
+        .unwrap_or("a client without a mesh identity");
+    let reason = format!(
+        "{who} at {addr} is {} by the {policy}'s policy",
+        if allowed { "allowed" } else { "denied" }
+    );
+    Some(AuthzVerdict {
+        policy,
+        allowed,
+        reason,
+        rules,
+    })
 }
 
 /// The split's shares, a draw of it, and each backend's balancer.
@@ -209,8 +238,11 @@ fn forward(out: &mut Explanation, split: &crate::http::router::Split, q: &Query)
         .and_then(|t| t.chosen);
 }
 
-/// The listener named in the query, else the first that serves HTTP.
-fn choose_listener(snap: &Snapshot, q: &Query) -> Result<(usize, ListenerChoice), String> {
+/// The listener named in the query, else the first that serves HTTP (with
+/// `protocol=tcp`: the first that forwards opaque TCP); and whether a TCP
+/// connection is explained (`protocol=tcp`, or a listener that forwards
+/// only TCP).
+fn choose_listener(snap: &Snapshot, q: &Query) -> Result<(usize, ListenerChoice, bool), String> {
     let cfgs = &snap.config.listeners;
     let names = || {
         cfgs.iter()
@@ -218,33 +250,50 @@ fn choose_listener(snap: &Snapshot, q: &Query) -> Result<(usize, ListenerChoice)
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let http = |l: &api::Listener| l.protocol != api::ListenerProtocol::Tcp;
+    let protocol = |i: usize| Plan::new(&snap.listeners[i]).protocol;
     let (i, reason) = match &q.listener {
         Some(name) => {
             let i = cfgs
                 .iter()
                 .position(|l| l.name == *name)
                 .ok_or_else(|| format!("no listener is named `{name}`; listeners: {}", names()))?;
-            if !http(&cfgs[i]) {
-                return Err(format!(
-                    "listener `{name}` forwards opaque TCP only: no HTTP routes"
-                ));
-            }
             (i, "named in the query".to_string())
         }
         None => {
-            let i = cfgs
-                .iter()
-                .position(http)
-                .ok_or("no listener serves HTTP")?;
+            let wanted = |i: &usize| match q.tcp {
+                Some(true) => protocol(*i) != ListenerProtocol::Http,
+                _ => protocol(*i) != ListenerProtocol::Tcp,
+            };
+            let what = if q.tcp == Some(true) {
+                "forwards opaque TCP"
+            } else {
+                "serves HTTP"
+            };
+            let i = (0..cfgs.len())
+                .find(wanted)
+                .ok_or_else(|| format!("no listener {what}"))?;
             (
                 i,
                 format!(
-                    "the first HTTP listener (of: {}); choose with listener=",
+                    "the first listener that {what} (of: {}); choose with listener=",
                     names()
                 ),
             )
         }
+    };
+    let name = &cfgs[i].name;
+    let tcp = match (q.tcp, protocol(i)) {
+        (Some(false), ListenerProtocol::Tcp) => {
+            return Err(format!(
+                "listener `{name}` forwards opaque TCP only: no HTTP routes (explain a \
+                 connection with protocol=tcp)"
+            ))
+        }
+        (Some(true), ListenerProtocol::Http) => {
+            return Err(format!("listener `{name}` serves HTTP only: no opaque TCP"))
+        }
+        (Some(tcp), _) => tcp,
+        (None, p) => p == ListenerProtocol::Tcp,
     };
     Ok((
         i,
@@ -253,5 +302,6 @@ fn choose_listener(snap: &Snapshot, q: &Query) -> Result<(usize, ListenerChoice)
             address: cfgs[i].address,
             reason,
         },
+        tcp,
     ))
 }

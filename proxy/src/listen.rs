@@ -405,19 +405,42 @@ pub async fn dispatch<I>(
 /// `match.destinations` (a ClusterIP: balanced over the service's
 /// endpoints). Otherwise `tcp_backend`.
 pub fn opaque_target(plan: &Plan) -> Option<Target> {
+    Some(match opaque_choice(plan)? {
+        Opaque::LocalApp(addr) | Opaque::Passthrough(addr) => Target::Direct(addr),
+        Opaque::Endpoint(backend, ep) => Target::Endpoint(backend.clone(), ep.clone()),
+        Opaque::Destination(d) => Target::Balanced(d.split.pick(&mut fastrand::Rng::new()).clone()),
+        Opaque::TcpBackend(backend) => Target::Balanced(backend.clone()),
+    })
+}
+
+/// [`opaque_target`]'s choice before any draw: what `/explain` shows.
+pub enum Opaque<'a> {
+    /// Redirected to an inbound listener: the app at this address.
+    LocalApp(SocketAddr),
+    /// The original destination is this endpoint of the snapshot.
+    Endpoint(&'a Arc<Backend>, &'a Arc<crate::balance::Endpoint>),
+    /// The original destination is in a route's `match.destinations`.
+    Destination(&'a crate::http::router::TcpDestination),
+    /// The original destination, unknown to the snapshot: in plaintext.
+    Passthrough(SocketAddr),
+    /// Not redirected: the listener's `tcp_backend`.
+    TcpBackend(&'a Arc<Backend>),
+}
+
+/// Where [`opaque_target`] sends a connection of `plan`, before any draw.
+pub fn opaque_choice(plan: &Plan) -> Option<Opaque<'_>> {
     match (plan.destination, &plan.original_destination) {
-        (Some(dst), Some(_)) if plan.inbound.is_some() => Some(Target::Direct(SocketAddr::from((
-            [127, 0, 0, 1],
-            dst.port(),
-        )))),
+        (Some(dst), Some(_)) if plan.inbound.is_some() => Some(Opaque::LocalApp(SocketAddr::from(
+            ([127, 0, 0, 1], dst.port()),
+        ))),
         (Some(dst), Some(index)) => Some(match index.get(&dst) {
-            Some((backend, ep)) => Target::Endpoint(backend.clone(), ep.clone()),
+            Some((backend, ep)) => Opaque::Endpoint(backend, ep),
             None => match plan.tcp_destinations.as_ref().and_then(|d| d.get(&dst)) {
-                Some(split) => Target::Balanced(split.pick(&mut fastrand::Rng::new()).clone()),
-                None => Target::Direct(dst),
+                Some(d) => Opaque::Destination(d),
+                None => Opaque::Passthrough(dst),
             },
         }),
-        _ => plan.tcp_backend.clone().map(Target::Balanced),
+        _ => plan.tcp_backend.as_ref().map(Opaque::TcpBackend),
     }
 }
 

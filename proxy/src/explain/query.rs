@@ -10,12 +10,14 @@ use std::net::{IpAddr, SocketAddr};
 #[derive(Debug)]
 pub struct Query {
     pub method: Method,
-    /// Without port, lowercase.
+    /// Without port, lowercase; empty when none was given (an HTTP
+    /// request needs one).
     pub host: String,
     /// Without the query string.
     pub path: String,
     pub headers: HeaderMap,
-    /// The listener by name; `None`: the first HTTP listener.
+    /// The listener by name; `None`: the first that serves HTTP (that
+    /// forwards TCP, for `protocol=tcp`).
     pub listener: Option<String>,
     /// The caller's mesh identity (SPIFFE ID), for authorization.
     pub client_id: Option<String>,
@@ -24,6 +26,9 @@ pub struct Query {
     /// On a transparent listener: the address the client dialed (before
     /// iptables redirected it), for `match.destinations` and passthrough.
     pub destination: Option<SocketAddr>,
+    /// `protocol=tcp`: explain an opaque TCP connection instead of an HTTP
+    /// request; `None`: TCP on a listener that forwards only TCP, else HTTP.
+    pub tcp: Option<bool>,
 }
 
 /// The JSON form: the same fields; `headers` an object of name → value.
@@ -39,11 +44,13 @@ struct Raw {
     client_id: Option<String>,
     client_addr: Option<String>,
     destination: Option<String>,
+    protocol: Option<String>,
 }
 
 impl Query {
     /// From `?method=..&host=..&path=..&header=name:value&listener=..&
-    /// client_id=..&client_addr=..&destination=..` (`format` is the caller's).
+    /// client_id=..&client_addr=..&destination=..&protocol=http|tcp`
+    /// (`format` is the caller's).
     pub fn from_query_string(qs: &str) -> Result<Query, String> {
         let mut raw = Raw::default();
         let mut headers = Vec::new();
@@ -56,6 +63,7 @@ impl Query {
                 "client_id" => &mut raw.client_id,
                 "client_addr" => &mut raw.client_addr,
                 "destination" => &mut raw.destination,
+                "protocol" => &mut raw.protocol,
                 "header" => {
                     let (n, v) = v
                         .split_once(':')
@@ -67,7 +75,7 @@ impl Query {
                 other => {
                     return Err(format!(
                         "unknown parameter `{other}`; use method, host, path, header=name:value, \
-                         listener, client_id, client_addr, destination, format"
+                         listener, client_id, client_addr, destination, protocol, format"
                     ))
                 }
             };
@@ -105,15 +113,24 @@ impl Raw {
             return Err(format!("path `{path}` must start with /"));
         }
         let path = path.split('?').next().unwrap_or("/").to_string();
+        let tcp = match self.protocol.as_deref() {
+            None => None,
+            Some("http") => Some(false),
+            Some("tcp") => Some(true),
+            Some(p) => return Err(format!("protocol `{p}`: use http or tcp")),
+        };
+        // Required for HTTP: checked once the listener is known (an opaque
+        // connection has none).
         let host = match self.host {
+            Some(h) if h.is_empty() => return Err("host `` is not a valid host name".into()),
             Some(h) => h,
             None => match headers.get(http::header::HOST) {
                 Some(h) => h.to_str().unwrap_or("").to_string(),
-                None => return Err("host is required (or a header host:name)".into()),
+                None => String::new(),
             },
         };
         let host = strip_port(&host).to_ascii_lowercase();
-        if host.is_empty() || host.contains(['/', ' ', '?', '#']) {
+        if host.contains(['/', ' ', '?', '#']) {
             return Err(format!("host `{host}` is not a valid host name"));
         }
         let client_addr = match self.client_addr {
@@ -145,6 +162,7 @@ impl Raw {
             client_id: self.client_id,
             client_addr,
             destination,
+            tcp,
         })
     }
 }
@@ -211,7 +229,7 @@ mod tests {
         assert!(err("host=a&method=G%20T").contains("method"));
         assert!(err("host=a&header=novalue").contains("name:value"));
         assert!(err("host=a&colour=red").contains("unknown parameter `colour`"));
-        assert!(err("path=/").contains("host is required"));
+        assert!(err("host=a&protocol=udp").contains("protocol `udp`: use http or tcp"));
         assert!(err("host=a&client_addr=x").contains("client_addr"));
         assert!(err("host=a&x=%zz").contains("percent-encoded"));
     }

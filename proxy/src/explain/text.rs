@@ -21,13 +21,17 @@ pub fn render(e: &Explanation) -> String {
             rl.requests_per_second
         ));
     }
-    line(format!("routes    {}", e.route.hosts));
+    if e.protocol == "tcp" {
+        line(format!("opaque    {}", e.route.hosts));
+    } else {
+        line(format!("routes    {}", e.route.hosts));
+    }
     for step in &e.route.steps {
         let mark = if step.matched { "✓" } else { "✗" };
         line(format!("  {mark} {:<20} {}", step.route, step.reason));
     }
     let p = &e.policies;
-    if e.chosen_route.is_some() {
+    if e.chosen_route.is_some() && e.protocol == "http" {
         let mut pol = Vec::new();
         if let Some(rl) = &p.route_rate_limit {
             pol.push(format!("rate limit {} req/s", rl.requests_per_second));

@@ -461,7 +461,7 @@ pub fn rewrite_prefix(path_and_query: &str, from: &str, to: &str) -> String {
 mod destinations;
 mod explain;
 
-pub use destinations::TcpDestinations;
+pub use destinations::{TcpDestination, TcpDestinations};
 pub use explain::{RouteStep, RouteTrace};
 
 #[cfg(test)]

@@ -241,6 +241,102 @@ backends:
     );
 }
 
+/// `protocol=tcp`: where an opaque connection goes, as the proxy chooses
+/// it: by the address dialed on a transparent listener (a route's
+/// destination, the snapshot's endpoint, or passthrough), else
+/// `tcp_backend`; a `protocol: tcp` listener explains connections unasked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opaque_tcp_connections_are_explained() {
+    let up = Upstream::start("up").await;
+    let db = Upstream::start("db").await;
+    let yaml = format!(
+        r#"admin: {{ address: 127.0.0.1:0 }}
+listeners:
+  - name: outbound
+    address: 127.0.0.1:0
+    protocol: detect
+    original_destination: true
+    routes:
+      - name: api
+        match: {{ hosts: [api.shop], destinations: ["10.96.0.12:80"] }}
+        backends: [{{ name: api }}]
+  - name: db
+    address: 127.0.0.1:0
+    protocol: tcp
+    tcp_backend: db
+backends:
+  - name: api
+    endpoints: [{{ address: {} }}]
+  - name: db
+    endpoints: [{{ address: {} }}]
+"#,
+        up.addr(),
+        db.addr()
+    );
+    let proxy = start(&yaml).await;
+    let admin = proxy.admin();
+    let tcp = |q: &str| format!("protocol=tcp&listener=outbound&{q}");
+    // A ClusterIP: the route that has it in match.destinations.
+    let e = explain(admin, &tcp("destination=10.96.0.12:80")).await;
+    assert_eq!(e["protocol"], "tcp", "{e:#}");
+    assert_eq!(e["chosen_route"], "api");
+    assert_eq!(e["chosen_backend"], "api");
+    assert_eq!(e["chosen_endpoint"], up.addr().to_string());
+    assert_eq!(
+        e["outcome"],
+        format!("to backend api of route api, endpoint {}", up.addr())
+    );
+    // The address of an endpoint of the snapshot: that endpoint.
+    let e = explain(admin, &tcp(&format!("destination={}", up.addr()))).await;
+    assert_eq!(
+        e["outcome"],
+        format!(
+            "to endpoint {} of backend api (the address dialed)",
+            up.addr()
+        )
+    );
+    // An address nobody knows: straight there.
+    let e = explain(admin, &tcp("destination=10.96.0.99:80")).await;
+    let outcome = e["outcome"].as_str().unwrap();
+    assert!(
+        outcome.starts_with("to the original destination 10.96.0.99:80 directly"),
+        "{outcome}"
+    );
+    // Not redirected, no tcp_backend: refused, as the proxy does.
+    let e = explain(admin, "protocol=tcp&listener=outbound").await;
+    assert!(
+        e["outcome"]
+            .as_str()
+            .unwrap()
+            .starts_with("closed: not redirected"),
+        "{e:#}"
+    );
+    // A `protocol: tcp` listener: a connection, without asking.
+    let e = explain(admin, "listener=db").await;
+    assert_eq!(e["protocol"], "tcp");
+    assert_eq!(
+        e["outcome"],
+        format!("to backend db (tcp_backend), endpoint {}", db.addr())
+    );
+    let (status, text) = curl(vec![format!(
+        "http://{admin}/explain?listener=db&format=text"
+    )])
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("opaque    opaque TCP\n"), "{text}");
+    assert!(
+        text.contains(&format!("→ {} weight 1", db.addr())),
+        "{text}"
+    );
+    // Asked for HTTP there: a clear 400.
+    let (status, body) = curl(vec![format!(
+        "http://{admin}/explain?listener=db&host=a&protocol=http"
+    )])
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("forwards opaque TCP only"), "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_explain_queries_are_a_clear_400() {
     let up = Upstream::start("up").await;

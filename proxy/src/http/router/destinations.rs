@@ -10,7 +10,14 @@ use std::net::SocketAddr;
 
 /// Where opaque connections to an address of `match.destinations` go: a
 /// route's split ([`Router::tcp_destinations`]), drawn from by weight.
-pub type TcpDestinations = HashMap<SocketAddr, Split>;
+pub type TcpDestinations = HashMap<SocketAddr, TcpDestination>;
+
+/// The route whose split takes opaque connections to one address.
+pub struct TcpDestination {
+    /// Its index in [`Router::routes`] (for `/explain`).
+    pub route: u32,
+    pub split: Split,
+}
 
 impl Router {
     /// The route for a request whose host matched none, by the address its
@@ -40,14 +47,17 @@ impl Router {
     pub fn tcp_destinations(&self) -> TcpDestinations {
         let mut out = TcpDestinations::new();
         for (dst, list) in &self.destinations {
-            let any_request = list
-                .iter()
-                .map(|i| &self.routes[*i as usize])
-                .find(|r| r.matcher.takes_any_request() && matches!(r.action, Action::Forward(_)));
-            if let Some(Route {
-                action: Action::Forward(split),
-                ..
-            }) = any_request
+            let any_request = list.iter().copied().find(|i| {
+                let r = &self.routes[*i as usize];
+                r.matcher.takes_any_request() && matches!(r.action, Action::Forward(_))
+            });
+            if let Some((
+                route,
+                Route {
+                    action: Action::Forward(split),
+                    ..
+                },
+            )) = any_request.map(|i| (i, &self.routes[i as usize]))
             {
                 // The same backends and weights; no route metrics (TCP
                 // connections are counted by the TCP metrics).
@@ -57,7 +67,8 @@ impl Router {
                     .map(|(b, w, _)| (b.clone(), *w, RouteMetrics::default()))
                     .collect();
                 let total = split.total;
-                out.insert(*dst, Split { backends, total });
+                let split = Split { backends, total };
+                out.insert(*dst, TcpDestination { route, split });
             }
         }
         out

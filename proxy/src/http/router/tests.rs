@@ -240,10 +240,9 @@ fn opaque_tcp_to_a_destination_takes_the_backends_of_its_route_for_any_request()
 "#,
     );
     let tcp = r.tcp_destinations();
-    let api: Vec<(&str, u32)> = tcp[&"10.96.0.12:80".parse().unwrap()]
-        .weights()
-        .map(|(b, w)| (&*b.name, w))
-        .collect();
+    let dst = &tcp[&"10.96.0.12:80".parse().unwrap()];
+    assert_eq!(r.routes()[dst.route as usize].name.as_ref(), "api");
+    let api: Vec<(&str, u32)> = dst.split.weights().map(|(b, w)| (&*b.name, w)).collect();
     // Not the route that needs a path: the one that takes any request.
     assert_eq!(api, [("stable", 90), ("canary", 10)]);
     // Only HTTP routes that need a method, or do not forward: none.
