@@ -198,10 +198,14 @@ fn authorization(
         .client_id
         .as_deref()
         .unwrap_or("a client without a mesh identity");
-    let reason = format!(
+    let mut reason = format!(
         "{who} at {addr} is {} by the {policy}'s policy",
         if allowed { "allowed" } else { "denied" }
     );
+    if q.client_addr.is_none() && rules.allow.iter().any(|r| !r.networks.is_empty()) {
+        // The networks rules were asked about an address nobody has.
+        reason.push_str(" (no client_addr given: its networks rules were checked for 0.0.0.0)");
+    }
     Some(AuthzVerdict {
         policy,
         allowed,

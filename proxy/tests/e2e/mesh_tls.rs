@@ -315,6 +315,12 @@ async fn authorization_by_identity_and_by_network() {
         let reason = verdict["reason"].as_str().unwrap();
         let word = if allowed { "is allowed" } else { "is denied" };
         assert!(reason.contains(word), "{who}: {reason}");
+        // Without client_addr, the networks rule saw no real address.
+        assert_eq!(
+            reason.contains("no client_addr given"),
+            who.starts_with("client_id="),
+            "{who}: {reason}"
+        );
         let outcome = e["outcome"].as_str().unwrap();
         assert_eq!(
             outcome.starts_with("403 forbidden"),
