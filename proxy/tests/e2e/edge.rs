@@ -306,6 +306,56 @@ async fn the_access_log_shows_chosen_headers_with_sensitive_ones_redacted() {
     assert!(!p.logs().join("\n").contains("k3y"));
 }
 
+/// With nothing else of the edge's on a request (no request id, CORS or
+/// compression; decompression with no encoded body) its sensitive headers
+/// are still marked: the proxy does it without the tower-http stack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sensitive_headers_are_redacted_when_nothing_else_of_the_edge_applies() {
+    let up = Upstream::start("up").await;
+    // No route overrides either (`proxy`'s routes have some).
+    let p = start(&format!(
+        "admin: {{ address: 127.0.0.1:0 }}
+listeners:
+  - name: web
+    address: 127.0.0.1:0
+    access_log: true
+    edge: {{ log_headers: [user-agent, authorization, x-api-key], sensitive_headers: [x-api-key],
+            decompression: {{ algorithms: [gzip] }} }}
+    routes:
+      - name: up
+        backends: [{{ name: up }}]
+backends:
+  - name: up
+    endpoints: [{{ address: {} }}]
+",
+        up.addr()
+    ))
+    .await;
+    let url = format!("http://{}/", p.listener("web"));
+    let (head, _) = fetch(&[
+        "-A",
+        "bare/1",
+        "-H",
+        "authorization: Bearer s3cret",
+        "-H",
+        "x-api-key: k3y",
+        &url,
+    ])
+    .await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let line = p
+        .wait_for_log("\"headers\":\"user-agent=bare/1", Duration::from_secs(5))
+        .await
+        .unwrap();
+    let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(
+        entry["headers"], "user-agent=bare/1 authorization=[redacted] x-api-key=[redacted]",
+        "{line}"
+    );
+    assert!(!p.logs().join("\n").contains("s3cret"));
+    assert!(!p.logs().join("\n").contains("k3y"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_changes_the_edge_middleware_of_the_next_request() {
     let up = Upstream::start("up").await;
