@@ -19,6 +19,7 @@
 
 use crate::balance::ns_at;
 use hyper::rt::{Sleep, Timer};
+use pin_project_lite::pin_project;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -41,24 +42,27 @@ struct State {
 #[derive(Clone)]
 pub struct HeadTimer(Arc<State>);
 
-/// The connection's one real sleep: see the module's doc.
-pub struct Watchdog {
-    state: Arc<State>,
-    sleep: Pin<Box<tokio::time::Sleep>>,
-    /// The sleep is registered with the timer (polled once since its last
-    /// reset) and, until it fires, wakes this task.
-    armed: bool,
-    timeout: Duration,
+pin_project! {
+    /// The connection's one real sleep: see the module's doc. Pinned where
+    /// the connection's task keeps it (no allocation of its own).
+    pub struct Watchdog {
+        state: Arc<State>,
+        #[pin]
+        sleep: tokio::time::Sleep,
+        // The sleep is registered with the timer (polled once since its
+        // last reset) and, until it fires, wakes this task.
+        armed: bool,
+        timeout: Duration,
+    }
 }
 
 /// A connection's timer and watchdog, for a header read timeout of
 /// `timeout`.
 pub fn new(timeout: Duration) -> (HeadTimer, Watchdog) {
     let state = Arc::new(State::default());
-    let sleep = Box::pin(tokio::time::sleep(timeout));
     let watchdog = Watchdog {
         state: state.clone(),
-        sleep,
+        sleep: tokio::time::sleep(timeout),
         armed: false,
         timeout,
     };
@@ -130,32 +134,33 @@ impl Drop for HeadSleep {
 impl Watchdog {
     /// Called by the connection's task at each wake-up, before it polls the
     /// connection. Once armed, and until its sleep fires, one load.
-    pub fn poll(&mut self, cx: &mut Context<'_>) {
-        if self.armed && !self.sleep.is_elapsed() {
+    pub fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) {
+        let mut this = self.project();
+        if *this.armed && !this.sleep.is_elapsed() {
             return;
         }
         // Not armed yet, or fired: look at what hyper waits for, and sleep
         // until then. Twice at most: the second reset is to a later instant.
         for _ in 0..2 {
             let now = tokio::time::Instant::now();
-            let deadline = self.state.deadline.load(Relaxed);
+            let deadline = this.state.deadline.load(Relaxed);
             let next = if deadline == 0 {
                 // No head awaited (a request in flight, or HTTP/2): any
                 // head awaited from now on is late no sooner than this.
-                now + self.timeout
+                now + *this.timeout
             } else if deadline <= ns_at(now) {
-                self.state.expired.store(true, Relaxed);
-                now + self.timeout
+                this.state.expired.store(true, Relaxed);
+                now + *this.timeout
             } else {
                 now + Duration::from_nanos(deadline - ns_at(now))
             };
-            self.sleep.as_mut().reset(next);
-            if self.sleep.as_mut().poll(cx).is_pending() {
-                self.armed = true;
+            this.sleep.as_mut().reset(next);
+            if this.sleep.as_mut().poll(cx).is_pending() {
+                *this.armed = true;
                 return;
             }
         }
-        self.armed = false;
+        *this.armed = false;
     }
 }
 
@@ -170,9 +175,9 @@ mod tests {
     }
 
     /// The watchdog polled as the connection's task would, then hyper's sleep.
-    async fn wake(watchdog: &mut Watchdog, sleep: &mut Pin<Box<dyn Sleep>>) -> bool {
+    async fn wake(watchdog: &mut Pin<&mut Watchdog>, sleep: &mut Pin<Box<dyn Sleep>>) -> bool {
         poll_fn(|cx| {
-            watchdog.poll(cx);
+            watchdog.as_mut().poll(cx);
             Poll::Ready(())
         })
         .await;
@@ -181,7 +186,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_head_late_past_its_deadline_is_expired_and_not_before() {
-        let (timer, mut watchdog) = new(Duration::from_secs(10));
+        let (timer, watchdog) = new(Duration::from_secs(10));
+        let mut watchdog = std::pin::pin!(watchdog);
         let mut sleep = timer.sleep(Duration::from_secs(10));
         assert!(!wake(&mut watchdog, &mut sleep).await);
         tokio::time::advance(Duration::from_millis(9_999)).await;
@@ -192,7 +198,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_head_that_arrived_is_not_timed_out_and_the_next_gets_its_own_time() {
-        let (timer, mut watchdog) = new(Duration::from_secs(10));
+        let (timer, watchdog) = new(Duration::from_secs(10));
+        let mut watchdog = std::pin::pin!(watchdog);
         let first = timer.sleep(Duration::from_secs(10));
         assert!(!poll_once(&mut { first }));
         // (dropped: the head arrived) a request runs for 8 s, then the
@@ -210,12 +217,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn no_head_awaited_is_never_expired() {
-        let (timer, mut watchdog) = new(Duration::from_secs(1));
+        let (timer, watchdog) = new(Duration::from_secs(1));
+        let mut watchdog = std::pin::pin!(watchdog);
         drop(timer.sleep(Duration::from_secs(1)));
         for _ in 0..5 {
             tokio::time::advance(Duration::from_secs(1)).await;
             poll_fn(|cx| {
-                watchdog.poll(cx);
+                watchdog.as_mut().poll(cx);
                 Poll::Ready(())
             })
             .await;
@@ -226,7 +234,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_reset_keeps_the_new_deadline() {
-        let (timer, mut watchdog) = new(Duration::from_secs(10));
+        let (timer, watchdog) = new(Duration::from_secs(10));
+        let mut watchdog = std::pin::pin!(watchdog);
         let mut sleep = timer.sleep(Duration::from_secs(10));
         tokio::time::advance(Duration::from_secs(5)).await;
         // hyper's default `reset`: the new sleep made, then the old dropped.

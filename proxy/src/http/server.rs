@@ -62,7 +62,7 @@ pub async fn serve<I>(
     let svc = TowerToHyperService::new(super::stack::build(ctx, down));
     // The header read timeout's one sleep for the connection (perf, issue
     // 12): see `head_timer`.
-    let (head_timer, mut watchdog) = super::head_timer::new(limits.header_read_timeout.get());
+    let (head_timer, watchdog) = super::head_timer::new(limits.header_read_timeout.get());
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -80,6 +80,7 @@ pub async fn serve<I>(
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     let mut conn = std::pin::pin!(conn);
     let mut signaled = std::pin::pin!(drain.signaled());
+    let mut watchdog = std::pin::pin!(watchdog);
     let mut draining = false;
     // One task polls the watchdog and, after it, the connection: the
     // watchdog's sleep wakes the task for hyper's head timer.
@@ -88,7 +89,7 @@ pub async fn serve<I>(
             conn.as_mut().graceful_shutdown();
             draining = true;
         }
-        watchdog.poll(cx);
+        watchdog.as_mut().poll(cx);
         conn.as_mut().poll(cx)
     })
     .await;
