@@ -230,10 +230,7 @@ pin_project! {
         /// Read whole and kept, so it can be sent again for a retry.
         Replay {
             data: Option<Bytes>,
-            // Boxed: rare, and inline a header map would make every
-            // request 32 bytes larger (perf, issue 12: a request is moved
-            // several times, into hyper's channel too).
-            trailers: Option<Box<HeaderMap>>,
+            trailers: Option<HeaderMap>,
         },
     }
 }
@@ -247,7 +244,7 @@ const UNKNOWN_LENGTH_WAIT: Duration = Duration::from_millis(100);
 pub enum Prepared {
     Replayable {
         data: Bytes,
-        trailers: Option<Box<HeaderMap>>,
+        trailers: Option<HeaderMap>,
     },
     Streaming(RequestBody),
     /// A streaming body already sent.
@@ -367,7 +364,7 @@ impl RequestBody {
                         }));
                     }
                 }
-                Err(frame) => trailers = frame.into_trailers().ok().map(Box::new),
+                Err(frame) => trailers = frame.into_trailers().ok(),
             }
         }
         let data = match chunks.len() {
@@ -415,7 +412,7 @@ impl Body for RequestBody {
                 if let Some(d) = data.take() {
                     return Poll::Ready(Some(Ok(Frame::data(d))));
                 }
-                Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(*t))))
+                Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t))))
             }
             RequestBodyProj::Stream {
                 prefix,
