@@ -56,3 +56,44 @@ CONF
   pids+=($!)
   wait_port "$port"
 }
+
+# Starts the back-to-back layout of cpu-split.sh and pair-profile.sh beside
+# an upstream already on UP_PORT: Remora (benches/remora-peer.sh, one
+# worker, REMORA_BIN as there) on REMORA_PORT and haproxy (one thread; the
+# shared lab's haproxy.cfg.tmpl without TLS) on HAPROXY_PORT, both on CPU 1,
+# their files in DIR. Sets `remora` and `haproxy` to their PIDs (added to
+# pids) and waits for both ports.
+start_pair() { # dir up_port remora_port haproxy_port
+  local dir=$1 up_port=$2 remora_port=$3 haproxy_port=$4
+  local here
+  here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+  cat > "$dir/haproxy.cfg" <<CFG
+global
+    nbthread 1
+    maxconn 8000
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    timeout http-keep-alive 30s
+    timeout http-request 10s
+frontend fe
+    bind 127.0.0.1:$haproxy_port
+    default_backend be
+backend be
+    balance roundrobin
+    server s1 127.0.0.1:$up_port
+CFG
+  LAB_PORT=$remora_port LAB_TLS_PORT=- LAB_UPSTREAM=127.0.0.1:$up_port LAB_WORKERS=1 LAB_RUN=$dir \
+    taskset -c 1 "$here/remora-peer.sh" > "$dir/remora.log" 2>&1 &
+  remora=$!
+  pids+=("$remora")
+  taskset -c 1 haproxy -db -f "$dir/haproxy.cfg" > "$dir/haproxy.log" 2>&1 &
+  haproxy=$!
+  pids+=("$haproxy")
+  wait_port "$remora_port"
+  wait_port "$haproxy_port"
+}

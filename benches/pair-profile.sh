@@ -25,38 +25,8 @@ chmod 777 "$out" "$out/tmp"
 
 source "$here/lib.sh"   # pids, cleanup on exit, wait_port, start_upstream
 
-# As cpu-split.sh's.
-cat > "$out/haproxy.cfg" <<CFG
-global
-    nbthread 1
-    maxconn 8000
-defaults
-    mode http
-    option http-keep-alive
-    http-reuse always
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-    timeout http-keep-alive 30s
-    timeout http-request 10s
-frontend fe
-    bind 127.0.0.1:$haproxy_port
-    default_backend be
-backend be
-    balance roundrobin
-    server s1 127.0.0.1:$up_port
-CFG
-
 start_upstream "$out" "$up_port" 0
-LAB_PORT=$remora_port LAB_TLS_PORT=- LAB_UPSTREAM=127.0.0.1:$up_port LAB_WORKERS=1 LAB_RUN=$out \
-  taskset -c 1 "$here/remora-peer.sh" > "$out/remora.log" 2>&1 &
-remora=$!
-pids+=("$remora")
-taskset -c 1 haproxy -db -f "$out/haproxy.cfg" > "$out/haproxy.log" 2>&1 &
-haproxy=$!
-pids+=("$haproxy")
-wait_port "$remora_port"
-wait_port "$haproxy_port"
+start_pair "$out" "$up_port" "$remora_port" "$haproxy_port"
 
 for target in "remora $remora_port $remora" "haproxy $haproxy_port $haproxy"; do
   read -r name port pid <<<"$target"
