@@ -14,7 +14,7 @@
 //!
 //! A transparent listener (`original_destination`) reads each connection's
 //! original destination at accept (`orig_dst.rs`). Opaque connections that
-//! were redirected go there ([`opaque_target`]); one that was not (dialed
+//! were redirected go there ([`crate::tcp::target`]); one that was not (dialed
 //! at the listener itself) goes to `tcp_backend`, or is closed when there
 //! is none, as forwarding it to its own address would loop. Such a
 //! listener without routes forwards everything opaquely, without looking.
@@ -27,7 +27,6 @@ use crate::http::passthrough::Passthrough;
 use crate::http::router::TcpDestinations;
 use crate::http::server::{serve, ListenerCtx};
 use crate::snapshot::{EndpointIndex, InboundTable, ListenerTable};
-use crate::tcp::Target;
 use remora_api::ListenerProtocol;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -383,7 +382,7 @@ pub async fn dispatch<I>(
         }
         return serve(ctx.clone(), io, down, &plan.limits, drain).await;
     }
-    match opaque_target(&plan) {
+    match crate::tcp::target(&plan) {
         // Boxed: an HTTP connection's task does not carry its size.
         Some(target) => Box::pin(crate::tcp::forward(ctx, io, down, target, drain)).await,
         None if plan.original_destination.is_some() => tracing::warn!(
@@ -395,52 +394,6 @@ pub async fn dispatch<I>(
         None => {
             tracing::warn!(listener = %ctx.name, client = %down.client, "opaque connection on a listener without `tcp_backend`; closed")
         }
-    }
-}
-
-/// Where an opaque connection goes. Redirected to a transparent listener:
-/// on an inbound listener the local app on `127.0.0.1` at the original
-/// port; else the original destination, as the snapshot's endpoint there
-/// when it has one, or as the backend of the route that names it in
-/// `match.destinations` (a ClusterIP: balanced over the service's
-/// endpoints). Otherwise `tcp_backend`.
-pub fn opaque_target(plan: &Plan) -> Option<Target> {
-    Some(match opaque_choice(plan)? {
-        Opaque::LocalApp(addr) | Opaque::Passthrough(addr) => Target::Direct(addr),
-        Opaque::Endpoint(backend, ep) => Target::Endpoint(backend.clone(), ep.clone()),
-        Opaque::Destination(d) => Target::Balanced(d.split.pick(&mut fastrand::Rng::new()).clone()),
-        Opaque::TcpBackend(backend) => Target::Balanced(backend.clone()),
-    })
-}
-
-/// [`opaque_target`]'s choice before any draw: what `/explain` shows.
-pub enum Opaque<'a> {
-    /// Redirected to an inbound listener: the app at this address.
-    LocalApp(SocketAddr),
-    /// The original destination is this endpoint of the snapshot.
-    Endpoint(&'a Arc<Backend>, &'a Arc<crate::balance::Endpoint>),
-    /// The original destination is in a route's `match.destinations`.
-    Destination(&'a crate::http::router::TcpDestination),
-    /// The original destination, unknown to the snapshot: in plaintext.
-    Passthrough(SocketAddr),
-    /// Not redirected: the listener's `tcp_backend`.
-    TcpBackend(&'a Arc<Backend>),
-}
-
-/// Where [`opaque_target`] sends a connection of `plan`, before any draw.
-pub fn opaque_choice(plan: &Plan) -> Option<Opaque<'_>> {
-    match (plan.destination, &plan.original_destination) {
-        (Some(dst), Some(_)) if plan.inbound.is_some() => Some(Opaque::LocalApp(SocketAddr::from(
-            ([127, 0, 0, 1], dst.port()),
-        ))),
-        (Some(dst), Some(index)) => Some(match index.get(&dst) {
-            Some((backend, ep)) => Opaque::Endpoint(backend, ep),
-            None => match plan.tcp_destinations.as_ref().and_then(|d| d.get(&dst)) {
-                Some(d) => Opaque::Destination(d),
-                None => Opaque::Passthrough(dst),
-            },
-        }),
-        _ => plan.tcp_backend.as_ref().map(Opaque::TcpBackend),
     }
 }
 

@@ -26,6 +26,7 @@ use crate::http::call::Downstream;
 use crate::http::client::Conn;
 use crate::http::error::ProxyError;
 use crate::http::server::ListenerCtx;
+use crate::listen::Plan;
 use crate::metrics::TcpMetrics;
 use prometheus::{IntCounter, IntGauge};
 use std::io;
@@ -63,6 +64,52 @@ impl Target {
             Target::Balanced(b) | Target::Endpoint(b, _) => &b.name,
             Target::Direct(_) => PASSTHROUGH,
         }
+    }
+}
+
+/// Where an opaque connection goes. Redirected to a transparent listener:
+/// on an inbound listener the local app on `127.0.0.1` at the original
+/// port; else the original destination, as the snapshot's endpoint there
+/// when it has one, or as the backend of the route that names it in
+/// `match.destinations` (a ClusterIP: balanced over the service's
+/// endpoints). Otherwise `tcp_backend`.
+pub fn target(plan: &Plan) -> Option<Target> {
+    Some(match choice(plan)? {
+        Choice::LocalApp(addr) | Choice::Passthrough(addr) => Target::Direct(addr),
+        Choice::Endpoint(backend, ep) => Target::Endpoint(backend.clone(), ep.clone()),
+        Choice::Destination(d) => Target::Balanced(d.split.pick(&mut fastrand::Rng::new()).clone()),
+        Choice::TcpBackend(backend) => Target::Balanced(backend.clone()),
+    })
+}
+
+/// [`target`]'s choice before any draw: what `/explain` shows.
+pub enum Choice<'a> {
+    /// Redirected to an inbound listener: the app at this address.
+    LocalApp(SocketAddr),
+    /// The original destination is this endpoint of the snapshot.
+    Endpoint(&'a Arc<Backend>, &'a Arc<Endpoint>),
+    /// The original destination is in a route's `match.destinations`.
+    Destination(&'a crate::http::router::TcpDestination),
+    /// The original destination, unknown to the snapshot: in plaintext.
+    Passthrough(SocketAddr),
+    /// Not redirected: the listener's `tcp_backend`.
+    TcpBackend(&'a Arc<Backend>),
+}
+
+/// Where [`target`] sends a connection of `plan`, before any draw.
+pub fn choice(plan: &Plan) -> Option<Choice<'_>> {
+    match (plan.destination, &plan.original_destination) {
+        (Some(dst), Some(_)) if plan.inbound.is_some() => Some(Choice::LocalApp(SocketAddr::from(
+            ([127, 0, 0, 1], dst.port()),
+        ))),
+        (Some(dst), Some(index)) => Some(match index.get(&dst) {
+            Some((backend, ep)) => Choice::Endpoint(backend, ep),
+            None => match plan.tcp_destinations.as_ref().and_then(|d| d.get(&dst)) {
+                Some(d) => Choice::Destination(d),
+                None => Choice::Passthrough(dst),
+            },
+        }),
+        _ => plan.tcp_backend.as_ref().map(Choice::TcpBackend),
     }
 }
 

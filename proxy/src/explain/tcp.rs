@@ -3,11 +3,12 @@
 use super::query::Query;
 use super::{authorization, forward, Explanation, ListenerChoice, Policies};
 use crate::http::router::RouteTrace;
-use crate::listen::{opaque_choice, Opaque, Plan};
+use crate::listen::Plan;
 use crate::snapshot::Snapshot;
+use crate::tcp::{choice, Choice};
 
 /// An opaque TCP connection to listener `index`: where
-/// [`crate::listen::opaque_choice`], the proxy's own choice, sends it.
+/// [`crate::tcp::choice`], the proxy's own choice, sends it.
 pub(super) fn explain(
     snap: &Snapshot,
     index: usize,
@@ -44,11 +45,11 @@ pub(super) fn explain(
         chosen_endpoint: None,
     };
     let mut rng = fastrand::Rng::new();
-    out.outcome = match opaque_choice(&plan) {
-        Some(Opaque::LocalApp(app)) => {
+    out.outcome = match choice(&plan) {
+        Some(Choice::LocalApp(app)) => {
             format!("to the local app at {app} (the port the client dialed), in plaintext")
         }
-        Some(Opaque::Endpoint(backend, ep)) => {
+        Some(Choice::Endpoint(backend, ep)) => {
             let mut trace = backend.explain(&q.headers, &mut rng);
             trace.chosen = Some(ep.addr);
             trace.reason = "the original destination is this endpoint".into();
@@ -60,7 +61,7 @@ pub(super) fn explain(
                 ep.addr, backend.name
             )
         }
-        Some(Opaque::Destination(d)) => {
+        Some(Choice::Destination(d)) => {
             let route = &table.router.routes()[d.route as usize];
             out.chosen_route = Some(route.name.to_string());
             out.route.chosen = Some(d.route as usize);
@@ -79,11 +80,11 @@ pub(super) fn explain(
                 _ => "the route has no backends".into(),
             }
         }
-        Some(Opaque::Passthrough(dst)) => format!(
+        Some(Choice::Passthrough(dst)) => format!(
             "to the original destination {dst} directly, in plaintext (no endpoint or route of \
              the snapshot has it)"
         ),
-        Some(Opaque::TcpBackend(backend)) => {
+        Some(Choice::TcpBackend(backend)) => {
             let trace = backend.explain(&q.headers, &mut rng);
             out.chosen_backend = Some(backend.name.to_string());
             out.chosen_endpoint = trace.chosen;
