@@ -254,7 +254,7 @@ fn choose_listener(snap: &Snapshot, q: &Query) -> Result<(usize, ListenerChoice,
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let protocol = |i: usize| Plan::new(&snap.listeners[i]).protocol;
+    let protocol = |i: usize| Plan::protocol(&snap.listeners[i]);
     let (i, reason) = match &q.listener {
         Some(name) => {
             let i = cfgs

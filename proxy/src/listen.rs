@@ -97,22 +97,26 @@ pub struct Plan {
 
 impl Plan {
     pub fn new(table: &ListenerTable) -> Self {
-        let transparent = table.original_destination.is_some();
         Plan {
             tls: table.tls.clone(),
             limits: table.limits.clone(),
-            // Without routes, a transparent listener has no use for HTTP.
-            protocol: if transparent && table.router.routes().is_empty() {
-                ListenerProtocol::Tcp
-            } else {
-                table.protocol
-            },
+            protocol: Plan::protocol(table),
             detect_timeout: table.detect_timeout,
             tcp_backend: table.tcp_backend.clone(),
             inbound: table.inbound.clone(),
             original_destination: table.original_destination.clone(),
             tcp_destinations: table.tcp_destinations.clone(),
             destination: None,
+        }
+    }
+
+    /// What `table`'s connections are served as: its `protocol`, except
+    /// that a transparent listener without routes has no use for HTTP.
+    pub fn protocol(table: &ListenerTable) -> ListenerProtocol {
+        if table.original_destination.is_some() && table.router.routes().is_empty() {
+            ListenerProtocol::Tcp
+        } else {
+            table.protocol
         }
     }
 }

@@ -16,15 +16,8 @@ const TEXT: &str = "remora compresses text at the edge\n";
 /// the rest to `up`.
 async fn proxy(edge: &str, up: &Upstream) -> ProxyProcess {
     let big = TEXT.repeat(100);
-    let yaml = format!(
-        "admin: {{ address: 127.0.0.1:0 }}
-listeners:
-  - name: web
-    address: 127.0.0.1:0
-    access_log: true
-    edge: {edge}
-    routes:
-      - name: big
+    let routes = format!(
+        "      - name: big
         match: {{ path: {{ exact: /big }} }}
         direct_response: {{ status: 200, body: {big:?}, content_type: text/plain }}
       - name: small
@@ -38,7 +31,23 @@ listeners:
         match: {{ path: {{ prefix: /public }}, methods: [GET] }}
         direct_response: {{ status: 200, body: \"open\\n\" }}
         edge: {{ cors: {{ allowed_origins: ['*'] }} }}
-      - name: up
+"
+    );
+    proxy_with(edge, &routes, up).await
+}
+
+/// A proxy whose listener `web` has `edge`, `routes` (YAML list items),
+/// then route `up` (the rest) to `up`.
+async fn proxy_with(edge: &str, routes: &str, up: &Upstream) -> ProxyProcess {
+    let yaml = format!(
+        "admin: {{ address: 127.0.0.1:0 }}
+listeners:
+  - name: web
+    address: 127.0.0.1:0
+    access_log: true
+    edge: {edge}
+    routes:
+{routes}      - name: up
         backends: [{{ name: up }}]
 backends:
   - name: up
@@ -313,24 +322,10 @@ async fn the_access_log_shows_chosen_headers_with_sensitive_ones_redacted() {
 async fn sensitive_headers_are_redacted_when_nothing_else_of_the_edge_applies() {
     let up = Upstream::start("up").await;
     // No route overrides either (`proxy`'s routes have some).
-    let p = start(&format!(
-        "admin: {{ address: 127.0.0.1:0 }}
-listeners:
-  - name: web
-    address: 127.0.0.1:0
-    access_log: true
-    edge: {{ log_headers: [user-agent, authorization, x-api-key], sensitive_headers: [x-api-key],
-            decompression: {{ algorithms: [gzip] }} }}
-    routes:
-      - name: up
-        backends: [{{ name: up }}]
-backends:
-  - name: up
-    endpoints: [{{ address: {} }}]
-",
-        up.addr()
-    ))
-    .await;
+    let edge =
+        "{ log_headers: [user-agent, authorization, x-api-key], sensitive_headers: [x-api-key], \
+                decompression: { algorithms: [gzip] } }";
+    let p = proxy_with(edge, "", &up).await;
     let url = format!("http://{}/", p.listener("web"));
     let (head, _) = fetch(&[
         "-A",

@@ -3,7 +3,7 @@
 
 use crate::start;
 use remora_test_support::tools::require;
-use remora_test_support::Upstream;
+use remora_test_support::{ProxyProcess, Upstream};
 use serde_json::Value;
 use std::process::Command;
 
@@ -172,10 +172,11 @@ async fn explain_names_the_route_backend_and_endpoint_with_reasons() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_a_transparent_listener_the_address_dialed_finds_its_route() {
-    let up = Upstream::start("up").await;
-    let yaml = format!(
+/// A transparent listener `outbound` whose routes `api.v2` (path /v2) and
+/// `api` name the ClusterIP 10.96.0.12:80, both to backend `api` at
+/// `api`; and a `protocol: tcp` listener `db` to backend `db` at `db`.
+async fn transparent(api: std::net::SocketAddr, db: std::net::SocketAddr) -> ProxyProcess {
+    start(&format!(
         r#"admin: {{ address: 127.0.0.1:0 }}
 listeners:
   - name: outbound
@@ -189,13 +190,24 @@ listeners:
       - name: api
         match: {{ hosts: [api.shop], destinations: ["10.96.0.12:80"] }}
         backends: [{{ name: api }}]
+  - name: db
+    address: 127.0.0.1:0
+    protocol: tcp
+    tcp_backend: db
 backends:
   - name: api
-    endpoints: [{{ address: {} }}]
-"#,
-        up.addr()
-    );
-    let proxy = start(&yaml).await;
+    endpoints: [{{ address: {api} }}]
+  - name: db
+    endpoints: [{{ address: {db} }}]
+"#
+    ))
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_transparent_listener_the_address_dialed_finds_its_route() {
+    let up = Upstream::start("up").await;
+    let proxy = transparent(up.addr(), up.addr()).await;
     let admin = proxy.admin();
     // Called by a short name: no route names host `api`; the address it
     // dialed (the ClusterIP) does.
@@ -249,31 +261,7 @@ backends:
 async fn opaque_tcp_connections_are_explained() {
     let up = Upstream::start("up").await;
     let db = Upstream::start("db").await;
-    let yaml = format!(
-        r#"admin: {{ address: 127.0.0.1:0 }}
-listeners:
-  - name: outbound
-    address: 127.0.0.1:0
-    protocol: detect
-    original_destination: true
-    routes:
-      - name: api
-        match: {{ hosts: [api.shop], destinations: ["10.96.0.12:80"] }}
-        backends: [{{ name: api }}]
-  - name: db
-    address: 127.0.0.1:0
-    protocol: tcp
-    tcp_backend: db
-backends:
-  - name: api
-    endpoints: [{{ address: {} }}]
-  - name: db
-    endpoints: [{{ address: {} }}]
-"#,
-        up.addr(),
-        db.addr()
-    );
-    let proxy = start(&yaml).await;
+    let proxy = transparent(up.addr(), db.addr()).await;
     let admin = proxy.admin();
     let tcp = |q: &str| format!("protocol=tcp&listener=outbound&{q}");
     // A ClusterIP: the route that has it in match.destinations.
