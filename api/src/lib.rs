@@ -32,7 +32,7 @@ pub use policy::{
 };
 pub use time::rfc3339;
 pub use tracing::{OtlpProtocol, Tracing};
-pub use validate::{dialable, validate, Problem};
+pub use validate::{dialable, route_host, validate, Problem};
 
 /// Parses a YAML config and validates it.
 ///

@@ -44,6 +44,27 @@ fn good_config_parses() {
 }
 
 #[test]
+fn a_route_host_may_name_a_port() {
+    let ported = GOOD.replace(
+        "\"*.example.org\"",
+        "\"*.example.org:8443\", api.example.com:9090",
+    );
+    let c = parse_yaml(&ported).unwrap();
+    let hosts = &c.listeners[0].routes[0].matches.hosts;
+    assert_eq!(hosts[1], "*.example.org:8443");
+    assert_eq!(
+        crate::route_host(&hosts[2]),
+        Ok(("api.example.com", Some(9090)))
+    );
+    assert_eq!(
+        crate::route_host("api.example.com"),
+        Ok(("api.example.com", None))
+    );
+    assert!(crate::route_host("api.example.com:0").is_err());
+    assert!(crate::route_host("api.example.com:+80").is_err());
+}
+
+#[test]
 fn every_problem_has_a_path_and_line() {
     let bad = GOOD
         .replace("weight: 10", "weight: 0")
@@ -108,6 +129,21 @@ fn table_of_invalid_configs() {
             "\"*.example.org\"",
             "\"Bad_Host\"",
             "listeners[0].routes[0].match.hosts[1]: `Bad_Host`",
+        ),
+        (
+            "\"*.example.org\"",
+            "\"*.example.org:http\"",
+            "listeners[0].routes[0].match.hosts[1]: `*.example.org:http`: `http` is not a port",
+        ),
+        (
+            "\"*.example.org\"",
+            "\"*:8080\"",
+            "listeners[0].routes[0].match.hosts[1]: `*:8080`: `*` (any host) takes no port",
+        ),
+        (
+            "\"*.example.org\"",
+            "\"Api.example.org:8080\"",
+            "listeners[0].routes[0].match.hosts[1]: `Api.example.org`",
         ),
         (
             "{ header: x-user }",

@@ -313,10 +313,31 @@ pub fn dialable(a: &std::net::SocketAddr) -> bool {
     !a.ip().is_unspecified() && a.port() != 0
 }
 
+/// A `match.hosts` entry split into its host (`api.example.com`,
+/// `*.example.com`, `*`) and its port, if it names one (`api.example.com:9090`
+/// matches that host only at port 9090). `Err` for a port that is not a
+/// number from 1 to 65535, or a port on `*`.
+pub fn route_host(entry: &str) -> Result<(&str, Option<u16>), String> {
+    let Some((host, port)) = entry.rsplit_once(':') else {
+        return Ok((entry, None));
+    };
+    if host == "*" {
+        return Err("`*` (any host) takes no port".into());
+    }
+    match port.parse::<u16>() {
+        Ok(n) if n > 0 && port.bytes().all(|b| b.is_ascii_digit()) => Ok((host, Some(n))),
+        _ => Err(format!("`{port}` is not a port (1 to 65535)")),
+    }
+}
+
 fn check_route(p: &mut Problems, at: &str, r: &Route, backends: &HashSet<&str>) {
     let m = &r.matches;
     for (k, h) in m.hosts.iter().enumerate() {
-        check_host(p, || format!("{at}.match.hosts[{k}]"), h);
+        let at = || format!("{at}.match.hosts[{k}]");
+        match route_host(h) {
+            Ok((host, _)) => check_host(p, at, host),
+            Err(e) => p.add(at(), format!("`{h}`: {e}")),
+        }
     }
     for (k, d) in m.destinations.iter().enumerate() {
         if !dialable(d) {

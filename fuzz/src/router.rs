@@ -6,11 +6,14 @@
 //! picks the route the documented order picks (checked against a plain
 //! model here): the exact host's routes, else those of the longest
 //! matching `*.suffix`, else those without hosts (which join every list),
-//! the first in file order whose path, methods and headers all match.
+//! the first in file order whose path, methods and headers all match; a
+//! host or suffix named at the request's port (80 if it names none) before
+//! the same one named without a port, and one named only at other ports
+//! not at all.
 
 use arbitrary::{Arbitrary, Unstructured};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
-use remora_api::{Config, Listener, PathMatch, Route};
+use remora_api::{Config, PathMatch, Route};
 use remora_proxy::http::router::Router;
 use serde_json::json;
 
@@ -20,8 +23,19 @@ const HOSTS: &[&str] = &[
     "example.com",
     "x.y",
     "*",
+    "a.example.com:8080",
+    "x.y:80",
 ];
-const SUFFIXES: &[&str] = &["*.example.com", "*.a.example.com", "*.y", "*.com"];
+const SUFFIXES: &[&str] = &[
+    "*.example.com",
+    "*.a.example.com",
+    "*.y",
+    "*.com",
+    "*.example.com:8080",
+    "*.y:9090",
+];
+/// The request's port, if it names one.
+const PORTS: &[u16] = &[80, 8080, 9090];
 const PATHS: &[&str] = &["/", "/api", "/api/", "/api/v1", "/apix", "//", "/a/b", ""];
 const METHODS: &[&str] = &["GET", "POST", "HEAD", "PURGE", "get"];
 const HEADERS: &[&str] = &["x-a", "x-b", "X-A"];
@@ -75,6 +89,7 @@ struct FRoute {
 struct Input {
     routes: Vec<FRoute>,
     host: Text,
+    port: Option<u8>,
     upper: bool,
     method: Text,
     path: Text,
@@ -82,20 +97,31 @@ struct Input {
 }
 
 pub fn run(data: &[u8]) {
-    let Ok(input) = Input::arbitrary_take_rest(Unstructured::new(data)) else {
-        return;
-    };
+    if let Ok(input) = Input::arbitrary_take_rest(Unstructured::new(data)) {
+        check(&input);
+    }
+}
+
+/// Checks that `find` agrees with the model on `input` (a panic if not);
+/// `false` when there was nothing to check (routes that do not validate,
+/// a method that is none).
+fn check(input: &Input) -> bool {
     let Some(routes) = valid_routes(&input.routes) else {
-        return;
+        return false;
     };
     let router = Router::compile(&routes, |_| None)
         .unwrap_or_else(|e| panic!("valid routes do not compile: {e}"));
     let mut host = input.host.get(HOSTS);
+    // A request's host has no port here: that is `port`.
+    if let Some(i) = host.rfind(':') {
+        host.truncate(i);
+    }
+    let port = input.port.map(|i| PORTS[i as usize % PORTS.len()]);
     if input.upper {
         host = host.to_uppercase();
     }
     let Ok(method) = Method::from_bytes(input.method.get(METHODS).as_bytes()) else {
-        return;
+        return false;
     };
     let path = input.path.get(PATHS);
     let mut headers = HeaderMap::new();
@@ -108,10 +134,15 @@ pub fn run(data: &[u8]) {
         }
     }
     let got = router
-        .find(&host, &method, &path, &headers)
+        .find(&host, port, &method, &path, &headers)
         .map(|r| r.name.to_string());
-    let want = model_find(&routes, &host, &method, &path, &headers).map(|r| r.name.clone());
-    assert_eq!(got, want, "host {host:?} {method} {path:?} {headers:?}");
+    let at = port.unwrap_or(80);
+    let want = model_find(&routes, &host, at, &method, &path, &headers).map(|r| r.name.clone());
+    assert_eq!(
+        got, want,
+        "host {host:?}:{at} {method} {path:?} {headers:?}"
+    );
+    true
 }
 
 /// The fuzzed routes as a listener's, each a direct response, if `validate`
@@ -159,14 +190,12 @@ fn valid_routes(routes: &[FRoute]) -> Option<Vec<Route>> {
         });
         out.push(serde_json::from_value::<Route>(route).ok()?);
     }
-    let config = Config {
-        listeners: vec![serde_json::from_value::<Listener>(
-            json!({ "name": "l", "address": "127.0.0.1:1" }),
-        )
-        .expect("a listener")],
-        ..Config::default()
-    };
-    let mut config = config;
+    // As a config file has it: with serde's defaults (`Config::default()`
+    // has a drain timeout of 0, which validation refuses).
+    let mut config = serde_json::from_value::<Config>(json!({
+        "listeners": [{ "name": "l", "address": "127.0.0.1:1" }],
+    }))
+    .expect("a config");
     config.listeners[0].routes = out;
     remora_api::validate(&config)
         .is_empty()
@@ -177,6 +206,7 @@ fn valid_routes(routes: &[FRoute]) -> Option<Vec<Route>> {
 fn model_find<'a>(
     routes: &'a [Route],
     host: &str,
+    port: u16,
     method: &Method,
     path: &str,
     headers: &HeaderMap,
@@ -184,32 +214,48 @@ fn model_find<'a>(
     let host = host.to_ascii_lowercase();
     let hostless =
         |r: &Route| r.matches.hosts.is_empty() || r.matches.hosts.iter().any(|h| h == "*");
-    let exact: Vec<&Route> = routes
-        .iter()
-        .filter(|r| hostless(r) || r.matches.hosts.contains(&host))
-        .collect();
-    let candidates = if routes.iter().any(|r| r.matches.hosts.contains(&host)) {
-        exact
+    // Whether a route lists `name` (a host or `*.suffix`) with exactly
+    // this port (`None`: without one).
+    let lists = |r: &Route, name: &str, p: Option<u16>| {
+        r.matches.hosts.iter().any(|h| match h.rsplit_once(':') {
+            Some((n, q)) => n == name && p.map(|p| p.to_string()).as_deref() == Some(q),
+            None => h == name && p.is_none(),
+        })
+    };
+    // The entry for `name` at the request's port: with the port, else
+    // without; `None` when no route lists it either way.
+    let entry = |name: &str| {
+        [Some(port), None]
+            .into_iter()
+            .find(|p| routes.iter().any(|r| lists(r, name, *p)))
+    };
+    let named = |name: String, p: Option<u16>| -> Vec<&Route> {
+        routes
+            .iter()
+            .filter(|r| hostless(r) || lists(r, &name, p))
+            .collect()
+    };
+    let candidates = if let Some(p) = entry(&host) {
+        named(host.clone(), p)
     } else {
-        // The longest `*.suffix` that the host ends with (after a dot).
+        // The longest `*.suffix` that the host ends with (after a dot) and
+        // that is listed at the request's port or without one.
         let best = routes
             .iter()
             .flat_map(|r| &r.matches.hosts)
+            .map(|h| h.rsplit_once(':').map_or(&h[..], |(n, _)| n))
             .filter_map(|h| h.strip_prefix('*'))
             .filter(|s| s.starts_with('.') && host.ends_with(s))
+            .filter(|s| entry(&format!("*{s}")).is_some())
             .max_by_key(|s| s.len());
-        routes
-            .iter()
-            .filter(|r| {
-                hostless(r)
-                    || best.is_some_and(|b| {
-                        r.matches
-                            .hosts
-                            .iter()
-                            .any(|h| h[..].strip_prefix('*') == Some(b))
-                    })
-            })
-            .collect()
+        match best {
+            Some(b) => {
+                let name = format!("*{b}");
+                let p = entry(&name).expect("listed");
+                named(name, p)
+            }
+            None => routes.iter().filter(|r| hostless(r)).collect(),
+        }
     };
     candidates
         .into_iter()
@@ -257,4 +303,60 @@ fn full_match(re: &str, s: &str) -> bool {
     regex::Regex::new(&format!("^(?:{re})$"))
         .expect("a validated regex")
         .is_match(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// xorshift64: a seeded sequence, the same on every run.
+    struct Seq(u64);
+
+    impl Seq {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+
+        fn known(&mut self) -> Text {
+            Text::Known(self.below(256) as u8)
+        }
+    }
+
+    /// Beyond the corpus, on stable: structured inputs of known names only
+    /// (so that most validate), hosts and suffixes with and without ports,
+    /// requests at each port; the router and the model agree on each.
+    #[test]
+    fn a_seeded_sweep_agrees_with_the_model() {
+        let mut seq = Seq(0x9e37_79b9_7f4a_7c15);
+        let (mut checked, n) = (0, 20_000);
+        for _ in 0..n {
+            let routes = (0..1 + seq.below(5))
+                .map(|_| FRoute {
+                    hosts: (0..seq.below(4))
+                        .map(|_| match seq.below(2) {
+                            0 => FHost::Exact(seq.known()),
+                            _ => FHost::Suffix(seq.known()),
+                        })
+                        .collect(),
+                    path: (seq.below(3) == 0).then_some(FPath::Prefix(Text::Known(1))),
+                    methods: Vec::new(),
+                    headers: Vec::new(),
+                })
+                .collect();
+            let input = Input {
+                routes,
+                host: seq.known(),
+                port: (seq.below(3) != 0).then(|| seq.below(256) as u8),
+                upper: seq.below(4) == 0,
+                method: Text::Known(0),
+                path: Text::Known(seq.below(2) as u8 * 2),
+                headers: Vec::new(),
+            };
+            checked += u32::from(check(&input));
+        }
+        assert!(checked > n / 2, "only {checked} of {n} inputs validated");
+    }
 }

@@ -131,7 +131,7 @@ fn bench_find(c: &mut Criterion) {
         let requests = host_requests(n);
         for (host, path) in &requests {
             assert!(
-                router.find(host, &get, path, &headers).is_some(),
+                router.find(host, None, &get, path, &headers).is_some(),
                 "{host}{path}"
             );
         }
@@ -142,7 +142,7 @@ fn bench_find(c: &mut Criterion) {
                 i += 1;
                 black_box(
                     router
-                        .find(black_box(host), &get, black_box(path), &headers)
+                        .find(black_box(host), None, &get, black_box(path), &headers)
                         .is_some(),
                 )
             })
@@ -154,7 +154,7 @@ fn bench_find(c: &mut Criterion) {
         let want = format!("r{}", n - 1);
         assert_eq!(
             router
-                .find("any.host", &get, &path, &headers)
+                .find("any.host", None, &get, &path, &headers)
                 .map(|r| &*r.name),
             Some(&*want)
         );
@@ -162,7 +162,13 @@ fn bench_find(c: &mut Criterion) {
             bench.iter(|| {
                 black_box(
                     router
-                        .find(black_box("any.host"), &get, black_box(&path), &headers)
+                        .find(
+                            black_box("any.host"),
+                            None,
+                            &get,
+                            black_box(&path),
+                            &headers,
+                        )
                         .is_some(),
                 )
             })
@@ -174,6 +180,7 @@ fn bench_find(c: &mut Criterion) {
         bench.iter(|| {
             black_box(router.find(
                 black_box("SVC-7.Example.com"),
+                None,
                 &get,
                 black_box("/static/a.js"),
                 &headers,
@@ -184,6 +191,7 @@ fn bench_find(c: &mut Criterion) {
         bench.iter(|| {
             black_box(router.find(
                 black_box("nope.example.org"),
+                None,
                 &get,
                 black_box("/"),
                 &headers,

@@ -105,7 +105,7 @@ pub fn explain(snap: &Snapshot, q: &Query) -> Result<Explanation, String> {
     let route_cfg = |i: usize| &snap.config.listeners[index].routes[i];
     let mut trace = table
         .router
-        .explain(&q.host, &q.method, &q.path, &q.headers);
+        .explain(&q.host, q.port, &q.method, &q.path, &q.headers);
     let transparent = snap.config.listeners[index].original_destination;
     let redirected = q.destination.filter(|_| transparent);
     if let (Some(i), Some(d)) = (trace.chosen, redirected) {

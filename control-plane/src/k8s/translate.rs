@@ -10,7 +10,8 @@
 //! - A Service's first TCP port is the service `<name>.<ns>`, aliases
 //!   `<name>.<ns>.svc` and `<name>.<ns>.svc.<cluster domain>`; each other
 //!   TCP port the service `<name>.<ns>.<port>`, reached by the ClusterIP at
-//!   that port. Each one's endpoints are the ready addresses of the
+//!   that port and by those names at that port (`<name>.<ns>:<port>`, for
+//!   headless Services). Each one's endpoints are the ready addresses of the
 //!   Service's EndpointSlices at that port's target port, with the zone,
 //!   and the identity of the pod's workload when the pod is meshed; its
 //!   `addresses` the ClusterIPs at that port.

@@ -13,6 +13,8 @@ pub struct Query {
     /// Without port, lowercase; empty when none was given (an HTTP
     /// request needs one).
     pub host: String,
+    /// The port the host named (`host=api.shop:9090`), if any.
+    pub port: Option<u16>,
     /// Without the query string.
     pub path: String,
     pub headers: HeaderMap,
@@ -129,7 +131,12 @@ impl Raw {
                 None => String::new(),
             },
         };
-        let host = strip_port(&host).to_ascii_lowercase();
+        let (name, port) = crate::http::layers::route::split_authority(&host);
+        if port.is_none() && name.len() < host.len() {
+            let p = &host[name.len() + 1..];
+            return Err(format!("host `{host}`: `{p}` is not a port (1 to 65535)"));
+        }
+        let host = name.to_ascii_lowercase();
         if host.contains(['/', ' ', '?', '#']) {
             return Err(format!("host `{host}` is not a valid host name"));
         }
@@ -156,6 +163,7 @@ impl Raw {
         Ok(Query {
             method,
             host,
+            port,
             path,
             headers,
             listener: self.listener,
@@ -164,16 +172,6 @@ impl Raw {
             destination,
             tcp,
         })
-    }
-}
-
-/// `host:port` → `host`, minding IPv6 literals (`[::1]:80` → `[::1]`).
-fn strip_port(h: &str) -> &str {
-    match h.rfind(':') {
-        Some(i) if !h[i..].contains(']') && h[i + 1..].bytes().all(|b| b.is_ascii_digit()) => {
-            &h[..i]
-        }
-        _ => h,
     }
 }
 
@@ -218,6 +216,7 @@ mod tests {
         .unwrap();
         assert_eq!(q.method, Method::GET);
         assert_eq!(q.host, "api.example.com");
+        assert_eq!(q.port, Some(8080));
         assert_eq!(q.path, "/v1/x");
         assert_eq!(q.headers["x-user"], "alice");
     }
@@ -229,6 +228,7 @@ mod tests {
         assert!(err("host=a&method=G%20T").contains("method"));
         assert!(err("host=a&header=novalue").contains("name:value"));
         assert!(err("host=a&colour=red").contains("unknown parameter `colour`"));
+        assert!(err("host=a:http").contains("`http` is not a port"));
         assert!(err("host=a&protocol=udp").contains("protocol `udp`: use http or tcp"));
         assert!(err("host=a&client_addr=x").contains("client_addr"));
         assert!(err("host=a&x=%zz").contains("percent-encoded"));

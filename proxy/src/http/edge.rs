@@ -390,8 +390,8 @@ pub(super) fn route_index(listener: &ListenerTable, req: &Request<Incoming>) -> 
         .flatten()
         .and_then(|m| Method::from_bytes(m.as_bytes()).ok());
     let method = preflight.as_ref().unwrap_or(req.method());
-    let host = super::layers::route::request_host(req).unwrap_or("");
+    let (host, port) = super::layers::route::request_authority(req).unwrap_or(("", None));
     listener
         .router
-        .find_index(host, method, req.uri().path(), req.headers())
+        .find_index(host, port, method, req.uri().path(), req.headers())
 }

@@ -174,7 +174,12 @@ pub fn compile_as(
             &l.routes,
             |name| backends.get(name).cloned(),
             before.map(|b| &b.router),
-        );
+        )
+        .map(|mut router| {
+            // A request that names no port came in at its scheme's.
+            router.set_default_port(if l.tls.is_some() { 443 } else { 80 });
+            router
+        });
         let tcp_backend = l.tcp_backend.as_deref().map(|b| backends.get(b).cloned());
         if let Some(None) = tcp_backend {
             problems.push(Problem {

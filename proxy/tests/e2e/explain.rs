@@ -52,6 +52,9 @@ listeners:
       - name: health
         match: {{ path: {{ exact: /healthz }} }}
         direct_response: {{ status: 200, body: ok }}
+      - name: users-admin
+        match: {{ hosts: ["api.example.com:9090"] }}
+        backends: [{{ name: canary }}]
 backends:
   - name: stable
     balancer: round_robin
@@ -115,6 +118,15 @@ async fn explain_names_the_route_backend_and_endpoint_with_reasons() {
 
     // A method the route does not take: the reason says so, and the
     // host-less route is not reached for this path either: 404.
+    // The host with another port: the routes that name it at that port.
+    let e = explain(admin, "host=api.example.com:9090&path=/users/7").await;
+    assert_eq!(e["chosen_route"], "users-admin", "{e:#}");
+    let hosts = e["route"]["hosts"].as_str().unwrap();
+    assert!(
+        hosts.contains("host api.example.com:9090 (exact)"),
+        "{hosts}"
+    );
+
     let e = explain(admin, "method=DELETE&host=api.example.com&path=/orders/1").await;
     let orders = &e["route"]["steps"].as_array().unwrap()[2];
     assert!(

@@ -13,6 +13,9 @@ async fn each_match_kind_routes_to_its_backend() {
     let routes = r#"      - name: host-exact
         match: { hosts: [api.test] }
         backends: [{ name: a }]
+      - name: host-port
+        match: { hosts: ["api.test:9090"] }
+        backends: [{ name: b }]
       - name: host-wildcard
         match: { hosts: ["*.wild.test"] }
         backends: [{ name: b }]
@@ -40,6 +43,8 @@ async fn each_match_kind_routes_to_its_backend() {
     let base = format!("http://{}", proxy.listener("edge"));
     let cases: &[Case] = &[
         ("GET", "api.test", "/anything", &[], Some("a")),
+        ("GET", "api.test:8080", "/anything", &[], Some("a")),
+        ("GET", "api.test:9090", "/anything", &[], Some("b")),
         ("GET", "x.wild.test", "/anything", &[], Some("b")),
         ("GET", "other.test", "/exact", &[], Some("a")),
         ("GET", "other.test", "/exact/not", &[], None),

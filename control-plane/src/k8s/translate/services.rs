@@ -1,6 +1,7 @@
 //! Services and their endpoints: a Service's first TCP port is the mesh
 //! service `<name>.<ns>` (see [`super`]), each other TCP port the service
-//! `<name>.<ns>.<port>`; the endpoints of each are the ready addresses of
+//! `<name>.<ns>.<port>`, called by the Service's names with that port
+//! (`<name>.<ns>:<port>`); the endpoints of each are the ready addresses of
 //! the Service's EndpointSlices at that port's target port, its `addresses`
 //! the ClusterIPs at that port.
 
@@ -62,7 +63,9 @@ pub(super) fn services(
         for (i, port) in tcp_ports.enumerate() {
             // The first TCP port is the service `<name>.<ns>`, reached by
             // the Service's DNS names; each other one `<name>.<ns>.<port>`,
-            // reached by its ClusterIP at that port (whatever the name).
+            // reached by its ClusterIP at that port (whatever the name) and
+            // by the DNS names with that port (a headless Service has no
+            // ClusterIP: its callers dial a pod at that port).
             let mesh_name = match i {
                 0 => format!("{name}.{ns}"),
                 _ => format!("{name}.{ns}.{}", port.port),
@@ -85,12 +88,14 @@ pub(super) fn services(
             for slice in slices.get(&(ns, name)).into_iter().flatten() {
                 slice_endpoints(slice, port_name, ids, &obj, &mut endpoints, problems);
             }
+            let dns = [
+                format!("{name}.{ns}"),
+                format!("{name}.{ns}.svc"),
+                format!("{name}.{ns}.svc.{}", opts.cluster_domain),
+            ];
             let aliases = match i {
-                0 => vec![
-                    format!("{mesh_name}.svc"),
-                    format!("{mesh_name}.svc.{}", opts.cluster_domain),
-                ],
-                _ => Vec::new(),
+                0 => dns[1..].to_vec(),
+                _ => dns.iter().map(|d| format!("{d}:{}", port.port)).collect(),
             };
             let service = Service {
                 aliases,

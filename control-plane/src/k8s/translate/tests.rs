@@ -732,12 +732,42 @@ fn each_tcp_port_of_a_service_is_a_service_reached_at_its_cluster_ip() {
     );
     assert_eq!(http.endpoints[0].address.to_string(), "10.0.2.2:8080");
     let grpc = by_name("users.shop.9090");
-    assert!(grpc.aliases.is_empty());
+    // Its callers name the Service with the port (a headless Service's
+    // callers dial a pod: the host is all that tells the port's service).
+    assert_eq!(
+        grpc.aliases,
+        [
+            "users.shop:9090",
+            "users.shop.svc:9090",
+            "users.shop.svc.cluster.local:9090"
+        ]
+    );
     assert_eq!(
         grpc.addresses,
         ["10.96.0.20:9090".parse::<SocketAddr>().unwrap()]
     );
     assert_eq!(grpc.endpoints[0].address.to_string(), "10.0.2.2:9091");
+    // A caller's routes to it take those hosts, and the proxy takes them.
+    let snaps = crate::compile::compile_with_roots(&t.mesh, &["ROOT".to_string()]);
+    let web = &snaps["web.shop"].config;
+    assert!(
+        remora_api::validate(web).is_empty(),
+        "{:?}",
+        remora_api::validate(web)
+    );
+    let to_grpc = web.listeners[0]
+        .routes
+        .iter()
+        .find(|r| r.backends.iter().any(|b| b.name == "users.shop.9090"))
+        .unwrap();
+    assert!(
+        to_grpc
+            .matches
+            .hosts
+            .contains(&"users.shop.svc.cluster.local:9090".into()),
+        "{:?}",
+        to_grpc.matches.hosts
+    );
     assert_eq!(grpc.protocol, remora_api::UpstreamProtocol::Http2);
     // UDP ports are not services.
     assert!(t.mesh.services.iter().all(|s| !s.name.ends_with(".53")));

@@ -32,12 +32,13 @@ impl Router {
     pub fn explain(
         &self,
         host: &str,
+        port: Option<u16>,
         method: &Method,
         path: &str,
         headers: &HeaderMap,
     ) -> RouteTrace {
         let host = host.to_ascii_lowercase();
-        let (hosts, candidates) = self.explain_candidates(&host);
+        let (hosts, candidates) = self.explain_candidates(&host, port);
         let mut trace = RouteTrace {
             hosts,
             steps: Vec::new(),
@@ -95,17 +96,36 @@ impl Router {
     }
 
     /// The candidates of [`Router::candidates`], and how the host chose them.
-    fn explain_candidates(&self, host: &str) -> (String, &[u32]) {
-        let list = self.candidates(host);
+    fn explain_candidates(&self, host: &str, port: Option<u16>) -> (String, &[u32]) {
+        let port = port.unwrap_or(self.default_port);
+        let list = self.candidates(host, port);
+        // Whether the entry that won names the port: ` at port 9090`.
+        let at = |n: &super::Named| match n.ports.iter().any(|(p, _)| *p == port) {
+            true => format!(":{port}"),
+            false => String::new(),
+        };
         let wildcard = || {
             host.match_indices('.')
                 .map(|(i, _)| &host[i..])
-                .find(|s| self.suffix.contains_key(*s))
+                .find_map(|s| {
+                    self.suffix
+                        .get(s)
+                        .filter(|n| n.at(port).is_some())
+                        .map(|n| (s, n))
+                })
         };
-        let how = if self.exact.contains_key(host) {
-            format!("routes for host {host} (exact), with routes without hosts")
-        } else if let Some(s) = wildcard() {
-            format!("routes for *{s} (longest matching wildcard), with routes without hosts")
+        let how = if let Some(n) = self.exact.get(host).filter(|n| n.at(port).is_some()) {
+            format!(
+                "routes for host {host}{} (exact), with routes without hosts",
+                at(n)
+            )
+        } else if let Some((s, n)) = wildcard() {
+            format!(
+                "routes for *{s}{} (longest matching wildcard), with routes without hosts",
+                at(n)
+            )
+        } else if self.exact.contains_key(host) {
+            format!("no route names host {host} at port {port}: routes without hosts only")
         } else {
             format!("no route names host {host}: routes without hosts only")
         };

@@ -44,7 +44,8 @@ fn find<'a>(
             v.parse().unwrap(),
         );
     }
-    r.find(host, &method.parse().unwrap(), path, &h)
+    let (host, port) = crate::http::layers::route::split_authority(host);
+    r.find(host, port, &method.parse().unwrap(), path, &h)
         .map(|r| &*r.name)
 }
 
@@ -141,6 +142,110 @@ fn route_match_table() {
             "{method} {host}{path} {headers:?}"
         );
     }
+}
+
+#[test]
+fn a_host_named_with_a_port_takes_requests_at_that_port_first() {
+    let r = router(
+        r#"
+- name: api
+  match: { hosts: [api.shop, api.shop.svc] }
+  backends: [{ name: a }]
+- name: api.admin
+  match: { hosts: ["api.shop:9090", "api.shop.svc:9090"] }
+  backends: [{ name: b }]
+- name: only-ported
+  match: { hosts: ["db.shop:5432"] }
+  backends: [{ name: b }]
+- name: any-shop
+  match: { hosts: ["*.shop"] }
+  backends: [{ name: a }]
+- name: any-shop-8443
+  match: { hosts: ["*.shop:8443"] }
+  backends: [{ name: a }]
+- name: healthz
+  match: { path: { exact: /healthz } }
+  direct_response: { status: 200 }
+"#,
+    );
+    let cases: &[(&str, Option<&str>)] = &[
+        ("api.shop", Some("api")),
+        ("api.shop:8080", Some("api")),
+        ("api.shop:9090", Some("api.admin")),
+        ("API.Shop.SVC:9090", Some("api.admin")),
+        // No port: the listener's scheme's (80 here).
+        ("api.shop:80", Some("api")),
+        // A host named only at another port falls through to the wildcard.
+        ("db.shop:5432", Some("only-ported")),
+        ("db.shop", Some("any-shop")),
+        ("db.shop:8443", Some("any-shop-8443")),
+        ("x.shop:8443", Some("any-shop-8443")),
+        ("x.shop:8444", Some("any-shop")),
+        ("other:9090", None),
+    ];
+    for (host, want) in cases {
+        assert_eq!(find(&r, host, "GET", "/", &[]), *want, "{host}");
+    }
+    // Host-less routes join every list, ported ones too.
+    assert_eq!(
+        find(&r, "api.shop:9090", "GET", "/healthz", &[]),
+        Some("api.admin")
+    );
+    assert_eq!(
+        find(&r, "db.shop:5432", "GET", "/healthz", &[]),
+        Some("only-ported")
+    );
+
+    // On a TLS listener a request that names no port is at 443.
+    let mut tls = router(
+        "- name: secure
+  match: { hosts: [\"web.shop:443\"] }
+  backends: [{ name: a }]
+",
+    );
+    assert_eq!(find(&tls, "web.shop", "GET", "/", &[]), None);
+    tls.set_default_port(443);
+    assert_eq!(find(&tls, "web.shop", "GET", "/", &[]), Some("secure"));
+
+    // /explain says which entry chose the list.
+    assert_eq!(
+        how_of(&r, "api.shop", Some(9090)),
+        "routes for host api.shop:9090 (exact), with routes without hosts"
+    );
+    assert_eq!(
+        how_of(&r, "api.shop", None),
+        "routes for host api.shop (exact), with routes without hosts"
+    );
+    assert_eq!(
+        how_of(&r, "x.shop", Some(8443)),
+        "routes for *.shop:8443 (longest matching wildcard), with routes without hosts"
+    );
+    assert_eq!(
+        how_of(&r, "other", Some(5432)),
+        "no route names host other: routes without hosts only"
+    );
+    let r = router("- name: db\n  match: { hosts: [\"db:5432\"] }\n  backends: [{ name: a }]\n");
+    assert_eq!(
+        how_of(&r, "db", None),
+        "no route names host db at port 80: routes without hosts only"
+    );
+}
+
+fn how_of(r: &Router, host: &str, port: Option<u16>) -> String {
+    r.explain(host, port, &Method::GET, "/", &HeaderMap::new())
+        .hosts
+}
+
+#[test]
+fn a_host_with_a_bad_port_is_refused() {
+    let routes: Vec<api::Route> = serde_yaml_ng::from_str(
+        "- name: x\n  match: { hosts: [\"a:0\"] }\n  backends: [{ name: a }]\n",
+    )
+    .unwrap();
+    let err = Router::compile(&routes, |n| Some(backend(n)))
+        .err()
+        .unwrap();
+    assert!(err.contains("host `a:0`"), "{err}");
 }
 
 #[test]
