@@ -1,18 +1,16 @@
 //! Route selection: pure, table-tested, no I/O.
 //!
-//! Order (documented in `docs/config.md`): first the host. Routes that name
-//! the exact host win; else those with the longest matching `*.suffix`; else
-//! routes without `hosts`. A host or suffix named with the request's port
-//! (`api.example.com:9090`) goes before the same one named without a port.
-//! Routes without `hosts` also join every host's list.
-//! Then, within that list, routes are tried in file order and the first whose
-//! path, methods and headers all match wins. Nothing matching is a 404.
+//! Order (documented in `docs/config.md`): first the host and port pick a
+//! candidate list (`router/hosts.rs`). Then, within that list, routes are tried in
+//! file order and the first whose path, methods and headers all match wins.
+//! Nothing matching is a 404.
 
 use super::headers::HeaderOps;
 use crate::balance::Backend;
 use crate::policy::fault::FaultInjector;
 use crate::policy::ratelimit::RateLimiter;
 use bytes::Bytes;
+use hosts::Hosts;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use regex::Regex;
 use remora_api as api;
@@ -23,43 +21,11 @@ use std::time::Duration;
 
 pub struct Router {
     routes: Vec<Route>,
-    exact: HashMap<Box<str>, Named>,
-    /// Keyed by the suffix with its leading dot: `.example.com`.
-    suffix: HashMap<Box<str>, Named>,
-    any: Vec<u32>,
-    /// The port of a request that names none: 443 on a listener that
-    /// terminates TLS, else 80.
-    default_port: u16,
+    /// The candidate routes by host and port.
+    hosts: Hosts,
     /// Routes by `match.destinations`, in order: for a request whose host
     /// matches none, by the address its client dialed.
     destinations: HashMap<SocketAddr, Vec<u32>>,
-}
-
-/// The routes naming one host (or one `*.suffix`), each list with the
-/// routes without `hosts` merged in, in file order.
-#[derive(Default)]
-struct Named {
-    /// Those naming it without a port; `None`: none do.
-    any_port: Option<Vec<u32>>,
-    /// Those naming it at a port, by port.
-    ports: Vec<(u16, Vec<u32>)>,
-}
-
-impl Named {
-    /// The routes for this host at `port`: those naming the port, else
-    /// those naming no port; `None` when neither.
-    fn at(&self, port: u16) -> Option<&[u32]> {
-        match self.ports.iter().find(|(p, _)| *p == port) {
-            Some((_, list)) => Some(list),
-            None => self.any_port.as_deref(),
-        }
-    }
-
-    fn lists(&mut self) -> impl Iterator<Item = &mut Vec<u32>> {
-        self.any_port
-            .iter_mut()
-            .chain(self.ports.iter_mut().map(|(_, l)| l))
-    }
 }
 
 pub struct Route {
@@ -266,10 +232,7 @@ impl Router {
     ) -> Result<Router, String> {
         let mut router = Router {
             routes: Vec::with_capacity(routes.len()),
-            exact: HashMap::new(),
-            suffix: HashMap::new(),
-            any: Vec::new(),
-            default_port: 80,
+            hosts: Hosts::default(),
             destinations: HashMap::new(),
         };
         for (i, r) in routes.iter().enumerate() {
@@ -288,47 +251,15 @@ impl Router {
             for d in &r.matches.destinations {
                 router.destinations.entry(*d).or_default().push(i);
             }
-            let hosts = &r.matches.hosts;
-            if hosts.is_empty() || hosts.iter().any(|h| h == "*") {
-                router.any.push(i);
-            }
-            for h in hosts {
-                let (h, port) = api::route_host(h).map_err(|e| format!("host `{h}`: {e}"))?;
-                let named = if let Some(s) = h.strip_prefix('*') {
-                    if s.is_empty() {
-                        continue;
-                    }
-                    router.suffix.entry(s.into()).or_default()
-                } else {
-                    router.exact.entry(h.into()).or_default()
-                };
-                let list = match port {
-                    None => named.any_port.get_or_insert_default(),
-                    Some(p) => match named.ports.iter().position(|(q, _)| *q == p) {
-                        Some(k) => &mut named.ports[k].1,
-                        None => {
-                            named.ports.push((p, Vec::new()));
-                            &mut named.ports.last_mut().unwrap().1
-                        }
-                    },
-                };
-                list.push(i);
-            }
+            router.hosts.add(i, &r.matches.hosts)?;
         }
-        // Host-less routes apply to every host, in file order.
-        let any = router.any.clone();
-        let named = router.exact.values_mut().chain(router.suffix.values_mut());
-        for list in named.flat_map(Named::lists) {
-            list.extend(any.iter().copied());
-            list.sort_unstable();
-            list.dedup();
-        }
+        router.hosts.finish();
         Ok(router)
     }
 
     /// Sets the port of requests that name none (80 unless set).
     pub fn set_default_port(&mut self, port: u16) {
-        self.default_port = port;
+        self.hosts.default_port = port;
     }
 
     /// The route for a request; `host` is without port, any case; `port` is
@@ -361,27 +292,13 @@ impl Router {
         } else {
             host
         };
-        let candidates = self.candidates(host, port.unwrap_or(self.default_port));
+        let port = port.unwrap_or(self.hosts.default_port);
+        let candidates = self.hosts.candidates(host, port);
         candidates.iter().copied().find(|i| {
             self.routes[*i as usize]
                 .matcher
                 .matches(method, path, headers)
         })
-    }
-
-    fn candidates(&self, host: &str, port: u16) -> &[u32] {
-        if let Some(list) = self.exact.get(host).and_then(|n| n.at(port)) {
-            return list;
-        }
-        if !self.suffix.is_empty() {
-            // Longest suffix first: cut at each dot from the left.
-            for (i, _) in host.match_indices('.') {
-                if let Some(list) = self.suffix.get(&host[i..]).and_then(|n| n.at(port)) {
-                    return list;
-                }
-            }
-        }
-        &self.any
     }
 
     pub fn routes(&self) -> &[Route] {
@@ -515,6 +432,7 @@ pub fn rewrite_prefix(path_and_query: &str, from: &str, to: &str) -> String {
 
 mod destinations;
 mod explain;
+mod hosts;
 
 pub use destinations::{TcpDestination, TcpDestinations};
 pub use explain::{RouteStep, RouteTrace};

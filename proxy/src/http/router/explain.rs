@@ -3,6 +3,7 @@
 //! walks the same candidate list with the same matchers, and says for each
 //! route why it did or did not match.
 
+use super::hosts::{Hosts, Named};
 use super::{Matcher, PathMatcher, Router, ValueMatcher};
 use http::{HeaderMap, Method};
 use serde::Serialize;
@@ -38,7 +39,7 @@ impl Router {
         headers: &HeaderMap,
     ) -> RouteTrace {
         let host = host.to_ascii_lowercase();
-        let (hosts, candidates) = self.explain_candidates(&host, port);
+        let (hosts, candidates) = self.hosts.explain(&host, port);
         let mut trace = RouteTrace {
             hosts,
             steps: Vec::new(),
@@ -94,13 +95,15 @@ impl Router {
             }
         }
     }
+}
 
-    /// The candidates of [`Router::candidates`], and how the host chose them.
-    fn explain_candidates(&self, host: &str, port: Option<u16>) -> (String, &[u32]) {
+impl Hosts {
+    /// The candidates of [`Hosts::candidates`], and how the host chose them.
+    fn explain(&self, host: &str, port: Option<u16>) -> (String, &[u32]) {
         let port = port.unwrap_or(self.default_port);
         let list = self.candidates(host, port);
-        // Whether the entry that won names the port: ` at port 9090`.
-        let at = |n: &super::Named| match n.ports.iter().any(|(p, _)| *p == port) {
+        // `:9090` when the entry that chose names the port.
+        let at = |n: &Named| match n.ports.iter().any(|(p, _)| *p == port) {
             true => format!(":{port}"),
             false => String::new(),
         };
