@@ -15,6 +15,13 @@
 //! `remora-stats-interval`), the proxy also sends a stats report
 //! ([`crate::stats`]) on its request body at that interval.
 
+mod body;
+mod decode;
+
+use body::{line, send_stats, stats_interval, AbortOnDrop, Lines};
+use decode::strings;
+pub use decode::{decode, decode_against, Decoded};
+
 use super::backoff::{self, Backoff, Outcome};
 use super::{
     compile_as, content_version, load_materials, swap_in_versioned, Reload, Snapshot, Store,
@@ -22,11 +29,9 @@ use super::{
 use crate::metrics::Metrics;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
-use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use remora_api::mesh::{Ack, Hello, SnapshotMsg, StreamMsg, Update};
-use remora_api::{Config, Problem};
-use std::convert::Infallible;
+use remora_api::mesh::{Ack, Hello, SnapshotMsg};
+use remora_api::Config;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -455,223 +460,5 @@ impl Subscriber {
     }
 }
 
-/// One line of the stream, decoded and validated: its version, and the
-/// whole config it makes (a delta applied to the config served) or every
-/// problem found (the NACK's errors).
-#[derive(Debug)]
-pub struct Decoded {
-    pub version: String,
-    pub config: Result<Config, Vec<String>>,
-    /// For a delta, how many routes and backends it changed.
-    pub delta: Option<usize>,
-}
-
-/// Decodes and validates a whole-snapshot line (without its newline); see
-/// [`decode_against`].
-pub fn decode(line: &[u8]) -> Result<Decoded, serde_json::Error> {
-    decode_against(line, None, &Config::default())
-}
-
-/// Decodes and validates a line (without its newline): a whole snapshot, or
-/// a delta applied to `config`, the config of version `has` served now. A
-/// delta from any other version is refused (NACKed: the control plane then
-/// sends the whole snapshot). `Err` when the line is not a message at all,
-/// which ends the subscription. With [`swap_in_versioned`], the whole of applying a
-/// snapshot after the first (the apply bench measures the two together).
-pub fn decode_against(
-    line: &[u8],
-    has: Option<&str>,
-    config: &Config,
-) -> Result<Decoded, serde_json::Error> {
-    let msg: StreamMsg = serde_json::from_slice(line)?;
-    let (version, update) = msg.into_update();
-    let (config, delta) = match update {
-        Err(e) => (Err(vec![e]), None),
-        Ok(Update::Snapshot(config)) => (Ok(config), None),
-        Ok(Update::Delta { base, delta }) => {
-            let changes = delta.len();
-            let patched = if has != Some(base.as_str()) {
-                Err(vec![format!(
-                    "a delta from version {base}, but this proxy serves {}",
-                    has.unwrap_or("nothing yet")
-                )])
-            } else {
-                let mut next = config.clone();
-                delta.apply(&mut next).map(|()| next)
-            };
-            (patched, Some(changes))
-        }
-    };
-    let config = config.and_then(|c| {
-        let problems = remora_api::validate(&c);
-        if problems.is_empty() {
-            Ok(c)
-        } else {
-            Err(strings(problems))
-        }
-    });
-    Ok(Decoded {
-        version,
-        config,
-        delta,
-    })
-}
-
-fn strings(problems: Vec<Problem>) -> Vec<String> {
-    problems.iter().map(|p| p.to_string()).collect()
-}
-
-/// The report interval the control plane asked for (milliseconds, at
-/// least 100), if it did.
-fn stats_interval(headers: &http::HeaderMap) -> Option<Duration> {
-    let ms: u64 = headers
-        .get(remora_api::stats::STATS_INTERVAL)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()?;
-    Some(Duration::from_millis(ms.max(100)))
-}
-
-/// Sends a stats report on the subscription every `every`.
-async fn send_stats(every: Duration, metrics: Arc<Metrics>, tx: mpsc::Sender<Bytes>) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let report = remora_api::stats::Report::Stats(crate::stats::report(&metrics));
-        if tx.send(line(&report)).await.is_err() {
-            return;
-        }
-    }
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-fn line<T: serde::Serialize>(msg: &T) -> Bytes {
-    let mut v = serde_json::to_vec(msg).unwrap_or_default();
-    v.push(b'\n');
-    Bytes::from(v)
-}
-
-/// The request body: lines from the channel as data frames, until it closes.
-struct Lines(mpsc::Receiver<Bytes>);
-
-impl hyper::body::Body for Lines {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const CONFIG: &str = "listeners: [{name: out, address: '127.0.0.1:1', routes: [{name: a, backends: [{name: b}]}]}]\nbackends: [{name: b, endpoints: [{address: '127.0.0.1:2'}]}]";
-
-    fn delta_line(base: &str, delta: &str) -> Vec<u8> {
-        format!(r#"{{"version":"v2","base":"{base}","delta":{delta}}}"#).into_bytes()
-    }
-
-    #[tokio::test]
-    async fn after_the_cache_fallback_a_snapshot_is_swapped_over_the_cache() {
-        let metrics = Metrics::new();
-        let config = remora_api::parse_yaml(CONFIG).unwrap();
-        let compiled = |c: &Config| {
-            let materials = load_materials(c).unwrap();
-            super::super::compile(c.clone(), materials, None, &metrics).unwrap()
-        };
-        let store: Store = Arc::new(arc_swap::ArcSwap::from_pointee(Snapshot::empty()));
-        let settings = Settings {
-            control_plane: crate::control_plane::Dial::plain(std::net::SocketAddr::from((
-                [127, 0, 0, 1],
-                1,
-            ))),
-            workload: "w".into(),
-            identity: None,
-            cache: None,
-            await_identity: false,
-            admin_allow_remote_changes: false,
-        };
-        let (tx, mut rx) = mpsc::channel(1);
-        let mut sub = Subscriber::new(settings, store.clone(), metrics.clone(), tx);
-        // The grace period ended with nothing from the control plane.
-        assert!(Subscriber::fall_back_to_cache(&store, &mut rx, compiled(&config)).is_none());
-        // Its first snapshot arrives right after: applied over the cache
-        // (it used to be checked against the empty store and NACKed as a
-        // listener change).
-        let mut next = config.clone();
-        next.backends[0].endpoints[0].address.set_port(3);
-        let msg = serde_json::to_vec(&SnapshotMsg {
-            version: "v2".into(),
-            config: next,
-        })
-        .unwrap();
-        let verdict = sub.receive(Bytes::from(msg)).await.unwrap();
-        assert_eq!(
-            verdict,
-            Ack::Ack {
-                version: "v2".into()
-            }
-        );
-        assert_eq!(sub.version(), Some("v2"));
-        let served = store.load();
-        assert_eq!(served.config.backends[0].endpoints[0].address.port(), 3);
-
-        // A first snapshot that raced in is the app's to serve instead.
-        let (tx, mut rx) = mpsc::channel(1);
-        let (answer, _) = oneshot::channel();
-        tx.send((compiled(&config), answer)).await.unwrap();
-        let raced = Subscriber::fall_back_to_cache(&store, &mut rx, compiled(&config));
-        assert!(raced.is_some());
-        assert!(tx.is_closed());
-    }
-
-    #[test]
-    fn a_delta_applies_to_the_config_served_and_is_validated_whole() {
-        let config = remora_api::parse_yaml(CONFIG).unwrap();
-        let moved = r#"{"backends":[{"name":"b","endpoints":[{"address":"127.0.0.1:3"}]}]}"#;
-        let d = decode_against(&delta_line("v1", moved), Some("v1"), &config).unwrap();
-        assert_eq!((d.version.as_str(), d.delta), ("v2", Some(1)));
-        let next = d.config.unwrap();
-        assert_eq!(next.backends[0].endpoints[0].address.port(), 3);
-        assert_eq!(next.listeners, config.listeners);
-
-        // From a version this proxy does not serve: refused, so the control
-        // plane sends the whole snapshot.
-        let d = decode_against(&delta_line("v0", moved), Some("v1"), &config).unwrap();
-        assert_eq!(
-            d.config.unwrap_err(),
-            ["a delta from version v0, but this proxy serves v1"]
-        );
-        let d = decode_against(&delta_line("v0", moved), None, &config).unwrap();
-        assert!(d.config.unwrap_err()[0].ends_with("serves nothing yet"));
-
-        // The result is validated whole: a route left without its backend.
-        let gone = r#"{"remove_backends":["b"]}"#;
-        let d = decode_against(&delta_line("v1", gone), Some("v1"), &config).unwrap();
-        let errors = d.config.unwrap_err();
-        assert!(
-            errors[0].contains("listeners[0].routes[0].backends[0]"),
-            "{errors:?}"
-        );
-
-        // Neither a snapshot nor a delta: NACKed, the stream goes on.
-        let d = decode_against(br#"{"version":"v3"}"#, Some("v1"), &config).unwrap();
-        assert!(d.config.unwrap_err()[0].contains("either `config`"));
-        // Not a message at all: the subscription ends.
-        assert!(decode_against(b"{", Some("v1"), &config).is_err());
-    }
-}
+mod tests;
