@@ -14,7 +14,7 @@
 use arbitrary::{Arbitrary, Unstructured};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use remora_api::{Config, PathMatch, Route};
-use remora_proxy::http::router::Router;
+use remora_proxy::http::router::{Port, Router};
 use serde_json::json;
 
 const HOSTS: &[&str] = &[
@@ -117,6 +117,7 @@ fn check(input: &Input) -> bool {
         host.truncate(i);
     }
     let port = input.port.map(|i| PORTS[i as usize % PORTS.len()]);
+    let port_text = port.map(|p| p.to_string()).unwrap_or_default();
     if input.upper {
         host = host.to_uppercase();
     }
@@ -134,7 +135,7 @@ fn check(input: &Input) -> bool {
         }
     }
     let got = router
-        .find(&host, port, &method, &path, &headers)
+        .find(&host, Port::named(&port_text), &method, &path, &headers)
         .map(|r| r.name.to_string());
     let at = port.unwrap_or(80);
     let want = model_find(&routes, &host, at, &method, &path, &headers).map(|r| r.name.clone());

@@ -20,7 +20,7 @@ use http::{HeaderMap, Method};
 use remora_api as api;
 use remora_proxy::balance::{Backend, Endpoint};
 use remora_proxy::http::client::{EndpointClient, Transport};
-use remora_proxy::http::router::Router;
+use remora_proxy::http::router::{Port, Router};
 use remora_proxy::metrics::Metrics;
 use std::fmt::Write as _;
 use std::hint::black_box;
@@ -131,7 +131,9 @@ fn bench_find(c: &mut Criterion) {
         let requests = host_requests(n);
         for (host, path) in &requests {
             assert!(
-                router.find(host, None, &get, path, &headers).is_some(),
+                router
+                    .find(host, Port::default(), &get, path, &headers)
+                    .is_some(),
                 "{host}{path}"
             );
         }
@@ -142,7 +144,13 @@ fn bench_find(c: &mut Criterion) {
                 i += 1;
                 black_box(
                     router
-                        .find(black_box(host), None, &get, black_box(path), &headers)
+                        .find(
+                            black_box(host),
+                            Port::default(),
+                            &get,
+                            black_box(path),
+                            &headers,
+                        )
                         .is_some(),
                 )
             })
@@ -154,7 +162,7 @@ fn bench_find(c: &mut Criterion) {
         let want = format!("r{}", n - 1);
         assert_eq!(
             router
-                .find("any.host", None, &get, &path, &headers)
+                .find("any.host", Port::default(), &get, &path, &headers)
                 .map(|r| &*r.name),
             Some(&*want)
         );
@@ -164,7 +172,7 @@ fn bench_find(c: &mut Criterion) {
                     router
                         .find(
                             black_box("any.host"),
-                            None,
+                            Port::default(),
                             &get,
                             black_box(&path),
                             &headers,
@@ -180,7 +188,7 @@ fn bench_find(c: &mut Criterion) {
         bench.iter(|| {
             black_box(router.find(
                 black_box("SVC-7.Example.com"),
-                None,
+                Port::default(),
                 &get,
                 black_box("/static/a.js"),
                 &headers,
@@ -191,7 +199,7 @@ fn bench_find(c: &mut Criterion) {
         bench.iter(|| {
             black_box(router.find(
                 black_box("nope.example.org"),
-                None,
+                Port::default(),
                 &get,
                 black_box("/"),
                 &headers,

@@ -12,7 +12,7 @@ mod tcp;
 pub mod text;
 
 use crate::balance::BackendTrace;
-use crate::http::router::{Action, RouteTrace};
+use crate::http::router::{Action, Port, RouteTrace};
 use crate::listen::Plan;
 use crate::policy::authz::Peer;
 use crate::snapshot::Snapshot;
@@ -103,9 +103,13 @@ pub fn explain(snap: &Snapshot, q: &Query) -> Result<Explanation, String> {
     }
     let table = &snap.listeners[index];
     let route_cfg = |i: usize| &snap.config.listeners[index].routes[i];
-    let mut trace = table
-        .router
-        .explain(&q.host, q.port, &q.method, &q.path, &q.headers);
+    let mut trace = table.router.explain(
+        &q.host,
+        Port::named(&q.port),
+        &q.method,
+        &q.path,
+        &q.headers,
+    );
     let transparent = snap.config.listeners[index].original_destination;
     let redirected = q.destination.filter(|_| transparent);
     if let (Some(i), Some(d)) = (trace.chosen, redirected) {

@@ -13,8 +13,8 @@ pub struct Query {
     /// Without port, lowercase; empty when none was given (an HTTP
     /// request needs one).
     pub host: String,
-    /// The port the host named (`host=api.shop:9090`), if any.
-    pub port: Option<u16>,
+    /// The port the host named (`host=api.shop:9090`), empty if none.
+    pub port: String,
     /// Without the query string.
     pub path: String,
     pub headers: HeaderMap,
@@ -132,10 +132,11 @@ impl Raw {
             },
         };
         let (name, port) = crate::http::layers::route::split_authority(&host);
-        if port.is_none() && name.len() < host.len() {
+        if port.number(80).is_none() {
             let p = &host[name.len() + 1..];
             return Err(format!("host `{host}`: `{p}` is not a port (1 to 65535)"));
         }
+        let port = host[name.len()..].trim_start_matches(':').to_string();
         let host = name.to_ascii_lowercase();
         if host.contains(['/', ' ', '?', '#']) {
             return Err(format!("host `{host}` is not a valid host name"));
@@ -216,7 +217,7 @@ mod tests {
         .unwrap();
         assert_eq!(q.method, Method::GET);
         assert_eq!(q.host, "api.example.com");
-        assert_eq!(q.port, Some(8080));
+        assert_eq!(q.port, "8080");
         assert_eq!(q.path, "/v1/x");
         assert_eq!(q.headers["x-user"], "alice");
     }

@@ -390,7 +390,7 @@ pub(super) fn route_index(listener: &ListenerTable, req: &Request<Incoming>) -> 
         .flatten()
         .and_then(|m| Method::from_bytes(m.as_bytes()).ok());
     let method = preflight.as_ref().unwrap_or(req.method());
-    let (host, port) = super::layers::route::request_authority(req).unwrap_or(("", None));
+    let (host, port) = super::layers::route::request_authority(req).unwrap_or_default();
     listener
         .router
         .find_index(host, port, method, req.uri().path(), req.headers())

@@ -11,6 +11,7 @@ use crate::policy::fault::FaultInjector;
 use crate::policy::ratelimit::RateLimiter;
 use bytes::Bytes;
 use hosts::Hosts;
+pub use hosts::Port;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use regex::Regex;
 use remora_api as api;
@@ -263,11 +264,11 @@ impl Router {
     }
 
     /// The route for a request; `host` is without port, any case; `port` is
-    /// the one the request names, if any.
+    /// the one the request names.
     pub fn find(
         &self,
         host: &str,
-        port: Option<u16>,
+        port: Port<'_>,
         method: &Method,
         path: &str,
         headers: &HeaderMap,
@@ -280,7 +281,7 @@ impl Router {
     pub fn find_index(
         &self,
         host: &str,
-        port: Option<u16>,
+        port: Port<'_>,
         method: &Method,
         path: &str,
         headers: &HeaderMap,
@@ -292,7 +293,6 @@ impl Router {
         } else {
             host
         };
-        let port = port.unwrap_or(self.hosts.default_port);
         let candidates = self.hosts.candidates(host, port);
         candidates.iter().copied().find(|i| {
             self.routes[*i as usize]

@@ -137,9 +137,10 @@ backends:
         // The routes send to the backends of the new snapshot.
         let route = |host: &str| {
             let (method, headers) = (http::Method::GET, http::HeaderMap::new());
-            let r = after.listeners[0]
-                .router
-                .find(host, None, &method, "/", &headers);
+            let r =
+                after.listeners[0]
+                    .router
+                    .find(host, Default::default(), &method, "/", &headers);
             match &r.unwrap().action {
                 crate::http::router::Action::Forward(split) => split.backends().next().cloned(),
                 _ => None,

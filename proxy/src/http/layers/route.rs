@@ -6,6 +6,7 @@
 use super::Step;
 use crate::http::call::{Answer, Call};
 use crate::http::error::ProxyError;
+use crate::http::router::Port;
 use http::{header, Request};
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -14,7 +15,7 @@ pub struct Route;
 impl<B> Step<B> for Route {
     fn step(&self, call: &mut Call<B>) -> Option<Answer> {
         let req = &call.req;
-        let (host, port) = request_authority(req).unwrap_or(("", None));
+        let (host, port) = request_authority(req).unwrap_or_default();
         let view = &mut call.cx.view;
         let passthrough = &call.cx.down.passthrough;
         let router = &view.listener().router;
@@ -54,40 +55,27 @@ pub fn request_host<B>(req: &Request<B>) -> Option<&str> {
     request_authority(req).map(|(host, _)| host)
 }
 
-/// The host a request is for and the port it names, if any, from its URI
-/// or `Host` header.
-pub fn request_authority<B>(req: &Request<B>) -> Option<(&str, Option<u16>)> {
+/// The host a request is for and the port it names, from its URI or `Host`
+/// header.
+pub fn request_authority<B>(req: &Request<B>) -> Option<(&str, Port<'_>)> {
     if let Some(a) = req.uri().authority() {
-        return Some((a.host(), a.port_u16()));
+        return Some(split_authority(a.as_str()));
     }
     let a = req.headers().get(header::HOST)?.to_str().ok()?;
     Some(split_authority(a))
 }
 
-/// `host[:port]` split, minding IPv6 literals (`[::1]:80`); a port that is
-/// not a number up to 65535 is none.
-pub fn split_authority(a: &str) -> (&str, Option<u16>) {
+/// `host[:port]` split, minding IPv6 literals (`[::1]:80`). The port is not
+/// parsed here: see [`Port`].
+pub fn split_authority(a: &str) -> (&str, Port<'_>) {
     // On bytes: `str::rfind` with a char costs ~160 instructions on a short
-    // host (perf, issue 12).
+    // host (perf, issue 12). A colon is the port's unless the host is an
+    // IPv6 literal and the colon is not right after its `]`.
     let b = a.as_bytes();
     match b.iter().rposition(|&c| c == b':') {
-        Some(i) if !b[i..].contains(&b']') => (&a[..i], port(&b[i + 1..])),
-        _ => (a, None),
+        Some(i) if b[0] != b'[' || b[i - 1] == b']' => (&a[..i], Port::named(&a[i + 1..])),
+        _ => (a, Port::default()),
     }
-}
-
-fn port(digits: &[u8]) -> Option<u16> {
-    if digits.is_empty() || digits.len() > 5 {
-        return None;
-    }
-    let mut n: u32 = 0;
-    for &d in digits {
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        n = n * 10 + u32::from(d - b'0');
-    }
-    u16::try_from(n).ok()
 }
 
 #[cfg(test)]
@@ -119,19 +107,29 @@ mod tests {
 
     #[test]
     fn the_port_is_the_one_named_if_it_is_a_port() {
-        assert_eq!(split_authority("api.shop:9090"), ("api.shop", Some(9090)));
-        assert_eq!(split_authority("api.shop"), ("api.shop", None));
-        assert_eq!(split_authority("[::1]:80"), ("[::1]", Some(80)));
-        assert_eq!(split_authority("[::1]"), ("[::1]", None));
-        assert_eq!(split_authority("api.shop:"), ("api.shop", None));
-        assert_eq!(split_authority("api.shop:65536"), ("api.shop", None));
-        assert_eq!(split_authority("api.shop:123456"), ("api.shop", None));
-        assert_eq!(split_authority("api.shop:8x"), ("api.shop", None));
+        let at = |a: &str| {
+            let (host, port) = split_authority(a);
+            (host.to_string(), port.number(80))
+        };
+        assert_eq!(at("api.shop:9090"), ("api.shop".into(), Some(9090)));
+        assert_eq!(at("api.shop"), ("api.shop".into(), Some(80)));
+        assert_eq!(at("[::1]:8080"), ("[::1]".into(), Some(8080)));
+        assert_eq!(at("[::1]"), ("[::1]".into(), Some(80)));
+        assert_eq!(at("api.shop:"), ("api.shop".into(), Some(80)));
+        for bad in [
+            "api.shop:65536",
+            "api.shop:123456",
+            "api.shop:8x",
+            "api.shop:0",
+        ] {
+            assert_eq!(at(bad), ("api.shop".into(), None), "{bad}");
+        }
         let absolute = Request::builder()
             .uri("http://web.shop:8080/x")
             .header("host", "other:9090")
             .body(())
             .unwrap();
-        assert_eq!(request_authority(&absolute), Some(("web.shop", Some(8080))));
+        let (host, port) = request_authority(&absolute).unwrap();
+        assert_eq!((host, port.number(80)), ("web.shop", Some(8080)));
     }
 }

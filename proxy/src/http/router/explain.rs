@@ -3,7 +3,7 @@
 //! walks the same candidate list with the same matchers, and says for each
 //! route why it did or did not match.
 
-use super::hosts::{Hosts, Named};
+use super::hosts::{Hosts, Named, Port};
 use super::{Matcher, PathMatcher, Router, ValueMatcher};
 use http::{HeaderMap, Method};
 use serde::Serialize;
@@ -33,7 +33,7 @@ impl Router {
     pub fn explain(
         &self,
         host: &str,
-        port: Option<u16>,
+        port: Port<'_>,
         method: &Method,
         path: &str,
         headers: &HeaderMap,
@@ -99,25 +99,21 @@ impl Router {
 
 impl Hosts {
     /// The candidates of [`Hosts::candidates`], and how the host chose them.
-    fn explain(&self, host: &str, port: Option<u16>) -> (String, &[u32]) {
-        let port = port.unwrap_or(self.default_port);
+    fn explain(&self, host: &str, port: Port<'_>) -> (String, &[u32]) {
         let list = self.candidates(host, port);
+        let at_port = |n: &Named| n.at(port, self.default_port).is_some();
         // `:9090` when the entry that chose names the port.
-        let at = |n: &Named| match n.ports.iter().any(|(p, _)| *p == port) {
-            true => format!(":{port}"),
-            false => String::new(),
+        let number = port.number(self.default_port);
+        let at = |n: &Named| match n.ports.iter().find(|(p, _)| Some(*p) == number) {
+            Some((p, _)) => format!(":{p}"),
+            None => String::new(),
         };
         let wildcard = || {
             host.match_indices('.')
                 .map(|(i, _)| &host[i..])
-                .find_map(|s| {
-                    self.suffix
-                        .get(s)
-                        .filter(|n| n.at(port).is_some())
-                        .map(|n| (s, n))
-                })
+                .find_map(|s| self.suffix.get(s).filter(|n| at_port(n)).map(|n| (s, n)))
         };
-        let how = if let Some(n) = self.exact.get(host).filter(|n| n.at(port).is_some()) {
+        let how = if let Some(n) = self.exact.get(host).filter(|n| at_port(n)) {
             format!(
                 "routes for host {host}{} (exact), with routes without hosts",
                 at(n)
@@ -128,6 +124,7 @@ impl Hosts {
                 at(n)
             )
         } else if self.exact.contains_key(host) {
+            let port = number.map_or_else(|| "?".into(), |p| p.to_string());
             format!("no route names host {host} at port {port}: routes without hosts only")
         } else {
             format!("no route names host {host}: routes without hosts only")

@@ -7,6 +7,35 @@
 use remora_api as api;
 use std::collections::HashMap;
 
+/// A request's port as it names it: the text after its host's colon, empty
+/// when it names none. Read only for a host some route names with a port
+/// (the request path does not parse what no route asks about).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Port<'a>(&'a str);
+
+impl<'a> Port<'a> {
+    /// `text` as the request has it (`"9090"`), `""` for none.
+    pub fn named(text: &'a str) -> Self {
+        Port(text)
+    }
+
+    /// The port number; `default` when the request names none; `None`
+    /// when what it names is not a port (then no route's port matches).
+    pub fn number(self, default: u16) -> Option<u16> {
+        let digits = self.0.as_bytes();
+        if digits.is_empty() {
+            return Some(default);
+        }
+        if digits.len() > 5 || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let n = digits
+            .iter()
+            .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
+        u16::try_from(n).ok().filter(|&p| p != 0)
+    }
+}
+
 pub(super) struct Hosts {
     pub(super) exact: HashMap<Box<str>, Named>,
     /// Keyed by the suffix with its leading dot: `.example.com`.
@@ -40,13 +69,19 @@ pub(super) struct Named {
 }
 
 impl Named {
-    /// The routes for this host at `port`: those naming the port, else
-    /// those naming no port; `None` when neither.
-    pub(super) fn at(&self, port: u16) -> Option<&[u32]> {
-        match self.ports.iter().find(|(p, _)| *p == port) {
-            Some((_, list)) => Some(list),
-            None => self.any_port.as_deref(),
+    /// The routes for this host at `port` (`default` if it names none):
+    /// those naming the port, else those naming no port; `None` when
+    /// neither.
+    pub(super) fn at(&self, port: Port<'_>, default: u16) -> Option<&[u32]> {
+        if !self.ports.is_empty() {
+            let named = port
+                .number(default)
+                .and_then(|n| self.ports.iter().find(|(p, _)| *p == n));
+            if let Some((_, list)) = named {
+                return Some(list);
+            }
         }
+        self.any_port.as_deref()
     }
 
     fn list(&mut self, port: Option<u16>) -> &mut Vec<u32> {
@@ -101,14 +136,16 @@ impl Hosts {
     }
 
     /// The candidates for `host` (lowercase, without port) at `port`.
-    pub(super) fn candidates(&self, host: &str, port: u16) -> &[u32] {
-        if let Some(list) = self.exact.get(host).and_then(|n| n.at(port)) {
+    pub(super) fn candidates(&self, host: &str, port: Port<'_>) -> &[u32] {
+        let default = self.default_port;
+        if let Some(list) = self.exact.get(host).and_then(|n| n.at(port, default)) {
             return list;
         }
         if !self.suffix.is_empty() {
             // Longest suffix first: cut at each dot from the left.
             for (i, _) in host.match_indices('.') {
-                if let Some(list) = self.suffix.get(&host[i..]).and_then(|n| n.at(port)) {
+                let named = self.suffix.get(&host[i..]);
+                if let Some(list) = named.and_then(|n| n.at(port, default)) {
                     return list;
                 }
             }

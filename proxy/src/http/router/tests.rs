@@ -209,31 +209,37 @@ fn a_host_named_with_a_port_takes_requests_at_that_port_first() {
 
     // /explain says which entry chose the list.
     assert_eq!(
-        how_of(&r, "api.shop", Some(9090)),
+        how_of(&r, "api.shop", "9090"),
         "routes for host api.shop:9090 (exact), with routes without hosts"
     );
     assert_eq!(
-        how_of(&r, "api.shop", None),
+        how_of(&r, "api.shop", ""),
         "routes for host api.shop (exact), with routes without hosts"
     );
     assert_eq!(
-        how_of(&r, "x.shop", Some(8443)),
+        how_of(&r, "x.shop", "8443"),
         "routes for *.shop:8443 (longest matching wildcard), with routes without hosts"
     );
     assert_eq!(
-        how_of(&r, "other", Some(5432)),
+        how_of(&r, "other", "5432"),
         "no route names host other: routes without hosts only"
     );
     let r = router("- name: db\n  match: { hosts: [\"db:5432\"] }\n  backends: [{ name: a }]\n");
     assert_eq!(
-        how_of(&r, "db", None),
+        how_of(&r, "db", ""),
         "no route names host db at port 80: routes without hosts only"
     );
 }
 
-fn how_of(r: &Router, host: &str, port: Option<u16>) -> String {
-    r.explain(host, port, &Method::GET, "/", &HeaderMap::new())
-        .hosts
+fn how_of(r: &Router, host: &str, port: &str) -> String {
+    r.explain(
+        host,
+        Port::named(port),
+        &Method::GET,
+        "/",
+        &HeaderMap::new(),
+    )
+    .hosts
 }
 
 #[test]
