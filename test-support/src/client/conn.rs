@@ -125,6 +125,19 @@ impl Http1Conn {
     pub fn is_closed(&self) -> bool {
         self.sender.is_closed()
     }
+
+    /// Whether the connection is seen closed within `within`: the
+    /// connection's task learns of the peer's FIN a moment after it comes.
+    pub async fn closes_within(&self, within: std::time::Duration) -> bool {
+        let until = tokio::time::Instant::now() + within;
+        while !self.is_closed() {
+            if tokio::time::Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        true
+    }
 }
 
 /// One HTTP/2 (prior knowledge) connection; requests may run concurrently.
