@@ -7,6 +7,7 @@ Usage:
   echo_client.py [--authority NAME] [--timeout SECS] ADDR unary TEXT
   echo_client.py [--authority NAME] [--timeout SECS] ADDR stream N
   echo_client.py [--authority NAME] [--timeout SECS] ADDR fail
+  echo_client.py [--authority NAME] [--timeout SECS] ADDR status TEXT
 
 ADDR is host:port (the proxy's listener, or the server directly).
   unary TEXT  prints the reply; exit 0 iff reply == b"echo:" + TEXT
@@ -14,6 +15,9 @@ ADDR is host:port (the proxy's listener, or the server directly).
               msg-0 .. msg-{N-1} arrived in order
   fail        exit 0 iff the call ends with UNAVAILABLE / "try again", after
               printing "status UNAVAILABLE try again"
+  status TEXT a unary call (--repeat N: N of them, one after another);
+              prints "status CODE details" for each (CODE OK on success,
+              the reply then) whatever the outcome; exit 0
 Exit 1 on any mismatch or RPC error (details on stderr), 2 on usage errors.
 """
 
@@ -102,21 +106,40 @@ def do_fail(channel, timeout):
     return 1
 
 
+def do_status(channel, text, timeout, repeat):
+    call = channel.unary_unary(SERVICE + "Unary",
+                               request_serializer=None,
+                               response_deserializer=None)
+    for _ in range(repeat):
+        try:
+            reply = call(text.encode("utf-8"), timeout=timeout)
+        except grpc.RpcError as e:
+            code = e.code()
+            name = code.name if code is not None else "?"
+            print(f"status {name} {e.details()}", flush=True)
+            continue
+        print(f"status OK {reply.decode('utf-8', errors='backslashreplace')}",
+              flush=True)
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(
         description="gRPC echo test client (plaintext h2c, generic calls)")
     ap.add_argument("addr", metavar="ADDR", help="host:port to connect to")
-    ap.add_argument("mode", metavar="MODE", choices=["unary", "stream", "fail"],
-                    help="unary | stream | fail")
+    ap.add_argument("mode", metavar="MODE", choices=["unary", "stream", "fail", "status"],
+                    help="unary | stream | fail | status")
     ap.add_argument("arg", metavar="ARG", nargs="?",
-                    help="TEXT for unary, N for stream")
+                    help="TEXT for unary and status, N for stream")
     ap.add_argument("--authority", metavar="NAME",
                     help="value for :authority (grpc.default_authority)")
     ap.add_argument("--timeout", type=float, default=10.0,
                     help="per-call deadline in seconds (default 10)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="status: calls to make, one after another (default 1)")
     args = ap.parse_args()
 
-    if args.mode in ("unary", "stream") and args.arg is None:
+    if args.mode in ("unary", "stream", "status") and args.arg is None:
         ap.error(f"mode {args.mode} needs ARG")
     if args.mode == "fail" and args.arg is not None:
         ap.error("mode fail takes no ARG")
@@ -135,6 +158,8 @@ def main():
             return do_unary(channel, args.arg, args.timeout)
         if args.mode == "stream":
             return do_stream(channel, args.arg, args.timeout)
+        if args.mode == "status":
+            return do_status(channel, args.arg, args.timeout, args.repeat)
         return do_fail(channel, args.timeout)
 
 

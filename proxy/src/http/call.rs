@@ -85,6 +85,9 @@ pub struct Cx {
     pub rng: fastrand::Rng,
     /// A fault delay was injected.
     pub delayed: bool,
+    /// A gRPC request from a client that is not a mesh peer: its errors
+    /// go out as gRPC errors ([`super::grpc`]).
+    pub grpc: bool,
     /// When the route's timeout runs out; every wait below is bounded by it.
     pub deadline: Option<Deadline>,
     /// The client's side of an HTTP/1.1 upgrade, joined to the upstream's
@@ -213,6 +216,7 @@ impl Cx {
             started,
             rng: fastrand::Rng::new(),
             delayed: false,
+            grpc: false,
             deadline: None,
             on_upgrade: None,
             attempt: AttemptCx::default(),

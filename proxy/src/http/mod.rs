@@ -11,6 +11,7 @@ pub mod call;
 pub mod client;
 pub mod edge;
 pub mod error;
+pub mod grpc;
 pub mod head_timer;
 pub mod headers;
 pub mod layers;

@@ -1,6 +1,8 @@
 //! gRPC through the proxy: a real grpcio server and client (the Python
 //! scripts in `tests/grpc/`) talking h2c via the proxy, unary, server
-//! streaming and a failing call whose status travels in trailers.
+//! streaming and a failing call whose status travels in trailers; and the
+//! proxy's own errors (one proxy's, or a peer proxy's relayed) as the
+//! client's gRPC statuses.
 
 use crate::{config, require, start};
 use std::process::Stdio;
@@ -146,4 +148,139 @@ async fn grpc_calls_stream_and_fail_through_the_proxy() {
         );
     }
     drop(server);
+}
+
+/// The `status CODE details` lines of `echo_client.py ... status TEXT`.
+async fn statuses(addr: &str, authority: &str, repeat: usize) -> Vec<String> {
+    let repeat = repeat.to_string();
+    let (ok, out) = client(addr, authority, &["--repeat", &repeat, "status", "hi"]).await;
+    assert!(ok, "{out}");
+    out.lines()
+        .filter_map(|l| l.strip_prefix("status "))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxys_own_errors_reach_a_grpc_client_as_grpc_statuses() {
+    require_grpcio();
+    let server = EchoServer::start().await;
+    // Takes connections and never answers: the route's timeout runs out.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    // Nothing listens here.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let routes = "      - name: slow\n        match: { hosts: [slow.test] }\n        timeout: 300ms\n        backends: [{ name: silent }]\n      - name: limited\n        match: { hosts: [limited.test] }\n        rate_limit: { requests_per_second: 1, burst: 1 }\n        backends: [{ name: echo }]\n      - name: down\n        match: { hosts: [down.test] }\n        backends: [{ name: dead }]\n      - name: ok\n        match: { hosts: [ok.test] }\n        backends: [{ name: echo }]";
+    let backends = format!(
+        "  - name: silent\n    protocol: http2\n    endpoints: [{{ address: {silent_addr} }}]\n  - name: echo\n    protocol: http2\n    endpoints: [{{ address: 127.0.0.1:{} }}]\n  - name: dead\n    protocol: http2\n    endpoints: [{{ address: {dead} }}]",
+        server.port
+    );
+    let proxy = start(&config(routes, &backends)).await;
+    let addr = proxy.listener("edge").to_string();
+
+    assert_eq!(statuses(&addr, "ok.test", 1).await, ["OK echo:hi"]);
+    assert_eq!(
+        statuses(&addr, "slow.test", 1).await,
+        ["DEADLINE_EXCEEDED Gateway Timeout: timeout"]
+    );
+    assert_eq!(
+        statuses(&addr, "nowhere.test", 1).await,
+        ["UNIMPLEMENTED Not Found: no-route"]
+    );
+    assert_eq!(
+        statuses(&addr, "down.test", 1).await,
+        ["UNAVAILABLE Bad Gateway: connect-failed"]
+    );
+    // One token: the first call goes through, the next ones are refused.
+    let limited = statuses(&addr, "limited.test", 3).await;
+    assert_eq!(limited[0], "OK echo:hi", "{limited:?}");
+    assert!(
+        limited[1..]
+            .iter()
+            .all(|s| s == "RESOURCE_EXHAUSTED Too Many Requests: rate-limited"),
+        "{limited:?}"
+    );
+
+    // Metrics keep the HTTP status the proxy chose.
+    let metrics = proxy.metrics().await;
+    for (route, status, cause) in [
+        ("slow", "504", "timeout"),
+        ("down", "502", "connect-failed"),
+        ("limited", "429", "rate-limited"),
+    ] {
+        let labels = [
+            format!("route=\"{route}\""),
+            format!("status_code=\"{status}\""),
+            format!("error=\"{cause}\""),
+        ];
+        let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+        assert!(responses(&metrics, &labels) >= 1.0, "{route}:\n{metrics}");
+    }
+    hold.abort();
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_proxys_error_reaches_a_grpc_client_as_a_grpc_status() {
+    use crate::mesh_tls::{identity_section, API, WEB};
+    use remora_test_support::proxy::tempdir;
+    use remora_test_support::{ProxyProcess, TestCa};
+    require_grpcio();
+    let ca = TestCa::new("mesh root");
+    // Proxy B: the peer, in front of an app that is not running.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let b_dir = tempdir();
+    let b_yaml = format!(
+        "admin: {{ address: 127.0.0.1:0 }}\nlisteners:\n  - name: inbound\n    address: 127.0.0.1:0\n    inbound: {{ mode: strict }}\n    routes:\n      - name: app\n        backends: [{{ name: app }}]\nbackends:\n  - name: app\n    endpoints: [{{ address: {dead} }}]\n{}",
+        identity_section(b_dir.path(), &ca, &ca.issue_spiffe(API))
+    );
+    std::fs::write(b_dir.path().join("config.yaml"), &b_yaml).unwrap();
+    let b_config = b_dir.path().join("config.yaml");
+    let b = ProxyProcess::start_with(
+        b_dir,
+        crate::bin(),
+        vec!["--config".into(), b_config.into()],
+    )
+    .await
+    .expect("proxy B starts");
+    // Proxy A: the gRPC client's, to B over mutual TLS.
+    let a_dir = tempdir();
+    let a_yaml = format!(
+        "admin: {{ address: 127.0.0.1:0 }}\nlisteners:\n  - name: edge\n    address: 127.0.0.1:0\n    routes:\n      - name: all\n        backends: [{{ name: api }}]\nbackends:\n  - name: api\n    endpoints: [{{ address: {}, identity: \"{API}\" }}]\n{}",
+        b.listener("inbound"),
+        identity_section(a_dir.path(), &ca, &ca.issue_spiffe(WEB))
+    );
+    std::fs::write(a_dir.path().join("config.yaml"), &a_yaml).unwrap();
+    let a_config = a_dir.path().join("config.yaml");
+    let a = ProxyProcess::start_with(
+        a_dir,
+        crate::bin(),
+        vec!["--config".into(), a_config.into()],
+    )
+    .await
+    .expect("proxy A starts");
+
+    let addr = a.listener("edge").to_string();
+    assert_eq!(
+        statuses(&addr, "api.test", 1).await,
+        ["UNAVAILABLE Bad Gateway: connect-failed"]
+    );
+    // Between the proxies the error stayed HTTP: B answered A a 502, which
+    // A counts as the upstream's answer.
+    let labels = ["status_code=\"502\"", "error=\"connect-failed\""];
+    assert_eq!(responses(&b.metrics().await, &labels), 1.0);
+    let relayed = ["status_code=\"502\"", "error=\"\""];
+    assert_eq!(responses(&a.metrics().await, &relayed), 1.0);
 }

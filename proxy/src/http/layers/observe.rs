@@ -177,8 +177,15 @@ where
         });
         let tap = self.ctx.metrics.tap.see(&req, &self.ctx.name, &self.down); // tap: the head, while someone taps
         let limit = listener.limits.max_request_body_bytes;
+        // gRPC is HTTP/2: an HTTP/1.1 request costs no header lookup. A
+        // mesh peer gets HTTP errors, which its retries and outlier
+        // detection read.
+        let grpc = req.version() == Version::HTTP_2
+            && self.down.client_id.is_none()
+            && crate::http::grpc::is_grpc(req.headers());
         let req = req.map(|body| RequestBody::stream(body, limit));
-        let cx = Box::new(Cx::new(view, self.down.clone(), started));
+        let mut cx = Box::new(Cx::new(view, self.down.clone(), started));
+        cx.grpc = grpc;
         Observed {
             inner: self.inner.call(Call {
                 req: Box::new(req),
@@ -314,6 +321,11 @@ fn record(
     match handles {
         Some(h) => h.duration.get_or_init(duration).observe(elapsed),
         None => duration().observe(elapsed),
+    }
+    // Counted and logged with its HTTP status; a gRPC client reads it as
+    // a gRPC error.
+    if cx.grpc {
+        return crate::http::grpc::answer(rsp, cause);
     }
     rsp
 }

@@ -1,0 +1,196 @@
+//! gRPC clients get the proxy's errors as gRPC errors.
+//!
+//! A gRPC client reads a call's outcome from `grpc-status`, not from the
+//! HTTP status: an HTTP `504` reaches its application as `UNAVAILABLE`
+//! ("Received http2 header with status: 504"), so a route timeout looks
+//! like a dead server and the cause is lost. For a gRPC request (HTTP/2,
+//! `content-type: application/grpc` or `application/grpc+…`) from a client
+//! that is not a mesh peer, an error the proxy answers — its own, or a peer
+//! proxy's relayed with its `remora-error` — goes out as a gRPC
+//! "Trailers-Only" response: HTTP `200`, `grpc-status` by cause,
+//! `grpc-message` with the HTTP status and the cause, no body. Between
+//! proxies errors stay HTTP, so the caller's retries and outlier detection
+//! read them as before; metrics, logs and tap keep the HTTP status.
+
+use super::body::ResponseBody;
+use super::error::REMORA_ERROR;
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+
+static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+
+/// Whether `headers` are a gRPC request's: `application/grpc`, alone or
+/// with a `+format` or parameters (not gRPC-Web's `application/grpc-web`).
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    const PREFIX: &[u8] = b"application/grpc";
+    headers.get(CONTENT_TYPE).is_some_and(|v| {
+        let v = v.as_bytes();
+        v.len() >= PREFIX.len()
+            && v[..PREFIX.len()].eq_ignore_ascii_case(PREFIX)
+            && matches!(v.get(PREFIX.len()), None | Some(b'+' | b';'))
+    })
+}
+
+/// The gRPC status code for a proxy error: by its cause where that says
+/// more than the HTTP status, else by gRPC's own mapping of HTTP statuses
+/// (`doc/http-grpc-status-mapping.md` in the gRPC repository).
+pub fn code(status: StatusCode, cause: &str) -> u8 {
+    const DEADLINE_EXCEEDED: u8 = 4;
+    const PERMISSION_DENIED: u8 = 7;
+    const RESOURCE_EXHAUSTED: u8 = 8;
+    const UNIMPLEMENTED: u8 = 12;
+    const INTERNAL: u8 = 13;
+    const UNAVAILABLE: u8 = 14;
+    const UNAUTHENTICATED: u8 = 16;
+    match cause {
+        "timeout" | "per-try-timeout" => DEADLINE_EXCEEDED,
+        "rate-limited" | "body-too-large" | "headers-too-large" => RESOURCE_EXHAUSTED,
+        "forbidden" => PERMISSION_DENIED,
+        "no-route" | "not-implemented" => UNIMPLEMENTED,
+        _ => match status.as_u16() {
+            400 => INTERNAL,
+            401 => UNAUTHENTICATED,
+            403 => PERMISSION_DENIED,
+            404 => UNIMPLEMENTED,
+            429 | 502 | 503 | 504 => UNAVAILABLE,
+            _ => 2, // UNKNOWN
+        },
+    }
+}
+
+/// The response for a gRPC client: an error of the proxy's (`cause`, else
+/// a relayed `remora-error`) as a Trailers-Only response; anything else
+/// as it is.
+pub fn answer(rsp: Response<ResponseBody>, cause: &str) -> Response<ResponseBody> {
+    let relayed;
+    let cause = if !cause.is_empty() {
+        cause
+    } else {
+        match rsp.headers().get(REMORA_ERROR) {
+            Some(v) if !rsp.status().is_success() => {
+                relayed = v.clone();
+                relayed.to_str().unwrap_or("error")
+            }
+            _ => return rsp,
+        }
+    };
+    let status = rsp.status();
+    let mut out = Response::new(ResponseBody::empty());
+    let h = out.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    h.insert(
+        &GRPC_STATUS,
+        HeaderValue::from(u16::from(code(status, cause))),
+    );
+    // Printable ASCII without `%` needs no percent-encoding (gRPC's rule
+    // for grpc-message); a cause outside that is not ours: left out.
+    let reason = status.canonical_reason().unwrap_or("error");
+    let plain = cause
+        .bytes()
+        .all(|b| (b' '..=b'~').contains(&b) && b != b'%');
+    let message = format!("{reason}: {}", if plain { cause } else { "error" });
+    if let Ok(v) = HeaderValue::try_from(message) {
+        h.insert(&GRPC_MESSAGE, v);
+    }
+    for name in [HeaderName::from_static(REMORA_ERROR), RETRY_AFTER] {
+        if let Some(v) = rsp.headers().get(&name) {
+            h.insert(name, v.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::error::{error_response, ProxyError};
+    use std::time::Duration;
+
+    #[test]
+    fn grpc_requests_are_known_by_content_type() {
+        let with = |ct: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+            is_grpc(&h)
+        };
+        for yes in [
+            "application/grpc",
+            "application/grpc+proto",
+            "application/grpc;charset=utf-8",
+            "Application/GRPC",
+        ] {
+            assert!(with(yes), "{yes}");
+        }
+        for no in [
+            "application/grpc-web",
+            "application/grpcx",
+            "application/json",
+        ] {
+            assert!(!with(no), "{no}");
+        }
+        assert!(!is_grpc(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn a_proxy_error_becomes_trailers_only_with_its_code() {
+        let cases = [
+            (ProxyError::Timeout(Duration::from_secs(1)), 4, "timeout"),
+            (
+                ProxyError::RateLimited {
+                    retry_after: Duration::from_millis(1500),
+                },
+                8,
+                "rate-limited",
+            ),
+            (ProxyError::NoRoute, 12, "no-route"),
+            (ProxyError::Forbidden { client: "x".into() }, 7, "forbidden"),
+            (
+                ProxyError::NoEndpoints {
+                    backend: "api".into(),
+                },
+                14,
+                "no-endpoints",
+            ),
+            (ProxyError::Malformed("no host"), 13, "malformed-request"),
+        ];
+        for (e, want, cause) in cases {
+            let rsp = answer(error_response(&e), e.cause());
+            assert_eq!(rsp.status(), StatusCode::OK, "{cause}");
+            let h = rsp.headers();
+            assert_eq!(h["content-type"], "application/grpc");
+            assert_eq!(h["grpc-status"], want.to_string().as_str(), "{cause}");
+            assert_eq!(h[REMORA_ERROR], cause);
+            let message = h["grpc-message"].to_str().unwrap();
+            assert!(message.ends_with(&format!(": {cause}")), "{message}");
+            assert!(http_body::Body::is_end_stream(rsp.body()), "{cause}");
+        }
+        let limited = answer(
+            error_response(&ProxyError::RateLimited {
+                retry_after: Duration::from_millis(1500),
+            }),
+            "rate-limited",
+        );
+        assert_eq!(limited.headers()["retry-after"], "2");
+    }
+
+    #[test]
+    fn a_peer_proxys_error_is_converted_and_an_upstream_answer_is_not() {
+        let mut peer = error_response(&ProxyError::NoRoute);
+        *peer.status_mut() = StatusCode::BAD_GATEWAY;
+        peer.headers_mut()
+            .insert(REMORA_ERROR, HeaderValue::from_static("connect-failed"));
+        let rsp = answer(peer, "");
+        assert_eq!(rsp.status(), StatusCode::OK);
+        assert_eq!(rsp.headers()["grpc-status"], "14");
+        assert_eq!(rsp.headers()["grpc-message"], "Bad Gateway: connect-failed");
+
+        let mut upstream = Response::new(ResponseBody::full("x"));
+        upstream
+            .headers_mut()
+            .insert(GRPC_STATUS.clone(), HeaderValue::from_static("5"));
+        let rsp = answer(upstream, "");
+        assert_eq!(rsp.headers()["grpc-status"], "5");
+        assert!(rsp.headers().get(&GRPC_MESSAGE).is_none());
+    }
+}
