@@ -13,6 +13,7 @@ use remora_api::mesh::Mesh;
 use remora_control_plane::k8s::translate::Options;
 use remora_control_plane::metrics::Metrics;
 use remora_control_plane::source::{Generation, MeshSource};
+use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::watch;
 
@@ -186,6 +187,47 @@ async fn a_watch_event_publishes_a_new_version() {
     );
     until("the applied count", || r.applied() == 3).await;
     assert_eq!(fake.lists(SLICES), 1, "followed by the watch, no relist");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_no_pod_is_ready_the_terminating_ones_that_serve_take_the_calls() {
+    let fake = cluster().await;
+    let mut r = Replica::start(&fake);
+    let first = r.synced().await;
+    let addresses = |g: &Generation| -> Vec<String> {
+        endpoints(g, "web.shop", "api.shop")
+            .into_iter()
+            .map(|(a, _)| a)
+            .collect()
+    };
+    // Two ready pods.
+    let mut slice = fixture("endpointslice-api-scaled.json");
+    fake.apply(SLICES, slice.clone(), false);
+    let two = r
+        .wait("two endpoints", |g| g.mesh_version != first.mesh_version)
+        .await;
+    assert_eq!(addresses(&two), ["10.244.1.17:8080", "10.244.2.23:8080"]);
+    // A rollout: both terminate, one still serving, and no new pod is ready
+    // yet. Rather than no endpoint at all, the one that serves.
+    slice["endpoints"][0]["conditions"] =
+        json!({"ready": false, "serving": true, "terminating": true});
+    slice["endpoints"][1]["conditions"] =
+        json!({"ready": false, "serving": false, "terminating": true});
+    fake.apply(SLICES, slice.clone(), false);
+    let rolling = r
+        .wait("the rollout's slice", |g| {
+            g.mesh_version != two.mesh_version
+        })
+        .await;
+    assert_eq!(addresses(&rolling), ["10.244.1.17:8080"]);
+    // A pod ready again (the second address, reused): it alone.
+    slice["endpoints"][1]["conditions"] =
+        json!({"ready": true, "serving": true, "terminating": false});
+    fake.apply(SLICES, slice, false);
+    let done = r
+        .wait("a ready pod", |g| g.mesh_version != rolling.mesh_version)
+        .await;
+    assert_eq!(addresses(&done), ["10.244.2.23:8080"]);
 }
 
 async fn expired_watch_relists_without_a_new_version(how: Expiry) {

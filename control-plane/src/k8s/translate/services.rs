@@ -2,8 +2,9 @@
 //! service `<name>.<ns>` (see [`super`]), each other TCP port the service
 //! `<name>.<ns>.<port>`, called by the Service's names with that port
 //! (`<name>.<ns>:<port>`); the endpoints of each are the ready addresses of
-//! the Service's EndpointSlices at that port's target port, its `addresses`
-//! the ClusterIPs at that port.
+//! the Service's EndpointSlices at that port's target port (or, when none
+//! is ready, those still serving while they terminate, as kube-proxy
+//! does), its `addresses` the ClusterIPs at that port.
 
 use super::{sorted, Cluster, ObjRef, ObjectProblem, Options};
 use k8s_openapi::api::core::v1::ServiceSpec;
@@ -84,10 +85,17 @@ pub(super) fn services(
                 _ => UpstreamProtocol::default(),
             };
             let port_name = port.name.as_deref().unwrap_or("");
-            let mut endpoints = BTreeMap::new();
+            let mut found = Found::default();
             for slice in slices.get(&(ns, name)).into_iter().flatten() {
-                slice_endpoints(slice, port_name, ids, &obj, &mut endpoints, problems);
+                slice_endpoints(slice, port_name, ids, &obj, &mut found, problems);
             }
+            // No pod ready (a rollout that replaces the last one, a scale
+            // down): the terminating ones that still serve take the calls
+            // until they go, rather than none (kube-proxy does the same).
+            let endpoints = match found.ready.is_empty() {
+                true => found.terminating,
+                false => found.ready,
+            };
             let dns = [
                 format!("{name}.{ns}"),
                 format!("{name}.{ns}.svc"),
@@ -150,12 +158,20 @@ fn cluster_ips(spec: &ServiceSpec, port: i32) -> Vec<SocketAddr> {
 
 /// The ready endpoints of one slice at the port named `port_name`, by
 /// address (a pod listed in two slices counts once).
+/// A Service port's endpoints by condition.
+#[derive(Default)]
+struct Found {
+    ready: BTreeMap<SocketAddr, ServiceEndpoint>,
+    /// Terminating, but still serving: used only when none is ready.
+    terminating: BTreeMap<SocketAddr, ServiceEndpoint>,
+}
+
 fn slice_endpoints(
     slice: &EndpointSlice,
     port_name: &str,
     ids: &BTreeMap<(&str, &str), String>,
     svc: &ObjRef,
-    out: &mut BTreeMap<SocketAddr, ServiceEndpoint>,
+    found: &mut Found,
     problems: &mut Vec<ObjectProblem>,
 ) {
     if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
@@ -177,10 +193,17 @@ fn slice_endpoints(
         return;
     };
     for e in &slice.endpoints {
-        let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
-        if !ready {
-            continue;
-        }
+        // Unset conditions: `ready` true, `serving` as `ready`,
+        // `terminating` false (the EndpointSlice API's reading).
+        let c = e.conditions.as_ref();
+        let ready = c.and_then(|c| c.ready).unwrap_or(true);
+        let serving = c.and_then(|c| c.serving).unwrap_or(ready);
+        let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
+        let out = match (ready, serving && terminating) {
+            (true, _) => &mut found.ready,
+            (false, true) => &mut found.terminating,
+            (false, false) => continue,
+        };
         let Some(ip) = e.addresses.first().and_then(|a| a.parse::<IpAddr>().ok()) else {
             continue;
         };

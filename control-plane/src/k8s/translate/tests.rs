@@ -786,3 +786,63 @@ fn each_tcp_port_of_a_service_is_a_service_reached_at_its_cluster_ip() {
         "{bad}"
     );
 }
+
+/// A slice of `svc` at 8080 whose endpoints have the conditions given as
+/// (ip, pod, conditions).
+fn slice_with(ns: &str, svc: &str, eps: &[(&str, &str, Value)]) -> Arc<EndpointSlice> {
+    let endpoints: Vec<Value> = eps
+        .iter()
+        .map(|(ip, pod, conditions)| {
+            json!({"addresses": [ip], "conditions": conditions,
+            "targetRef": {"kind": "Pod", "namespace": ns, "name": pod}})
+        })
+        .collect();
+    obj(
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"namespace": ns, "name": format!("{svc}-term"),
+            "labels": {"kubernetes.io/service-name": svc}},
+        "addressType": "IPv4", "endpoints": endpoints,
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}),
+    )
+}
+
+#[test]
+fn terminating_pods_that_still_serve_take_calls_only_while_none_is_ready() {
+    let serving = json!({"ready": false, "serving": true, "terminating": true});
+    let gone = json!({"ready": false, "serving": false, "terminating": true});
+    let ready = json!({"ready": true, "serving": true, "terminating": false});
+    let addresses = |cluster: &Cluster| -> Vec<String> {
+        let t = run(cluster);
+        let web = t
+            .mesh
+            .services
+            .iter()
+            .find(|s| s.name == "web.shop")
+            .unwrap();
+        web.endpoints
+            .iter()
+            .map(|e| e.address.to_string())
+            .collect()
+    };
+    let with = |eps: &[(&str, &str, Value)]| {
+        let mut cluster = shop();
+        cluster
+            .endpoint_slices
+            .retain(|s| s.metadata.labels.as_ref().unwrap()["kubernetes.io/service-name"] != "web");
+        cluster.endpoint_slices.push(slice_with("shop", "web", eps));
+        cluster
+    };
+    // A rollout's middle: the new pod is ready, the old one still serves.
+    let both = with(&[
+        ("10.0.1.2", "web-1", serving.clone()),
+        ("10.0.1.3", "web-2", ready),
+    ]);
+    assert_eq!(addresses(&both), ["10.0.1.3:8080"]);
+    // The new pod not ready yet: the old one takes the calls until it goes.
+    let only_old = with(&[
+        ("10.0.1.2", "web-1", serving),
+        ("10.0.1.4", "web-3", json!({"ready": false})),
+        ("10.0.1.5", "web-4", gone),
+    ]);
+    assert_eq!(addresses(&only_old), ["10.0.1.2:8080"]);
+}
