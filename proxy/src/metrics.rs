@@ -19,6 +19,7 @@ pub struct Metrics {
     registry: Registry,
     pub requests: IntCounterVec,
     pub responses: IntCounterVec,
+    pub grpc_responses: IntCounterVec,
     pub duration: HistogramVec,
     pub upstream_connections: IntCounterVec,
     pub upstream_connect_errors: IntCounterVec,
@@ -111,6 +112,12 @@ impl Metrics {
                 "remora_responses_total",
                 "Responses sent, by listener, route, backend, status code and the proxy's error cause (empty when the upstream answered).",
                 &["listener", "route", "backend", "status_code", "error"],
+            ),
+            grpc_responses: counter(
+                &r,
+                "remora_grpc_responses_total",
+                "gRPC calls ended, by listener, route, backend and grpc-status (none: ended without one).",
+                &["listener", "route", "backend", "grpc_status"],
             ),
             duration: reg(
                 &r,

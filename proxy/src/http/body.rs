@@ -29,6 +29,8 @@ pin_project! {
             #[pin] body: Incoming,
             in_flight: Option<InFlight>,
             idle: Option<Idle>,
+            // A gRPC call's: counted with the grpc-status of its trailers.
+            grpc: Option<Box<super::grpc::Tally>>,
         },
         Full { data: Option<Bytes> },
     }
@@ -71,6 +73,20 @@ impl ResponseBody {
             body,
             in_flight,
             idle,
+            grpc: None,
+        }
+    }
+
+    /// Counts the gRPC call when the body ends: with its trailers'
+    /// `grpc-status`, `none` when it ends without one. `Err` gives the tally
+    /// back for a body the proxy made.
+    pub fn count_grpc(&mut self, tally: super::grpc::Tally) -> Result<(), super::grpc::Tally> {
+        match self {
+            ResponseBody::Upstream { grpc, .. } => {
+                *grpc = Some(Box::new(tally));
+                Ok(())
+            }
+            ResponseBody::Full { .. } => Err(tally),
         }
     }
 }
@@ -88,6 +104,7 @@ impl Body for ResponseBody {
                 body,
                 in_flight,
                 idle,
+                grpc,
             } => {
                 let mut body = body;
                 let frame = match body.as_mut().poll_frame(cx) {
@@ -104,6 +121,11 @@ impl Body for ResponseBody {
                 };
                 if let Some(idle) = idle {
                     idle.fresh = true;
+                }
+                if let (Some(tally), Some(Ok(f))) = (grpc.as_mut(), &frame) {
+                    if let Some(trailers) = f.trailers_ref() {
+                        tally.end(trailers);
+                    }
                 }
                 if frame.is_none() {
                     in_flight.take().as_mut().map(InFlight::body_done);

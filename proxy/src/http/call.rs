@@ -85,8 +85,9 @@ pub struct Cx {
     pub rng: fastrand::Rng,
     /// A fault delay was injected.
     pub delayed: bool,
-    /// A gRPC request from a client that is not a mesh peer: its errors
-    /// go out as gRPC errors ([`super::grpc`]).
+    /// A gRPC request: counted by its grpc-status, and its errors go out
+    /// as gRPC errors to a client that is not a mesh peer
+    /// ([`super::grpc`]).
     pub grpc: bool,
     /// When the route's timeout runs out; every wait below is bounded by it.
     pub deadline: Option<Deadline>,

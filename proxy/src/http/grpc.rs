@@ -11,11 +11,18 @@
 //! `grpc-message` with the HTTP status and the cause, no body. Between
 //! proxies errors stay HTTP, so the caller's retries and outlier detection
 //! read them as before; metrics, logs and tap keep the HTTP status.
+//!
+//! Every gRPC call is also counted by the `grpc-status` it ends with
+//! (`remora_grpc_responses_total`): a gRPC error rides an HTTP `200`, so
+//! `remora_responses_total` alone shows a failing gRPC service as healthy.
+//! The status is read from the response head (Trailers-Only, or an error
+//! the proxy made), else from the body's trailers when it ends ([`Tally`]).
 
 use super::body::ResponseBody;
 use super::error::REMORA_ERROR;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+use prometheus::IntCounterVec;
 
 static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
@@ -57,6 +64,80 @@ pub fn code(status: StatusCode, cause: &str) -> u8 {
             _ => 2, // UNKNOWN
         },
     }
+}
+
+/// Where a gRPC call is counted: the counter and its labels but the status.
+pub struct Tally {
+    counter: IntCounterVec,
+    /// Listener, route, backend.
+    labels: [String; 3],
+    done: bool,
+}
+
+impl Tally {
+    pub fn new(counter: &IntCounterVec, listener: &str, route: &str, backend: &str) -> Self {
+        Tally {
+            counter: counter.clone(),
+            labels: [listener.into(), route.into(), backend.into()],
+            done: false,
+        }
+    }
+
+    /// Counts the call with the `grpc-status` of `trailers` (`none` without
+    /// one); only the first time.
+    pub fn end(&mut self, trailers: &HeaderMap) {
+        self.count(status_label(trailers.get(&GRPC_STATUS)));
+    }
+
+    fn count(&mut self, status: &str) {
+        if !std::mem::replace(&mut self.done, true) {
+            let [l, r, b] = &self.labels;
+            self.counter.with_label_values(&[l, r, b, status]).inc();
+        }
+    }
+}
+
+impl Drop for Tally {
+    /// A call whose body ended (or was dropped) without trailers.
+    fn drop(&mut self) {
+        self.count("none");
+    }
+}
+
+/// A `grpc-status` value as a label: the code, `none` when missing or not
+/// a code.
+fn status_label(v: Option<&HeaderValue>) -> &str {
+    match v.and_then(|v| v.to_str().ok()) {
+        Some(c) if !c.is_empty() && c.len() <= 2 && c.bytes().all(|b| b.is_ascii_digit()) => c,
+        _ => "none",
+    }
+}
+
+/// Counts the gRPC call `rsp` answers (`cause`: the proxy's error, empty
+/// when it did not make one): now, when its head tells the status (an
+/// error of the proxy's or a peer proxy's, Trailers-Only, an HTTP error
+/// the client maps), else when its body ends.
+pub fn count(tally: Tally, rsp: &mut Response<ResponseBody>, cause: &str) {
+    let mut tally = tally;
+    let status = rsp.status();
+    let relayed = rsp
+        .headers()
+        .get(REMORA_ERROR)
+        .filter(|_| !status.is_success());
+    let code = if !cause.is_empty() {
+        code(status, cause)
+    } else if let Some(c) = relayed {
+        code(status, c.to_str().unwrap_or(""))
+    } else if let Some(v) = rsp.headers().get(&GRPC_STATUS) {
+        return tally.count(status_label(Some(v)));
+    } else if !status.is_success() {
+        code(status, "")
+    } else {
+        // The status comes in the trailers (or never: `none`).
+        let _ = rsp.body_mut().count_grpc(tally);
+        return;
+    };
+    tally.count(&code.to_string());
 }
 
 /// The response for a gRPC client: an error of the proxy's (`cause`, else
@@ -192,5 +273,40 @@ mod tests {
         let rsp = answer(upstream, "");
         assert_eq!(rsp.headers()["grpc-status"], "5");
         assert!(rsp.headers().get(&GRPC_MESSAGE).is_none());
+    }
+
+    #[test]
+    fn a_call_is_counted_once_by_the_status_it_ends_with() {
+        let counter = IntCounterVec::new(
+            prometheus::Opts::new("c", "c"),
+            &["listener", "route", "backend", "grpc_status"],
+        )
+        .unwrap();
+        let get = |code: &str| counter.with_label_values(&["l", "r", "b", code]).get();
+        let tally = || Tally::new(&counter, "l", "r", "b");
+        // In the trailers, once however often they are seen.
+        let mut t = tally();
+        let mut trailers = HeaderMap::new();
+        trailers.insert(&GRPC_STATUS, HeaderValue::from_static("0"));
+        t.end(&trailers);
+        t.end(&trailers);
+        drop(t);
+        assert_eq!(get("0"), 1);
+        // Ended without: none.
+        drop(tally());
+        assert_eq!(get("none"), 1);
+        // Told by the head: an error of the proxy's, a Trailers-Only answer.
+        let mut rsp = error_response(&ProxyError::Timeout(Duration::from_secs(1)));
+        count(tally(), &mut rsp, "timeout");
+        assert_eq!(get("4"), 1);
+        let mut rsp = Response::new(ResponseBody::empty());
+        rsp.headers_mut()
+            .insert(&GRPC_STATUS, HeaderValue::from_static("5"));
+        count(tally(), &mut rsp, "");
+        assert_eq!(get("5"), 1);
+        // A 200 the proxy made without a status (not a gRPC server's): none.
+        let mut rsp = Response::new(ResponseBody::full("x"));
+        count(tally(), &mut rsp, "");
+        assert_eq!(get("none"), 2);
     }
 }

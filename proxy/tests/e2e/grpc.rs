@@ -88,9 +88,18 @@ async fn client(addr: &str, authority: &str, args: &[&str]) -> (bool, String) {
 /// The sum of `remora_responses_total` samples whose labels include all of
 /// `labels` (each written `name="value"`).
 fn responses(metrics: &str, labels: &[&str]) -> f64 {
+    sum(metrics, "remora_responses_total{", labels)
+}
+
+/// The same of `remora_grpc_responses_total`.
+fn grpc_responses(metrics: &str, labels: &[&str]) -> f64 {
+    sum(metrics, "remora_grpc_responses_total{", labels)
+}
+
+fn sum(metrics: &str, prefix: &str, labels: &[&str]) -> f64 {
     metrics
         .lines()
-        .filter(|l| l.starts_with("remora_responses_total{"))
+        .filter(|l| l.starts_with(prefix))
         .filter(|l| labels.iter().all(|want| l.contains(want)))
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
         .sum()
@@ -146,6 +155,14 @@ async fn grpc_calls_stream_and_fail_through_the_proxy() {
             3.0,
             "{route}:\n{metrics}"
         );
+        // By the grpc-status they ended with: the unary call's and the
+        // stream's in their trailers, the failure's in its head.
+        let by = |code: &str| {
+            let code = format!("grpc_status=\"{code}\"");
+            grpc_responses(&metrics, &[&route_label, &backend_label, &code])
+        };
+        assert_eq!(by("0"), 2.0, "{route}:\n{metrics}");
+        assert_eq!(by("14"), 1.0, "{route}:\n{metrics}");
     }
     drop(server);
 }
@@ -210,8 +227,28 @@ async fn the_proxys_own_errors_reach_a_grpc_client_as_grpc_statuses() {
         "{limited:?}"
     );
 
-    // Metrics keep the HTTP status the proxy chose.
+    // Metrics keep the HTTP status the proxy chose; the gRPC calls are
+    // counted by the status their client saw.
     let metrics = proxy.metrics().await;
+    for (route, code, n) in [
+        ("ok", "0", 1.0),
+        ("slow", "4", 1.0),
+        ("", "12", 1.0),
+        ("down", "14", 1.0),
+        ("limited", "0", 1.0),
+        ("limited", "8", 2.0),
+    ] {
+        let labels = [
+            format!("route=\"{route}\""),
+            format!("grpc_status=\"{code}\""),
+        ];
+        let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+        assert_eq!(
+            grpc_responses(&metrics, &labels),
+            n,
+            "{route} {code}:\n{metrics}"
+        );
+    }
     for (route, status, cause) in [
         ("slow", "504", "timeout"),
         ("down", "502", "connect-failed"),
@@ -258,7 +295,7 @@ async fn a_peer_proxys_error_reaches_a_grpc_client_as_a_grpc_status() {
     // Proxy A: the gRPC client's, to B over mutual TLS.
     let a_dir = tempdir();
     let a_yaml = format!(
-        "admin: {{ address: 127.0.0.1:0 }}\nlisteners:\n  - name: edge\n    address: 127.0.0.1:0\n    routes:\n      - name: all\n        backends: [{{ name: api }}]\nbackends:\n  - name: api\n    endpoints: [{{ address: {}, identity: \"{API}\" }}]\n{}",
+        "admin: {{ address: 127.0.0.1:0 }}\nlisteners:\n  - name: edge\n    address: 127.0.0.1:0\n    routes:\n      - name: all\n        backends: [{{ name: api }}]\nbackends:\n  - name: api\n    protocol: auto\n    endpoints: [{{ address: {}, identity: \"{API}\" }}]\n{}",
         b.listener("inbound"),
         identity_section(a_dir.path(), &ca, &ca.issue_spiffe(WEB))
     );
@@ -282,5 +319,11 @@ async fn a_peer_proxys_error_reaches_a_grpc_client_as_a_grpc_status() {
     let labels = ["status_code=\"502\"", "error=\"connect-failed\""];
     assert_eq!(responses(&b.metrics().await, &labels), 1.0);
     let relayed = ["status_code=\"502\"", "error=\"\""];
-    assert_eq!(responses(&a.metrics().await, &relayed), 1.0);
+    let a_metrics = a.metrics().await;
+    assert_eq!(responses(&a_metrics, &relayed), 1.0);
+    // Both count the call as the client saw it end.
+    let unavailable = ["grpc_status=\"14\""];
+    let b_metrics = b.metrics().await;
+    assert_eq!(grpc_responses(&b_metrics, &unavailable), 1.0, "{b_metrics}");
+    assert_eq!(grpc_responses(&a_metrics, &unavailable), 1.0);
 }

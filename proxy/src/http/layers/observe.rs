@@ -177,12 +177,8 @@ where
         });
         let tap = self.ctx.metrics.tap.see(&req, &self.ctx.name, &self.down); // tap: the head, while someone taps
         let limit = listener.limits.max_request_body_bytes;
-        // gRPC is HTTP/2: an HTTP/1.1 request costs no header lookup. A
-        // mesh peer gets HTTP errors, which its retries and outlier
-        // detection read.
-        let grpc = req.version() == Version::HTTP_2
-            && self.down.client_id.is_none()
-            && crate::http::grpc::is_grpc(req.headers());
+        // gRPC is HTTP/2: an HTTP/1.1 request costs no header lookup.
+        let grpc = req.version() == Version::HTTP_2 && crate::http::grpc::is_grpc(req.headers());
         let req = req.map(|body| RequestBody::stream(body, limit));
         let mut cx = Box::new(Cx::new(view, self.down.clone(), started));
         cx.grpc = grpc;
@@ -322,10 +318,17 @@ fn record(
         Some(h) => h.duration.get_or_init(duration).observe(elapsed),
         None => duration().observe(elapsed),
     }
-    // Counted and logged with its HTTP status; a gRPC client reads it as
-    // a gRPC error.
     if cx.grpc {
-        return crate::http::grpc::answer(rsp, cause);
+        let mut rsp = rsp;
+        let tally = crate::http::grpc::Tally::new(&m.grpc_responses, name, route, backend);
+        crate::http::grpc::count(tally, &mut rsp, cause);
+        // Counted and logged with its HTTP status; a gRPC client (not a
+        // mesh peer: its retries and outlier detection read HTTP errors)
+        // reads it as a gRPC error.
+        if down.client_id.is_none() {
+            return crate::http::grpc::answer(rsp, cause);
+        }
+        return rsp;
     }
     rsp
 }
