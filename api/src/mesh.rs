@@ -67,6 +67,17 @@ pub mod defaults {
     }
 }
 
+/// The protocol of a mesh hop unless told otherwise: `auto`, the caller's
+/// own. Between two apps a mesh only carries what the caller sent: an
+/// HTTP/1.1 request stays HTTP/1.1 (over the HTTP/2 hop between proxies,
+/// then HTTP/1.1 again), an HTTP/2 one (gRPC) stays HTTP/2 to the app. A
+/// caller that speaks HTTP/2 to an app that does not would fail without
+/// the mesh too. (A proxy config's backends default to `http1`: at the
+/// edge, clients speak HTTP/2 to servers that often do not.)
+pub fn mesh_protocol() -> UpstreamProtocol {
+    UpstreamProtocol::Auto
+}
+
 /// A service other workloads call by name (`http://<name>/...`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -83,7 +94,9 @@ pub struct Service {
     /// the IP itself).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<std::net::SocketAddr>,
-    #[serde(default)]
+    /// How callers' proxies speak HTTP to the endpoints; default `auto`:
+    /// as the caller spoke (see [`mesh_protocol`]).
+    #[serde(default = "mesh_protocol")]
     pub protocol: UpstreamProtocol,
     /// How callers spread requests over the endpoints.
     #[serde(default)]
@@ -186,8 +199,9 @@ pub struct WorkloadInbound {
     pub address: SocketAddr,
     /// The workload's app.
     pub app: SocketAddr,
-    /// How the proxy speaks HTTP to the app.
-    #[serde(default)]
+    /// How the proxy speaks HTTP to the app; default `auto`: as the caller
+    /// spoke (see [`mesh_protocol`]).
+    #[serde(default = "mesh_protocol")]
     pub app_protocol: UpstreamProtocol,
     /// `strict`: mutual TLS only; `permissive` (default): plaintext too.
     #[serde(default)]

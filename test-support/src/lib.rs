@@ -9,6 +9,7 @@
 //! (`start_paused = true`): an idle runtime would jump straight past them.
 
 pub mod client;
+pub mod grpc;
 pub mod load;
 pub mod otlp;
 pub mod proxy;

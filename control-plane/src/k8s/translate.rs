@@ -40,7 +40,7 @@ use gateway_api::apis::standard::httproutes::HttpRoute;
 use k8s_openapi::api::core::v1::{Pod, Service as KService};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use remora_api::mesh::{Mesh, Workload, WorkloadInbound};
-use remora_api::{Problem, UpstreamProtocol};
+use remora_api::Problem;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -321,7 +321,7 @@ fn workloads(
             WorkloadInbound {
                 address: SocketAddr::from(([0, 0, 0, 0], INBOUND_PORT)),
                 app: SocketAddr::from(([127, 0, 0, 1], port)),
-                app_protocol: UpstreamProtocol::default(),
+                app_protocol: remora_api::mesh::mesh_protocol(),
                 mode,
                 authorization,
             }

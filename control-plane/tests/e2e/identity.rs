@@ -904,3 +904,57 @@ async fn a_sidecar_takes_the_control_plane_roots_as_pem_text() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--control-plane-ca-pem"), "{stderr}");
 }
+
+/// gRPC across the mesh as the control plane compiles it, with no protocol
+/// set anywhere: a grpcio client on `web`'s outbound listener, mutual TLS
+/// to `api`'s inbound side, a grpcio server as `api`'s app. The mesh's
+/// default (`auto`) keeps the caller's HTTP/2 end to end; `http1` on
+/// either side made gRPC fail (`upstream-failed`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_crosses_the_mesh_with_the_default_protocols() {
+    use remora_test_support::grpc::{client, require_grpcio, statuses, EchoServer};
+    require_grpcio();
+    let server = EchoServer::start().await;
+    let inbound = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mesh = format!(
+        "trust_domain: example.org
+services:
+  - name: api
+    endpoints: [{{ address: {inbound}, workload: api }}]
+workloads:
+  - {{ name: web, namespace: shop, service_account: web-sa, outbound: 127.0.0.1:0, calls: [api] }}
+  - {{ name: api, namespace: shop, outbound: 127.0.0.1:0, inbound: {{ address: {inbound}, app: 127.0.0.1:{} }} }}
+",
+        server.port
+    );
+    let m = Mesh::start_with("1h", &mesh).await;
+    let sidecar = |name: &'static str, token: &'static str| {
+        let token = m.token_file(&format!("{name}.token"), token);
+        let listen = m.cp.listen;
+        async move {
+            let args: [&OsStr; 2] = ["--identity-token".as_ref(), token.as_ref()];
+            ProxyProcess::start_sidecar(&proxy_bin(), listen, name, &args)
+                .await
+                .unwrap()
+        }
+    };
+    let _api = sidecar("api", API_TOKEN).await;
+    let web = sidecar("web", WEB_TOKEN).await;
+    let outbound = web.listener("outbound").to_string();
+
+    assert_eq!(statuses(&outbound, "api", 1).await, ["OK echo:hi"]);
+    let (ok, out) = client(&outbound, "api", &["stream", "50"]).await;
+    assert!(ok, "{out}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("msg-")).count(), 50);
+    let (ok, out) = client(&outbound, "api", &["fail"]).await;
+    assert!(ok, "{out}");
+    let metrics = web.metrics().await;
+    let by = |code: &str| {
+        let series = format!("remora_grpc_responses_total{{backend=\"api\",grpc_status=\"{code}\",listener=\"outbound\",route=\"api\"}}");
+        metric(&metrics, &series)
+    };
+    assert_eq!((by("0"), by("14")), (2.0, 1.0), "{metrics}");
+}

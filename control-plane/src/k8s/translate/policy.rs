@@ -368,7 +368,7 @@ fn convert_authorization(
         inbound: Some(WorkloadInbound {
             address: SocketAddr::from(([0, 0, 0, 0], 4143)),
             app: SocketAddr::from(([127, 0, 0, 1], 80)),
-            app_protocol: Default::default(),
+            app_protocol: remora_api::mesh::mesh_protocol(),
             mode,
             authorization: authorization.clone(),
         }),

@@ -82,7 +82,7 @@ pub(super) fn services(
             }
             let protocol = match port.app_protocol.as_deref() {
                 Some("kubernetes.io/h2c" | "h2c" | "grpc") => UpstreamProtocol::Http2,
-                _ => UpstreamProtocol::default(),
+                _ => remora_api::mesh::mesh_protocol(),
             };
             let port_name = port.name.as_deref().unwrap_or("");
             let mut found = Found::default();

@@ -769,6 +769,13 @@ fn each_tcp_port_of_a_service_is_a_service_reached_at_its_cluster_ip() {
         to_grpc.matches.hosts
     );
     assert_eq!(grpc.protocol, remora_api::UpstreamProtocol::Http2);
+    // Without an appProtocol: as the caller speaks (gRPC without the
+    // annotation stays HTTP/2), and so does each workload's inbound side.
+    assert_eq!(http.protocol, remora_api::UpstreamProtocol::Auto);
+    for w in &t.mesh.workloads {
+        let inbound = w.inbound.as_ref().unwrap();
+        assert_eq!(inbound.app_protocol, remora_api::UpstreamProtocol::Auto);
+    }
     // UDP ports are not services.
     assert!(t.mesh.services.iter().all(|s| !s.name.ends_with(".53")));
     let names = |s: &remora_api::mesh::Service| -> Vec<String> {
