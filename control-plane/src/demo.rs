@@ -71,8 +71,36 @@ struct Ports {
     inbound: Option<(SocketAddr, SocketAddr)>,
 }
 
-/// A free loopback port: bound, read back, released.
+/// A free loopback port for a sidecar to bind later. Not one from
+/// `bind(…:0)`: the kernel hands those out again to any program that asks
+/// for a port, and one did take a demo's port between its choice and the
+/// sidecar's bind (a test run, demos side by side with other tests). So a
+/// port below the kernel's ephemeral range, in a block of the range picked
+/// by the demo's PID (demos running at once pick apart), bound once to see
+/// it is free; `bind(…:0)` only if that block is used up.
 fn free_port() -> anyhow::Result<SocketAddr> {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const BLOCK: u16 = 24;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // Ports the kernel never picks for `bind(…:0)`: from 10000 up to its
+    // ephemeral range (32768 by default).
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let blocks = ephemeral.saturating_sub(10_000) / BLOCK;
+    if blocks > 0 {
+        let block = (std::process::id() % u32::from(blocks)) as u16;
+        let base = 10_000 + block * BLOCK;
+        while let Ok(n) = NEXT.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            (n < BLOCK).then_some(n + 1)
+        }) {
+            let addr = SocketAddr::from(([127, 0, 0, 1], base + n));
+            if std::net::TcpListener::bind(addr).is_ok() {
+                return Ok(addr);
+            }
+        }
+    }
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("find a free port")?;
     Ok(l.local_addr()?)
 }
