@@ -140,6 +140,18 @@ pub fn count(tally: Tally, rsp: &mut Response<ResponseBody>, cause: &str) {
     tally.count(&code.to_string());
 }
 
+/// Whether a gRPC answer's head tells of the endpoint failing, for outlier
+/// detection as a 5xx does: a Trailers-Only `grpc-status` that gRPC maps to
+/// a 5xx but `UNIMPLEMENTED` (`UNKNOWN`, `DEADLINE_EXCEEDED`, `INTERNAL`,
+/// `UNAVAILABLE`, `DATA_LOSS`). A status in the trailers, after messages,
+/// comes too late to count.
+pub fn endpoint_failed(headers: &HeaderMap) -> bool {
+    matches!(
+        headers.get(&GRPC_STATUS).map(HeaderValue::as_bytes),
+        Some(b"2" | b"4" | b"13" | b"14" | b"15")
+    )
+}
+
 /// The response for a gRPC client: an error of the proxy's (`cause`, else
 /// a relayed `remora-error`) as a Trailers-Only response; anything else
 /// as it is.

@@ -238,3 +238,38 @@ async fn a_peer_proxys_error_reaches_a_grpc_client_as_a_grpc_status() {
     assert_eq!(grpc_responses(&b_metrics, &unavailable), 1.0, "{b_metrics}");
     assert_eq!(grpc_responses(&a_metrics, &unavailable), 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_server_that_fails_every_call_is_ejected_as_one_answering_5xx_would_be() {
+    require_grpcio();
+    let (one, two) = (EchoServer::start().await, EchoServer::start().await);
+    let routes = "      - name: echo\n        backends: [{ name: echo }]";
+    let backends = format!(
+        "  - name: echo\n    protocol: http2\n    balancer: round_robin\n    outlier_detection: {{ consecutive_failures: 2, base_ejection_time: 300s }}\n    endpoints: [{{ address: 127.0.0.1:{} }}, {{ address: 127.0.0.1:{} }}]",
+        one.port, two.port
+    );
+    let proxy = start(&config(routes, &backends)).await;
+    let addr = proxy.listener("edge").to_string();
+    // UNAVAILABLE in the head (Trailers-Only), HTTP 200: two in a row on
+    // each endpoint. At most half the endpoints may be ejected: one is.
+    for _ in 0..4 {
+        let (ok, out) = client(&addr, "echo.test", &["fail"]).await;
+        assert!(ok, "{out}");
+    }
+    let metrics = proxy.metrics().await;
+    let ejected = sum(
+        &metrics,
+        "remora_outlier_ejections_total{",
+        &["backend=\"echo\""],
+    );
+    assert_eq!(ejected, 1.0, "{metrics}");
+    // Calls that succeed are not held against an endpoint.
+    assert_eq!(statuses(&addr, "echo.test", 4).await, ["OK echo:hi"; 4]);
+    let metrics = proxy.metrics().await;
+    let ejected = sum(
+        &metrics,
+        "remora_outlier_ejections_total{",
+        &["backend=\"echo\""],
+    );
+    assert_eq!(ejected, 1.0, "{metrics}");
+}

@@ -11,7 +11,7 @@
 use super::breaker::count_overflow;
 use crate::balance::{ns_at, Backend, InFlight};
 use crate::http::body::{BodyTooLarge, RequestBody, ResponseBody};
-use crate::http::call::{AttemptCx, Call, Deadline, Done, Ready, View};
+use crate::http::call::{Call, Cx, Done, Ready};
 use crate::http::error::{innermost, ProxyError};
 use crate::telemetry::otel::Traced;
 use futures_util::future::BoxFuture;
@@ -41,7 +41,7 @@ impl Service<Call> for Endpoint {
                 let e = ProxyError::Malformed("no endpoint was chosen");
                 return Ok(Done::new(Err(e), cx));
             };
-            let sent = send(req, &cx.view, &cx.attempt, cx.deadline, &mut in_flight).await;
+            let sent = send(req, &cx, &mut in_flight).await;
             let idle_timeout = cx.view.forward_route().idle_timeout;
             let result = sent.map(|rsp| {
                 let (parts, body) = rsp.into_parts();
@@ -55,12 +55,11 @@ impl Service<Call> for Endpoint {
 
 async fn send(
     req: Box<Request<RequestBody>>,
-    view: &View,
-    attempt: &AttemptCx,
-    deadline: Option<Deadline>,
+    cx: &Cx,
     in_flight: &mut InFlight,
 ) -> Result<Response<Incoming>, ProxyError> {
-    let Some(backend) = view.backend() else {
+    let (attempt, deadline) = (&cx.attempt, cx.deadline);
+    let Some(backend) = cx.view.backend() else {
         return Err(ProxyError::Malformed("no backend was chosen"));
     };
     let ep = &backend.endpoints[attempt.endpoint];
@@ -105,7 +104,11 @@ async fn send(
             // One clock read for the round trip and the estimate's stamp.
             let answered = Instant::now();
             ep.load.observe_at(answered - started, ns_at(answered));
-            backend.report(ep, !rsp.status().is_server_error());
+            // A gRPC server's failure rides an HTTP 200: its Trailers-Only
+            // status counts as a 5xx does.
+            let failed = rsp.status().is_server_error()
+                || (cx.grpc && crate::http::grpc::endpoint_failed(rsp.headers()));
+            backend.report(ep, !failed);
             in_flight.checkin = checkin;
             if hyper::body::Body::is_end_stream(rsp.body()) {
                 // No body to read (204, 304, an empty 503 about to be
