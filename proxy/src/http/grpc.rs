@@ -1,4 +1,6 @@
-//! gRPC clients get the proxy's errors as gRPC errors.
+//! gRPC calls: the proxy's errors as gRPC errors, each call counted by
+//! the `grpc-status` it ended with, and a server's gRPC failures held
+//! against its endpoint ([`endpoint_failed`]).
 //!
 //! A gRPC client reads a call's outcome from `grpc-status`, not from the
 //! HTTP status: an HTTP `504` reaches its application as `UNAVAILABLE`
