@@ -42,10 +42,22 @@ pub struct Series {
     pub status: [u64; 5],
     /// Responses the proxy made itself (its `remora-error`), of any status.
     pub errors: u64,
+    /// gRPC calls answered with an HTTP 2xx that ended with a status gRPC
+    /// maps to a 5xx but `UNIMPLEMENTED` (a gRPC server's failure: `14`
+    /// UNAVAILABLE, ...): failures, as 5xx responses are. Sent only when
+    /// not 0: a control plane from before it still parses every report
+    /// without such failures, and drops one with them (it does not know
+    /// the field; its graph misses that proxy until then).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub grpc_failures: u64,
     /// Requests timed, and how many of them took at most each bucket's
     /// bound (cumulative, like Prometheus' `le`).
     pub count: u64,
     pub latency: Vec<u64>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Series {

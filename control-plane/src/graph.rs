@@ -86,7 +86,8 @@ pub fn graph<'a>(workloads: impl IntoIterator<Item = &'a str>, proxies: &[ProxyS
                 .or_default();
             sum.rps += d.responses() as f64 / seconds;
             sum.requests += d.responses();
-            sum.failures += d.status[4];
+            // A gRPC server's failure rides an HTTP 200.
+            sum.failures += d.status[4] + d.grpc_failures;
             sum.timed += d.count;
             if sum.latency.len() < d.latency.len() {
                 sum.latency.resize(d.latency.len(), 0);
@@ -158,6 +159,7 @@ fn delta(now: &Series, then: Option<&Series>) -> Series {
         *a = a.saturating_sub(b);
     }
     d.errors = d.errors.saturating_sub(then.errors);
+    d.grpc_failures = d.grpc_failures.saturating_sub(then.grpc_failures);
     d.count = d.count.saturating_sub(then.count);
     for (a, b) in d.latency.iter_mut().zip(&then.latency) {
         *a = a.saturating_sub(*b);

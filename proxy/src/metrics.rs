@@ -20,6 +20,11 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     pub responses: IntCounterVec,
     pub grpc_responses: IntCounterVec,
+    /// gRPC calls answered HTTP 2xx that ended with a server failure
+    /// ([`crate::http::grpc::endpoint_failed`]'s statuses), by listener,
+    /// route and backend: for the stats report only (not exported: it is
+    /// `remora_grpc_responses_total` seen another way).
+    pub grpc_failures: IntCounterVec,
     pub duration: HistogramVec,
     pub upstream_connections: IntCounterVec,
     pub upstream_connect_errors: IntCounterVec,
@@ -119,6 +124,11 @@ impl Metrics {
                 "gRPC calls ended, by listener, route, backend and grpc-status (none: ended without one).",
                 &["listener", "route", "backend", "grpc_status"],
             ),
+            grpc_failures: IntCounterVec::new(
+                Opts::new("grpc_failures", "gRPC server failures in HTTP 2xx answers"),
+                &["listener", "route", "backend"],
+            )
+            .expect("valid metric"),
             duration: reg(
                 &r,
                 HistogramVec::new(

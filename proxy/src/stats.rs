@@ -2,7 +2,8 @@
 //! [`remora_api::stats`]): read off the proxy's own metric families
 //! (`remora_responses_total`, `remora_request_duration_seconds`) when a
 //! report is due (with the certificate's expiry), so the request path
-//! records nothing more for it.
+//! records nothing more for it, but for gRPC calls a count of the server
+//! failures that rode an HTTP 2xx (`Metrics::grpc_failures`, not exported).
 
 use crate::metrics::Metrics;
 use prometheus::core::Collector;
@@ -41,6 +42,11 @@ pub fn report(metrics: &Metrics) -> StatsReport {
             if !label(m, "error").is_empty() {
                 s.errors += n;
             }
+        }
+    }
+    for family in metrics.grpc_failures.collect() {
+        for m in family.get_metric() {
+            series.entry(key(m)).or_default().grpc_failures += m.get_counter().get_value() as u64;
         }
     }
     let mut buckets = Vec::new();
@@ -91,6 +97,9 @@ mod tests {
         responses("200", "").inc_by(3);
         responses("503", "").inc();
         responses("500", "fault-injected").inc_by(2);
+        m.grpc_failures
+            .with_label_values(&["outbound", "api", "api"])
+            .inc_by(4);
         let d = m.duration.with_label_values(&["outbound", "api", "api"]);
         for seconds in [0.0001, 0.003, 0.2] {
             d.observe(seconds);
@@ -104,6 +113,7 @@ mod tests {
             ("outbound", "api", "api")
         );
         assert_eq!((s.status, s.errors, s.count), ([0, 3, 0, 0, 3], 2, 3));
+        assert_eq!(s.grpc_failures, 4);
         let at = |bound: f64| s.latency[r.buckets.iter().position(|b| *b == bound).unwrap()];
         assert_eq!((at(0.0005), at(0.005), at(0.25)), (1, 2, 3));
     }

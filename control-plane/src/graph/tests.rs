@@ -11,6 +11,7 @@ fn series(listener: &str, backend: &str, ok: u64, failed: u64, fast: u64) -> Ser
         backend: backend.into(),
         status: [0, ok, 0, 0, failed],
         errors: 0,
+        grpc_failures: 0,
         count: n,
         // `fast` under 10 ms, everything under 100 ms.
         latency: vec![fast, n],
@@ -71,6 +72,34 @@ async fn an_edge_is_the_difference_of_two_reports_over_their_interval() {
     let quiet = &g.edges[0];
     assert_eq!((quiet.from.as_str(), quiet.to.as_str()), ("client", "web"));
     assert_eq!((quiet.rps, quiet.success, quiet.p99_ms), (0.0, None, None));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_grpc_servers_failures_in_200_answers_count_as_failures() {
+    let proxies = Proxies::new(Metrics::new());
+    let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
+    let web = proxies.connect("web", None, None, None, peer);
+    web.stats(report(vec![series(OUTBOUND, "api", 10, 0, 10)]));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    // 10 more calls, all HTTP 200; 3 of them ended UNAVAILABLE.
+    let mut s = series(OUTBOUND, "api", 20, 0, 20);
+    s.grpc_failures = 3;
+    web.stats(report(vec![s]));
+    let g = graph(["web", "api"], &proxies.list());
+    let api = &g.edges[0];
+    assert_eq!((api.requests, api.failures), (10, 3));
+    assert_eq!(api.success, Some(0.7));
+}
+
+#[test]
+fn a_report_without_grpc_failures_reads_as_before() {
+    // A proxy from before the field sends none; a proxy sends it only when
+    // it is not 0.
+    let line = r#"{"type":"stats","buckets":[0.01],"series":[{"listener":"outbound","route":"api","backend":"api","status":[0,1,0,0,0],"errors":0,"count":1,"latency":[1]}]}"#;
+    let remora_api::stats::Report::Stats(r) = serde_json::from_str(line).unwrap();
+    assert_eq!(r.series[0].grpc_failures, 0);
+    let again = serde_json::to_string(&remora_api::stats::Report::Stats(r)).unwrap();
+    assert!(!again.contains("grpc_failures"), "{again}");
 }
 
 #[test]

@@ -68,18 +68,28 @@ pub fn code(status: StatusCode, cause: &str) -> u8 {
     }
 }
 
-/// Where a gRPC call is counted: the counter and its labels but the status.
+/// Where a gRPC call is counted: the counters and their labels but the
+/// status.
 pub struct Tally {
+    /// By grpc-status (`remora_grpc_responses_total`).
     counter: IntCounterVec,
+    /// A server's failures in HTTP 2xx answers (the stats report's).
+    failures: IntCounterVec,
     /// Listener, route, backend.
     labels: [String; 3],
     done: bool,
 }
 
 impl Tally {
-    pub fn new(counter: &IntCounterVec, listener: &str, route: &str, backend: &str) -> Self {
+    pub fn new(
+        metrics: &crate::metrics::Metrics,
+        listener: &str,
+        route: &str,
+        backend: &str,
+    ) -> Self {
         Tally {
-            counter: counter.clone(),
+            counter: metrics.grpc_responses.clone(),
+            failures: metrics.grpc_failures.clone(),
             labels: [listener.into(), route.into(), backend.into()],
             done: false,
         }
@@ -88,7 +98,16 @@ impl Tally {
     /// Counts the call with the `grpc-status` of `trailers` (`none` without
     /// one); only the first time.
     pub fn end(&mut self, trailers: &HeaderMap) {
-        self.count(status_label(trailers.get(&GRPC_STATUS)));
+        self.server_answered(trailers.get(&GRPC_STATUS));
+    }
+
+    /// Counts a call whose status the server sent (in an HTTP 2xx answer).
+    fn server_answered(&mut self, status: Option<&HeaderValue>) {
+        if !self.done && status.is_some_and(|v| failed(v.as_bytes())) {
+            let [l, r, b] = &self.labels;
+            self.failures.with_label_values(&[l, r, b]).inc();
+        }
+        self.count(status_label(status));
     }
 
     fn count(&mut self, status: &str) {
@@ -130,8 +149,12 @@ pub fn count(tally: Tally, rsp: &mut Response<ResponseBody>, cause: &str) {
         code(status, cause)
     } else if let Some(c) = relayed {
         code(status, c.to_str().unwrap_or(""))
-    } else if let Some(v) = rsp.headers().get(&GRPC_STATUS) {
-        return tally.count(status_label(Some(v)));
+    } else if let Some(v) = rsp
+        .headers()
+        .get(&GRPC_STATUS)
+        .filter(|_| status.is_success())
+    {
+        return tally.server_answered(Some(v));
     } else if !status.is_success() {
         code(status, "")
     } else {
@@ -148,10 +171,14 @@ pub fn count(tally: Tally, rsp: &mut Response<ResponseBody>, cause: &str) {
 /// `UNAVAILABLE`, `DATA_LOSS`). A status in the trailers, after messages,
 /// comes too late to count.
 pub fn endpoint_failed(headers: &HeaderMap) -> bool {
-    matches!(
-        headers.get(&GRPC_STATUS).map(HeaderValue::as_bytes),
-        Some(b"2" | b"4" | b"13" | b"14" | b"15")
-    )
+    headers
+        .get(&GRPC_STATUS)
+        .is_some_and(|v| failed(v.as_bytes()))
+}
+
+/// A server's failure: a status gRPC maps to a 5xx, but `UNIMPLEMENTED`.
+fn failed(status: &[u8]) -> bool {
+    matches!(status, b"2" | b"4" | b"13" | b"14" | b"15")
 }
 
 /// The response for a gRPC client: an error of the proxy's (`cause`, else
@@ -291,13 +318,20 @@ mod tests {
 
     #[test]
     fn a_call_is_counted_once_by_the_status_it_ends_with() {
-        let counter = IntCounterVec::new(
-            prometheus::Opts::new("c", "c"),
-            &["listener", "route", "backend", "grpc_status"],
-        )
-        .unwrap();
-        let get = |code: &str| counter.with_label_values(&["l", "r", "b", code]).get();
-        let tally = || Tally::new(&counter, "l", "r", "b");
+        let metrics = crate::metrics::Metrics::new();
+        let get = |code: &str| {
+            metrics
+                .grpc_responses
+                .with_label_values(&["l", "r", "b", code])
+                .get()
+        };
+        let failures = || {
+            metrics
+                .grpc_failures
+                .with_label_values(&["l", "r", "b"])
+                .get()
+        };
+        let tally = || Tally::new(&metrics, "l", "r", "b");
         // In the trailers, once however often they are seen.
         let mut t = tally();
         let mut trailers = HeaderMap::new();
@@ -322,5 +356,17 @@ mod tests {
         let mut rsp = Response::new(ResponseBody::full("x"));
         count(tally(), &mut rsp, "");
         assert_eq!(get("none"), 2);
+        // Only a server's failure in a 2xx answer is one for the stats
+        // report (the proxy's own errors are 5xx there already).
+        assert_eq!(failures(), 0);
+        let mut t = tally();
+        trailers.insert(&GRPC_STATUS, HeaderValue::from_static("14"));
+        t.end(&trailers);
+        drop(t);
+        let mut rsp = Response::new(ResponseBody::empty());
+        rsp.headers_mut()
+            .insert(&GRPC_STATUS, HeaderValue::from_static("13"));
+        count(tally(), &mut rsp, "");
+        assert_eq!((get("14"), get("13"), failures()), (1, 1, 2));
     }
 }

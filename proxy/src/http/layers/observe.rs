@@ -320,7 +320,7 @@ fn record(
     }
     if cx.grpc {
         let mut rsp = rsp;
-        let tally = crate::http::grpc::Tally::new(&m.grpc_responses, name, route, backend);
+        let tally = crate::http::grpc::Tally::new(m, name, route, backend);
         crate::http::grpc::count(tally, &mut rsp, cause);
         // Counted and logged with its HTTP status; a gRPC client (not a
         // mesh peer: its retries and outlier detection read HTTP errors)
