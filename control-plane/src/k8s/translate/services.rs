@@ -92,9 +92,10 @@ pub(super) fn services(
             // No pod ready (a rollout that replaces the last one, a scale
             // down): the terminating ones that still serve take the calls
             // until they go, rather than none (kube-proxy does the same).
-            let endpoints = match found.ready.is_empty() {
-                true => found.terminating,
-                false => found.ready,
+            let endpoints = if found.ready.is_empty() {
+                found.terminating
+            } else {
+                found.ready
             };
             let dns = [
                 format!("{name}.{ns}"),
@@ -156,8 +157,6 @@ fn cluster_ips(spec: &ServiceSpec, port: i32) -> Vec<SocketAddr> {
     out
 }
 
-/// The ready endpoints of one slice at the port named `port_name`, by
-/// address (a pod listed in two slices counts once).
 /// A Service port's endpoints by condition.
 #[derive(Default)]
 struct Found {
@@ -166,6 +165,9 @@ struct Found {
     terminating: BTreeMap<SocketAddr, ServiceEndpoint>,
 }
 
+/// The endpoints of one slice at the port named `port_name`, ready or
+/// terminating but serving, by address (a pod listed in two slices counts
+/// once).
 fn slice_endpoints(
     slice: &EndpointSlice,
     port_name: &str,
