@@ -194,15 +194,9 @@ async fn a_peer_proxys_error_reaches_a_grpc_client_as_a_grpc_status() {
         "admin: {{ address: 127.0.0.1:0 }}\nlisteners:\n  - name: inbound\n    address: 127.0.0.1:0\n    inbound: {{ mode: strict }}\n    routes:\n      - name: app\n        backends: [{{ name: app }}]\nbackends:\n  - name: app\n    endpoints: [{{ address: {dead} }}]\n{}",
         identity_section(b_dir.path(), &ca, &ca.issue_spiffe(API))
     );
-    std::fs::write(b_dir.path().join("config.yaml"), &b_yaml).unwrap();
-    let b_config = b_dir.path().join("config.yaml");
-    let b = ProxyProcess::start_with(
-        b_dir,
-        crate::bin(),
-        vec!["--config".into(), b_config.into()],
-    )
-    .await
-    .expect("proxy B starts");
+    let b = ProxyProcess::start_in(b_dir, crate::bin(), &b_yaml)
+        .await
+        .expect("proxy B starts");
     // Proxy A: the gRPC client's, to B over mutual TLS.
     let a_dir = tempdir();
     let a_yaml = format!(
@@ -210,15 +204,9 @@ async fn a_peer_proxys_error_reaches_a_grpc_client_as_a_grpc_status() {
         b.listener("inbound"),
         identity_section(a_dir.path(), &ca, &ca.issue_spiffe(WEB))
     );
-    std::fs::write(a_dir.path().join("config.yaml"), &a_yaml).unwrap();
-    let a_config = a_dir.path().join("config.yaml");
-    let a = ProxyProcess::start_with(
-        a_dir,
-        crate::bin(),
-        vec!["--config".into(), a_config.into()],
-    )
-    .await
-    .expect("proxy A starts");
+    let a = ProxyProcess::start_in(a_dir, crate::bin(), &a_yaml)
+        .await
+        .expect("proxy A starts");
 
     let addr = a.listener("edge").to_string();
     assert_eq!(

@@ -33,6 +33,11 @@ fn slice(ns: &str, svc: &str, port: u16, eps: &[(&str, &str, bool, &str)]) -> Ar
             "targetRef": {"kind": "Pod", "namespace": ns, "name": pod}, "zone": zone})
         })
         .collect();
+    slice_of(ns, svc, port, endpoints)
+}
+
+/// An EndpointSlice of `svc` with `endpoints`, at port `http`.
+fn slice_of(ns: &str, svc: &str, port: u16, endpoints: Vec<Value>) -> Arc<EndpointSlice> {
     obj(
         json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
         "metadata": {"namespace": ns, "name": format!("{svc}-abcde"),
@@ -804,13 +809,7 @@ fn slice_with(ns: &str, svc: &str, eps: &[(&str, &str, Value)]) -> Arc<EndpointS
             "targetRef": {"kind": "Pod", "namespace": ns, "name": pod}})
         })
         .collect();
-    obj(
-        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"namespace": ns, "name": format!("{svc}-term"),
-            "labels": {"kubernetes.io/service-name": svc}},
-        "addressType": "IPv4", "endpoints": endpoints,
-        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}),
-    )
+    slice_of(ns, svc, 8080, endpoints)
 }
 
 #[test]
